@@ -1,0 +1,41 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11 and make:
+#   make demo   - virtualenv, install, synthetic sources, sync, serve on 127.0.0.1:8000
+#   make test   - install (PostgreSQL too, through apt, when missing), ruff, mypy, pytest
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO_DIR ?= demo
+CUSTOMERS ?= 10000
+
+.PHONY: install demo test lint typecheck pytest bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/fabric demo --dir $(DEMO_DIR) --customers $(CUSTOMERS)
+
+lint: install
+	$(BIN)/ruff check fabric tests benchmarks
+	$(BIN)/ruff format --check fabric tests benchmarks
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	bash scripts/ensure-postgres.sh
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+bench: install
+	$(BIN)/python benchmarks/sync_bench.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

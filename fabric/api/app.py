@@ -1,0 +1,50 @@
+"""Build the Litestar application over a project.
+
+``create_app`` is what tests (through Litestar's test client) and servers use. The project
+(store, catalog, compiled rules) is opened before the app answers and closed in its shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+
+from fabric import __version__
+from fabric.api.auth import Authenticator
+from fabric.api.errors import exception_handlers
+from fabric.api.routes import find_entity, get_entity, health
+from fabric.entities import EntityService
+from fabric.project import Project
+
+__all__ = ["CONFIG_ENV", "app_from_env", "create_app"]
+
+#: How `fabric serve` tells worker processes which project to open.
+CONFIG_ENV = "FABRIC_CONFIG"
+
+
+def create_app(project: Project) -> Litestar:
+    """Return the API app serving ``project``; the app closes the project on shutdown."""
+    # Compile rules and open the store now: a broken rule file fails at start, not per request.
+    project.policies  # noqa: B018
+    service = EntityService(project)
+    authenticate = Authenticator(project.config)
+
+    return Litestar(
+        route_handlers=[health, get_entity, find_entity],
+        dependencies={
+            "service": Provide(lambda: service, use_cache=True, sync_to_thread=False),
+            "caller": Provide(authenticate, sync_to_thread=False),
+        },
+        exception_handlers=exception_handlers,
+        on_shutdown=[project.close],
+        openapi_config=OpenAPIConfig(title="fabric", version=__version__),
+    )
+
+
+def app_from_env() -> Litestar:
+    """App factory for ASGI servers: opens the project named by ``FABRIC_CONFIG``."""
+    return create_app(Project.open(Path(os.environ.get(CONFIG_ENV, "fabric.yaml"))))

@@ -1,0 +1,83 @@
+"""One JSON error shape for every failure the API returns.
+
+``{"error": {"status": 404, "code": "not_found", "message": "..."}}``. Messages come from our
+own exceptions, which never carry secrets or source values; unexpected errors answer a generic
+500 and log only the exception type, so nothing a driver put in a message can leak.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from fabric.entities import InvalidRequestError
+from fabric.errors import ConfigError, EntityNotFoundError, FabricError, RuleError
+
+__all__ = ["ERROR_CODES", "error_body", "exception_handlers"]
+
+log = logging.getLogger("fabric.api")
+
+#: HTTP status -> stable code, for errors raised by the framework itself.
+ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+_STATUS_OF: list[tuple[type[FabricError], int]] = [
+    (EntityNotFoundError, 404),
+    (InvalidRequestError, 400),
+    (ConfigError, 500),
+    (RuleError, 500),
+]
+
+
+def error_body(status: int, code: str, message: str) -> dict[str, Any]:
+    """The JSON error document."""
+    return {"error": {"status": status, "code": code, "message": message}}
+
+
+def _respond(status: int, code: str, message: str, headers: dict[str, str] | None = None
+             ) -> Response[dict[str, Any]]:
+    return Response(error_body(status, code, message), status_code=status,
+                    media_type=MediaType.JSON, headers=headers)
+
+
+def _fabric_error(request: Request[Any, Any, Any], exc: FabricError) -> Response[dict[str, Any]]:
+    status = next((s for kind, s in _STATUS_OF if isinstance(exc, kind)), 500)
+    if status >= 500:
+        log.error("request failed: %s on %s", type(exc).__name__, request.url.path)
+    return _respond(status, exc.code, str(exc).splitlines()[0])
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    status = exc.status_code
+    message = exc.detail if isinstance(exc.detail, str) and exc.detail else "error"
+    if status == 400 and exc.extra:
+        # Name the offending parameter, never its value.
+        keys = [str(e.get("key")) for e in exc.extra if isinstance(e, dict) and e.get("key")]
+        if keys:
+            message = f"invalid or missing parameter: {', '.join(keys)}"
+    return _respond(status, ERROR_CODES.get(status, "error"), message, exc.headers)
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.error("unexpected %s on %s", type(exc).__name__, request.url.path)
+    return _respond(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "internal error")
+
+
+exception_handlers: dict[type[Exception] | int, Any] = {
+    FabricError: _fabric_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}

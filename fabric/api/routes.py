@@ -1,0 +1,54 @@
+"""Route handlers: thin translations between HTTP and :class:`EntityService`.
+
+Handlers that touch SQLite run in Litestar's thread pool (``sync_to_thread=True``), so apsw
+work never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import get
+from litestar.params import Parameter
+
+from fabric.api.auth import Caller
+from fabric.entities import EntityService
+
+__all__ = ["find_entity", "get_entity", "health"]
+
+
+@get("/health", sync_to_thread=False, tags=["ops"], summary="Liveness; no auth")
+def health() -> dict[str, str]:
+    """Answer while the process is up."""
+    return {"status": "ok"}
+
+
+@get("/v1/entities/{entity_type:str}/{entity_id:str}", sync_to_thread=True, tags=["entities"],
+     summary="One entity, masked for the caller's role")
+def get_entity(
+    entity_type: str,
+    entity_id: str,
+    caller: Caller,
+    service: EntityService,
+    tables: str | None = Parameter(
+        None, description="comma-separated table names to return (default: all)"),
+) -> dict[str, Any]:
+    """Return the entity's tables and rows as the caller's role may see them."""
+    caller.require("entities")
+    wanted = [t.strip() for t in tables.split(",") if t.strip()] if tables else None
+    return service.document(entity_type, entity_id, role=caller.role, tables=wanted)
+
+
+@get("/v1/entities/{entity_type:str}", sync_to_thread=True, tags=["entities"],
+     summary="Find the entity a source record belongs to")
+def find_entity(
+    entity_type: str,
+    caller: Caller,
+    service: EntityService,
+    source: str = Parameter(description="source system (crm) or system.table (billing.payments)"),
+    key: str = Parameter(description="primary key of the source record"),
+) -> dict[str, Any]:
+    """Return the entity holding the record ``source``/``key``, masked for the caller."""
+    caller.require("entities")
+    entity_id = service.find(entity_type, source, key)
+    return service.document(entity_type, entity_id, role=caller.role)

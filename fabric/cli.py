@@ -1,0 +1,302 @@
+"""The `fabric` command line: a thin adapter over the library.
+
+Every command maps onto one library function. Errors fabric raises on purpose become a message
+on stderr and exit code 1, never a traceback; usage errors exit 2 (click's convention).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from fabric import __version__
+from fabric.config.loader import DEFAULT_CONFIG
+from fabric.errors import FabricError
+
+__all__ = ["main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _handles_errors(func: F) -> F:
+    """Turn FabricError into a clean message and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except FabricError as exc:
+            lines = str(exc).splitlines() or [type(exc).__name__]
+            click.echo(f"error: {lines[0]}", err=True)
+            for line in lines[1:]:
+                click.echo(f"error: {line}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+config_option = click.option(
+    "-c", "--config", "config_path", type=click.Path(path_type=Path), default=DEFAULT_CONFIG,
+    show_default=True, help="Project config file.")
+
+
+@contextmanager
+def _progress(enabled: bool = True) -> Iterator[Callable[[str, int, int | None], None]]:
+    """A tqdm bar per stage, shown on stderr when it is a terminal (or always if forced)."""
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+    show = enabled and (sys.stderr.isatty() or os.environ.get("FABRIC_PROGRESS") == "1")
+
+    def update(stage: str, advance: int, total: int | None) -> None:
+        if not show:
+            return
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="", leave=False,
+                                     dynamic_ncols=True, file=sys.stderr)
+        bar.update(advance)
+
+    try:
+        yield update
+    finally:
+        for bar in bars.values():
+            bar.close()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="fabric")
+def main() -> None:
+    """fabric: resolve source records into entities, store each as its own SQLite
+    micro-database, mask per role, and serve lookups over HTTP.
+
+    Start with `fabric demo`, which builds a complete project from synthetic sources.
+    Most commands read ./fabric.yaml; pass -c PATH for another project.
+    """
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Directory for the SQLite files and ground_truth.csv.")
+@click.option("--customers", type=click.IntRange(1, 10_000_000), default=1000, show_default=True,
+              help="Number of distinct people.")
+@click.option("--seed", type=int, default=42, show_default=True,
+              help="Random seed; the same seed gives the same data.")
+@click.option("--source-url", default=None,
+              help="Write into this SQLAlchemy database (one schema per system where "
+                   "supported) instead of SQLite files.")
+@_handles_errors
+def generate(out: Path, customers: int, seed: int, source_url: str | None) -> None:
+    """Generate synthetic CRM, billing, shop and support sources with realistic duplicates.
+
+    The same person appears in several systems with variations (email case and spaces, phone
+    formats, nicknames, typos, moved addresses, shared family emails); ground_truth.csv maps
+    every record to its true person.
+    """
+    from fabric.sources.generate import generate_sources
+
+    report = generate_sources(out, customers=customers, seed=seed, source_url=source_url)
+    for table in report.tables:
+        where = f"{table.schema}.{table.name}" if table.schema else table.name
+        click.echo(f"{table.system}.{table.table}: {table.rows} rows -> {where}")
+    click.echo(f"ground truth: {report.ground_truth} ({report.people} people, "
+               f"{report.seconds:.1f} s)")
+
+
+def _print_sync(report: Any) -> None:
+    click.echo(f"sync run {report.run_id}: read {report.rows_read} rows in "
+               f"{report.seconds:.1f} s; entities: "
+               + ", ".join(f"{n} {t}" for t, n in report.entities.items()))
+    click.echo(f"  created {report.created}, updated {report.updated}, unchanged "
+               f"{report.unchanged}, deleted {report.deleted}")
+    for table, count in report.orphans.items():
+        click.echo(f"  warning: {count} rows of {table} have no parent row and were skipped")
+
+
+@main.command()
+@config_option
+@click.option("--full", is_flag=True, help="Recompute every entity from scratch.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Worker processes (currently one process does the work).")
+@_handles_errors
+def sync(config_path: Path, full: bool, workers: int) -> None:
+    """Extract every source, resolve records into entities, build and store micro-databases.
+
+    Sources and rules are all checked before anything is written: on any error the store is
+    left as it was. Entities whose data did not change keep their version.
+    """
+    from fabric.project import Project
+    from fabric.sync import sync_project
+
+    with Project.open(config_path) as project, _progress() as progress:
+        report = sync_project(project, full=full, progress=progress)
+    _print_sync(report)
+
+
+def _serve(config_path: Path, host: str, port: int, workers: int) -> None:
+    import uvicorn
+
+    from fabric.api.app import CONFIG_ENV
+
+    os.environ[CONFIG_ENV] = str(config_path.resolve())
+    uvicorn.run("fabric.api.app:app_from_env", factory=True, host=host, port=port,
+                workers=workers, log_level="info", access_log=False)
+
+
+@main.command()
+@config_option
+@click.option("--host", default=None, help="Address to bind (default: api.host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port (default: api.port, 8000).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Server worker processes.")
+@_handles_errors
+def serve(config_path: Path, host: str | None, port: int | None, workers: int) -> None:
+    """Serve the HTTP API (entity lookups) for the project."""
+    from fabric.project import Project
+
+    # Open and check everything here so errors are a clean message, not a worker crash.
+    with Project.open(config_path) as project:
+        project.policies  # noqa: B018
+        project.catalog  # noqa: B018
+        api = project.config.api
+    _serve(config_path, host or api.host, port or api.port, workers)
+
+
+@main.group()
+def entity() -> None:
+    """Look at entities."""
+
+
+@entity.command("show")
+@config_option
+@click.argument("entity_type")
+@click.argument("entity_id")
+@click.option("--role", default=None, help="Role whose masking applies (default: default_role).")
+@click.option("--tables", default=None, help="Comma-separated tables to show.")
+@_handles_errors
+def entity_show(config_path: Path, entity_type: str, entity_id: str, role: str | None,
+                tables: str | None) -> None:
+    """Print one entity as JSON, exactly as the API returns it for the role."""
+    from fabric.entities import EntityService
+    from fabric.project import Project
+
+    with Project.open(config_path) as project:
+        wanted = [t.strip() for t in tables.split(",") if t.strip()] if tables else None
+        doc = EntityService(project).document(entity_type, entity_id, role=role, tables=wanted)
+    click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+
+
+@main.group()
+def rules() -> None:
+    """Work with rule files."""
+
+
+@rules.command("check")
+@config_option
+@_handles_errors
+def rules_check(config_path: Path) -> None:
+    """Validate fabric.yaml and every rule file it names; exit 1 listing each problem."""
+    from fabric.project import Project
+
+    with Project.open(config_path) as project:
+        project.policies  # noqa: B018
+        checked = [project.config.resolve(project.config.rules.masking)]
+        for etype, ecfg in project.config.entities.items():
+            from fabric.resolve.rules import load_match_rules
+
+            path = project.config.resolve(ecfg.match)
+            load_match_rules(path, etype)
+            checked.append(path)
+    for path in checked:
+        click.echo(f"ok: {path}")
+
+
+def _print_demo_help(project: Any, keys: dict[str, str], host: str, port: int) -> None:
+    from fabric.demo import DEMO_ROLES
+
+    catalog = project.catalog
+    ids = catalog.sample_ids("customer", 1)
+    base = f"http://{host}:{port}"
+    click.echo("")
+    click.echo(f"Demo project: {project.config.root}")
+    click.echo(f"Entities: {catalog.count('customer')} customers in {project.store_dir}")
+    click.echo("")
+    click.echo("Try (one key per role, least privileged first):")
+    click.echo(f"  curl -s {base}/health")
+    entity_id = ids[0] if ids else "ID"
+    for name, role, _, _ in DEMO_ROLES:
+        key = keys.get(name)
+        if key is None or role == "admin":
+            continue
+        auth = f"-H 'Authorization: Bearer {key}'"
+        click.echo(f"  # as {role}:")
+        click.echo(f"  curl -s {auth} {base}/v1/entities/customer/{entity_id}")
+    key = keys.get(DEMO_ROLES[0][0])
+    if key:
+        click.echo(f"  curl -s -H 'Authorization: Bearer {key}' "
+                   f"'{base}/v1/entities/customer?source=crm&key=1'")
+    click.echo("")
+    click.echo(f"  cd {project.config.root} && fabric entity show customer {entity_id}")
+    click.echo("")
+
+
+@main.command()
+@click.option("--customers", type=click.IntRange(1, 10_000_000), default=10_000,
+              show_default=True, help="People in the synthetic sources.")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=Path("demo"),
+              show_default=True, help="Project directory (reused if it exists).")
+@click.option("--seed", type=int, default=42, show_default=True, help="Random seed.")
+@click.option("--source-url", default=None,
+              help="Generate the sources into this database instead of SQLite files.")
+@click.option("--no-serve", is_flag=True, help="Stop after the sync and the summary.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True,
+              help="Port to serve on.")
+@_handles_errors
+def demo(customers: int, directory: Path, seed: int, source_url: str | None, no_serve: bool,
+         host: str, port: int) -> None:
+    """Generate synthetic sources, sync them, print example requests, then serve.
+
+    Creates DIR/fabric.yaml (commented), DIR/rules/, a private key file DIR/fabric.keys with
+    one API key per demo role, and the sources under DIR/sources/. Re-running reuses the
+    project and keeps your edits.
+    """
+    from fabric.config.secrets import load_secrets
+    from fabric.demo import SOURCE_URL_ENV, create_demo_project
+    from fabric.project import Project
+    from fabric.sync import sync_project
+
+    if source_url is not None:
+        os.environ.setdefault(SOURCE_URL_ENV, source_url)
+    click.echo(f"fabric demo: {customers} customers in {directory}/ ...")
+    created = create_demo_project(directory, customers=customers, seed=seed,
+                                  source_url=source_url)
+    if created.generation is not None:
+        click.echo(f"generated sources in {created.generation.seconds:.1f} s")
+    elif not created.created:
+        click.echo(f"reusing the existing project {created.config_path}")
+    with Project.open(created.config_path) as project, _progress() as progress:
+        report = sync_project(project, progress=progress)
+        _print_sync(report)
+        keys = load_secrets(project.config).api_keys
+        _print_demo_help(project, keys, host, port)
+    if not no_serve:
+        click.echo(f"Serving on http://{host}:{port} (Ctrl-C to stop)")
+        _serve(created.config_path, host, port, 1)

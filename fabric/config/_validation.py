@@ -1,0 +1,109 @@
+"""Turn pydantic validation errors into messages that name file, line, path and what is allowed.
+
+Shared by every YAML-backed model (fabric.yaml, rule files) so all of them read the same way:
+``fabric.yaml:12 sources.crm.tables.customers.watermrk: unknown key (allowed: columns, name, ...)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from fabric.config._yaml import Loc, YamlDocument
+
+__all__ = ["display_path", "format_issue", "validate_document"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def display_path(path: Path) -> str:
+    """Show ``path`` relative to the working directory when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def format_issue(doc_path: Path, line: int | None, loc: Loc, message: str) -> str:
+    """Format one problem as ``file:line path: message``."""
+    where = display_path(doc_path) + (f":{line}" if line else "")
+    dotted = ".".join(str(part) for part in loc)
+    return f"{where} {dotted}: {message}" if dotted else f"{where}: {message}"
+
+
+def _model_in(annotation: Any) -> Any:
+    """Strip Optional/Annotated wrappers to find the model or container inside."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _model_in(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if arg is not type(None):
+                return _model_in(arg)
+    return annotation
+
+
+def _type_at(model: type[BaseModel], loc: Loc) -> Any:
+    """Walk the model's annotations along ``loc``; None when the path leaves known types."""
+    current: Any = model
+    for part in loc:
+        current = _model_in(current)
+        origin = typing.get_origin(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            info = current.model_fields.get(str(part))
+            if info is None:
+                return None
+            current = info.annotation
+        elif origin is dict:
+            current = typing.get_args(current)[1]
+        elif origin in (list, tuple):
+            current = typing.get_args(current)[0]
+        else:
+            return None
+    return _model_in(current)
+
+
+def _allowed_keys(model: type[BaseModel], loc: Loc) -> list[str]:
+    owner = _type_at(model, loc)
+    if isinstance(owner, type) and issubclass(owner, BaseModel):
+        return sorted(owner.model_fields)
+    return []
+
+
+def _suggest(word: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'? " if close else ""
+
+
+def _describe(model: type[BaseModel], err: Any) -> str:
+    loc: Loc = tuple(err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model, loc[:-1])
+        hint = _suggest(str(loc[-1]), allowed)
+        return f"unknown key; {hint}(allowed: {', '.join(allowed)})"
+    if kind == "missing":
+        return "required key is missing"
+    message = str(err["msg"])
+    # Never echo the offending value: it may be a secret or a piece of source data.
+    return message[0].lower() + message[1:] if message else kind
+
+
+def validate_document(model: type[M], doc: YamlDocument, *, context: dict[str, Any] | None = None
+                      ) -> tuple[M | None, list[str]]:
+    """Validate ``doc.data`` against ``model``; return the model or every problem found."""
+    try:
+        return model.model_validate(doc.data, context=context), []
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False, include_input=False):
+            loc: Loc = tuple(p for p in err["loc"] if not str(p).startswith("function-"))
+            line = doc.line_of(loc)
+            problems.append(format_issue(doc.path, line, loc, _describe(model, err)))
+        return None, problems

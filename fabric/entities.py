@@ -1,0 +1,119 @@
+"""Read entities as callers see them: decoded, limited to the asked tables, masked per role.
+
+This is the one read path behind `fabric entity show` and the HTTP API, so both answer with the
+same document. Ids from callers are only ever hashed into storage keys, never used as paths.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from fabric.errors import EntityNotFoundError, FabricError
+from fabric.project import Project
+from fabric.store.codec import decode_image
+from fabric.store.microdb import MicroDbReader
+
+__all__ = ["EntityService", "InvalidRequestError"]
+
+#: Longest id or key accepted from a caller; anything longer is not one of ours.
+MAX_ID_LENGTH = 256
+
+
+class InvalidRequestError(FabricError):
+    """A request parameter is malformed (an id with NUL bytes, an unknown table name)."""
+
+    code = "bad_request"
+
+
+def _check_id(value: str, what: str) -> None:
+    if not value or len(value) > MAX_ID_LENGTH or "\x00" in value:
+        raise InvalidRequestError(f"{what} must be 1 to {MAX_ID_LENGTH} characters without NUL")
+
+
+class EntityService:
+    """Entity lookups over a project's store and catalog; safe to share between threads."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self._local = threading.local()
+
+    def _reader(self) -> MicroDbReader:
+        reader: MicroDbReader | None = getattr(self._local, "reader", None)
+        if reader is None:
+            reader = self._local.reader = MicroDbReader()
+        return reader
+
+    def _entity_type(self, entity_type: str) -> None:
+        if entity_type not in self.project.config.entities:
+            raise EntityNotFoundError(
+                f"unknown entity type (types: {', '.join(self.project.config.entities)})")
+
+    def document(self, entity_type: str, entity_id: str, *, role: str | None = None,
+                 tables: list[str] | None = None) -> dict[str, Any]:
+        """Return one entity with its tables and rows, masked for ``role``.
+
+        Raises:
+            EntityNotFoundError: no such entity type or entity.
+            InvalidRequestError: malformed id or unknown table name.
+        """
+        self._entity_type(entity_type)
+        _check_id(entity_id, "entity id")
+        policy = self.project.policy_for(role)
+        stored = self.project.store.get(entity_type, entity_id)
+        if stored is None:
+            raise EntityNotFoundError(f"no {entity_type} entity with this id")
+        image = decode_image(stored.blob, what=f"{entity_type} {entity_id}")
+        reader = self._reader()
+        if tables is not None:
+            layout = reader.meta(image)
+            known = list(json.loads(str(layout["tables"])))
+            unknown = [t for t in tables if t not in known]
+            if unknown:
+                raise InvalidRequestError(
+                    f"unknown table(s) {', '.join(repr(t[:64]) for t in unknown)} "
+                    f"(tables: {', '.join(known)})")
+        meta, rows = reader.read_tables(image, tables)
+        policy.apply(entity_type, rows)
+        return {
+            "entity_type": entity_type,
+            "entity_id": entity_id,
+            "version": int(meta["version"]),
+            "built_at": meta["built_at"],
+            "policy": policy.name,
+            "tables": rows,
+        }
+
+    def find(self, entity_type: str, source: str, key: str, table: str | None = None) -> str:
+        """Return the id of the entity holding a source record.
+
+        ``source`` is a system name (``crm``) or ``system.table`` (``billing.payments``).
+
+        Raises:
+            EntityNotFoundError: no entity holds that record.
+            InvalidRequestError: the source is not one the project declares.
+        """
+        self._entity_type(entity_type)
+        _check_id(key, "key")
+        if table is None and "." in source:
+            source, table = source.split(".", 1)
+        sources = self.project.config.sources
+        if source not in sources:
+            raise InvalidRequestError(f"unknown source (sources: {', '.join(sources)})")
+        if table is not None and table not in sources[source].tables:
+            raise InvalidRequestError(
+                f"unknown table of source '{source}' (tables: {', '.join(sources[source].tables)})")
+        if table is None:
+            identity = [t.table for t in self.project.config.entities[entity_type].tables.values()
+                        if t.source == source and t.parent is None]
+            if len(identity) == 1:
+                table = identity[0]
+        found = self.project.catalog.find_by_source(entity_type, source, table, key)
+        if not found:
+            raise EntityNotFoundError(f"no {entity_type} entity holds this {source} record")
+        if len(found) > 1:
+            raise InvalidRequestError(
+                f"key matches records of several tables of '{source}'; name one as "
+                f"source={source}.TABLE")
+        return found[0]

@@ -1,0 +1,138 @@
+"""A fabric project opened for work: its config plus the store, catalog and sources it names.
+
+Both adapters (CLI, API) and the benchmarks start here, so every way in opens things the same
+way. Parts are opened lazily: serving never needs the sources, `rules check` needs no store.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from fabric.config import ProjectConfig, load_config
+from fabric.config.secrets import Secrets, load_secrets
+from fabric.errors import ConfigError
+from fabric.resolve.rules import CompiledMatchRules, load_match_rules
+from fabric.rules.masking import CompiledPolicies, MaskingPolicy, load_masking
+from fabric.sources.extract import SourceReader
+from fabric.store.base import EntityStore
+from fabric.store.catalog import Catalog
+from fabric.store.local import LocalShardStore
+from fabric.store.microdb import ColumnDef, EntitySchema, TableDef
+
+__all__ = ["Project"]
+
+
+class Project:
+    """An opened project. Close it (or use ``with``) to release files and connections."""
+
+    def __init__(self, config: ProjectConfig) -> None:
+        self.config = config
+        self._sources: dict[str, SourceReader] = {}
+        self._schemas: dict[str, EntitySchema] = {}
+
+    @classmethod
+    def open(cls, path: Path) -> Project:
+        """Load ``fabric.yaml`` at ``path`` and return the project."""
+        return cls(load_config(path))
+
+    @property
+    def store_dir(self) -> Path:
+        """Directory holding shards and catalog."""
+        return self.config.resolve(self.config.store.path)
+
+    @cached_property
+    def store(self) -> EntityStore:
+        """The entity store (embedded shard backend)."""
+        return LocalShardStore(self.store_dir / "shards", self.config.store.shards)
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        """The catalog database."""
+        return Catalog(self.store_dir / "catalog.db")
+
+    def entity_type(self, name: str) -> None:
+        """Check ``name`` is a declared entity type."""
+        if name not in self.config.entities:
+            raise ConfigError(f"unknown entity type '{name}' "
+                              f"(declared: {', '.join(self.config.entities)})")
+
+    def source(self, name: str) -> SourceReader:
+        """The reader of one source system."""
+        reader = self._sources.get(name)
+        if reader is None:
+            reader = self._sources[name] = SourceReader(
+                name, self.config.sources[name], self.config.root)
+        return reader
+
+    def schema(self, entity_type: str) -> EntitySchema:
+        """Derive an entity type's micro-database schema by reflecting its source tables.
+
+        Raises:
+            SourceError: a source is unreachable or lacks a declared table or column.
+        """
+        cached = self._schemas.get(entity_type)
+        if cached is not None:
+            return cached
+        self.entity_type(entity_type)
+        tables = []
+        for name, table in self.config.entities[entity_type].tables.items():
+            reader = self.source(table.source)
+            columns = reader.describe(table.table)
+            table_cfg = reader.config.tables[table.table]
+            tables.append(TableDef(
+                name=name, source=table.source, source_table=table.table,
+                key=table_cfg.primary_key,
+                columns=tuple(ColumnDef(c.name, c.sql_type) for c in columns),
+                parent=table.parent, foreign_key=table.foreign_key))
+        schema = self._schemas[entity_type] = EntitySchema(entity_type, tuple(tables))
+        return schema
+
+    def match_rules(self, entity_type: str) -> CompiledMatchRules:
+        """Load and compile the match rules of an entity type, checked against its schema."""
+        schema = self.schema(entity_type)
+        path = self.config.resolve(self.config.entities[entity_type].match)
+        return load_match_rules(path, entity_type,
+                                {t.name: list(t.column_names) for t in schema.tables})
+
+    @cached_property
+    def secrets(self) -> Secrets:
+        """Keys from the environment or the key file."""
+        return load_secrets(self.config)
+
+    @cached_property
+    def policies(self) -> CompiledPolicies:
+        """Masking policies, compiled once, with every role's policy checked to exist."""
+        path = self.config.resolve(self.config.rules.masking)
+        compiled = load_masking(path, self.secrets.master_key)
+        for role, cfg in self.config.roles.items():
+            if cfg.policy not in compiled.policies:
+                raise ConfigError(
+                    f"{self.config.path or 'fabric.yaml'} roles.{role}.policy: unknown policy "
+                    f"'{cfg.policy}' (policies in {path.name}: {', '.join(compiled.policies)})")
+        return compiled
+
+    def policy_for(self, role: str | None) -> MaskingPolicy:
+        """The masking policy a role sees; no role means the default role or policy."""
+        role = role or self.config.default_role
+        if role is None:
+            return self.policies.for_policy(None)
+        cfg = self.config.roles.get(role)
+        if cfg is None:
+            raise ConfigError(f"unknown role '{role}' (roles: {', '.join(self.config.roles)})")
+        return self.policies.for_policy(cfg.policy)
+
+    def close(self) -> None:
+        """Close everything opened."""
+        for reader in self._sources.values():
+            reader.close()
+        if "store" in self.__dict__:
+            self.store.close()
+        if "catalog" in self.__dict__:
+            self.catalog.close()
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

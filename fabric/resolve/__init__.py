@@ -1,0 +1,1 @@
+"""Entity resolution: match rules, clustering and stable entity ids."""

@@ -1,0 +1,1 @@
+"""Declarative rules applied to entity data: masking policies per role."""

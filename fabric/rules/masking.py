@@ -1,0 +1,172 @@
+"""Masking policies: which operator each role sees on each column, compiled once.
+
+A masking file names policies; a policy maps entity type → table → column → operator, or is
+``{clear: true}``, the unmasked view that only a role given it explicitly sees. A role without
+a policy sees the file's ``default_policy``: privacy by default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fabric.config._validation import format_issue, validate_document
+from fabric.config.loader import read_yaml
+from fabric.errors import RuleError
+from fabric.rules.operators import MaskFunction, OperatorSpec, compile_operator
+
+__all__ = ["CLEAR", "CompiledPolicies", "MaskingPolicy", "load_masking"]
+
+CLEAR = "clear"
+
+TablePolicy = dict[str, OperatorSpec]
+
+
+class PolicySpec(BaseModel):
+    """One policy: ``{clear: true}`` or entity type → table → column → operator."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    clear: bool = False
+    entities: dict[str, dict[str, TablePolicy]] = Field(default_factory=dict)
+
+
+class MaskingFile(BaseModel):
+    """A masking rules file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default_policy: str
+    policies: dict[str, PolicySpec] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class MaskingPolicy:
+    """A compiled policy: per (entity type, table), column → mask function."""
+
+    name: str
+    clear: bool
+    tables: Mapping[tuple[str, str], Mapping[str, MaskFunction]]
+
+    def apply(self, entity_type: str, tables: dict[str, list[dict[str, Any]]]) -> None:
+        """Mask rows in place (the caller owns them)."""
+        if self.clear:
+            return
+        for table, rows in tables.items():
+            plan = self.tables.get((entity_type, table))
+            if not plan:
+                continue
+            for row in rows:
+                for column, mask in plan.items():
+                    value = row.get(column)
+                    if value is not None:
+                        row[column] = mask(value)
+
+
+@dataclass(frozen=True)
+class CompiledPolicies:
+    """Every policy of a masking file, and the default one."""
+
+    policies: Mapping[str, MaskingPolicy]
+    default: str
+
+    def for_policy(self, name: str | None) -> MaskingPolicy:
+        """The named policy, or the default when ``name`` is None."""
+        return self.policies[name or self.default]
+
+
+def _reshape(data: Any) -> Any:
+    """Move entity sections of each policy under ``entities`` for the typed model."""
+    if not isinstance(data, dict) or not isinstance(data.get("policies"), dict):
+        return data
+    policies = {}
+    for name, body in data["policies"].items():
+        if isinstance(body, dict):
+            policies[name] = {
+                **({"clear": body["clear"]} if "clear" in body else {}),
+                "entities": {k: v for k, v in body.items() if k != "clear"},
+            }
+        else:
+            policies[name] = body
+    return {**data, "policies": policies}
+
+
+def load_masking(path: Path, key: bytes | None,
+                 schema: Mapping[str, Mapping[str, list[str]]] | None = None
+                 ) -> CompiledPolicies:
+    """Load, check and compile a masking file.
+
+    Args:
+        path: the YAML file.
+        key: master key for keyed operators (hash).
+        schema: optional entity type → table → columns, to check column references.
+
+    Raises:
+        RuleError: every problem, each naming file, line and path.
+    """
+    doc = read_yaml(path, what="masking rules", error=RuleError)
+    original = doc.data
+    doc.data = _reshape(original)
+    # Error locations point into the reshaped data; map them back to the file's paths.
+    reshaped_lines = dict(doc.lines)
+    for loc, line in list(doc.lines.items()):
+        if len(loc) >= 3 and loc[0] == "policies" and loc[2] != "clear":
+            reshaped_lines.setdefault((*loc[:2], "entities", *loc[2:]), line)
+    doc.lines = reshaped_lines
+    model, problems = validate_document(MaskingFile, doc)
+    problems = [p.replace(".entities.", ".") for p in problems]
+    if model is None:
+        raise RuleError("\n".join(problems))
+    if model.default_policy not in model.policies:
+        problems.append(format_issue(path, doc.line_of(("default_policy",)), ("default_policy",),
+                                     f"unknown policy (policies: {', '.join(model.policies)})"))
+    elif model.policies[model.default_policy].clear:
+        problems.append(format_issue(path, doc.line_of(("default_policy",)), ("default_policy",),
+                                     "the default policy must mask; a clear view is for roles "
+                                     "that are given it explicitly"))
+    compiled: dict[str, MaskingPolicy] = {}
+    for pname, policy in model.policies.items():
+        tables: dict[tuple[str, str], dict[str, MaskFunction]] = {}
+        for etype, per_table in policy.entities.items():
+            for table, columns in per_table.items():
+                base = ("policies", pname, etype, table)
+                known_cols = None
+                if schema is not None:
+                    if etype not in schema:
+                        problems.append(format_issue(
+                            path, doc.line_of(base[:3]), base[:3],
+                            f"unknown entity type (types: {', '.join(schema)})"))
+                        continue
+                    if table not in schema[etype]:
+                        problems.append(format_issue(
+                            path, doc.line_of(base), base,
+                            f"unknown table (tables: {', '.join(schema[etype])})"))
+                        continue
+                    known_cols = schema[etype][table]
+                plan: dict[str, MaskFunction] = {}
+                for column, spec in columns.items():
+                    loc = (*base, column)
+                    if known_cols is not None and column not in known_cols:
+                        problems.append(format_issue(
+                            path, doc.line_of(loc), loc,
+                            f"unknown column (columns: {', '.join(known_cols)})"))
+                        continue
+                    try:
+                        fn = compile_operator(spec, key)
+                    except ValueError as exc:
+                        problems.append(format_issue(
+                            path, doc.line_of(loc), (*loc, "op"),
+                            f"'{spec.op}' {exc}: set the environment variable named by "
+                            "secrets.master_key_env or a key file in fabric.yaml"))
+                        continue
+                    if fn is not None:
+                        plan[column] = fn
+                tables[(etype, table)] = plan
+        compiled[pname] = MaskingPolicy(pname, policy.clear, tables)
+    if problems:
+        raise RuleError("\n".join(problems))
+    return CompiledPolicies(compiled, model.default_policy)

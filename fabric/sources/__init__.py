@@ -1,0 +1,1 @@
+"""Source systems: reading them, and generating synthetic ones for demos and tests."""

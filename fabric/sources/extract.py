@@ -1,0 +1,174 @@
+"""Read source tables through SQLAlchemy, in batches, without ever writing to a source.
+
+SQLite sources are opened read-only (``mode=ro``), so a wrong path is an error instead of a new
+empty database, and nothing fabric does can change them. Every driver error is translated into
+a :class:`SourceError` naming the source, its URL (password hidden) and the table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine
+
+from fabric.config.models import SourceConfig, SourceTableConfig
+from fabric.errors import SourceError
+from fabric.sources.urls import engine_url
+
+__all__ = ["SourceColumn", "SourceReader", "sqlite_type", "to_storage_value"]
+
+#: Rows fetched per round trip: large enough to amortise the driver, small enough for memory.
+BATCH_ROWS = 5000
+
+
+@dataclass(frozen=True)
+class SourceColumn:
+    """A reflected source column and the SQLite storage class fabric keeps it as."""
+
+    name: str
+    sql_type: str
+    #: the reflected SQLAlchemy type, so reads convert values (dates) like the driver would
+    source_type: Any = None
+
+
+def sqlite_type(column_type: Any) -> str:
+    """Map a reflected SQLAlchemy type to a SQLite storage class."""
+    if isinstance(column_type, sa.Boolean | sa.Integer):
+        return "INTEGER"
+    if isinstance(column_type, sa.Float | sa.Numeric):
+        return "REAL"
+    if isinstance(column_type, sa.LargeBinary):
+        return "BLOB"
+    return "TEXT"
+
+
+def to_storage_value(value: Any) -> int | float | str | bytes | None:
+    """Convert a driver value to what a micro-database stores (ISO 8601 for times)."""
+    if value is None or isinstance(value, int | float | str | bytes):
+        return value
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep="T")
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    return str(value)
+
+
+class SourceReader:
+    """One source system, opened lazily, read-only where the driver allows it."""
+
+    def __init__(self, name: str, config: SourceConfig, root: Path) -> None:
+        self.name = name
+        self.config = config
+        self.url = self._url(root)
+        self.shown_url = self.url.render_as_string(hide_password=True)
+        self._engine: Engine | None = None
+        self._types: dict[str, dict[str, Any]] = {}
+
+    def _url(self, root: Path) -> URL:
+        raw = self.config.url
+        if raw is None:
+            assert self.config.url_env is not None
+            raw = os.environ.get(self.config.url_env)
+            if not raw:
+                raise SourceError(f"source '{self.name}': environment variable "
+                                  f"{self.config.url_env} is not set (it should hold the URL)")
+        url = engine_url(raw)
+        if url.get_backend_name() == "sqlite":
+            database = url.database or ""
+            if database in ("", ":memory:") or database.startswith("file:"):
+                raise SourceError(f"source '{self.name}': give the SQLite source as a file path "
+                                  "(sqlite:///path/to/file.db)")
+            path = Path(database)
+            path = path if path.is_absolute() else (root / path)
+            if not path.is_file():
+                raise SourceError(f"source '{self.name}': SQLite file {path} does not exist")
+            # Read-only URI: a source is never modified, and a typo never creates a database.
+            url = url.set(database=f"file:{path.resolve()}?mode=ro", query={"uri": "true"})
+        return url
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, created on first use."""
+        if self._engine is None:
+            self._engine = sa.create_engine(self.url, pool_pre_ping=True)
+        return self._engine
+
+    def _error(self, what: str, exc: Exception) -> SourceError:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return SourceError(f"source '{self.name}' ({self.shown_url}): {what}: {reason}")
+
+    def table_ref(self, table: str) -> tuple[str, str | None]:
+        """Return ``(table name, schema)`` in the database for a declared table."""
+        cfg = self.config.tables[table]
+        return cfg.name or table, cfg.db_schema
+
+    def describe(self, table: str) -> list[SourceColumn]:
+        """Reflect one declared table and check its declared columns exist.
+
+        Raises:
+            SourceError: the database is unreachable, or the table or a column is missing.
+        """
+        cfg: SourceTableConfig = self.config.tables[table]
+        name, schema = self.table_ref(table)
+        shown = f"{schema}.{name}" if schema else name
+        try:
+            inspector = sa.inspect(self.engine)
+            if not inspector.has_table(name, schema=schema):
+                tables = inspector.get_table_names(schema=schema)
+                raise SourceError(
+                    f"source '{self.name}' ({self.shown_url}): table '{shown}' does not exist "
+                    f"(tables there: {', '.join(sorted(tables)) or 'none'})")
+            reflected = inspector.get_columns(name, schema=schema)
+        except SourceError:
+            raise
+        except sa.exc.SQLAlchemyError as exc:
+            raise self._error(f"cannot read table '{shown}'", exc) from exc
+        available = {c["name"]: c["type"] for c in reflected}
+        wanted = list(cfg.columns) if cfg.columns is not None else list(available)
+        if cfg.primary_key not in wanted:
+            wanted.insert(0, cfg.primary_key)
+        if cfg.watermark is not None and cfg.watermark not in wanted:
+            wanted.append(cfg.watermark)
+        missing = [c for c in wanted if c not in available]
+        if missing:
+            raise SourceError(
+                f"source '{self.name}' ({self.shown_url}): table '{shown}' has no column "
+                f"{', '.join(repr(m) for m in missing)} (columns: {', '.join(available)})")
+        self._types[table] = {c: available[c] for c in wanted}
+        return [SourceColumn(c, sqlite_type(available[c]), available[c]) for c in wanted]
+
+    def read(self, table: str, columns: Sequence[str], batch_rows: int = BATCH_ROWS
+             ) -> Iterator[list[tuple[Any, ...]]]:
+        """Yield batches of rows of ``columns``, streamed from the server, ordered by key."""
+        cfg = self.config.tables[table]
+        name, schema = self.table_ref(table)
+        types = self._types.get(table, {})
+        meta_table = sa.table(name, *(sa.column(c, types.get(c)) for c in columns),
+                              schema=schema)
+        query = sa.select(*(meta_table.c[c] for c in columns)).order_by(
+            meta_table.c[cfg.primary_key])
+        try:
+            with self.engine.connect() as conn:
+                result = conn.execution_options(stream_results=True, yield_per=batch_rows
+                                                ).execute(query)
+                for partition in result.partitions(batch_rows):
+                    yield [tuple(to_storage_value(v) for v in row) for row in partition]
+        except sa.exc.SQLAlchemyError as exc:
+            raise self._error(f"reading table '{table}' failed", exc) from exc
+
+    def close(self) -> None:
+        """Dispose of the engine's connections."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None

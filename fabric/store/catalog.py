@@ -1,0 +1,250 @@
+"""The catalog: which entities exist, at which version, and which source records they hold.
+
+One small SQLite database beside the shards. It is the index for lookups by source key and the
+record of sync runs. It never holds source values (only primary keys, which are not personal
+data in the demo sources), so it needs no encryption of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fabric.errors import StoreError
+from fabric.store.sqlite import apsw, one_row, open_database
+
+__all__ = ["Catalog", "EntityRecord", "SourceRef", "SyncRunRecord", "utc_now"]
+
+_SCHEMA = [
+    """CREATE TABLE entities (
+        entity_type TEXT NOT NULL,
+        entity_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        fingerprint TEXT NOT NULL,
+        schema_version TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (entity_type, entity_id)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE source_keys (
+        entity_type TEXT NOT NULL,
+        source TEXT NOT NULL,
+        source_table TEXT NOT NULL,
+        source_key TEXT NOT NULL,
+        entity_id TEXT NOT NULL,
+        PRIMARY KEY (entity_type, source, source_table, source_key)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX source_keys_by_entity ON source_keys (entity_type, entity_id)",
+    """CREATE TABLE sync_runs (
+        id INTEGER PRIMARY KEY,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        status TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        rows_read INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL DEFAULT 0,
+        updated INTEGER NOT NULL DEFAULT 0,
+        unchanged INTEGER NOT NULL DEFAULT 0,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        error TEXT
+    )""",
+]
+_SCHEMA_VERSION = 1
+
+
+def utc_now() -> str:
+    """Current UTC time as ISO 8601 with seconds."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """One source record: which system, table and primary key."""
+
+    source: str
+    table: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"{self.source}.{self.table}:{self.key}"
+
+
+@dataclass(frozen=True)
+class EntityRecord:
+    """The catalog's row for one entity."""
+
+    entity_type: str
+    entity_id: str
+    version: int
+    fingerprint: str
+    schema_version: str
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class SyncRunRecord:
+    """One sync run, as recorded."""
+
+    id: int
+    started_at: str
+    finished_at: str | None
+    status: str
+    mode: str
+    rows_read: int
+    created: int
+    updated: int
+    unchanged: int
+    deleted: int
+    error: str | None
+
+
+class Catalog:
+    """Entity index, source-key map and sync-run log in ``catalog.db``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = open_database(path)
+            if self._conn.pragma("user_version") < _SCHEMA_VERSION:
+                with self._conn:
+                    for statement in _SCHEMA:
+                        self._conn.execute(statement)
+                    self._conn.pragma("user_version", _SCHEMA_VERSION)
+        except (OSError, apsw.Error) as exc:
+            raise StoreError(f"cannot open the catalog at {path}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    # -- entities ---------------------------------------------------------------------------
+
+    def entity(self, entity_type: str, entity_id: str) -> EntityRecord | None:
+        """Return one entity's catalog row."""
+        row = self._conn.execute(
+            "SELECT * FROM entities WHERE entity_type = ? AND entity_id = ?",
+            (entity_type, entity_id),
+        ).fetchone()
+        return None if row is None else EntityRecord(*row)
+
+    def entities(self, entity_type: str) -> dict[str, EntityRecord]:
+        """Return every entity of a type by id."""
+        return {
+            row[1]: EntityRecord(*row)
+            for row in self._conn.execute(
+                "SELECT * FROM entities WHERE entity_type = ?", (entity_type,)
+            )
+        }
+
+    def count(self, entity_type: str | None = None) -> int:
+        """Number of entities (of one type, or all)."""
+        if entity_type is None:
+            return int(one_row(self._conn, "SELECT count(*) FROM entities")[0])
+        return int(one_row(self._conn, "SELECT count(*) FROM entities WHERE entity_type = ?",
+                           (entity_type,))[0])
+
+    def sample_ids(self, entity_type: str, limit: int = 3) -> list[str]:
+        """A few entity ids, largest entities first (for examples in the demo)."""
+        return [
+            row[0]
+            for row in self._conn.execute(
+                "SELECT entity_id FROM source_keys WHERE entity_type = ? GROUP BY entity_id "
+                "ORDER BY count(DISTINCT source) DESC, count(*) DESC, entity_id LIMIT ?",
+                (entity_type, limit),
+            )
+        ]
+
+    def apply_batch(self, records: Sequence[EntityRecord],
+                    refs: Iterable[tuple[str, SourceRef]], entity_type: str) -> None:
+        """Record new entity versions and their source keys in one transaction.
+
+        The entities' previous source keys are replaced, so a record that moved to another
+        entity is found under its new one only.
+        """
+        with self._conn:
+            self._conn.executemany(
+                "DELETE FROM source_keys WHERE entity_type = ? AND entity_id = ?",
+                [(entity_type, r.entity_id) for r in records],
+            )
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO entities VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(r.entity_type, r.entity_id, r.version, r.fingerprint, r.schema_version,
+                  r.created_at, r.updated_at) for r in records],
+            )
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO source_keys VALUES (?, ?, ?, ?, ?)",
+                [(entity_type, ref.source, ref.table, ref.key, entity_id)
+                 for entity_id, ref in refs],
+            )
+
+    def delete_entities(self, entity_type: str, entity_ids: Sequence[str]) -> None:
+        """Forget entities and their source keys."""
+        with self._conn:
+            params = [(entity_type, e) for e in entity_ids]
+            self._conn.executemany(
+                "DELETE FROM entities WHERE entity_type = ? AND entity_id = ?", params)
+            self._conn.executemany(
+                "DELETE FROM source_keys WHERE entity_type = ? AND entity_id = ?", params)
+
+    # -- source keys ------------------------------------------------------------------------
+
+    def find_by_source(self, entity_type: str, source: str, table: str | None, key: str
+                       ) -> list[str]:
+        """Return the entity ids holding a source record (usually exactly one)."""
+        if table is None:
+            rows = self._conn.execute(
+                "SELECT DISTINCT entity_id FROM source_keys WHERE entity_type = ? AND source = ?"
+                " AND source_key = ?", (entity_type, source, key))
+        else:
+            rows = self._conn.execute(
+                "SELECT entity_id FROM source_keys WHERE entity_type = ? AND source = ? AND "
+                "source_table = ? AND source_key = ?", (entity_type, source, table, key))
+        return [str(r[0]) for r in rows]
+
+    def source_map(self, entity_type: str) -> dict[SourceRef, str]:
+        """Every known source record of a type and its entity id."""
+        return {
+            SourceRef(s, t, k): e
+            for s, t, k, e in self._conn.execute(
+                "SELECT source, source_table, source_key, entity_id FROM source_keys "
+                "WHERE entity_type = ?", (entity_type,))
+        }
+
+    # -- sync runs --------------------------------------------------------------------------
+
+    def start_run(self, mode: str) -> int:
+        """Record the start of a sync run and return its id."""
+        with self._conn:
+            self._conn.execute(
+                "INSERT INTO sync_runs (started_at, status, mode) VALUES (?, 'running', ?)",
+                (utc_now(), mode))
+            run_id = int(self._conn.last_insert_rowid())
+        return run_id
+
+    def finish_run(self, run_id: int, *, status: str, counts: dict[str, int],
+                   error: str | None = None) -> None:
+        """Record the end of a sync run."""
+        with self._conn:
+            self._conn.execute(
+                "UPDATE sync_runs SET finished_at = ?, status = ?, rows_read = ?, created = ?, "
+                "updated = ?, unchanged = ?, deleted = ?, error = ? WHERE id = ?",
+                (utc_now(), status, counts.get("rows_read", 0), counts.get("created", 0),
+                 counts.get("updated", 0), counts.get("unchanged", 0),
+                 counts.get("deleted", 0), error, run_id))
+
+    def runs(self, limit: int = 10) -> list[SyncRunRecord]:
+        """The latest sync runs, newest first."""
+        return [SyncRunRecord(*row) for row in self._conn.execute(
+            "SELECT * FROM sync_runs ORDER BY id DESC LIMIT ?", (limit,))]
+
+    def summary(self) -> dict[str, Any]:
+        """Counts per entity type and the last run, for status output."""
+        per_type = dict(self._conn.execute(
+            "SELECT entity_type, count(*) FROM entities GROUP BY entity_type"))
+        last = self.runs(1)
+        return {"entities": per_type, "last_run": last[0] if last else None}

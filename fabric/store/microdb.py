@@ -1,0 +1,197 @@
+"""Build and read one entity's SQLite micro-database as an in-memory image.
+
+The K2View layout: every entity is a small SQLite database holding all of its tables plus
+lineage. We never create a file per entity (fsync-bound, hundreds per second). Instead one
+long-lived in-memory connection per worker is reset to a pre-built *empty schema image* with
+``deserialize``, filled inside one transaction and ``serialize``-d back to bytes. Readers do the
+reverse on their own connection. The image is what the store keeps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fabric.store.sqlite import apsw, open_memory, quote_ident
+
+__all__ = [
+    "LINEAGE_COLUMNS",
+    "ColumnDef",
+    "EntityContent",
+    "EntitySchema",
+    "MicroDbBuilder",
+    "MicroDbReader",
+    "TableDef",
+]
+
+#: Small pages keep images of small entities small; entities are read whole anyway.
+PAGE_SIZE = 1024
+
+LINEAGE_COLUMNS = ("tbl", "row_key", "source", "source_table", "source_key", "extracted_at",
+                   "sync_run")
+
+SqlValue = int | float | str | bytes | None
+
+
+@dataclass(frozen=True)
+class ColumnDef:
+    """A column of an entity table; ``sql_type`` is a SQLite storage class name."""
+
+    name: str
+    sql_type: str
+
+
+@dataclass(frozen=True)
+class TableDef:
+    """An entity table and the source table that feeds it."""
+
+    name: str
+    source: str
+    source_table: str
+    key: str
+    columns: tuple[ColumnDef, ...]
+    parent: str | None = None
+    foreign_key: str | None = None
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        """Column names in storage order."""
+        return tuple(c.name for c in self.columns)
+
+
+@dataclass(frozen=True)
+class EntitySchema:
+    """The micro-database schema of one entity type."""
+
+    entity_type: str
+    tables: tuple[TableDef, ...]
+
+    def table(self, name: str) -> TableDef:
+        """Return the table called ``name``."""
+        for table in self.tables:
+            if table.name == name:
+                return table
+        raise KeyError(name)
+
+    def ddl(self) -> list[str]:
+        """SQL statements that create the empty micro-database."""
+        statements = [f"PRAGMA page_size={PAGE_SIZE}"]
+        for table in self.tables:
+            cols = ", ".join(f"{quote_ident(c.name)} {c.sql_type}" for c in table.columns)
+            statements.append(f"CREATE TABLE {quote_ident(table.name)} ({cols})")
+        lineage = ", ".join(LINEAGE_COLUMNS)
+        statements.append(f"CREATE TABLE _lineage ({lineage})")
+        statements.append("CREATE TABLE _meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID")
+        return statements
+
+    @property
+    def version(self) -> str:
+        """A short hash of the DDL: entities built under another schema must be rebuilt."""
+        return hashlib.sha256("\n".join(self.ddl()).encode()).hexdigest()[:16]
+
+
+@dataclass
+class EntityContent:
+    """Everything that goes into one entity's image, before it is built."""
+
+    entity_id: str
+    rows: dict[str, list[tuple[SqlValue, ...]]]
+    lineage: list[tuple[SqlValue, ...]]
+
+    def fingerprint(self) -> str:
+        """Hash of the rows and their sources: unchanged entities need no new version."""
+        digest = hashlib.sha256()
+        for table in sorted(self.rows):
+            digest.update(table.encode() + b"\x00")
+            digest.update(json.dumps(sorted(self.rows[table], key=repr), default=str).encode())
+        refs = sorted((r[0], r[1], r[2], r[3], r[4]) for r in self.lineage)
+        digest.update(json.dumps(refs, default=str).encode())
+        return digest.hexdigest()
+
+
+class MicroDbBuilder:
+    """Build entity images for one schema; one instance per worker (not thread-safe)."""
+
+    def __init__(self, schema: EntitySchema) -> None:
+        self.schema = schema
+        self._conn = open_memory()
+        for statement in schema.ddl():
+            self._conn.execute(statement)
+        self._empty = self._conn.serialize("main")
+        self._inserts = {
+            t.name: "INSERT INTO {} VALUES ({})".format(
+                quote_ident(t.name), ", ".join("?" * len(t.columns))
+            )
+            for t in schema.tables
+        }
+        self._layout = self.layout()
+        self._lineage_insert = "INSERT INTO _lineage VALUES ({})".format(
+            ", ".join("?" * len(LINEAGE_COLUMNS))
+        )
+
+    def layout(self) -> str:
+        """JSON of ``{table: [columns]}``, kept in ``_meta`` so images describe themselves."""
+        return json.dumps({t.name: list(t.column_names) for t in self.schema.tables})
+
+    def build(self, content: EntityContent, meta: Mapping[str, SqlValue]) -> bytes:
+        """Return the serialized image of one entity; ``meta`` goes into ``_meta``."""
+        conn = self._conn
+        conn.deserialize("main", self._empty)
+        with conn:
+            for table, rows in content.rows.items():
+                if rows:
+                    conn.executemany(self._inserts[table], rows)
+            if content.lineage:
+                conn.executemany(self._lineage_insert, content.lineage)
+            conn.executemany(
+                "INSERT INTO _meta VALUES (?, ?)", [*meta.items(), ("tables", self._layout)]
+            )
+        return conn.serialize("main")
+
+
+class MicroDbReader:
+    """Read entity images; one instance per thread (a connection is not shared)."""
+
+    def __init__(self) -> None:
+        self._conn = open_memory()
+
+    def load(self, image: bytes) -> apsw.Connection:
+        """Deserialize ``image`` into this reader's connection and return it."""
+        self._conn.deserialize("main", image)
+        return self._conn
+
+    def meta(self, image: bytes) -> dict[str, Any]:
+        """Return the ``_meta`` table of an image."""
+        conn = self.load(image)
+        return dict(conn.execute("SELECT key, value FROM _meta"))
+
+    def read_tables(self, image: bytes, tables: Sequence[str] | None = None,
+                    ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+        """Return ``(meta, {table: [row dicts]})`` read in one read transaction.
+
+        One transaction around all the queries roughly halves the time of a lookup.
+        """
+        conn = self.load(image)
+        out: dict[str, list[dict[str, Any]]] = {}
+        conn.execute("BEGIN")
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM _meta"))
+            layout: dict[str, list[str]] = json.loads(str(meta["tables"]))
+            for name in tables if tables is not None else list(layout):
+                cols = layout[name]
+                out[name] = [
+                    dict(zip(cols, row, strict=True))
+                    for row in conn.execute(f"SELECT * FROM {quote_ident(name)} ORDER BY rowid")
+                ]
+        finally:
+            conn.execute("COMMIT")
+        return meta, out
+
+    def lineage(self, image: bytes) -> list[dict[str, Any]]:
+        """Return every lineage row of an image."""
+        conn = self.load(image)
+        return [dict(zip(LINEAGE_COLUMNS, row, strict=True))
+                for row in conn.execute("SELECT * FROM _lineage ORDER BY rowid")]

@@ -1,0 +1,66 @@
+"""The one place fabric opens SQLite databases.
+
+Every connection is opened the same way so behaviour does not depend on who opened it:
+apsw's recommended best practice (WAL, foreign keys, busy timeout, no double-quoted strings),
+an ``application_id`` that marks files as fabric's, and ``user_version`` for schema steps.
+Identifiers are only ever quoted through :func:`quote_ident`; values are always bound.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import apsw
+import apsw.bestpractice
+
+__all__ = [
+    "APPLICATION_ID",
+    "apsw",
+    "one_row",
+    "open_database",
+    "open_memory",
+    "quote_ident",
+]
+
+#: 'fabr' in ASCII: marks every SQLite file fabric writes, so a wrong file is caught early.
+APPLICATION_ID = 0x66616272
+
+apsw.bestpractice.apply(apsw.bestpractice.recommended)
+
+
+def quote_ident(name: str) -> str:
+    """Quote an SQL identifier (table or column name) for SQLite."""
+    if "\x00" in name:
+        raise ValueError("identifier contains a NUL character")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def open_database(path: Path, *, readonly: bool = False) -> apsw.Connection:
+    """Open (or create) a fabric SQLite file with the project's connection settings."""
+    flags = apsw.SQLITE_OPEN_READONLY if readonly else (
+        apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+    )
+    conn = apsw.Connection(str(path), flags=flags)
+    if not readonly:
+        conn.pragma("synchronous", "NORMAL")  # durable at checkpoints under WAL; much faster
+        app_id = conn.pragma("application_id")
+        if app_id == 0:
+            conn.pragma("application_id", APPLICATION_ID)
+        elif app_id != APPLICATION_ID:
+            conn.close()
+            raise apsw.NotADBError(f"{path} is a SQLite file but not one of fabric's")
+    return conn
+
+
+def one_row(conn: apsw.Connection, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...]:
+    """Run a query that always returns exactly one row (aggregates) and return that row."""
+    row = conn.execute(sql, params).fetchone()
+    if row is None:  # pragma: no cover - aggregates always answer
+        raise apsw.SQLError(f"query returned no row: {sql}")
+    return tuple(row)
+
+
+def open_memory() -> apsw.Connection:
+    """Open an empty in-memory database (micro-DB builds and reads)."""
+    return apsw.Connection(":memory:")
