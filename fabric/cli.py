@@ -52,8 +52,14 @@ def _handles_errors(func: F) -> F:
 
 
 config_option = click.option(
-    "-c", "--config", "config_path", type=click.Path(path_type=Path), default=DEFAULT_CONFIG,
-    show_default=True, help="Project config file.")
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help="Project config file.",
+)
 
 
 @contextmanager
@@ -69,8 +75,9 @@ def _progress(enabled: bool = True) -> Iterator[Callable[[str, int, int | None],
             return
         bar = bars.get(stage)
         if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit="", leave=False,
-                                     dynamic_ncols=True, file=sys.stderr)
+            bar = bars[stage] = tqdm(
+                total=total, desc=stage, unit="", leave=False, dynamic_ncols=True, file=sys.stderr
+            )
         bar.update(advance)
 
     try:
@@ -92,15 +99,32 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Directory for the SQLite files and ground_truth.csv.")
-@click.option("--customers", type=click.IntRange(1, 10_000_000), default=1000, show_default=True,
-              help="Number of distinct people.")
-@click.option("--seed", type=int, default=42, show_default=True,
-              help="Random seed; the same seed gives the same data.")
-@click.option("--source-url", default=None,
-              help="Write into this SQLAlchemy database (one schema per system where "
-                   "supported) instead of SQLite files.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Directory for the SQLite files and ground_truth.csv.",
+)
+@click.option(
+    "--customers",
+    type=click.IntRange(1, 10_000_000),
+    default=1000,
+    show_default=True,
+    help="Number of distinct people.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=42,
+    show_default=True,
+    help="Random seed; the same seed gives the same data.",
+)
+@click.option(
+    "--source-url",
+    default=None,
+    help="Write into this SQLAlchemy database (one schema per system where "
+    "supported) instead of SQLite files.",
+)
 @_handles_errors
 def generate(out: Path, customers: int, seed: int, source_url: str | None) -> None:
     """Generate synthetic CRM, billing, shop and support sources with realistic duplicates.
@@ -115,16 +139,21 @@ def generate(out: Path, customers: int, seed: int, source_url: str | None) -> No
     for table in report.tables:
         where = f"{table.schema}.{table.name}" if table.schema else table.name
         click.echo(f"{table.system}.{table.table}: {table.rows} rows -> {where}")
-    click.echo(f"ground truth: {report.ground_truth} ({report.people} people, "
-               f"{report.seconds:.1f} s)")
+    click.echo(
+        f"ground truth: {report.ground_truth} ({report.people} people, {report.seconds:.1f} s)"
+    )
 
 
 def _print_sync(report: Any) -> None:
-    click.echo(f"sync run {report.run_id}: read {report.rows_read} rows in "
-               f"{report.seconds:.1f} s; entities: "
-               + ", ".join(f"{n} {t}" for t, n in report.entities.items()))
-    click.echo(f"  created {report.created}, updated {report.updated}, unchanged "
-               f"{report.unchanged}, deleted {report.deleted}")
+    click.echo(
+        f"sync run {report.run_id}: read {report.rows_read} rows in "
+        f"{report.seconds:.1f} s; entities: "
+        + ", ".join(f"{n} {t}" for t, n in report.entities.items())
+    )
+    click.echo(
+        f"  created {report.created}, updated {report.updated}, unchanged "
+        f"{report.unchanged}, deleted {report.deleted}"
+    )
     for table, count in report.orphans.items():
         click.echo(f"  warning: {count} rows of {table} have no parent row and were skipped")
 
@@ -132,8 +161,13 @@ def _print_sync(report: Any) -> None:
 @main.command()
 @config_option
 @click.option("--full", is_flag=True, help="Recompute every entity from scratch.")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Worker processes (currently one process does the work).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes (currently one process does the work).",
+)
 @_handles_errors
 def sync(config_path: Path, full: bool, workers: int) -> None:
     """Extract every source, resolve records into entities, build and store micro-databases.
@@ -155,17 +189,30 @@ def _serve(config_path: Path, host: str, port: int, workers: int) -> None:
     from fabric.api.app import CONFIG_ENV
 
     os.environ[CONFIG_ENV] = str(config_path.resolve())
-    uvicorn.run("fabric.api.app:app_from_env", factory=True, host=host, port=port,
-                workers=workers, log_level="info", access_log=False)
+    uvicorn.run(
+        "fabric.api.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=False,
+    )
 
 
 @main.command()
 @config_option
 @click.option("--host", default=None, help="Address to bind (default: api.host, 127.0.0.1).")
-@click.option("--port", type=click.IntRange(1, 65535), default=None,
-              help="Port (default: api.port, 8000).")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Server worker processes.")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=None, help="Port (default: api.port, 8000)."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Server worker processes.",
+)
 @_handles_errors
 def serve(config_path: Path, host: str | None, port: int | None, workers: int) -> None:
     """Serve the HTTP API (entity lookups) for the project."""
@@ -191,8 +238,9 @@ def entity() -> None:
 @click.option("--role", default=None, help="Role whose masking applies (default: default_role).")
 @click.option("--tables", default=None, help="Comma-separated tables to show.")
 @_handles_errors
-def entity_show(config_path: Path, entity_type: str, entity_id: str, role: str | None,
-                tables: str | None) -> None:
+def entity_show(
+    config_path: Path, entity_type: str, entity_id: str, role: str | None, tables: str | None
+) -> None:
     """Print one entity as JSON, exactly as the API returns it for the role."""
     from fabric.entities import EntityService
     from fabric.project import Project
@@ -250,28 +298,56 @@ def _print_demo_help(project: Any, keys: dict[str, str], host: str, port: int) -
         click.echo(f"  curl -s {auth} {base}/v1/entities/customer/{entity_id}")
     key = keys.get(DEMO_ROLES[0][0])
     if key:
-        click.echo(f"  curl -s -H 'Authorization: Bearer {key}' "
-                   f"'{base}/v1/entities/customer?source=crm&key=1'")
+        click.echo(
+            f"  curl -s -H 'Authorization: Bearer {key}' "
+            f"'{base}/v1/entities/customer?source=crm&key=1'"
+        )
     click.echo("")
     click.echo(f"  cd {project.config.root} && fabric entity show customer {entity_id}")
     click.echo("")
 
 
 @main.command()
-@click.option("--customers", type=click.IntRange(1, 10_000_000), default=10_000,
-              show_default=True, help="People in the synthetic sources.")
-@click.option("--dir", "directory", type=click.Path(path_type=Path), default=Path("demo"),
-              show_default=True, help="Project directory (reused if it exists).")
+@click.option(
+    "--customers",
+    type=click.IntRange(1, 10_000_000),
+    default=10_000,
+    show_default=True,
+    help="People in the synthetic sources.",
+)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    default=Path("demo"),
+    show_default=True,
+    help="Project directory (reused if it exists).",
+)
 @click.option("--seed", type=int, default=42, show_default=True, help="Random seed.")
-@click.option("--source-url", default=None,
-              help="Generate the sources into this database instead of SQLite files.")
+@click.option(
+    "--source-url",
+    default=None,
+    help="Generate the sources into this database instead of SQLite files.",
+)
 @click.option("--no-serve", is_flag=True, help="Stop after the sync and the summary.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True,
-              help="Port to serve on.")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=8000,
+    show_default=True,
+    help="Port to serve on.",
+)
 @_handles_errors
-def demo(customers: int, directory: Path, seed: int, source_url: str | None, no_serve: bool,
-         host: str, port: int) -> None:
+def demo(
+    customers: int,
+    directory: Path,
+    seed: int,
+    source_url: str | None,
+    no_serve: bool,
+    host: str,
+    port: int,
+) -> None:
     """Generate synthetic sources, sync them, print example requests, then serve.
 
     Creates DIR/fabric.yaml (commented), DIR/rules/, a private key file DIR/fabric.keys with
@@ -286,8 +362,7 @@ def demo(customers: int, directory: Path, seed: int, source_url: str | None, no_
     if source_url is not None:
         os.environ.setdefault(SOURCE_URL_ENV, source_url)
     click.echo(f"fabric demo: {customers} customers in {directory}/ ...")
-    created = create_demo_project(directory, customers=customers, seed=seed,
-                                  source_url=source_url)
+    created = create_demo_project(directory, customers=customers, seed=seed, source_url=source_url)
     if created.generation is not None:
         click.echo(f"generated sources in {created.generation.seconds:.1f} s")
     elif not created.created:

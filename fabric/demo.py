@@ -20,12 +20,24 @@ __all__ = ["DEMO_ROLES", "DemoProject", "create_demo_project", "render_demo_conf
 
 #: Demo roles, least privileged first: (key name, role, policy, routes).
 DEMO_ROLES = (
-    ("analyst-demo", "analyst", "analyst", ["entities", "lineage", "features", "exports",
-                                            "catalog"]),
-    ("steward-demo", "steward", "steward", ["entities", "lineage", "features", "exports",
-                                            "catalog"]),
-    ("admin-demo", "admin", "steward", ["entities", "lineage", "features", "exports", "catalog",
-                                        "admin"]),
+    (
+        "analyst-demo",
+        "analyst",
+        "analyst",
+        ["entities", "lineage", "features", "exports", "catalog"],
+    ),
+    (
+        "steward-demo",
+        "steward",
+        "steward",
+        ["entities", "lineage", "features", "exports", "catalog"],
+    ),
+    (
+        "admin-demo",
+        "admin",
+        "steward",
+        ["entities", "lineage", "features", "exports", "catalog", "admin"],
+    ),
 )
 
 #: Entity tables of the demo customer: name -> (system, table, parent, foreign key).
@@ -37,8 +49,14 @@ _DEMO_TABLES = {
     "shop_order_items": ("shop", "order_items", "shop_orders", "order_id"),
     "support_tickets": ("support", "tickets", None, None),
 }
-_WATERMARKS = {"customers": "updated_at", "accounts": "updated_at", "payments": "id",
-               "orders": "id", "order_items": "id", "tickets": "id"}
+_WATERMARKS = {
+    "customers": "updated_at",
+    "accounts": "updated_at",
+    "payments": "id",
+    "orders": "id",
+    "order_items": "id",
+    "tickets": "id",
+}
 SOURCE_URL_ENV = "FABRIC_DEMO_SOURCE_URL"
 
 
@@ -58,7 +76,8 @@ def _source_block(report: GenerationReport, directory: Path, source_url: str | N
     urls: dict[str, str] = {}
     for generated in report.tables:
         systems.setdefault(generated.system, []).append(
-            (generated.table, generated.schema, generated.name))
+            (generated.table, generated.schema, generated.name)
+        )
         urls[generated.system] = generated.url
     for system, tables in systems.items():
         lines.append(f"  {system}:")
@@ -85,17 +104,27 @@ def _source_block(report: GenerationReport, directory: Path, source_url: str | N
     return "\n".join(lines)
 
 
-def render_demo_config(report: GenerationReport, directory: Path, key_hashes: dict[str, str],
-                       source_url: str | None = None) -> str:
+def render_demo_config(
+    report: GenerationReport,
+    directory: Path,
+    key_hashes: dict[str, str],
+    source_url: str | None = None,
+) -> str:
     """Return the text of a complete, commented demo fabric.yaml."""
     tables = "\n".join(
         f"      {name}: {{source: {system}, table: {table}"
-        + (f", parent: {parent}, foreign_key: {fk}" if parent else "") + "}"
-        for name, (system, table, parent, fk) in _DEMO_TABLES.items())
-    roles = "\n".join(f"  {role}: {{policy: {policy}, routes: [{', '.join(routes)}]}}"
-                      for _, role, policy, routes in DEMO_ROLES)
-    keys = "\n".join(f"    - {{name: {name}, role: {role}, sha256: {key_hashes[name]}}}"
-                     for name, role, _, _ in DEMO_ROLES)
+        + (f", parent: {parent}, foreign_key: {fk}" if parent else "")
+        + "}"
+        for name, (system, table, parent, fk) in _DEMO_TABLES.items()
+    )
+    roles = "\n".join(
+        f"  {role}: {{policy: {policy}, routes: [{', '.join(routes)}]}}"
+        for _, role, policy, routes in DEMO_ROLES
+    )
+    keys = "\n".join(
+        f"    - {{name: {name}, role: {role}, sha256: {key_hashes[name]}}}"
+        for name, role, _, _ in DEMO_ROLES
+    )
     return f"""\
 # fabric project: the demo. Written by `fabric demo`; edit freely, re-running keeps your edits.
 # Every path is relative to this file. Unknown keys are errors, so typos cannot hide.
@@ -149,9 +178,14 @@ api:
 """
 
 
-def create_demo_project(directory: Path, *, customers: int = 2000, seed: int = 42,
-                        source_url: str | None = None, force_sources: bool = False
-                        ) -> DemoProject:
+def create_demo_project(
+    directory: Path,
+    *,
+    customers: int = 2000,
+    seed: int = 42,
+    source_url: str | None = None,
+    force_sources: bool = False,
+) -> DemoProject:
     """Create (or reuse) a demo project in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "fabric.yaml"
@@ -159,11 +193,13 @@ def create_demo_project(directory: Path, *, customers: int = 2000, seed: int = 4
     if config_path.exists():
         generation = None
         if force_sources or (source_url is None and not (sources_dir / "crm.db").exists()):
-            generation = generate_sources(sources_dir, customers=customers, seed=seed,
-                                          source_url=source_url)
+            generation = generate_sources(
+                sources_dir, customers=customers, seed=seed, source_url=source_url
+            )
         return DemoProject(directory, config_path, False, generation)
-    generation = generate_sources(sources_dir, customers=customers, seed=seed,
-                                  source_url=source_url)
+    generation = generate_sources(
+        sources_dir, customers=customers, seed=seed, source_url=source_url
+    )
     rules_dir = directory / "rules"
     rules_dir.mkdir(exist_ok=True)
     for item in resources.files("fabric").joinpath("demo_rules").iterdir():
@@ -171,9 +207,9 @@ def create_demo_project(directory: Path, *, customers: int = 2000, seed: int = 4
             with resources.as_file(item) as src:
                 shutil.copyfile(src, rules_dir / item.name)
     keys = generate_key_file(directory / "fabric.keys", [name for name, *_ in DEMO_ROLES])
-    text = render_demo_config(generation, directory,
-                              {name: hash_api_key(key) for name, key in keys.items()},
-                              source_url)
+    text = render_demo_config(
+        generation, directory, {name: hash_api_key(key) for name, key in keys.items()}, source_url
+    )
     tmp = config_path.with_name("fabric.yaml.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(config_path)

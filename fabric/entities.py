@@ -48,10 +48,17 @@ class EntityService:
     def _entity_type(self, entity_type: str) -> None:
         if entity_type not in self.project.config.entities:
             raise EntityNotFoundError(
-                f"unknown entity type (types: {', '.join(self.project.config.entities)})")
+                f"unknown entity type (types: {', '.join(self.project.config.entities)})"
+            )
 
-    def document(self, entity_type: str, entity_id: str, *, role: str | None = None,
-                 tables: list[str] | None = None) -> dict[str, Any]:
+    def document(
+        self,
+        entity_type: str,
+        entity_id: str,
+        *,
+        role: str | None = None,
+        tables: list[str] | None = None,
+    ) -> dict[str, Any]:
         """Return one entity with its tables and rows, masked for ``role``.
 
         Raises:
@@ -73,7 +80,8 @@ class EntityService:
             if unknown:
                 raise InvalidRequestError(
                     f"unknown table(s) {', '.join(repr(t[:64]) for t in unknown)} "
-                    f"(tables: {', '.join(known)})")
+                    f"(tables: {', '.join(known)})"
+                )
         meta, rows = reader.read_tables(image, tables)
         policy.apply(entity_type, rows)
         return {
@@ -103,10 +111,14 @@ class EntityService:
             raise InvalidRequestError(f"unknown source (sources: {', '.join(sources)})")
         if table is not None and table not in sources[source].tables:
             raise InvalidRequestError(
-                f"unknown table of source '{source}' (tables: {', '.join(sources[source].tables)})")
+                f"unknown table of source '{source}' (tables: {', '.join(sources[source].tables)})"
+            )
         if table is None:
-            identity = [t.table for t in self.project.config.entities[entity_type].tables.values()
-                        if t.source == source and t.parent is None]
+            identity = [
+                t.table
+                for t in self.project.config.entities[entity_type].tables.values()
+                if t.source == source and t.parent is None
+            ]
             if len(identity) == 1:
                 table = identity[0]
         found = self.project.catalog.find_by_source(entity_type, source, table, key)
@@ -115,5 +127,6 @@ class EntityService:
         if len(found) > 1:
             raise InvalidRequestError(
                 f"key matches records of several tables of '{source}'; name one as "
-                f"source={source}.TABLE")
+                f"source={source}.TABLE"
+            )
         return found[0]

@@ -54,15 +54,17 @@ class Project:
     def entity_type(self, name: str) -> None:
         """Check ``name`` is a declared entity type."""
         if name not in self.config.entities:
-            raise ConfigError(f"unknown entity type '{name}' "
-                              f"(declared: {', '.join(self.config.entities)})")
+            raise ConfigError(
+                f"unknown entity type '{name}' (declared: {', '.join(self.config.entities)})"
+            )
 
     def source(self, name: str) -> SourceReader:
         """The reader of one source system."""
         reader = self._sources.get(name)
         if reader is None:
             reader = self._sources[name] = SourceReader(
-                name, self.config.sources[name], self.config.root)
+                name, self.config.sources[name], self.config.root
+            )
         return reader
 
     def schema(self, entity_type: str) -> EntitySchema:
@@ -80,11 +82,17 @@ class Project:
             reader = self.source(table.source)
             columns = reader.describe(table.table)
             table_cfg = reader.config.tables[table.table]
-            tables.append(TableDef(
-                name=name, source=table.source, source_table=table.table,
-                key=table_cfg.primary_key,
-                columns=tuple(ColumnDef(c.name, c.sql_type) for c in columns),
-                parent=table.parent, foreign_key=table.foreign_key))
+            tables.append(
+                TableDef(
+                    name=name,
+                    source=table.source,
+                    source_table=table.table,
+                    key=table_cfg.primary_key,
+                    columns=tuple(ColumnDef(c.name, c.sql_type) for c in columns),
+                    parent=table.parent,
+                    foreign_key=table.foreign_key,
+                )
+            )
         schema = self._schemas[entity_type] = EntitySchema(entity_type, tuple(tables))
         return schema
 
@@ -92,8 +100,28 @@ class Project:
         """Load and compile the match rules of an entity type, checked against its schema."""
         schema = self.schema(entity_type)
         path = self.config.resolve(self.config.entities[entity_type].match)
-        return load_match_rules(path, entity_type,
-                                {t.name: list(t.column_names) for t in schema.tables})
+        return load_match_rules(
+            path, entity_type, {t.name: list(t.column_names) for t in schema.tables}
+        )
+
+    def known_schema(self) -> dict[str, dict[str, list[str]]] | None:
+        """Entity type -> table -> columns without touching sources: from the last sync.
+
+        Serving must not depend on sources being reachable, so rules are checked against what
+        the store holds; None before the first sync (then only `rules check` with reachable
+        sources can check column names).
+        """
+        if not (self.store_dir / "catalog.db").exists():
+            return None
+        schemas = self.catalog.schemas()
+        return schemas if set(schemas) == set(self.config.entities) else None
+
+    def reflected_schema(self) -> dict[str, dict[str, list[str]]]:
+        """Entity type -> table -> columns, by reflecting the sources."""
+        return {
+            etype: {t.name: list(t.column_names) for t in self.schema(etype).tables}
+            for etype in self.config.entities
+        }
 
     @cached_property
     def secrets(self) -> Secrets:
@@ -104,12 +132,13 @@ class Project:
     def policies(self) -> CompiledPolicies:
         """Masking policies, compiled once, with every role's policy checked to exist."""
         path = self.config.resolve(self.config.rules.masking)
-        compiled = load_masking(path, self.secrets.master_key)
+        compiled = load_masking(path, self.secrets.master_key, self.known_schema())
         for role, cfg in self.config.roles.items():
             if cfg.policy not in compiled.policies:
                 raise ConfigError(
                     f"{self.config.path or 'fabric.yaml'} roles.{role}.policy: unknown policy "
-                    f"'{cfg.policy}' (policies in {path.name}: {', '.join(compiled.policies)})")
+                    f"'{cfg.policy}' (policies in {path.name}: {', '.join(compiled.policies)})"
+                )
         return compiled
 
     def policy_for(self, role: str | None) -> MaskingPolicy:

@@ -46,8 +46,13 @@ class SyncReport:
 
     def counts(self) -> dict[str, int]:
         """Counters as recorded in the catalog."""
-        return {"rows_read": self.rows_read, "created": self.created, "updated": self.updated,
-                "unchanged": self.unchanged, "deleted": self.deleted}
+        return {
+            "rows_read": self.rows_read,
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "deleted": self.deleted,
+        }
 
 
 def _topological(schema: EntitySchema) -> list[TableDef]:
@@ -64,8 +69,13 @@ def _topological(schema: EntitySchema) -> list[TableDef]:
 class _EntityTypeSync:
     """The work of one sync for one entity type."""
 
-    def __init__(self, project: Project, entity_type: str, report: SyncReport,
-                 progress: ProgressCallback | None) -> None:
+    def __init__(
+        self,
+        project: Project,
+        entity_type: str,
+        report: SyncReport,
+        progress: ProgressCallback | None,
+    ) -> None:
         self.project = project
         self.entity_type = entity_type
         self.report = report
@@ -104,8 +114,12 @@ class _EntityTypeSync:
                 identity.append((ref, keys))
         clusters = cluster_by_keys(identity)
         known = catalog.entities(self.entity_type)
-        ids = assign_entity_ids(self.entity_type, clusters, catalog.source_map(self.entity_type),
-                                {e: r.created_at for e, r in known.items()})
+        ids = assign_entity_ids(
+            self.entity_type,
+            clusters,
+            catalog.source_map(self.entity_type),
+            {e: r.created_at for e, r in known.items()},
+        )
         self.progress("resolve", len(identity), len(identity))
 
         contents: dict[str, EntityContent] = {}
@@ -116,10 +130,12 @@ class _EntityTypeSync:
             content = contents.get(entity_id)
             if content is None:
                 content = contents[entity_id] = EntityContent(
-                    entity_id, {t.name: [] for t in tables}, [])
+                    entity_id, {t.name: [] for t in tables}, []
+                )
             content.rows[table.name].append(row)
-            content.lineage.append((table.name, key, table.source, table.source_table, key,
-                                    started, run_id))
+            content.lineage.append(
+                (table.name, key, table.source, table.source_table, key, started, run_id)
+            )
             entity_of[(table.name, key)] = entity_id
             refs_of[entity_id].append(SourceRef(table.source, table.source_table, key))
 
@@ -144,6 +160,11 @@ class _EntityTypeSync:
                 self.report.orphans[table.name] = orphans
         rows_of.clear()
         self._store(contents, refs_of, known, run_id)
+        catalog.record_schema(
+            self.entity_type,
+            self.schema.version,
+            {t.name: list(t.column_names) for t in self.schema.tables},
+        )
 
         gone = sorted(set(known) - set(contents))
         if gone:
@@ -152,8 +173,13 @@ class _EntityTypeSync:
             self.report.deleted += len(gone)
         self.report.entities[self.entity_type] = len(contents)
 
-    def _store(self, contents: dict[str, EntityContent], refs_of: dict[str, list[SourceRef]],
-               known: dict[str, EntityRecord], run_id: int) -> None:
+    def _store(
+        self,
+        contents: dict[str, EntityContent],
+        refs_of: dict[str, list[SourceRef]],
+        known: dict[str, EntityRecord],
+        run_id: int,
+    ) -> None:
         builder = MicroDbBuilder(self.schema)
         schema_version = self.schema.version
         batch_size = self.project.config.store.batch_size
@@ -165,8 +191,10 @@ class _EntityTypeSync:
             if records:
                 self.project.store.put_many(blobs)
                 self.project.catalog.apply_batch(
-                    records, ((r.entity_id, ref) for r in records for ref in refs_of[r.entity_id]),
-                    self.entity_type)
+                    records,
+                    ((r.entity_id, ref) for r in records for ref in refs_of[r.entity_id]),
+                    self.entity_type,
+                )
                 self.progress("store", len(records), len(contents))
                 blobs.clear()
                 records.clear()
@@ -175,20 +203,45 @@ class _EntityTypeSync:
             content = contents[entity_id]
             fingerprint = content.fingerprint()
             previous = known.get(entity_id)
-            if (previous is not None and previous.fingerprint == fingerprint
-                    and previous.schema_version == schema_version):
+            if (
+                previous is not None
+                and previous.fingerprint == fingerprint
+                and previous.schema_version == schema_version
+            ):
                 self.report.unchanged += 1
                 continue
             version = 1 if previous is None else previous.version + 1
-            image = builder.build(content, {
-                "entity_type": self.entity_type, "entity_id": entity_id, "version": version,
-                "schema_version": schema_version, "built_at": now, "sync_run": run_id,
-            })
-            blobs.append(StoredBlob(self.entity_type, entity_id, version, encode_image(image),
-                                    expected_version=0 if previous is None else previous.version))
-            records.append(EntityRecord(
-                self.entity_type, entity_id, version, fingerprint, schema_version,
-                now if previous is None else previous.created_at, now))
+            image = builder.build(
+                content,
+                {
+                    "entity_type": self.entity_type,
+                    "entity_id": entity_id,
+                    "version": version,
+                    "schema_version": schema_version,
+                    "built_at": now,
+                    "sync_run": run_id,
+                },
+            )
+            blobs.append(
+                StoredBlob(
+                    self.entity_type,
+                    entity_id,
+                    version,
+                    encode_image(image),
+                    expected_version=0 if previous is None else previous.version,
+                )
+            )
+            records.append(
+                EntityRecord(
+                    self.entity_type,
+                    entity_id,
+                    version,
+                    fingerprint,
+                    schema_version,
+                    now if previous is None else previous.created_at,
+                    now,
+                )
+            )
             if previous is None:
                 self.report.created += 1
             else:
@@ -198,8 +251,9 @@ class _EntityTypeSync:
         flush()
 
 
-def sync_project(project: Project, *, full: bool = False,
-                 progress: ProgressCallback | None = None) -> SyncReport:
+def sync_project(
+    project: Project, *, full: bool = False, progress: ProgressCallback | None = None
+) -> SyncReport:
     """Extract, resolve, build and store every entity type of the project.
 
     Every source and rule file is checked before the first write, so bad input leaves the
@@ -213,8 +267,10 @@ def sync_project(project: Project, *, full: bool = False,
     """
     started_clock = time.perf_counter()
     # Check everything that can be checked before touching the store.
-    workers = [_EntityTypeSync(project, etype, SyncReport(0, ""), progress)
-               for etype in project.config.entities]
+    workers = [
+        _EntityTypeSync(project, etype, SyncReport(0, ""), progress)
+        for etype in project.config.entities
+    ]
     catalog = project.catalog
     run_id = catalog.start_run("full" if full else "incremental")
     report = SyncReport(run_id=run_id, mode="full")
@@ -224,8 +280,9 @@ def sync_project(project: Project, *, full: bool = False,
             worker.report = report
             worker.run(run_id, started)
     except FabricError as exc:
-        catalog.finish_run(run_id, status="failed", counts=report.counts(),
-                           error=str(exc).splitlines()[0])
+        catalog.finish_run(
+            run_id, status="failed", counts=report.counts(), error=str(exc).splitlines()[0]
+        )
         raise
     except BaseException:
         catalog.finish_run(run_id, status="failed", counts=report.counts(), error="interrupted")

@@ -13,12 +13,6 @@ from sqlalchemy import create_engine, text
 if TYPE_CHECKING:
     from pgcluster import PostgresCluster
 
-# Registers tests/pgcluster.py as a plugin: its session-scoped ``postgres`` fixture is then
-# defined once for the whole session (importing the fixture into several test modules would
-# instead start one cluster per module). pgcluster must not be imported at module level before
-# this line takes effect, or pytest warns that it cannot assertion-rewrite it.
-pytest_plugins = ["pgcluster"]
-
 pytestmark = pytest.mark.postgres
 
 

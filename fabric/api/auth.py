@@ -39,8 +39,10 @@ class Authenticator:
 
     def __init__(self, config: ProjectConfig) -> None:
         self._keys = [
-            (bytes.fromhex(k.sha256), Caller(k.name, k.role,
-                                              frozenset(config.roles[k.role].routes)))
+            (
+                bytes.fromhex(k.sha256),
+                Caller(k.name, k.role, frozenset(config.roles[k.role].routes)),
+            )
             for k in config.api.keys
         ]
 
@@ -50,7 +52,8 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthorizedException(
                 "missing API key: send 'Authorization: Bearer <key>'",
-                headers={"WWW-Authenticate": "Bearer"})
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         digest = hashlib.sha256(token.strip().encode()).digest()
         found: Caller | None = None
         for stored, caller in self._keys:

@@ -47,10 +47,15 @@ def error_body(status: int, code: str, message: str) -> dict[str, Any]:
     return {"error": {"status": status, "code": code, "message": message}}
 
 
-def _respond(status: int, code: str, message: str, headers: dict[str, str] | None = None
-             ) -> Response[dict[str, Any]]:
-    return Response(error_body(status, code, message), status_code=status,
-                    media_type=MediaType.JSON, headers=headers)
+def _respond(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response[dict[str, Any]]:
+    return Response(
+        error_body(status, code, message),
+        status_code=status,
+        media_type=MediaType.JSON,
+        headers=headers,
+    )
 
 
 def _fabric_error(request: Request[Any, Any, Any], exc: FabricError) -> Response[dict[str, Any]]:

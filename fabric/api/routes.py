@@ -6,10 +6,11 @@ work never blocks the event loop.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import get
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, QueryParameter
 
 from fabric.api.auth import Caller
 from fabric.entities import EntityService
@@ -23,15 +24,21 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/v1/entities/{entity_type:str}/{entity_id:str}", sync_to_thread=True, tags=["entities"],
-     summary="One entity, masked for the caller's role")
+@get(
+    "/v1/entities/{entity_type:str}/{entity_id:str}",
+    sync_to_thread=True,
+    tags=["entities"],
+    summary="One entity, masked for the caller's role",
+)
 def get_entity(
-    entity_type: str,
-    entity_id: str,
-    caller: Caller,
-    service: EntityService,
-    tables: str | None = Parameter(
-        None, description="comma-separated table names to return (default: all)"),
+    entity_type: FromPath[str],
+    entity_id: FromPath[str],
+    caller: NamedDependency[Caller],
+    service: NamedDependency[EntityService],
+    tables: Annotated[
+        str | None,
+        QueryParameter(description="comma-separated table names to return (default: all)"),
+    ] = None,
 ) -> dict[str, Any]:
     """Return the entity's tables and rows as the caller's role may see them."""
     caller.require("entities")
@@ -39,14 +46,20 @@ def get_entity(
     return service.document(entity_type, entity_id, role=caller.role, tables=wanted)
 
 
-@get("/v1/entities/{entity_type:str}", sync_to_thread=True, tags=["entities"],
-     summary="Find the entity a source record belongs to")
+@get(
+    "/v1/entities/{entity_type:str}",
+    sync_to_thread=True,
+    tags=["entities"],
+    summary="Find the entity a source record belongs to",
+)
 def find_entity(
-    entity_type: str,
-    caller: Caller,
-    service: EntityService,
-    source: str = Parameter(description="source system (crm) or system.table (billing.payments)"),
-    key: str = Parameter(description="primary key of the source record"),
+    entity_type: FromPath[str],
+    caller: NamedDependency[Caller],
+    service: NamedDependency[EntityService],
+    source: Annotated[
+        str, QueryParameter(description="source system (crm) or system.table (billing.payments)")
+    ],
+    key: Annotated[str, QueryParameter(description="primary key of the source record")],
 ) -> dict[str, Any]:
     """Return the entity holding the record ``source``/``key``, masked for the caller."""
     caller.require("entities")

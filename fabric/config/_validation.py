@@ -56,7 +56,9 @@ def _type_at(model: type[BaseModel], loc: Loc) -> Any:
         current = _model_in(current)
         origin = typing.get_origin(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
-            info = current.model_fields.get(str(part))
+            info = current.model_fields.get(str(part)) or next(
+                (f for f in current.model_fields.values() if f.alias == part), None
+            )
             if info is None:
                 return None
             current = info.annotation
@@ -72,7 +74,7 @@ def _type_at(model: type[BaseModel], loc: Loc) -> Any:
 def _allowed_keys(model: type[BaseModel], loc: Loc) -> list[str]:
     owner = _type_at(model, loc)
     if isinstance(owner, type) and issubclass(owner, BaseModel):
-        return sorted(owner.model_fields)
+        return sorted(info.alias or name for name, info in owner.model_fields.items())
     return []
 
 
@@ -90,13 +92,23 @@ def _describe(model: type[BaseModel], err: Any) -> str:
         return f"unknown key; {hint}(allowed: {', '.join(allowed)})"
     if kind == "missing":
         return "required key is missing"
+    if kind == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        options = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",")]
+        tag = str(ctx.get("tag", ""))[:40]
+        hint = _suggest(tag, options)
+        return (
+            f"unknown {str(ctx.get('discriminator', 'kind')).strip(chr(39))} '{tag}'; "
+            f"{hint}(allowed: {', '.join(options)})"
+        )
     message = str(err["msg"])
     # Never echo the offending value: it may be a secret or a piece of source data.
     return message[0].lower() + message[1:] if message else kind
 
 
-def validate_document(model: type[M], doc: YamlDocument, *, context: dict[str, Any] | None = None
-                      ) -> tuple[M | None, list[str]]:
+def validate_document(
+    model: type[M], doc: YamlDocument, *, context: dict[str, Any] | None = None
+) -> tuple[M | None, list[str]]:
     """Validate ``doc.data`` against ``model``; return the model or every problem found."""
     try:
         return model.model_validate(doc.data, context=context), []
@@ -104,6 +116,8 @@ def validate_document(model: type[M], doc: YamlDocument, *, context: dict[str, A
         problems = []
         for err in exc.errors(include_url=False, include_input=False):
             loc: Loc = tuple(p for p in err["loc"] if not str(p).startswith("function-"))
+            if err["type"] == "union_tag_invalid":
+                loc = (*loc, str(err.get("ctx", {}).get("discriminator", "")).strip("'"))
             line = doc.line_of(loc)
             problems.append(format_issue(doc.path, line, loc, _describe(model, err)))
         return None, problems

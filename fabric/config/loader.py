@@ -45,20 +45,27 @@ def _reference_problems(config: ProjectConfig, doc: YamlDocument) -> list[str]:
             if source is None:
                 add((*loc, "source"), f"unknown source (declared: {', '.join(config.sources)})")
             elif table.table not in source.tables:
-                add((*loc, "table"), f"source '{table.source}' declares no such table "
-                    f"(declared: {', '.join(source.tables)})")
+                add(
+                    (*loc, "table"),
+                    f"source '{table.source}' declares no such table "
+                    f"(declared: {', '.join(source.tables)})",
+                )
             if (table.parent is None) != (table.foreign_key is None):
                 add(loc, "'parent' and 'foreign_key' go together: give both or neither")
             if table.parent is not None and table.parent not in entity.tables:
-                add((*loc, "parent"), f"not a table of entity '{etype}' "
-                    f"(tables: {', '.join(entity.tables)})")
+                add(
+                    (*loc, "parent"),
+                    f"not a table of entity '{etype}' (tables: {', '.join(entity.tables)})",
+                )
         for tname in entity.tables:
             seen = [tname]
             current = entity.tables[tname].parent
             while current is not None and current in entity.tables:
                 if current in seen:
-                    add(("entities", etype, "tables", tname, "parent"),
-                        f"parent chain loops: {' -> '.join([*seen, current])}")
+                    add(
+                        ("entities", etype, "tables", tname, "parent"),
+                        f"parent chain loops: {' -> '.join([*seen, current])}",
+                    )
                     break
                 seen.append(current)
                 current = entity.tables[current].parent
@@ -83,8 +90,10 @@ def load_config(path: Path = DEFAULT_CONFIG) -> ProjectConfig:
     """
     doc = read_yaml(path, what="config")
     if not isinstance(doc.data, dict):
-        raise ConfigError(f"{display_path(path)}: must be a mapping of settings, "
-                          "starting with 'sources:' and 'entities:'")
+        raise ConfigError(
+            f"{display_path(path)}: must be a mapping of settings, "
+            "starting with 'sources:' and 'entities:'"
+        )
     config, problems = validate_document(ProjectConfig, doc)
     if config is not None:
         problems = _reference_problems(config, doc)

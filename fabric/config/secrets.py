@@ -47,9 +47,11 @@ def _decode_key(text: str, where: str) -> bytes:
     except (binascii.Error, ValueError) as exc:
         raise ConfigError(f"{where}: master key is not valid base64") from exc
     if len(key) < 32:
-        raise ConfigError(f"{where}: master key must be at least 32 bytes (base64 of 32 random "
-                          "bytes, e.g. `python -c 'import os,base64;print(base64.b64encode("
-                          "os.urandom(32)).decode())'`)")
+        raise ConfigError(
+            f"{where}: master key must be at least 32 bytes (base64 of 32 random "
+            "bytes, e.g. `python -c 'import os,base64;print(base64.b64encode("
+            "os.urandom(32)).decode())'`)"
+        )
     return key
 
 
@@ -63,11 +65,13 @@ def load_secrets(config: ProjectConfig) -> Secrets:
         try:
             mode = path.stat().st_mode
         except FileNotFoundError as exc:
-            raise ConfigError(f"{path}: key file not found (named by secrets.file in "
-                              "fabric.yaml)") from exc
+            raise ConfigError(
+                f"{path}: key file not found (named by secrets.file in fabric.yaml)"
+            ) from exc
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(f"{path}: key file is readable by other users; "
-                              f"run `chmod 600 {path}`")
+            raise ConfigError(
+                f"{path}: key file is readable by other users; run `chmod 600 {path}`"
+            )
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
@@ -91,10 +95,13 @@ def generate_key_file(path: Path, key_names: list[str]) -> dict[str, str]:
     Returns the API keys by name, for the caller to turn into hashes and example requests.
     """
     api_keys = {name: f"fab_{secrets.token_urlsafe(24)}" for name in key_names}
-    body = yaml.safe_dump({
-        "master_key": base64.b64encode(os.urandom(32)).decode(),
-        "api_keys": api_keys,
-    }, sort_keys=False)
+    body = yaml.safe_dump(
+        {
+            "master_key": base64.b64encode(os.urandom(32)).decode(),
+            "api_keys": api_keys,
+        },
+        sort_keys=False,
+    )
     header = "# fabric key file: keep it private (mode 0600) and out of version control.\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

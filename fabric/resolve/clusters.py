@@ -91,8 +91,12 @@ def mint_entity_id(entity_type: str, seed: str, taken: set[str] | frozenset[str]
         counter += 1
 
 
-def assign_entity_ids(entity_type: str, clusters: Sequence[Sequence[T]],
-                      previous: Mapping[T, str], age: Mapping[str, str]) -> list[str]:
+def assign_entity_ids(
+    entity_type: str,
+    clusters: Sequence[Sequence[T]],
+    previous: Mapping[T, str],
+    age: Mapping[str, str],
+) -> list[str]:
     """Give every cluster an id, reusing known ids where the cluster holds known records.
 
     Args:
@@ -107,8 +111,9 @@ def assign_entity_ids(entity_type: str, clusters: Sequence[Sequence[T]],
     claimed: set[str] = set()
     ids: list[str | None] = [None] * len(clusters)
     # Larger clusters choose first, so when an entity splits its larger part keeps the id.
-    order = sorted(range(len(clusters)), key=lambda i: (-len(clusters[i]),
-                                                        min(str(r) for r in clusters[i])))
+    order = sorted(
+        range(len(clusters)), key=lambda i: (-len(clusters[i]), min(str(r) for r in clusters[i]))
+    )
     for i in order:
         known = {previous[r] for r in clusters[i] if r in previous} - claimed
         if known:

@@ -36,7 +36,8 @@ class MatchField(_Strict):
 
     normalize: list[Normalizer] = ["trim", "lowercase"]
     columns: dict[Name, Name] = Field(
-        default_factory=dict, description="entity table -> column holding this field")
+        default_factory=dict, description="entity table -> column holding this field"
+    )
 
 
 class MatchRule(_Strict):
@@ -52,7 +53,8 @@ class EntityMatchRules(_Strict):
     fields: dict[Name, MatchField] = Field(min_length=1)
     rules: list[MatchRule] = Field(min_length=1)
     never_link: dict[Name, list[str]] = Field(
-        default_factory=dict, description="field -> normalised values that never link records")
+        default_factory=dict, description="field -> normalised values that never link records"
+    )
 
 
 class MatchFile(RootModel[dict[Name, EntityMatchRules]]):
@@ -113,25 +115,30 @@ def compile_match_rules(entity_type: str, rules: EntityMatchRules) -> CompiledMa
             plan.append(None)
         columns[table] = tuple(sorted({c for p in plan if p for c, _ in p}))
 
-        def keys(row: dict[str, object], plan: list[
-                list[tuple[str, Callable[[object], str | None]]] | None] = plan
-                 ) -> list[str | None]:
+        def keys(
+            row: dict[str, object],
+            plan: list[list[tuple[str, Callable[[object], str | None]]] | None] = plan,
+        ) -> list[str | None]:
             out: list[str | None] = []
             for i, parts in enumerate(plan):
                 if parts is None:
                     out.append(None)
                     continue
                 values = [norm(row.get(col)) for col, norm in parts]
-                out.append(None if None in values else f"{i}\x1f" + "\x1f".join(
-                    v for v in values if v is not None))
+                out.append(
+                    None
+                    if None in values
+                    else f"{i}\x1f" + "\x1f".join(v for v in values if v is not None)
+                )
             return out
 
         functions[table] = keys
     return CompiledMatchRules(entity_type, tuple(r.name for r in rules.rules), functions, columns)
 
 
-def load_match_rules(path: Path, entity_type: str, tables: dict[str, list[str]] | None = None
-                     ) -> CompiledMatchRules:
+def load_match_rules(
+    path: Path, entity_type: str, tables: dict[str, list[str]] | None = None
+) -> CompiledMatchRules:
     """Load, check and compile the rules of ``entity_type`` from a match file.
 
     Args:
@@ -148,16 +155,28 @@ def load_match_rules(path: Path, entity_type: str, tables: dict[str, list[str]] 
         raise RuleError("\n".join(problems))
     section = model.root.get(entity_type)
     if section is None:
-        raise RuleError(format_issue(path, None, (), f"no rules for entity type '{entity_type}' "
-                                     f"(found: {', '.join(model.root) or 'none'})"))
+        raise RuleError(
+            format_issue(
+                path,
+                None,
+                (),
+                f"no rules for entity type '{entity_type}' "
+                f"(found: {', '.join(model.root) or 'none'})",
+            )
+        )
     loc: tuple[str | int, ...]
     for i, rule in enumerate(section.rules):
         for j, field in enumerate(rule.fields):
             if field not in section.fields:
                 loc = (entity_type, "rules", i, "fields", j)
-                problems.append(format_issue(path, doc.line_of(loc), loc,
-                                             f"unknown field '{field}' "
-                                             f"(fields: {', '.join(section.fields)})"))
+                problems.append(
+                    format_issue(
+                        path,
+                        doc.line_of(loc),
+                        loc,
+                        f"unknown field '{field}' (fields: {', '.join(section.fields)})",
+                    )
+                )
     for field in section.never_link:
         if field not in section.fields:
             loc = (entity_type, "never_link", field)
@@ -167,13 +186,23 @@ def load_match_rules(path: Path, entity_type: str, tables: dict[str, list[str]] 
             for table, column in spec.columns.items():
                 loc = (entity_type, "fields", fname, "columns", table)
                 if table not in tables:
-                    problems.append(format_issue(path, doc.line_of(loc), loc,
-                                                 f"not a table of '{entity_type}' "
-                                                 f"(tables: {', '.join(tables)})"))
+                    problems.append(
+                        format_issue(
+                            path,
+                            doc.line_of(loc),
+                            loc,
+                            f"not a table of '{entity_type}' (tables: {', '.join(tables)})",
+                        )
+                    )
                 elif column not in tables[table]:
-                    problems.append(format_issue(path, doc.line_of(loc), loc,
-                                                 f"table has no column '{column}' "
-                                                 f"(columns: {', '.join(tables[table])})"))
+                    problems.append(
+                        format_issue(
+                            path,
+                            doc.line_of(loc),
+                            loc,
+                            f"table has no column '{column}' (columns: {', '.join(tables[table])})",
+                        )
+                    )
     if problems:
         raise RuleError("\n".join(problems))
     return compile_match_rules(entity_type, section)

@@ -7,6 +7,7 @@ a policy sees the file's ``default_policy``: privacy by default.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from fabric.config._validation import format_issue, validate_document
+from fabric.config._yaml import YamlDocument
 from fabric.config.loader import read_yaml
 from fabric.errors import RuleError
 from fabric.rules.operators import MaskFunction, OperatorSpec, compile_operator
@@ -95,9 +97,52 @@ def _reshape(data: Any) -> Any:
     return {**data, "policies": policies}
 
 
-def load_masking(path: Path, key: bytes | None,
-                 schema: Mapping[str, Mapping[str, list[str]]] | None = None
-                 ) -> CompiledPolicies:
+def _schema_problems(
+    data: Any, schema: Mapping[str, Mapping[str, list[str]]], doc: YamlDocument
+) -> list[str]:
+    """Check entity types, tables and columns named by policies against the entity schema."""
+    problems: list[str] = []
+    policies = data.get("policies") if isinstance(data, dict) else None
+    if not isinstance(policies, dict):
+        return problems
+
+    def add(loc: tuple[str | int, ...], message: str) -> None:
+        problems.append(format_issue(doc.path, doc.line_of(loc), loc, message))
+
+    for pname, body in policies.items():
+        if not isinstance(body, dict):
+            continue
+        for etype, tables in body.items():
+            if etype == "clear":
+                continue
+            if etype not in schema:
+                add(("policies", pname, etype), f"unknown entity type (types: {', '.join(schema)})")
+                continue
+            for table, columns in (tables or {}).items() if isinstance(tables, dict) else ():
+                if table not in schema[etype]:
+                    add(
+                        ("policies", pname, etype, table),
+                        f"unknown table (tables: {', '.join(schema[etype])})",
+                    )
+                    continue
+                for column in columns if isinstance(columns, dict) else ():
+                    if column not in schema[etype][table]:
+                        hint = _close(str(column), schema[etype][table])
+                        add(
+                            ("policies", pname, etype, table, column),
+                            f"unknown column; {hint}(columns: {', '.join(schema[etype][table])})",
+                        )
+    return problems
+
+
+def _close(word: str, options: list[str]) -> str:
+    match = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f"did you mean '{match[0]}'? " if match else ""
+
+
+def load_masking(
+    path: Path, key: bytes | None, schema: Mapping[str, Mapping[str, list[str]]] | None = None
+) -> CompiledPolicies:
     """Load, check and compile a masking file.
 
     Args:
@@ -119,49 +164,50 @@ def load_masking(path: Path, key: bytes | None,
     doc.lines = reshaped_lines
     model, problems = validate_document(MaskingFile, doc)
     problems = [p.replace(".entities.", ".") for p in problems]
+    if schema is not None:
+        problems.extend(_schema_problems(original, schema, doc))
     if model is None:
         raise RuleError("\n".join(problems))
     if model.default_policy not in model.policies:
-        problems.append(format_issue(path, doc.line_of(("default_policy",)), ("default_policy",),
-                                     f"unknown policy (policies: {', '.join(model.policies)})"))
+        problems.append(
+            format_issue(
+                path,
+                doc.line_of(("default_policy",)),
+                ("default_policy",),
+                f"unknown policy (policies: {', '.join(model.policies)})",
+            )
+        )
     elif model.policies[model.default_policy].clear:
-        problems.append(format_issue(path, doc.line_of(("default_policy",)), ("default_policy",),
-                                     "the default policy must mask; a clear view is for roles "
-                                     "that are given it explicitly"))
+        problems.append(
+            format_issue(
+                path,
+                doc.line_of(("default_policy",)),
+                ("default_policy",),
+                "the default policy must mask; a clear view is for roles "
+                "that are given it explicitly",
+            )
+        )
     compiled: dict[str, MaskingPolicy] = {}
     for pname, policy in model.policies.items():
         tables: dict[tuple[str, str], dict[str, MaskFunction]] = {}
         for etype, per_table in policy.entities.items():
             for table, columns in per_table.items():
                 base = ("policies", pname, etype, table)
-                known_cols = None
-                if schema is not None:
-                    if etype not in schema:
-                        problems.append(format_issue(
-                            path, doc.line_of(base[:3]), base[:3],
-                            f"unknown entity type (types: {', '.join(schema)})"))
-                        continue
-                    if table not in schema[etype]:
-                        problems.append(format_issue(
-                            path, doc.line_of(base), base,
-                            f"unknown table (tables: {', '.join(schema[etype])})"))
-                        continue
-                    known_cols = schema[etype][table]
                 plan: dict[str, MaskFunction] = {}
                 for column, spec in columns.items():
                     loc = (*base, column)
-                    if known_cols is not None and column not in known_cols:
-                        problems.append(format_issue(
-                            path, doc.line_of(loc), loc,
-                            f"unknown column (columns: {', '.join(known_cols)})"))
-                        continue
                     try:
                         fn = compile_operator(spec, key)
                     except ValueError as exc:
-                        problems.append(format_issue(
-                            path, doc.line_of(loc), (*loc, "op"),
-                            f"'{spec.op}' {exc}: set the environment variable named by "
-                            "secrets.master_key_env or a key file in fabric.yaml"))
+                        problems.append(
+                            format_issue(
+                                path,
+                                doc.line_of(loc),
+                                (*loc, "op"),
+                                f"'{spec.op}' {exc}: set the environment variable named by "
+                                "secrets.master_key_env or a key file in fabric.yaml",
+                            )
+                        )
                         continue
                     if fn is not None:
                         plan[column] = fn

@@ -60,8 +60,7 @@ class PartialOp(_Op):
     keep_domain: bool = False
 
 
-OperatorSpec = Annotated[KeepOp | NullOp | RedactOp | HashOp | PartialOp,
-                         Field(discriminator="op")]
+OperatorSpec = Annotated[KeepOp | NullOp | RedactOp | HashOp | PartialOp, Field(discriminator="op")]
 
 
 def _partial(spec: PartialOp) -> MaskFunction:
@@ -76,7 +75,7 @@ def _partial(spec: PartialOp) -> MaskFunction:
         # Never return the original: if the kept parts would cover the whole value, mask all.
         if first + last >= len(text):
             return char * len(text) + suffix
-        end = text[len(text) - last:] if last else ""
+        end = text[len(text) - last :] if last else ""
         return text[:first] + char * (len(text) - first - last) + end + suffix
 
     return mask
@@ -96,8 +95,9 @@ def _hash(spec: HashOp, key: bytes) -> MaskFunction:
     return mask
 
 
-def compile_operator(spec: KeepOp | NullOp | RedactOp | HashOp | PartialOp, key: bytes | None
-                     ) -> MaskFunction | None:
+def compile_operator(
+    spec: KeepOp | NullOp | RedactOp | HashOp | PartialOp, key: bytes | None
+) -> MaskFunction | None:
     """Compile one operator; None means "leave the value unchanged" (keep)."""
     if isinstance(spec, KeepOp):
         return None

@@ -234,6 +234,7 @@ def make_people(count: int, rng: random.Random, pools: Pools, anchor: date) -> l
     """
     used_emails: set[str] = set()
     used_phones: set[str] = set()
+    households: set[int] = set()  # people whose email a relative already shares
     people: list[Person] = []
     for person_id in range(1, count + 1):
         systems = {
@@ -251,19 +252,19 @@ def make_people(count: int, rng: random.Random, pools: Pools, anchor: date) -> l
         if head is not None and head.family_of is None and head.first_name != first:
             # A relative: same household and surname, and the household's one email address.
             last, address, family_of = head.last_name, head.address, head.person_id
-            if rng.random() < 0.5:
-                shared = _unique_email(rng, _family_local(rng, last), None, pools, used_emails)
+            if head.person_id not in households and rng.random() < 0.5:
+                shared = _unique_email(rng, _family_local(rng, last), None, used_emails)
                 people[head.person_id - 1] = dataclasses.replace(head, email=shared)
             email = people[head.person_id - 1].email
+            households.add(head.person_id)
         else:
-            email = _unique_email(
-                rng, _personal_local(rng, first, last, birth), None, pools, used_emails
-            )
+            local = _personal_local(rng, first, last, birth)
+            email = _unique_email(rng, local, None, used_emails)
         alt_email = alt_system = None
         if rng.random() < 0.12:
             local = _personal_local(rng, first, last, birth)
             domain = rng.choice(pools.company_domains) if rng.random() < 0.5 else None
-            alt_email = _unique_email(rng, local, domain, pools, used_emails)
+            alt_email = _unique_email(rng, local, domain, used_emails)
             alt_system = rng.choice(sorted(systems))
         people.append(
             Person(
@@ -288,6 +289,7 @@ def _ascii(name: str) -> str:
 
 
 def _personal_local(rng: random.Random, first: str, last: str, birth: date) -> str:
+    """Pick an email local part the way people do: from the name, maybe a year or number."""
     f, l = _ascii(first), _ascii(last)  # noqa: E741
     patterns = (
         f"{f}.{l}",
@@ -303,13 +305,12 @@ def _personal_local(rng: random.Random, first: str, last: str, birth: date) -> s
 
 
 def _family_local(rng: random.Random, last: str) -> str:
+    """Pick a household email local part, such as ``thesmiths``."""
     l = _ascii(last)  # noqa: E741
     return rng.choice((f"the{l}s", f"{l}family", f"{l}.home", f"{l}household"))
 
 
-def _unique_email(
-    rng: random.Random, local: str, domain: str | None, pools: Pools, used: set[str]
-) -> str:
+def _unique_email(rng: random.Random, local: str, domain: str | None, used: set[str]) -> str:
     """Return ``local@domain`` (a weighted free-mail domain if None), numbered if taken."""
     if domain is None:
         domain = weighted(rng, _FREE_DOMAINS, _FREE_DOMAIN_WEIGHTS)

@@ -81,14 +81,18 @@ class SourceReader:
             assert self.config.url_env is not None
             raw = os.environ.get(self.config.url_env)
             if not raw:
-                raise SourceError(f"source '{self.name}': environment variable "
-                                  f"{self.config.url_env} is not set (it should hold the URL)")
+                raise SourceError(
+                    f"source '{self.name}': environment variable "
+                    f"{self.config.url_env} is not set (it should hold the URL)"
+                )
         url = engine_url(raw)
         if url.get_backend_name() == "sqlite":
             database = url.database or ""
             if database in ("", ":memory:") or database.startswith("file:"):
-                raise SourceError(f"source '{self.name}': give the SQLite source as a file path "
-                                  "(sqlite:///path/to/file.db)")
+                raise SourceError(
+                    f"source '{self.name}': give the SQLite source as a file path "
+                    "(sqlite:///path/to/file.db)"
+                )
             path = Path(database)
             path = path if path.is_absolute() else (root / path)
             if not path.is_file():
@@ -128,7 +132,8 @@ class SourceReader:
                 tables = inspector.get_table_names(schema=schema)
                 raise SourceError(
                     f"source '{self.name}' ({self.shown_url}): table '{shown}' does not exist "
-                    f"(tables there: {', '.join(sorted(tables)) or 'none'})")
+                    f"(tables there: {', '.join(sorted(tables)) or 'none'})"
+                )
             reflected = inspector.get_columns(name, schema=schema)
         except SourceError:
             raise
@@ -144,24 +149,27 @@ class SourceReader:
         if missing:
             raise SourceError(
                 f"source '{self.name}' ({self.shown_url}): table '{shown}' has no column "
-                f"{', '.join(repr(m) for m in missing)} (columns: {', '.join(available)})")
+                f"{', '.join(repr(m) for m in missing)} (columns: {', '.join(available)})"
+            )
         self._types[table] = {c: available[c] for c in wanted}
         return [SourceColumn(c, sqlite_type(available[c]), available[c]) for c in wanted]
 
-    def read(self, table: str, columns: Sequence[str], batch_rows: int = BATCH_ROWS
-             ) -> Iterator[list[tuple[Any, ...]]]:
+    def read(
+        self, table: str, columns: Sequence[str], batch_rows: int = BATCH_ROWS
+    ) -> Iterator[list[tuple[Any, ...]]]:
         """Yield batches of rows of ``columns``, streamed from the server, ordered by key."""
         cfg = self.config.tables[table]
         name, schema = self.table_ref(table)
         types = self._types.get(table, {})
-        meta_table = sa.table(name, *(sa.column(c, types.get(c)) for c in columns),
-                              schema=schema)
+        meta_table = sa.table(name, *(sa.column(c, types.get(c)) for c in columns), schema=schema)
         query = sa.select(*(meta_table.c[c] for c in columns)).order_by(
-            meta_table.c[cfg.primary_key])
+            meta_table.c[cfg.primary_key]
+        )
         try:
             with self.engine.connect() as conn:
-                result = conn.execution_options(stream_results=True, yield_per=batch_rows
-                                                ).execute(query)
+                result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(
+                    query
+                )
                 for partition in result.partitions(batch_rows):
                     yield [tuple(to_storage_value(v) for v in row) for row in partition]
         except sa.exc.SQLAlchemyError as exc:

@@ -114,6 +114,8 @@ class _Rows:
 
 @dataclass(frozen=True, slots=True)
 class _Account:
+    """What orders and payments need to know about a billing account."""
+
     id: int
     person_id: int
     created_at: datetime
@@ -123,6 +125,8 @@ class _Account:
 
 @dataclass(frozen=True, slots=True)
 class _World:
+    """The people and the time window every record is drawn from."""
+
     people: list[Person]
     pools: Pools
     start: datetime
@@ -193,7 +197,11 @@ def generate_sources(
 
 
 def _crm_customers(world: _World, rng: random.Random) -> _Rows:
-    """One CRM record per CRM person; 5% get a later second record after moving house."""
+    """Record every CRM person once, and 5% again later, after moving house.
+
+    The second record is the within-system duplicate a real CRM accumulates: new address,
+    often a nickname, same person.
+    """
     drafts: list[tuple[datetime, int, bool, Person]] = []
     for person in world.people:
         if "crm" in person.systems:
@@ -228,7 +236,7 @@ def _crm_customers(world: _World, rng: random.Random) -> _Rows:
 
 
 def _billing_accounts(world: _World, rng: random.Random) -> tuple[_Rows, list[_Account]]:
-    """One account per billing person, two for 10% of them (a second card, a business)."""
+    """Open one account per billing person, two for 10% of them (a second card, a business)."""
     drafts: list[tuple[datetime, int, int, Person]] = []
     for person in world.people:
         if "billing" in person.systems:
@@ -263,7 +271,7 @@ def _billing_accounts(world: _World, rng: random.Random) -> tuple[_Rows, list[_A
 def _commerce(
     world: _World, accounts: list[_Account], rng: random.Random
 ) -> tuple[_Rows, _Rows, _Rows, dict[int, list[int]]]:
-    """Orders with items, and the payments for them plus some subscriptions.
+    """Place orders with items, and charge for them and for some monthly subscriptions.
 
     Order counts are heavy-tailed (Pareto, capped at 40): most accounts order a few times, a
     few order dozens of times. Totals are summed in integer cents so they equal their items.
@@ -290,8 +298,8 @@ def _commerce(
     orders, items = _Rows(), _Rows()
     by_person: dict[int, list[int]] = defaultdict(list)
     charges: list[tuple[datetime, int, int, _Account, int, str]] = []
-    for ordered, _, _, account, lines in drafts:
-        age = world.anchor - ordered
+    for when, _, _, account, lines in drafts:
+        age = world.anchor - when
         if age < timedelta(days=2):
             status = "placed"
         elif age < timedelta(days=7):
@@ -299,22 +307,15 @@ def _commerce(
         else:
             status = weighted(rng, _LATE_STATUSES, _LATE_WEIGHTS)
         total = sum(qty * cents for _, qty, cents in lines)
-        order_id = orders.add(
-            {
-                "account_id": account.id,
-                "total": total / 100,
-                "status": status,
-                "ordered_at": ordered,
-            },
-            account.person_id,
-        )
+        row = {"account_id": account.id, "total": total / 100, "status": status, "ordered_at": when}
+        order_id = orders.add(row, account.person_id)
         by_person[account.person_id].append(order_id)
         for sku, qty, cents in lines:
             row = {"order_id": order_id, "sku": sku, "qty": qty, "price": cents / 100}
             items.add(row, account.person_id)
         if status == "cancelled" and rng.random() < 0.5:
             continue  # cancelled before anyone was charged
-        paid = min(ordered + timedelta(seconds=rng.randint(5, 7200)), world.anchor)
+        paid = min(when + timedelta(seconds=rng.randint(5, 7200)), world.anchor)
         if rng.random() < 0.05:
             charges.append((paid, account.id, len(charges), account, total, "failed"))
             paid += timedelta(minutes=rng.randint(2, 600))
@@ -357,7 +358,7 @@ def _order_count(rng: random.Random) -> int:
 def _support_tickets(
     world: _World, rng: random.Random, orders: dict[int, list[int]], cards: dict[int, str]
 ) -> _Rows:
-    """One to five tickets per support person, with PII in the free-text body."""
+    """Open one to five tickets per support person, with PII in the free-text body."""
     drafts: list[tuple[datetime, int, int, Person]] = []
     for person in world.people:
         if "support" in person.systems:
@@ -478,26 +479,23 @@ def _write_sources(
 ) -> list[GeneratedTable]:
     """Write every table: one SQLite file per system, or everything into ``source_url``."""
     if source_url is None:
+        tables = _define_tables(sa.MetaData(), "files")
         written: list[GeneratedTable] = []
         for system in SYSTEMS:
-            path = (out / f"{system}.db").resolve()
-            tables = _define_tables(sa.MetaData(), "files")
+            url = sa.URL.create("sqlite", database=str((out / f"{system}.db").resolve()))
             own = {key: table for key, table in tables.items() if key[0] == system}
-            written += _write_tables(
-                _open_engine(sa.URL.create("sqlite", database=str(path))), own, (), data, progress
-            )
+            written += _write_tables(_open_engine(url), own, (), data, progress)
         return written
     engine = _open_engine(engine_url(source_url))
     # PostgreSQL keeps each system in its own schema, as separate databases would; other
     # databases get the system as a table-name prefix instead.
-    if engine.dialect.name == "postgresql":
-        return _write_tables(
-            engine, _define_tables(sa.MetaData(), "schemas"), SYSTEMS, data, progress
-        )
-    return _write_tables(engine, _define_tables(sa.MetaData(), "prefixed"), (), data, progress)
+    postgres = engine.dialect.name == "postgresql"
+    tables = _define_tables(sa.MetaData(), "schemas" if postgres else "prefixed")
+    return _write_tables(engine, tables, SYSTEMS if postgres else (), data, progress)
 
 
 def _open_engine(url: sa.URL) -> sa.Engine:
+    """Create an engine for ``url``; a missing or unknown driver becomes a SourceError."""
     try:
         return sa.create_engine(url)
     except (NoSuchModuleError, ImportError) as exc:
@@ -542,7 +540,7 @@ def _write_tables(
 
 
 def _reason(exc: SQLAlchemyError) -> str:
-    """The driver's own one-line reason, without SQLAlchemy's statement and help-link noise."""
+    """Return the driver's one-line reason, without SQLAlchemy's statement and help link."""
     cause: BaseException = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
     lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
     return lines[0] if lines else type(cause).__name__

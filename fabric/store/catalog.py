@@ -7,6 +7,7 @@ data in the demo sources), so it needs no encryption of its own.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +39,11 @@ _SCHEMA = [
         PRIMARY KEY (entity_type, source, source_table, source_key)
     ) WITHOUT ROWID""",
     "CREATE INDEX source_keys_by_entity ON source_keys (entity_type, entity_id)",
+    """CREATE TABLE schemas (
+        entity_type TEXT PRIMARY KEY,
+        version TEXT NOT NULL,
+        layout TEXT NOT NULL
+    )""",
     """CREATE TABLE sync_runs (
         id INTEGER PRIMARY KEY,
         started_at TEXT NOT NULL,
@@ -145,8 +151,11 @@ class Catalog:
         """Number of entities (of one type, or all)."""
         if entity_type is None:
             return int(one_row(self._conn, "SELECT count(*) FROM entities")[0])
-        return int(one_row(self._conn, "SELECT count(*) FROM entities WHERE entity_type = ?",
-                           (entity_type,))[0])
+        return int(
+            one_row(
+                self._conn, "SELECT count(*) FROM entities WHERE entity_type = ?", (entity_type,)
+            )[0]
+        )
 
     def sample_ids(self, entity_type: str, limit: int = 3) -> list[str]:
         """A few entity ids, largest entities first (for examples in the demo)."""
@@ -159,8 +168,12 @@ class Catalog:
             )
         ]
 
-    def apply_batch(self, records: Sequence[EntityRecord],
-                    refs: Iterable[tuple[str, SourceRef]], entity_type: str) -> None:
+    def apply_batch(
+        self,
+        records: Sequence[EntityRecord],
+        refs: Iterable[tuple[str, SourceRef]],
+        entity_type: str,
+    ) -> None:
         """Record new entity versions and their source keys in one transaction.
 
         The entities' previous source keys are replaced, so a record that moved to another
@@ -173,13 +186,25 @@ class Catalog:
             )
             self._conn.executemany(
                 "INSERT OR REPLACE INTO entities VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(r.entity_type, r.entity_id, r.version, r.fingerprint, r.schema_version,
-                  r.created_at, r.updated_at) for r in records],
+                [
+                    (
+                        r.entity_type,
+                        r.entity_id,
+                        r.version,
+                        r.fingerprint,
+                        r.schema_version,
+                        r.created_at,
+                        r.updated_at,
+                    )
+                    for r in records
+                ],
             )
             self._conn.executemany(
                 "INSERT OR REPLACE INTO source_keys VALUES (?, ?, ?, ?, ?)",
-                [(entity_type, ref.source, ref.table, ref.key, entity_id)
-                 for entity_id, ref in refs],
+                [
+                    (entity_type, ref.source, ref.table, ref.key, entity_id)
+                    for entity_id, ref in refs
+                ],
             )
 
     def delete_entities(self, entity_type: str, entity_ids: Sequence[str]) -> None:
@@ -187,23 +212,30 @@ class Catalog:
         with self._conn:
             params = [(entity_type, e) for e in entity_ids]
             self._conn.executemany(
-                "DELETE FROM entities WHERE entity_type = ? AND entity_id = ?", params)
+                "DELETE FROM entities WHERE entity_type = ? AND entity_id = ?", params
+            )
             self._conn.executemany(
-                "DELETE FROM source_keys WHERE entity_type = ? AND entity_id = ?", params)
+                "DELETE FROM source_keys WHERE entity_type = ? AND entity_id = ?", params
+            )
 
     # -- source keys ------------------------------------------------------------------------
 
-    def find_by_source(self, entity_type: str, source: str, table: str | None, key: str
-                       ) -> list[str]:
+    def find_by_source(
+        self, entity_type: str, source: str, table: str | None, key: str
+    ) -> list[str]:
         """Return the entity ids holding a source record (usually exactly one)."""
         if table is None:
             rows = self._conn.execute(
                 "SELECT DISTINCT entity_id FROM source_keys WHERE entity_type = ? AND source = ?"
-                " AND source_key = ?", (entity_type, source, key))
+                " AND source_key = ?",
+                (entity_type, source, key),
+            )
         else:
             rows = self._conn.execute(
                 "SELECT entity_id FROM source_keys WHERE entity_type = ? AND source = ? AND "
-                "source_table = ? AND source_key = ?", (entity_type, source, table, key))
+                "source_table = ? AND source_key = ?",
+                (entity_type, source, table, key),
+            )
         return [str(r[0]) for r in rows]
 
     def source_map(self, entity_type: str) -> dict[SourceRef, str]:
@@ -212,7 +244,26 @@ class Catalog:
             SourceRef(s, t, k): e
             for s, t, k, e in self._conn.execute(
                 "SELECT source, source_table, source_key, entity_id FROM source_keys "
-                "WHERE entity_type = ?", (entity_type,))
+                "WHERE entity_type = ?",
+                (entity_type,),
+            )
+        }
+
+    # -- schemas ----------------------------------------------------------------------------
+
+    def record_schema(self, entity_type: str, version: str, layout: dict[str, list[str]]) -> None:
+        """Remember the table layout entities of a type were last built with."""
+        with self._conn:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO schemas VALUES (?, ?, ?)",
+                (entity_type, version, json.dumps(layout)),
+            )
+
+    def schemas(self) -> dict[str, dict[str, list[str]]]:
+        """Entity type -> table -> columns, as of the last sync."""
+        return {
+            str(t): json.loads(str(layout))
+            for t, layout in self._conn.execute("SELECT entity_type, layout FROM schemas")
         }
 
     # -- sync runs --------------------------------------------------------------------------
@@ -222,29 +273,45 @@ class Catalog:
         with self._conn:
             self._conn.execute(
                 "INSERT INTO sync_runs (started_at, status, mode) VALUES (?, 'running', ?)",
-                (utc_now(), mode))
+                (utc_now(), mode),
+            )
             run_id = int(self._conn.last_insert_rowid())
         return run_id
 
-    def finish_run(self, run_id: int, *, status: str, counts: dict[str, int],
-                   error: str | None = None) -> None:
+    def finish_run(
+        self, run_id: int, *, status: str, counts: dict[str, int], error: str | None = None
+    ) -> None:
         """Record the end of a sync run."""
         with self._conn:
             self._conn.execute(
                 "UPDATE sync_runs SET finished_at = ?, status = ?, rows_read = ?, created = ?, "
                 "updated = ?, unchanged = ?, deleted = ?, error = ? WHERE id = ?",
-                (utc_now(), status, counts.get("rows_read", 0), counts.get("created", 0),
-                 counts.get("updated", 0), counts.get("unchanged", 0),
-                 counts.get("deleted", 0), error, run_id))
+                (
+                    utc_now(),
+                    status,
+                    counts.get("rows_read", 0),
+                    counts.get("created", 0),
+                    counts.get("updated", 0),
+                    counts.get("unchanged", 0),
+                    counts.get("deleted", 0),
+                    error,
+                    run_id,
+                ),
+            )
 
     def runs(self, limit: int = 10) -> list[SyncRunRecord]:
         """The latest sync runs, newest first."""
-        return [SyncRunRecord(*row) for row in self._conn.execute(
-            "SELECT * FROM sync_runs ORDER BY id DESC LIMIT ?", (limit,))]
+        return [
+            SyncRunRecord(*row)
+            for row in self._conn.execute(
+                "SELECT * FROM sync_runs ORDER BY id DESC LIMIT ?", (limit,)
+            )
+        ]
 
     def summary(self) -> dict[str, Any]:
         """Counts per entity type and the last run, for status output."""
-        per_type = dict(self._conn.execute(
-            "SELECT entity_type, count(*) FROM entities GROUP BY entity_type"))
+        per_type = dict(
+            self._conn.execute("SELECT entity_type, count(*) FROM entities GROUP BY entity_type")
+        )
         last = self.runs(1)
         return {"entities": per_type, "last_run": last[0] if last else None}

@@ -39,5 +39,6 @@ def decode_image(blob: bytes, *, what: str) -> bytes:
     try:
         return _codecs()[1].decompress(blob)
     except zstandard.ZstdError as exc:
-        raise StoreError(f"stored image of {what} is corrupt ({exc}); run `fabric store verify`"
-                         ) from exc
+        raise StoreError(
+            f"stored image of {what} is corrupt ({exc}); run `fabric store verify`"
+        ) from exc

@@ -107,15 +107,16 @@ class LocalShardStore(EntityStore):
                             )
                     conn.executemany(
                         "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?, ?)",
-                        [(b.key, b.entity_type, b.entity_id, b.version, b.blob)
-                         for b in by_shard[shard]],
+                        [
+                            (b.key, b.entity_type, b.entity_id, b.version, b.blob)
+                            for b in by_shard[shard]
+                        ],
                     )
                 for conn in begun:
                     conn.execute("COMMIT")
                 begun.clear()
             except apsw.Error as exc:
-                raise StoreError(f"cannot write to the entity store at {self.path}: {exc}"
-                                 ) from exc
+                raise StoreError(f"cannot write to the entity store at {self.path}: {exc}") from exc
             finally:
                 for conn in begun:
                     conn.execute("ROLLBACK")

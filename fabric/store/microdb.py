@@ -30,8 +30,15 @@ __all__ = [
 #: Small pages keep images of small entities small; entities are read whole anyway.
 PAGE_SIZE = 1024
 
-LINEAGE_COLUMNS = ("tbl", "row_key", "source", "source_table", "source_key", "extracted_at",
-                   "sync_run")
+LINEAGE_COLUMNS = (
+    "tbl",
+    "row_key",
+    "source",
+    "source_table",
+    "source_key",
+    "extracted_at",
+    "sync_run",
+)
 
 SqlValue = int | float | str | bytes | None
 
@@ -168,8 +175,11 @@ class MicroDbReader:
         conn = self.load(image)
         return dict(conn.execute("SELECT key, value FROM _meta"))
 
-    def read_tables(self, image: bytes, tables: Sequence[str] | None = None,
-                    ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    def read_tables(
+        self,
+        image: bytes,
+        tables: Sequence[str] | None = None,
+    ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
         """Return ``(meta, {table: [row dicts]})`` read in one read transaction.
 
         One transaction around all the queries roughly halves the time of a lookup.
@@ -193,5 +203,7 @@ class MicroDbReader:
     def lineage(self, image: bytes) -> list[dict[str, Any]]:
         """Return every lineage row of an image."""
         conn = self.load(image)
-        return [dict(zip(LINEAGE_COLUMNS, row, strict=True))
-                for row in conn.execute("SELECT * FROM _lineage ORDER BY rowid")]
+        return [
+            dict(zip(LINEAGE_COLUMNS, row, strict=True))
+            for row in conn.execute("SELECT * FROM _lineage ORDER BY rowid")
+        ]

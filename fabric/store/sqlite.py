@@ -38,8 +38,10 @@ def quote_ident(name: str) -> str:
 
 def open_database(path: Path, *, readonly: bool = False) -> apsw.Connection:
     """Open (or create) a fabric SQLite file with the project's connection settings."""
-    flags = apsw.SQLITE_OPEN_READONLY if readonly else (
-        apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+    flags = (
+        apsw.SQLITE_OPEN_READONLY
+        if readonly
+        else (apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
     )
     conn = apsw.Connection(str(path), flags=flags)
     if not readonly:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import csv
 import re
-import sys
 from collections import defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
@@ -23,10 +22,8 @@ from fabric.sources.generate import (
 )
 from fabric.sources.urls import engine_url
 
-# The shared PostgreSQL fixture lives in tests/pgcluster.py; tests/sources is what pytest puts
-# on sys.path for this file, so tests/ has to be added for the import to work in any order.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pgcluster import PostgresCluster, postgres  # noqa: F401  (fixture, used by name)
+if TYPE_CHECKING:
+    from pgcluster import PostgresCluster
 
 CUSTOMERS = 200
 COLUMNS = {
@@ -375,7 +372,7 @@ def test_generate_engine_url_picks_psycopg_for_bare_postgresql() -> None:
 
 @pytest.mark.postgres
 def test_generate_into_postgres_uses_one_schema_per_system(
-    postgres: PostgresCluster,  # noqa: F811
+    postgres: PostgresCluster,
     tmp_path: Path,
     generated: tuple[GenerationReport, Rows],
 ) -> None:

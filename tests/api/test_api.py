@@ -1,0 +1,189 @@
+"""The HTTP API through Litestar's test client on create_app(): auth, masking, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from fabric.api import create_app
+from fabric.project import Project
+
+
+@pytest.fixture(scope="module")
+def client(demo_dir: Path) -> Iterator[TestClient[Litestar]]:
+    project = Project.open(demo_dir / "fabric.yaml")
+    with TestClient(app=create_app(project)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def entity_id(demo_dir: Path) -> str:
+    with Project.open(demo_dir / "fabric.yaml") as project:
+        return project.catalog.sample_ids("customer", 1)[0]
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"status", "code", "message"}
+    assert body["error"]["status"] == status and body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    return body["error"]  # type: ignore[no-any-return]
+
+
+def test_api_health_needs_no_key(client: TestClient[Litestar]) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_api_entity_masked_for_analyst_clear_for_steward(
+    client: TestClient[Litestar], demo_keys: dict[str, str], entity_id: str
+) -> None:
+    masked = client.get(
+        f"/v1/entities/customer/{entity_id}", headers=auth(demo_keys["analyst-demo"])
+    ).json()
+    clear = client.get(
+        f"/v1/entities/customer/{entity_id}", headers=auth(demo_keys["steward-demo"])
+    ).json()
+    assert masked["entity_id"] == clear["entity_id"] == entity_id
+    assert masked["policy"] == "analyst" and clear["policy"] == "steward"
+    clear_row = clear["tables"]["crm_customers"][0]
+    masked_row = masked["tables"]["crm_customers"][0]
+    assert "@" in clear_row["email"] and "@" not in masked_row["email"]
+    assert masked_row["id"] == clear_row["id"]
+    # No clear value of any masked column shows through for the analyst.
+    for table in ("crm_customers", "billing_accounts", "support_tickets"):
+        for clear_r, masked_r in zip(clear["tables"][table], masked["tables"][table], strict=True):
+            for column in ("email", "phone", "card_number", "iban", "body", "street"):
+                if clear_r.get(column):
+                    assert masked_r[column] != clear_r[column]
+
+
+def test_api_find_by_source_key(
+    client: TestClient[Litestar], demo_keys: dict[str, str], entity_id: str
+) -> None:
+    doc = client.get(
+        f"/v1/entities/customer/{entity_id}", headers=auth(demo_keys["steward-demo"])
+    ).json()
+    crm_id = doc["tables"]["crm_customers"][0]["id"]
+    found = client.get(
+        "/v1/entities/customer",
+        params={"source": "crm", "key": str(crm_id)},
+        headers=auth(demo_keys["analyst-demo"]),
+    )
+    assert found.status_code == 200 and found.json()["entity_id"] == entity_id
+    order = doc["tables"]["shop_orders"]
+    if order:
+        by_table = client.get(
+            "/v1/entities/customer",
+            params={"source": "shop.orders", "key": str(order[0]["id"])},
+            headers=auth(demo_keys["analyst-demo"]),
+        )
+        assert by_table.json()["entity_id"] == entity_id
+
+
+def test_api_tables_parameter_limits_tables(
+    client: TestClient[Litestar], demo_keys: dict[str, str], entity_id: str
+) -> None:
+    response = client.get(
+        f"/v1/entities/customer/{entity_id}?tables=crm_customers",
+        headers=auth(demo_keys["analyst-demo"]),
+    )
+    assert list(response.json()["tables"]) == ["crm_customers"]
+    bad = client.get(
+        f"/v1/entities/customer/{entity_id}?tables=nope", headers=auth(demo_keys["analyst-demo"])
+    )
+    assert_error(bad, 400, "bad_request")
+
+
+def test_api_no_key_is_401(client: TestClient[Litestar], entity_id: str) -> None:
+    error = assert_error(client.get(f"/v1/entities/customer/{entity_id}"), 401, "unauthorized")
+    assert "Bearer" in error["message"]
+
+
+def test_api_wrong_key_is_401_and_not_echoed(client: TestClient[Litestar], entity_id: str) -> None:
+    response = client.get(f"/v1/entities/customer/{entity_id}", headers=auth("fab_not-a-real-key"))
+    assert_error(response, 401, "unauthorized")
+    assert "fab_not-a-real-key" not in response.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/entities/customer/000000000000",
+        "/v1/entities/device/abc",
+        "/v1/entities/customer?source=crm&key=99999999",
+        "/v1/nowhere",
+    ],
+)
+def test_api_unknown_is_404(
+    client: TestClient[Litestar], demo_keys: dict[str, str], path: str
+) -> None:
+    assert_error(client.get(path, headers=auth(demo_keys["analyst-demo"])), 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/entities/customer?source=crm",
+        "/v1/entities/customer?source=nosuch&key=1",
+        "/v1/entities/customer?source=crm.nosuch&key=1",
+        "/v1/entities/customer/" + "x" * 300,
+    ],
+)
+def test_api_bad_parameters_are_400(
+    client: TestClient[Litestar], demo_keys: dict[str, str], path: str
+) -> None:
+    assert_error(client.get(path, headers=auth(demo_keys["analyst-demo"])), 400, "bad_request")
+
+
+@pytest.mark.parametrize(
+    "entity", ["..%2F..%2Fetc%2Fpasswd", "%00", "1%27%20OR%201%3D1", "%E2%98%83"]
+)
+def test_api_hostile_ids_never_500(
+    client: TestClient[Litestar], demo_keys: dict[str, str], entity: str
+) -> None:
+    response = client.get(
+        f"/v1/entities/customer/{entity}", headers=auth(demo_keys["analyst-demo"])
+    )
+    assert response.status_code in (400, 404)
+
+
+def test_api_role_without_route_is_403(
+    tmp_path: Path, demo_dir: Path, demo_keys: dict[str, str]
+) -> None:
+    import shutil
+
+    copy = tmp_path / "p"
+    shutil.copytree(demo_dir, copy)
+    config = copy / "fabric.yaml"
+    config.write_text(
+        config.read_text().replace(
+            "analyst: {policy: analyst, routes: [entities, lineage, features, exports, catalog]}",
+            "analyst: {policy: analyst, routes: [features]}",
+        )
+    )
+    with TestClient(app=create_app(Project.open(config))) as test_client:
+        response = test_client.get(
+            "/v1/entities/customer/abc", headers=auth(demo_keys["analyst-demo"])
+        )
+        assert_error(response, 403, "forbidden")
+
+
+def test_api_openapi_schema_lists_routes(client: TestClient[Litestar]) -> None:
+    paths = client.get("/schema/openapi.json").json()["paths"]
+    assert {
+        "/health",
+        "/v1/entities/{entity_type}/{entity_id}",
+        "/v1/entities/{entity_type}",
+    } <= set(paths)

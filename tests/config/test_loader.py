@@ -1,0 +1,114 @@
+"""fabric.yaml loading: strict models and messages naming file, line, path and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fabric.config import load_config
+from fabric.errors import ConfigError
+
+MINIMAL = """\
+sources:
+  crm:
+    url: sqlite:///crm.db
+    tables:
+      customers: {primary_key: id}
+entities:
+  customer:
+    match: match.yaml
+    tables:
+      crm_customers: {source: crm, table: customers}
+rules:
+  masking: masking.yaml
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "fabric.yaml"
+    path.write_text(text)
+    return path
+
+
+def error_of(path: Path) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return str(info.value)
+
+
+def test_loader_accepts_minimal_config(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.root == tmp_path.resolve()
+    assert config.store.shards == 8
+    assert config.resolve(Path("store")) == tmp_path.resolve() / "store"
+
+
+def test_loader_unknown_key_names_line_path_and_allowed(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "customers: {primary_key: id}", "customers: {primary_key: id, watermrk: updated_at}"
+    )
+    message = error_of(write(tmp_path, text))
+    assert message.endswith(
+        "fabric.yaml:5 sources.crm.tables.customers.watermrk: unknown key; did you mean "
+        "'watermark'? (allowed: columns, name, primary_key, schema, watermark)"
+    )
+
+
+def test_loader_wrong_type_names_path(tmp_path: Path) -> None:
+    text = MINIMAL + "store:\n  shards: many\n"
+    message = error_of(write(tmp_path, text))
+    assert "fabric.yaml:14 store.shards: " in message
+    assert "integer" in message
+
+
+def test_loader_missing_required_key(tmp_path: Path) -> None:
+    text = MINIMAL.replace("rules:\n  masking: masking.yaml\n", "")
+    message = error_of(write(tmp_path, text))
+    assert message.endswith("fabric.yaml:1 rules: required key is missing")
+
+
+def test_loader_missing_file_says_how_to_start(tmp_path: Path) -> None:
+    message = error_of(tmp_path / "nope.yaml")
+    assert "nope.yaml: file not found" in message
+    assert "fabric demo" in message
+
+
+def test_loader_reports_every_problem_at_once(tmp_path: Path) -> None:
+    text = MINIMAL.replace("primary_key: id", "primary_key: id, bogus: 1") + "colour: blue\n"
+    lines = error_of(write(tmp_path, text)).splitlines()
+    assert len(lines) == 2
+    assert any("colour: unknown key" in line for line in lines)
+    assert any("customers.bogus: unknown key" in line for line in lines)
+
+
+def test_loader_checks_references_between_sections(tmp_path: Path) -> None:
+    text = MINIMAL.replace("{source: crm, table: customers}", "{source: crm, table: clients}")
+    text += "default_role: boss\n"
+    lines = error_of(write(tmp_path, text)).splitlines()
+    assert any(
+        "entities.customer.tables.crm_customers.table: source 'crm' declares no such "
+        "table (declared: customers)" in line
+        for line in lines
+    )
+    assert any("default_role: unknown role" in line for line in lines)
+
+
+def test_loader_rejects_yaml_aliases(tmp_path: Path) -> None:
+    text = MINIMAL + "api: &a {port: 8000}\nstore: *a\n"
+    message = error_of(write(tmp_path, text))
+    assert "fabric.yaml:13: YAML anchors and aliases" in message
+
+
+def test_loader_rejects_malformed_yaml_with_line(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, MINIMAL + "store: [unclosed\n"))
+    assert "fabric.yaml:" in message and "not valid YAML" in message
+
+
+def test_loader_rejects_non_mapping(tmp_path: Path) -> None:
+    assert "must be a mapping" in error_of(write(tmp_path, "- just\n- a list\n"))
+
+
+def test_loader_never_echoes_values(tmp_path: Path) -> None:
+    text = MINIMAL + "api:\n  port: s3cr3t-value\n"
+    assert "s3cr3t-value" not in error_of(write(tmp_path, text))

@@ -1,0 +1,114 @@
+"""Masking policies: operators, privacy by default, strict validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fabric.errors import RuleError
+from fabric.rules.masking import load_masking
+from fabric.rules.operators import PartialOp, compile_operator
+
+KEY = b"k" * 32
+
+POLICIES = """\
+default_policy: analyst
+policies:
+  analyst:
+    customer:
+      people:
+        email: {op: hash, truncate: 16}
+        phone: {op: partial, keep_last: 2}
+        note:  {op: redact}
+        ssn:   {op: "null"}
+  steward: {clear: true}
+"""
+SCHEMA = {"customer": {"people": ["id", "email", "phone", "note", "ssn"]}}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "masking.yaml"
+    path.write_text(text)
+    return path
+
+
+def rows() -> dict[str, list[dict[str, Any]]]:
+    return {
+        "people": [
+            {
+                "id": 1,
+                "email": "ada@example.com",
+                "phone": "+15551234567",
+                "note": "Ada called",
+                "ssn": "123-45-6789",
+            }
+        ]
+    }
+
+
+def test_masking_default_policy_masks_each_column(tmp_path: Path) -> None:
+    policies = load_masking(write(tmp_path, POLICIES), KEY, SCHEMA)
+    data = rows()
+    policies.for_policy(None).apply("customer", data)
+    row = data["people"][0]
+    assert len(row["email"]) == 16 and row["email"] != "ada@example.com"
+    assert row["phone"] == "**********67"
+    assert row["note"] == "[REDACTED]" and row["ssn"] is None and row["id"] == 1
+
+
+def test_masking_clear_policy_changes_nothing(tmp_path: Path) -> None:
+    policies = load_masking(write(tmp_path, POLICIES), KEY, SCHEMA)
+    data = rows()
+    policies.for_policy("steward").apply("customer", data)
+    assert data == rows()
+
+
+def test_masking_hash_is_consistent_and_keyed(tmp_path: Path) -> None:
+    path = write(tmp_path, POLICIES)
+    a = load_masking(path, KEY).for_policy(None).tables[("customer", "people")]["email"]
+    b = load_masking(path, b"z" * 32).for_policy(None).tables[("customer", "people")]["email"]
+    assert a("x@y.z") == a("x@y.z") != b("x@y.z")
+
+
+def test_masking_errors_name_file_line_and_path(tmp_path: Path) -> None:
+    text = POLICIES.replace("{op: hash, truncate: 16}", "{op: hsah}").replace(
+        "phone: {op: partial", "phnoe: {op: partial"
+    )
+    with pytest.raises(RuleError) as info:
+        load_masking(write(tmp_path, text), KEY, SCHEMA)
+    message = str(info.value)
+    assert "masking.yaml:6 policies.analyst.customer.people.email.op: " in message
+    assert "unknown op 'hsah'; did you mean 'hash'? (allowed: keep, null, redact" in message
+    assert (
+        "masking.yaml:7 policies.analyst.customer.people.phnoe: "
+        "unknown column; did you mean 'phone'?" in message
+    )
+
+
+def test_masking_hash_without_key_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(RuleError, match="needs the master key"):
+        load_masking(write(tmp_path, POLICIES), None)
+
+
+def test_masking_default_policy_cannot_be_clear(tmp_path: Path) -> None:
+    text = POLICIES.replace("default_policy: analyst", "default_policy: steward")
+    with pytest.raises(RuleError, match="the default policy must mask"):
+        load_masking(write(tmp_path, text), KEY)
+
+
+def test_masking_demo_rules_compile_against_demo_schema(demo_project: Any) -> None:
+    assert set(demo_project.policies.policies) == {"analyst", "steward"}
+
+
+@given(st.text(min_size=1, max_size=40), st.integers(0, 6), st.integers(0, 6))
+def test_partial_never_returns_the_original(value: str, first: int, last: int) -> None:
+    mask = compile_operator(PartialOp(op="partial", keep_first=first, keep_last=last), None)
+    assert mask is not None
+    masked = mask(value)
+    assert len(masked) == len(value)
+    if set(value) != {"*"}:
+        assert masked != value

@@ -1,0 +1,88 @@
+"""Micro-database images: built from an empty schema image, self-describing, with lineage."""
+
+from __future__ import annotations
+
+from fabric.store.codec import decode_image, encode_image
+from fabric.store.microdb import (
+    ColumnDef,
+    EntityContent,
+    EntitySchema,
+    MicroDbBuilder,
+    MicroDbReader,
+    TableDef,
+)
+
+SCHEMA = EntitySchema(
+    "customer",
+    (
+        TableDef(
+            "people",
+            "crm",
+            "customers",
+            "id",
+            (ColumnDef("id", "INTEGER"), ColumnDef("name", "TEXT"), ColumnDef("score", "REAL")),
+        ),
+        TableDef(
+            "orders",
+            "shop",
+            "orders",
+            "id",
+            (ColumnDef("id", "INTEGER"), ColumnDef("person_id", "INTEGER")),
+            parent="people",
+            foreign_key="person_id",
+        ),
+    ),
+)
+
+
+def content(entity_id: str, names: list[str]) -> EntityContent:
+    rows = [(i, n, i * 1.5) for i, n in enumerate(names, 1)]
+    lineage = [
+        ("people", str(i), "crm", "customers", str(i), "2026-01-01T00:00:00", 1)
+        for i, _ in enumerate(names, 1)
+    ]
+    return EntityContent(entity_id, {"people": rows, "orders": [(9, 1)]}, lineage)
+
+
+def test_microdb_build_and_read_roundtrip() -> None:
+    builder = MicroDbBuilder(SCHEMA)
+    image = builder.build(content("e1", ["Ada", "Bob"]), {"entity_id": "e1", "version": 3})
+    meta, tables = MicroDbReader().read_tables(decode_image(encode_image(image), what="e1"))
+    assert meta["version"] == 3 and meta["entity_id"] == "e1"
+    assert tables["people"] == [
+        {"id": 1, "name": "Ada", "score": 1.5},
+        {"id": 2, "name": "Bob", "score": 3.0},
+    ]
+    assert tables["orders"] == [{"id": 9, "person_id": 1}]
+
+
+def test_microdb_builder_resets_between_entities() -> None:
+    builder = MicroDbBuilder(SCHEMA)
+    builder.build(content("e1", ["Ada", "Bob", "Cy"]), {"entity_id": "e1"})
+    second = builder.build(content("e2", ["Dee"]), {"entity_id": "e2"})
+    reader = MicroDbReader()
+    _, tables = reader.read_tables(second)
+    assert [r["name"] for r in tables["people"]] == ["Dee"]
+    assert reader.lineage(second)[0]["source_table"] == "customers"
+
+
+def test_microdb_reads_selected_tables_only() -> None:
+    image = MicroDbBuilder(SCHEMA).build(content("e1", ["Ada"]), {"entity_id": "e1"})
+    _, tables = MicroDbReader().read_tables(image, ["orders"])
+    assert list(tables) == ["orders"]
+
+
+def test_microdb_schema_version_changes_with_schema() -> None:
+    other = EntitySchema("customer", SCHEMA.tables[:1])
+    assert other.version != SCHEMA.version
+
+
+def test_microdb_fingerprint_ignores_row_order_and_run() -> None:
+    a = content("e1", ["Ada", "Bob"])
+    b = EntityContent(
+        "e1",
+        {"people": list(reversed(a.rows["people"])), "orders": [(9, 1)]},
+        [(*r[:5], "2030-01-01T00:00:00", 7) for r in a.lineage],
+    )
+    assert a.fingerprint() == b.fingerprint()
+    assert a.fingerprint() != content("e1", ["Ada", "Bo"]).fingerprint()

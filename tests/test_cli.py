@@ -1,0 +1,121 @@
+"""The command line through click's runner: output, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fabric.cli import main
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_cli_help_lists_commands(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for command in ("demo", "generate", "sync", "serve", "entity", "rules"):
+        assert command in result.output
+
+
+def test_cli_demo_no_serve_prints_working_requests(runner: CliRunner, tmp_path: Path) -> None:
+    directory = tmp_path / "d"
+    result = runner.invoke(
+        main, ["demo", "--dir", str(directory), "--customers", "80", "--no-serve"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "created" in result.output and "curl -s" in result.output
+    assert (directory / "fabric.yaml").read_text().startswith("# fabric project")
+    assert stat.S_IMODE((directory / "fabric.keys").stat().st_mode) == 0o600
+    assert {p.name for p in (directory / "rules").iterdir()} >= {"match.yaml", "masking.yaml"}
+    # analyst's line comes before the steward's (least privileged first)
+    assert result.output.index("# as analyst") < result.output.index("# as steward")
+    # re-running reuses the project and keeps the user's edits
+    config = directory / "fabric.yaml"
+    config.write_text(config.read_text() + "# my edit\n")
+    again = runner.invoke(main, ["demo", "--dir", str(directory), "--no-serve"])
+    assert again.exit_code == 0, again.output
+    assert "reusing the existing project" in again.output
+    assert "unchanged" in again.output and config.read_text().endswith("# my edit\n")
+
+
+def test_cli_entity_show_matches_the_service(runner: CliRunner, demo_dir: Path) -> None:
+    from fabric.entities import EntityService
+    from fabric.project import Project
+
+    config = str(demo_dir / "fabric.yaml")
+    with Project.open(demo_dir / "fabric.yaml") as project:
+        entity_id = project.catalog.sample_ids("customer", 1)[0]
+        expected = EntityService(project).document("customer", entity_id, role="analyst")
+    result = runner.invoke(main, ["entity", "show", "-c", config, "customer", entity_id])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == expected
+
+
+def test_cli_entity_show_unknown_is_exit_1(runner: CliRunner, demo_dir: Path) -> None:
+    result = runner.invoke(
+        main, ["entity", "show", "-c", str(demo_dir / "fabric.yaml"), "customer", "nope"]
+    )
+    assert result.exit_code == 1
+    assert result.output.startswith("error: no customer entity with this id")
+    assert "Traceback" not in result.output
+
+
+def test_cli_missing_config_is_exit_1(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(main, ["sync", "-c", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 1
+    assert "missing.yaml: file not found" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_usage_error_is_exit_2(runner: CliRunner) -> None:
+    assert runner.invoke(main, ["sync", "--workers", "zero"]).exit_code == 2
+    assert runner.invoke(main, ["no-such-command"]).exit_code == 2
+
+
+def test_cli_unreachable_database_is_one_line(runner: CliRunner, tmp_path: Path) -> None:
+    from fabric.demo import create_demo_project
+
+    created = create_demo_project(tmp_path / "p", customers=20)
+    config = created.config_path
+    text = config.read_text()
+    config.write_text(
+        text.replace(
+            "url: sqlite:///sources/crm.db", "url: postgresql://fabric:hunter2@127.0.0.1:1/nothing"
+        )
+    )
+    result = runner.invoke(main, ["sync", "-c", str(config)])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: source 'crm' (postgresql+psycopg://fabric:***@")
+    assert "hunter2" not in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (created.directory / "store").exists()
+
+
+def test_cli_generate_writes_sources(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(main, ["generate", "--out", str(tmp_path), "--customers", "30"])
+    assert result.exit_code == 0, result.output
+    assert "crm.customers" in result.output
+    assert (tmp_path / "ground_truth.csv").exists()
+
+
+def test_cli_rules_check(runner: CliRunner, demo_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    ok = runner.invoke(main, ["rules", "check", "-c", str(demo_dir / "fabric.yaml")])
+    assert ok.exit_code == 0, ok.output
+    copy = tmp_path / "p"
+    shutil.copytree(demo_dir, copy)
+    masking = copy / "rules" / "masking.yaml"
+    masking.write_text(masking.read_text().replace("{op: hash, truncate: 16}", "{op: hsah}", 1))
+    bad = runner.invoke(main, ["rules", "check", "-c", str(copy / "fabric.yaml")])
+    assert bad.exit_code == 1
+    assert "masking.yaml:" in bad.output and "did you mean 'hash'" in bad.output
+    assert os.path.exists(copy / "store")

@@ -1,0 +1,119 @@
+"""Sync end to end on SQLite sources: every record of a person ends up in their entity."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from e2e_helpers import DEMO_TABLES, cleanly_linkable_people
+
+from fabric.demo import DemoProject
+from fabric.entities import EntityService
+from fabric.errors import SourceError
+from fabric.project import Project
+from fabric.sync import sync_project
+
+
+def test_sync_lookup_returns_every_source_record_of_a_person(
+    demo_project: Project, demo_dir: Path
+) -> None:
+    people = cleanly_linkable_people(demo_dir / "sources")
+    assert len(people) >= 20, "the generator should produce many cross-system people"
+    service = EntityService(demo_project)
+    for _pid, records in people[:25]:
+        crm = next(r for r in records if r[:2] == ("crm", "customers"))
+        entity_id = service.find("customer", "crm", str(crm[2]))
+        doc = service.document("customer", entity_id, role="steward")
+        found = {
+            (system, table, row["id"])
+            for (system, table), etable in DEMO_TABLES.items()
+            for row in doc["tables"][etable]
+        }
+        assert found == records
+
+
+def test_sync_is_idempotent_and_keeps_versions(fresh_demo: DemoProject) -> None:
+    with Project.open(fresh_demo.config_path) as project:
+        first = sync_project(project, full=True)
+        second = sync_project(project, full=True)
+        assert first.created > 0 and first.updated == 0
+        assert second.created == 0 and second.updated == 0
+        assert second.unchanged == first.created
+        runs = project.catalog.runs()
+        assert [r.status for r in runs] == ["succeeded", "succeeded"]
+        assert runs[0].unchanged == first.created
+
+
+def test_sync_entity_ids_are_reproducible(tmp_path: Path, fresh_demo: DemoProject) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(fresh_demo.directory, copy)
+    ids = []
+    for directory in (fresh_demo.directory, copy):
+        with Project.open(directory / "fabric.yaml") as project:
+            sync_project(project)
+            ids.append(set(project.catalog.entities("customer")))
+    assert ids[0] == ids[1] and ids[0]
+
+
+def test_sync_missing_source_table_leaves_store_unchanged(fresh_demo: DemoProject) -> None:
+    config = fresh_demo.config_path
+    with Project.open(config) as project:
+        sync_project(project)
+        before = project.store.stats().entities
+    text = (
+        config.read_text()
+        .replace("tickets: {", "ticketz: {")
+        .replace("table: tickets}", "table: ticketz}")
+    )
+    config.write_text(text)
+    with Project.open(config) as project, pytest.raises(SourceError) as info:
+        sync_project(project)
+    message = str(info.value)
+    assert "source 'support'" in message and "table 'ticketz' does not exist" in message
+    assert "tickets" in message  # names what is there
+    with Project.open(config) as project:
+        assert project.store.stats().entities == before
+        assert project.catalog.runs()[0].status == "succeeded"
+
+
+def test_sync_missing_column_is_named(fresh_demo: DemoProject) -> None:
+    config = fresh_demo.config_path
+    config.write_text(
+        config.read_text().replace(
+            "customers: {primary_key: id, watermark: updated_at}",
+            "customers: {primary_key: id, watermark: changed_at}",
+        )
+    )
+    with Project.open(config) as project, pytest.raises(SourceError) as info:
+        sync_project(project)
+    assert "table 'customers' has no column 'changed_at'" in str(info.value)
+
+
+def test_sync_never_modifies_sources(fresh_demo: DemoProject) -> None:
+    sources = fresh_demo.directory / "sources"
+    before = {p.name: p.read_bytes() for p in sources.iterdir()}
+    with Project.open(fresh_demo.config_path) as project:
+        sync_project(project)
+    assert {p.name: p.read_bytes() for p in sources.iterdir()} == before
+
+
+def test_sync_deletes_entities_gone_from_sources(fresh_demo: DemoProject) -> None:
+    import sqlite3
+
+    with Project.open(fresh_demo.config_path) as project:
+        sync_project(project)
+        total = project.catalog.count("customer")
+        lonely = project.catalog.find_by_source("customer", "support", "tickets", "1")
+    # Remove one support ticket whose entity holds nothing else, by editing a copy of the
+    # source (sources are the user's; the test owns this one).
+    db = fresh_demo.directory / "sources" / "support.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM tickets")
+    with Project.open(fresh_demo.config_path) as project:
+        report = sync_project(project, full=True)
+        assert report.deleted > 0
+        assert project.catalog.count("customer") == total - report.deleted
+        assert (
+            lonely and project.catalog.find_by_source("customer", "support", "tickets", "1") == []
+        )
