@@ -47,6 +47,18 @@ def _handles_errors(func: F) -> F:
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except Exception as exc:
+            # A bug or an unforeseen environment problem: still no traceback for the user
+            # (FABRIC_DEBUG=1 shows it), and only the exception's type and first line.
+            if os.environ.get("FABRIC_DEBUG"):
+                raise
+            first = (str(exc).splitlines() or [""])[0][:300]
+            click.echo(
+                f"error: unexpected {type(exc).__name__}: {first} "
+                "(set FABRIC_DEBUG=1 for the traceback and please report it)",
+                err=True,
+            )
+            sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
 
@@ -264,16 +276,10 @@ def rules_check(config_path: Path) -> None:
     from fabric.project import Project
 
     with Project.open(config_path) as project:
-        project.policies  # noqa: B018
-        checked = [project.config.resolve(project.config.rules.masking)]
-        for etype, ecfg in project.config.entities.items():
-            from fabric.resolve.rules import load_match_rules
-
-            path = project.config.resolve(ecfg.match)
-            load_match_rules(path, etype)
-            checked.append(path)
+        checked, against = project.check_rules()
     for path in checked:
         click.echo(f"ok: {path}")
+    click.echo(f"column names checked against {against}")
 
 
 def _print_demo_help(project: Any, keys: dict[str, str], host: str, port: int) -> None:

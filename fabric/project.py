@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fabric.config import ProjectConfig, load_config
 from fabric.config.secrets import Secrets, load_secrets
-from fabric.errors import ConfigError
+from fabric.errors import ConfigError, SourceError
 from fabric.resolve.rules import CompiledMatchRules, load_match_rules
 from fabric.rules.masking import CompiledPolicies, MaskingPolicy, load_masking
 from fabric.sources.extract import SourceReader
@@ -150,6 +150,30 @@ class Project:
         if cfg is None:
             raise ConfigError(f"unknown role '{role}' (roles: {', '.join(self.config.roles)})")
         return self.policies.for_policy(cfg.policy)
+
+    def check_rules(self) -> tuple[list[Path], str]:
+        """Validate every rule file, against the sources' schema when they are reachable.
+
+        Returns the files checked and what column names were checked against.
+
+        Raises:
+            RuleError, ConfigError: listing every problem.
+        """
+        try:
+            schema: dict[str, dict[str, list[str]]] | None = self.reflected_schema()
+            against = "the source schema"
+        except SourceError:
+            schema = self.known_schema()
+            against = "the schema of the last sync" if schema else "nothing (sources unreachable)"
+        masking = self.config.resolve(self.config.rules.masking)
+        load_masking(masking, self.secrets.master_key, schema)
+        checked = [masking]
+        for etype, ecfg in self.config.entities.items():
+            path = self.config.resolve(ecfg.match)
+            load_match_rules(path, etype, schema.get(etype) if schema else None)
+            checked.append(path)
+        self.policies  # noqa: B018  (roles name existing policies)
+        return checked, against
 
     def close(self) -> None:
         """Close everything opened."""

@@ -19,8 +19,11 @@ from fabric.store.sqlite import apsw, one_row, open_database
 
 __all__ = ["Catalog", "EntityRecord", "SourceRef", "SyncRunRecord", "utc_now"]
 
-_SCHEMA = [
-    """CREATE TABLE entities (
+# Schema steps: step N brings a catalog from user_version N to N + 1. Never edit a step that
+# has shipped; append a new one.
+_STEPS: list[list[str]] = [
+    [
+        """CREATE TABLE entities (
         entity_type TEXT NOT NULL,
         entity_id TEXT NOT NULL,
         version INTEGER NOT NULL,
@@ -30,7 +33,7 @@ _SCHEMA = [
         updated_at TEXT NOT NULL,
         PRIMARY KEY (entity_type, entity_id)
     ) WITHOUT ROWID""",
-    """CREATE TABLE source_keys (
+        """CREATE TABLE source_keys (
         entity_type TEXT NOT NULL,
         source TEXT NOT NULL,
         source_table TEXT NOT NULL,
@@ -38,13 +41,8 @@ _SCHEMA = [
         entity_id TEXT NOT NULL,
         PRIMARY KEY (entity_type, source, source_table, source_key)
     ) WITHOUT ROWID""",
-    "CREATE INDEX source_keys_by_entity ON source_keys (entity_type, entity_id)",
-    """CREATE TABLE schemas (
-        entity_type TEXT PRIMARY KEY,
-        version TEXT NOT NULL,
-        layout TEXT NOT NULL
-    )""",
-    """CREATE TABLE sync_runs (
+        "CREATE INDEX source_keys_by_entity ON source_keys (entity_type, entity_id)",
+        """CREATE TABLE sync_runs (
         id INTEGER PRIMARY KEY,
         started_at TEXT NOT NULL,
         finished_at TEXT,
@@ -57,8 +55,15 @@ _SCHEMA = [
         deleted INTEGER NOT NULL DEFAULT 0,
         error TEXT
     )""",
+    ],
+    [
+        """CREATE TABLE schemas (
+            entity_type TEXT PRIMARY KEY,
+            version TEXT NOT NULL,
+            layout TEXT NOT NULL
+        )""",
+    ],
 ]
-_SCHEMA_VERSION = 1
 
 
 def utc_now() -> str:
@@ -116,11 +121,17 @@ class Catalog:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = open_database(path)
-            if self._conn.pragma("user_version") < _SCHEMA_VERSION:
+            current = int(self._conn.pragma("user_version"))
+            if current > len(_STEPS):
+                raise StoreError(
+                    f"the catalog at {path} was written by a newer fabric "
+                    f"(schema {current}); upgrade fabric"
+                )
+            for step in range(current, len(_STEPS)):
                 with self._conn:
-                    for statement in _SCHEMA:
+                    for statement in _STEPS[step]:
                         self._conn.execute(statement)
-                    self._conn.pragma("user_version", _SCHEMA_VERSION)
+                    self._conn.pragma("user_version", step + 1)
         except (OSError, apsw.Error) as exc:
             raise StoreError(f"cannot open the catalog at {path}: {exc}") from exc
 

@@ -27,14 +27,17 @@ from fabric.store.sqlite import apsw, one_row, open_database
 
 __all__ = ["LocalShardStore"]
 
+# A rowid table, not WITHOUT ROWID: the latter keeps only ~1 KB of a row on its leaf page, so
+# every image of a few KB spilled into a mostly empty overflow page (2.8x the blob bytes on
+# disk, measured). The unique index on the key is small next to the blobs.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
-    key BLOB PRIMARY KEY,
+    key BLOB NOT NULL UNIQUE,
     entity_type TEXT NOT NULL,
     entity_id TEXT NOT NULL,
     version INTEGER NOT NULL,
     blob BLOB NOT NULL
-) WITHOUT ROWID;
+);
 """
 _SCHEMA_VERSION = 1
 
@@ -106,7 +109,9 @@ class LocalShardStore(EntityStore):
                                 "changed it; run the sync again"
                             )
                     conn.executemany(
-                        "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?, ?)",
+                        "INSERT INTO blobs (key, entity_type, entity_id, version, blob) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+                        "version = excluded.version, blob = excluded.blob",
                         [
                             (b.key, b.entity_type, b.entity_id, b.version, b.blob)
                             for b in by_shard[shard]

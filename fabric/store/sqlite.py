@@ -26,7 +26,11 @@ __all__ = [
 #: 'fabr' in ASCII: marks every SQLite file fabric writes, so a wrong file is caught early.
 APPLICATION_ID = 0x66616272
 
-apsw.bestpractice.apply(apsw.bestpractice.recommended)
+# Everything apsw recommends except forwarding SQLite's own log to the root logger: our code
+# turns every SQLite error into a message of its own, and the duplicate log lines only confuse.
+apsw.bestpractice.apply(
+    tuple(f for f in apsw.bestpractice.recommended if f is not apsw.bestpractice.library_logging)
+)
 
 
 def quote_ident(name: str) -> str:
