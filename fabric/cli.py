@@ -282,6 +282,12 @@ def rules_check(config_path: Path) -> None:
     click.echo(f"column names checked against {against}")
 
 
+def _fabric_command() -> str:
+    """How to run this very fabric again: the script beside this interpreter, if any."""
+    script = Path(sys.executable).parent / "fabric"
+    return str(script) if script.exists() else f"{sys.executable} -m fabric"
+
+
 def _print_demo_help(project: Any, keys: dict[str, str], host: str, port: int) -> None:
     from fabric.demo import DEMO_ROLES
 
@@ -309,7 +315,8 @@ def _print_demo_help(project: Any, keys: dict[str, str], host: str, port: int) -
             f"'{base}/v1/entities/customer?source=crm&key=1'"
         )
     click.echo("")
-    click.echo(f"  cd {project.config.root} && fabric entity show customer {entity_id}")
+    click.echo("The same document from the command line:")
+    click.echo(f"  {_fabric_command()} entity show -c {project.config.path} customer {entity_id}")
     click.echo("")
 
 

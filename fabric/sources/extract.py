@@ -64,6 +64,35 @@ def to_storage_value(value: Any) -> int | float | str | bytes | None:
     return str(value)
 
 
+def _converter(column_type: Any) -> Any:
+    """The per-value conversion a column needs, or None when driver values are already fine.
+
+    Chosen once per column: converting every value through the generic function cost about a
+    fifth of a sync, and most columns (integers, strings) need nothing.
+    """
+    if isinstance(column_type, sa.Integer | sa.String) and not isinstance(column_type, sa.Enum):
+        return None
+    if isinstance(column_type, sa.Float):
+        return None
+    return to_storage_value
+
+
+def _row_converter(types: Sequence[Any]) -> Any:
+    converters = [(i, c) for i, t in enumerate(types) if (c := _converter(t)) is not None]
+    if not converters:
+        return tuple
+
+    def convert(row: Sequence[Any]) -> tuple[Any, ...]:
+        values = list(row)
+        for i, func in converters:
+            value = values[i]
+            if value is not None:
+                values[i] = func(value)
+        return tuple(values)
+
+    return convert
+
+
 class SourceReader:
     """One source system, opened lazily, read-only where the driver allows it."""
 
@@ -170,8 +199,9 @@ class SourceReader:
                 result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(
                     query
                 )
+                convert = _row_converter([types.get(c) for c in columns])
                 for partition in result.partitions(batch_rows):
-                    yield [tuple(to_storage_value(v) for v in row) for row in partition]
+                    yield [convert(row) for row in partition]
         except sa.exc.SQLAlchemyError as exc:
             raise self._error(f"reading table '{table}' failed", exc) from exc
 
