@@ -110,6 +110,31 @@ def main() -> None:
     """
 
 
+def _customers_option(default: int) -> Callable[[F], F]:
+    return click.option(
+        "--customers",
+        type=click.IntRange(1, 10_000_000),
+        default=default,
+        show_default=True,
+        help="Number of distinct people in the synthetic sources.",
+    )
+
+
+_seed_option = click.option(
+    "--seed",
+    type=int,
+    default=42,
+    show_default=True,
+    help="Random seed; the same seed (and Faker version) gives the same data.",
+)
+_source_url_option = click.option(
+    "--source-url",
+    default=None,
+    help="Write the sources into this SQLAlchemy database (one schema per system where "
+    "supported) instead of SQLite files.",
+)
+
+
 @main.command()
 @click.option(
     "--out",
@@ -117,26 +142,9 @@ def main() -> None:
     required=True,
     help="Directory for the SQLite files and ground_truth.csv.",
 )
-@click.option(
-    "--customers",
-    type=click.IntRange(1, 10_000_000),
-    default=1000,
-    show_default=True,
-    help="Number of distinct people.",
-)
-@click.option(
-    "--seed",
-    type=int,
-    default=42,
-    show_default=True,
-    help="Random seed; the same seed gives the same data.",
-)
-@click.option(
-    "--source-url",
-    default=None,
-    help="Write into this SQLAlchemy database (one schema per system where "
-    "supported) instead of SQLite files.",
-)
+@_customers_option(1000)
+@_seed_option
+@_source_url_option
 @_handles_errors
 def generate(out: Path, customers: int, seed: int, source_url: str | None) -> None:
     """Generate synthetic CRM, billing, shop and support sources with realistic duplicates.
@@ -321,13 +329,7 @@ def _print_demo_help(project: Any, keys: dict[str, str], host: str, port: int) -
 
 
 @main.command()
-@click.option(
-    "--customers",
-    type=click.IntRange(1, 10_000_000),
-    default=10_000,
-    show_default=True,
-    help="People in the synthetic sources.",
-)
+@_customers_option(10_000)
 @click.option(
     "--dir",
     "directory",
@@ -336,12 +338,8 @@ def _print_demo_help(project: Any, keys: dict[str, str], host: str, port: int) -
     show_default=True,
     help="Project directory (reused if it exists).",
 )
-@click.option("--seed", type=int, default=42, show_default=True, help="Random seed.")
-@click.option(
-    "--source-url",
-    default=None,
-    help="Generate the sources into this database instead of SQLite files.",
-)
+@_seed_option
+@_source_url_option
 @click.option("--no-serve", is_flag=True, help="Stop after the sync and the summary.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option(

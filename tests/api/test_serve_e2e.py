@@ -1,0 +1,88 @@
+"""`fabric serve` as a real server process, spoken to over loopback HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_answers_over_http(demo_dir: Path, demo_keys: dict[str, str], workers: int) -> None:
+    from fabric.project import Project
+
+    with Project.open(demo_dir / "fabric.yaml") as project:
+        entity_id = project.catalog.sample_ids("customer", 1)[0]
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "FABRIC_CONFIG"}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fabric",
+            "serve",
+            "-c",
+            str(demo_dir / "fabric.yaml"),
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, "server exited early"
+            assert time.monotonic() < deadline, "server did not start within 30 s"
+            time.sleep(0.2)
+        headers = {"Authorization": f"Bearer {demo_keys['analyst-demo']}"}
+        for _ in range(4):  # spread over the workers
+            response = httpx.get(f"{base}/v1/entities/customer/{entity_id}", headers=headers)
+            assert response.status_code == 200
+            assert response.json()["policy"] == "analyst"
+        missing = httpx.get(f"{base}/v1/entities/customer/{entity_id}")
+        assert missing.status_code == 401 and missing.json()["error"]["code"] == "unauthorized"
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        try:
+            output, _ = server.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            output, _ = server.communicate()
+    text = output.decode(errors="replace")
+    assert "Traceback" not in text
+    assert demo_keys["analyst-demo"] not in text  # keys never reach the log
+
+
+def test_serve_bad_config_is_exit_1(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "fabric", "serve", "-c", str(tmp_path / "none.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "none.yaml: file not found" in result.stderr and "Traceback" not in result.stderr
