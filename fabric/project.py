@@ -128,17 +128,28 @@ class Project:
         """Keys from the environment or the key file."""
         return load_secrets(self.config)
 
+    def check_masking(self, schema: dict[str, dict[str, list[str]]]) -> CompiledPolicies:
+        """Compile the masking rules against ``schema`` and check every role's policy exists."""
+        path = self.config.resolve(self.config.rules.masking)
+        compiled = load_masking(path, self.secrets.master_key, schema)
+        self._check_roles(compiled, path)
+        return compiled
+
+    def _check_roles(self, compiled: CompiledPolicies, path: Path) -> None:
+        for role, cfg in self.config.roles.items():
+            if cfg.policy not in compiled.policies:
+                where = self.config.path.name if self.config.path else "fabric.yaml"
+                raise ConfigError(
+                    f"{where} roles.{role}.policy: unknown policy '{cfg.policy}' "
+                    f"(policies in {path.name}: {', '.join(compiled.policies)})"
+                )
+
     @cached_property
     def policies(self) -> CompiledPolicies:
         """Masking policies, compiled once, with every role's policy checked to exist."""
         path = self.config.resolve(self.config.rules.masking)
         compiled = load_masking(path, self.secrets.master_key, self.known_schema())
-        for role, cfg in self.config.roles.items():
-            if cfg.policy not in compiled.policies:
-                raise ConfigError(
-                    f"{self.config.path or 'fabric.yaml'} roles.{role}.policy: unknown policy "
-                    f"'{cfg.policy}' (policies in {path.name}: {', '.join(compiled.policies)})"
-                )
+        self._check_roles(compiled, path)
         return compiled
 
     def policy_for(self, role: str | None) -> MaskingPolicy:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fabric.errors import FabricError
+from fabric.errors import FabricError, SourceError
 from fabric.project import Project
 from fabric.resolve.clusters import assign_entity_ids, cluster_by_keys
 from fabric.store.base import StoredBlob
@@ -22,7 +22,7 @@ from fabric.store.catalog import EntityRecord, SourceRef, utc_now
 from fabric.store.codec import encode_image
 from fabric.store.microdb import EntityContent, EntitySchema, MicroDbBuilder, TableDef
 
-__all__ = ["ProgressCallback", "SyncReport", "sync_project"]
+__all__ = ["ProgressCallback", "SyncReport", "key_text", "sync_project"]
 
 #: ``progress(stage, advance, total)``: called as work is done; total None when unknown.
 ProgressCallback = Callable[[str, int, int | None], None]
@@ -55,6 +55,13 @@ class SyncReport:
         }
 
 
+def key_text(value: Any) -> str:
+    """Render a key as text the same way whatever numeric type a driver returns (5, 5.0)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _topological(schema: EntitySchema) -> list[TableDef]:
     """Tables with every parent before its children."""
     done: list[TableDef] = []
@@ -75,20 +82,50 @@ class _EntityTypeSync:
         entity_type: str,
         report: SyncReport,
         progress: ProgressCallback | None,
+        full: bool = False,
     ) -> None:
         self.project = project
+        self.full = full
         self.entity_type = entity_type
         self.report = report
         self.progress = progress or (lambda stage, n, total: None)
         self.schema = project.schema(entity_type)
         self.rules = project.match_rules(entity_type)
 
+    def layout(self) -> dict[str, list[str]]:
+        """Table -> columns of this entity type's micro-database."""
+        return {t.name: list(t.column_names) for t in self.schema.tables}
+
     def _read(self, table: TableDef) -> list[tuple[Any, ...]]:
+        """Read a table whole, checking its key identifies every row.
+
+        A NULL or repeated key would silently drop a row or put it into someone else's
+        entity, so both stop the run (before anything is written) with counts, never values.
+        """
         reader = self.project.source(table.source)
         rows: list[tuple[Any, ...]] = []
+        key_at = table.column_names.index(table.key)
+        seen: set[str] = set()
+        nulls = repeats = 0
         for batch in reader.read(table.source_table, table.column_names):
+            for row in batch:
+                key = row[key_at]
+                if key is None:
+                    nulls += 1
+                    continue
+                text = key_text(key)
+                if text in seen:
+                    repeats += 1
+                seen.add(text)
             rows.extend(batch)
             self.progress(f"extract {table.name}", len(batch), None)
+        if nulls or repeats:
+            raise SourceError(
+                f"source '{table.source}' table '{table.source_table}': {nulls} rows with a "
+                f"NULL '{table.key}' and {repeats} repeated '{table.key}' values; the primary "
+                f"key must identify every row (fabric.yaml: sources.{table.source}.tables."
+                f"{table.source_table}.primary_key)"
+            )
         self.report.rows_read += len(rows)
         self.report.rows_by_table[table.name] = len(rows)
         return rows
@@ -108,7 +145,7 @@ class _EntityTypeSync:
             key_fn = self.rules.key_functions.get(table.name)
             names = table.column_names
             for index, row in enumerate(rows_of[table.name]):
-                ref = SourceRef(table.source, table.source_table, str(row[key_at]))
+                ref = SourceRef(table.source, table.source_table, key_text(row[key_at]))
                 table_of_ref[ref] = (table.name, index)
                 keys = key_fn(dict(zip(names, row, strict=True))) if key_fn else []
                 identity.append((ref, keys))
@@ -151,20 +188,16 @@ class _EntityTypeSync:
             fk_at = table.column_names.index(table.foreign_key)
             orphans = 0
             for row in rows_of[table.name]:
-                owner = entity_of.get((table.parent, str(row[fk_at])))
+                owner = entity_of.get((table.parent, key_text(row[fk_at])))
                 if owner is None:
                     orphans += 1  # a child whose parent is not in the source: nothing to join
                     continue
-                add(owner, table, row, str(row[key_at]))
+                add(owner, table, row, key_text(row[key_at]))
             if orphans:
                 self.report.orphans[table.name] = orphans
         rows_of.clear()
         self._store(contents, refs_of, known, run_id)
-        catalog.record_schema(
-            self.entity_type,
-            self.schema.version,
-            {t.name: list(t.column_names) for t in self.schema.tables},
-        )
+        catalog.record_schema(self.entity_type, self.schema.version, self.layout())
 
         gone = sorted(set(known) - set(contents))
         if gone:
@@ -180,75 +213,82 @@ class _EntityTypeSync:
         known: dict[str, EntityRecord],
         run_id: int,
     ) -> None:
-        builder = MicroDbBuilder(self.schema)
+        """Build and write the entities whose content (or schema) changed, in batches.
+
+        Versions come from the store itself, the commit point for images: if a run died
+        after a store commit but before the catalog caught up, the next run continues from
+        the stored version instead of failing as a stale writer for ever.
+        """
         schema_version = self.schema.version
-        batch_size = self.project.config.store.batch_size
-        blobs: list[StoredBlob] = []
-        records: list[EntityRecord] = []
-        now = utc_now()
-
-        def flush() -> None:
-            if records:
-                self.project.store.put_many(blobs)
-                self.project.catalog.apply_batch(
-                    records,
-                    ((r.entity_id, ref) for r in records for ref in refs_of[r.entity_id]),
-                    self.entity_type,
-                )
-                self.progress("store", len(records), len(contents))
-                blobs.clear()
-                records.clear()
-
+        changed: list[tuple[str, str]] = []
         for entity_id in sorted(contents):
-            content = contents[entity_id]
-            fingerprint = content.fingerprint()
+            fingerprint = contents[entity_id].fingerprint()
             previous = known.get(entity_id)
             if (
-                previous is not None
+                not self.full
+                and previous is not None
                 and previous.fingerprint == fingerprint
                 and previous.schema_version == schema_version
             ):
                 self.report.unchanged += 1
-                continue
-            version = 1 if previous is None else previous.version + 1
-            image = builder.build(
-                content,
-                {
-                    "entity_type": self.entity_type,
-                    "entity_id": entity_id,
-                    "version": version,
-                    "schema_version": schema_version,
-                    "built_at": now,
-                    "sync_run": run_id,
-                },
-            )
-            blobs.append(
-                StoredBlob(
-                    self.entity_type,
-                    entity_id,
-                    version,
-                    encode_image(image),
-                    expected_version=0 if previous is None else previous.version,
-                )
-            )
-            records.append(
-                EntityRecord(
-                    self.entity_type,
-                    entity_id,
-                    version,
-                    fingerprint,
-                    schema_version,
-                    now if previous is None else previous.created_at,
-                    now,
-                )
-            )
-            if previous is None:
-                self.report.created += 1
             else:
-                self.report.updated += 1
-            if len(records) >= batch_size:
-                flush()
-        flush()
+                changed.append((entity_id, fingerprint))
+        builder = MicroDbBuilder(self.schema)
+        batch_size = self.project.config.store.batch_size
+        store, catalog = self.project.store, self.project.catalog
+        now = utc_now()
+        for start in range(0, len(changed), batch_size):
+            batch = changed[start : start + batch_size]
+            stored = store.versions(self.entity_type, [e for e, _ in batch])
+            blobs: list[StoredBlob] = []
+            records: list[EntityRecord] = []
+            for entity_id, fingerprint in batch:
+                previous = known.get(entity_id)
+                current = stored.get(entity_id, 0)
+                version = max(current, previous.version if previous else 0) + 1
+                image = builder.build(
+                    contents[entity_id],
+                    {
+                        "entity_type": self.entity_type,
+                        "entity_id": entity_id,
+                        "version": version,
+                        "schema_version": schema_version,
+                        "built_at": now,
+                        "sync_run": run_id,
+                    },
+                )
+                blobs.append(
+                    StoredBlob(
+                        self.entity_type,
+                        entity_id,
+                        version,
+                        encode_image(image),
+                        expected_version=current,
+                    )
+                )
+                created_at = now if previous is None else previous.created_at
+                records.append(
+                    EntityRecord(
+                        self.entity_type,
+                        entity_id,
+                        version,
+                        fingerprint,
+                        schema_version,
+                        created_at,
+                        now,
+                    )
+                )
+                if previous is None:
+                    self.report.created += 1
+                else:
+                    self.report.updated += 1
+            store.put_many(blobs)
+            catalog.apply_batch(
+                records,
+                ((r.entity_id, ref) for r in records for ref in refs_of[r.entity_id]),
+                self.entity_type,
+            )
+            self.progress("store", len(records), len(changed))
 
 
 def sync_project(
@@ -261,19 +301,23 @@ def sync_project(
 
     Args:
         project: the opened project.
-        full: recompute everything. Every sync reads all rows for now; unchanged entities are
-            detected by content and not rewritten either way.
+        full: rebuild and rewrite every entity. Otherwise (mode "changes") every source row
+            is still read (watermark-based incremental extraction is not built yet), but only
+            entities whose content or schema changed are rebuilt and get a new version.
         progress: optional progress callback.
     """
     started_clock = time.perf_counter()
-    # Check everything that can be checked before touching the store.
+    # Check everything that can be checked before touching the store: sources and match rules
+    # (in the workers' constructors), masking rules, roles and keys.
     workers = [
-        _EntityTypeSync(project, etype, SyncReport(0, ""), progress)
+        _EntityTypeSync(project, etype, SyncReport(0, ""), progress, full)
         for etype in project.config.entities
     ]
+    project.check_masking({etype: w.layout() for etype, w in ((w.entity_type, w) for w in workers)})
     catalog = project.catalog
-    run_id = catalog.start_run("full" if full else "incremental")
-    report = SyncReport(run_id=run_id, mode="full")
+    mode = "full" if full else "changes"
+    run_id = catalog.start_run(mode)
+    report = SyncReport(run_id=run_id, mode=mode)
     started = utc_now()
     try:
         for worker in workers:

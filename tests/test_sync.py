@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -36,13 +37,63 @@ def test_sync_lookup_returns_every_source_record_of_a_person(
 def test_sync_is_idempotent_and_keeps_versions(fresh_demo: DemoProject) -> None:
     with Project.open(fresh_demo.config_path) as project:
         first = sync_project(project, full=True)
-        second = sync_project(project, full=True)
+        second = sync_project(project)
         assert first.created > 0 and first.updated == 0
         assert second.created == 0 and second.updated == 0
         assert second.unchanged == first.created
+        rebuilt = sync_project(project, full=True)
+        assert rebuilt.updated == first.created and rebuilt.unchanged == 0
         runs = project.catalog.runs()
-        assert [r.status for r in runs] == ["succeeded", "succeeded"]
-        assert runs[0].unchanged == first.created
+        assert [(r.status, r.mode) for r in runs] == [
+            ("succeeded", "full"),
+            ("succeeded", "changes"),
+            ("succeeded", "full"),
+        ]
+        assert runs[1].unchanged == first.created
+        versions = {r.version for r in project.catalog.entities("customer").values()}
+        assert versions == {2}
+
+
+def test_sync_recovers_when_catalog_lags_the_store(fresh_demo: DemoProject) -> None:
+    """A run killed between a store commit and its catalog commit must not block later runs."""
+    with Project.open(fresh_demo.config_path) as project:
+        sync_project(project)
+        entity_id = sorted(project.catalog.entities("customer"))[0]
+    catalog = fresh_demo.directory / "store" / "catalog.db"
+    with sqlite3.connect(catalog) as conn:  # the catalog forgets the last write of one entity
+        conn.execute(
+            "UPDATE entities SET version = 0, fingerprint = 'lost' WHERE entity_id = ?",
+            (entity_id,),
+        )
+    with Project.open(fresh_demo.config_path) as project:
+        report = sync_project(project)
+        assert report.updated == 1
+        record = project.catalog.entity("customer", entity_id)
+        stored = project.store.get("customer", entity_id)
+        assert record is not None and stored is not None
+        assert record.version == stored.version == 2
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["UPDATE customers SET id = NULL WHERE id = 3", "UPDATE customers SET id = 2 WHERE id = 3"],
+)
+def test_sync_refuses_null_or_repeated_keys(fresh_demo: DemoProject, change: str) -> None:
+    db = fresh_demo.directory / "sources" / "crm.db"
+    with sqlite3.connect(db) as conn:  # the same table without a primary key constraint
+        ddl = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'customers'").fetchone()[0]
+        conn.execute("ALTER TABLE customers RENAME TO old")
+        conn.execute(ddl.replace("PRIMARY KEY (id)", "UNIQUE (email, id)").replace("NOT NULL", ""))
+        conn.execute("INSERT INTO customers SELECT * FROM old")
+        conn.execute("DROP TABLE old")
+        conn.execute(change)
+    with Project.open(fresh_demo.config_path) as project, pytest.raises(SourceError) as info:
+        sync_project(project)
+    message = str(info.value)
+    assert "source 'crm' table 'customers'" in message and "primary_key" in message
+    assert not (fresh_demo.directory / "store" / "shards").exists() or (
+        Project.open(fresh_demo.config_path).store.stats().entities == 0
+    )
 
 
 def test_sync_entity_ids_are_reproducible(tmp_path: Path, fresh_demo: DemoProject) -> None:
@@ -99,8 +150,6 @@ def test_sync_never_modifies_sources(fresh_demo: DemoProject) -> None:
 
 
 def test_sync_deletes_entities_gone_from_sources(fresh_demo: DemoProject) -> None:
-    import sqlite3
-
     with Project.open(fresh_demo.config_path) as project:
         sync_project(project)
         total = project.catalog.count("customer")

@@ -11,7 +11,7 @@ import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,7 +19,14 @@ from fabric.config._validation import format_issue, validate_document
 from fabric.config._yaml import YamlDocument
 from fabric.config.loader import read_yaml
 from fabric.errors import RuleError
-from fabric.rules.operators import MaskFunction, OperatorSpec, compile_operator
+from fabric.rules.operators import (
+    KeepOp,
+    MaskFunction,
+    NullOp,
+    OperatorSpec,
+    RedactOp,
+    compile_operator,
+)
 
 __all__ = ["CLEAR", "CompiledPolicies", "MaskingPolicy", "load_masking"]
 
@@ -34,6 +41,11 @@ class PolicySpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     clear: bool = False
+    unlisted: Literal["null", "redact", "keep"] = Field(
+        "null",
+        description="what columns the policy does not list become: privacy by default means "
+        "a new source column is hidden until a steward decides",
+    )
     entities: dict[str, dict[str, TablePolicy]] = Field(default_factory=dict)
 
 
@@ -52,20 +64,22 @@ class MaskingPolicy:
 
     name: str
     clear: bool
-    tables: Mapping[tuple[str, str], Mapping[str, MaskFunction]]
+    #: per (entity type, table): column -> mask function, or None for an explicit keep
+    tables: Mapping[tuple[str, str], Mapping[str, MaskFunction | None]]
+    #: applied to every column the policy does not list (None: keep)
+    unlisted: MaskFunction | None = None
 
     def apply(self, entity_type: str, tables: dict[str, list[dict[str, Any]]]) -> None:
         """Mask rows in place (the caller owns them)."""
         if self.clear:
             return
+        unlisted = self.unlisted
         for table, rows in tables.items():
-            plan = self.tables.get((entity_type, table))
-            if not plan:
-                continue
+            plan = self.tables.get((entity_type, table), {})
             for row in rows:
-                for column, mask in plan.items():
-                    value = row.get(column)
-                    if value is not None:
+                for column, value in row.items():
+                    mask = plan.get(column, unlisted)
+                    if mask is not None and value is not None:
                         row[column] = mask(value)
 
 
@@ -81,6 +95,9 @@ class CompiledPolicies:
         return self.policies[name or self.default]
 
 
+_POLICY_KEYS = ("clear", "unlisted")
+
+
 def _reshape(data: Any) -> Any:
     """Move entity sections of each policy under ``entities`` for the typed model."""
     if not isinstance(data, dict) or not isinstance(data.get("policies"), dict):
@@ -89,8 +106,8 @@ def _reshape(data: Any) -> Any:
     for name, body in data["policies"].items():
         if isinstance(body, dict):
             policies[name] = {
-                **({"clear": body["clear"]} if "clear" in body else {}),
-                "entities": {k: v for k, v in body.items() if k != "clear"},
+                **{k: body[k] for k in _POLICY_KEYS if k in body},
+                "entities": {k: v for k, v in body.items() if k not in _POLICY_KEYS},
             }
         else:
             policies[name] = body
@@ -113,7 +130,7 @@ def _schema_problems(
         if not isinstance(body, dict):
             continue
         for etype, tables in body.items():
-            if etype == "clear":
+            if etype in _POLICY_KEYS:
                 continue
             if etype not in schema:
                 add(("policies", pname, etype), f"unknown entity type (types: {', '.join(schema)})")
@@ -159,7 +176,7 @@ def load_masking(
     # Error locations point into the reshaped data; map them back to the file's paths.
     reshaped_lines = dict(doc.lines)
     for loc, line in list(doc.lines.items()):
-        if len(loc) >= 3 and loc[0] == "policies" and loc[2] != "clear":
+        if len(loc) >= 3 and loc[0] == "policies" and loc[2] not in _POLICY_KEYS:
             reshaped_lines.setdefault((*loc[:2], "entities", *loc[2:]), line)
     doc.lines = reshaped_lines
     model, problems = validate_document(MaskingFile, doc)
@@ -189,11 +206,11 @@ def load_masking(
         )
     compiled: dict[str, MaskingPolicy] = {}
     for pname, policy in model.policies.items():
-        tables: dict[tuple[str, str], dict[str, MaskFunction]] = {}
+        tables: dict[tuple[str, str], dict[str, MaskFunction | None]] = {}
         for etype, per_table in policy.entities.items():
             for table, columns in per_table.items():
                 base = ("policies", pname, etype, table)
-                plan: dict[str, MaskFunction] = {}
+                plan: dict[str, MaskFunction | None] = {}
                 for column, spec in columns.items():
                     loc = (*base, column)
                     try:
@@ -209,10 +226,30 @@ def load_masking(
                             )
                         )
                         continue
-                    if fn is not None:
-                        plan[column] = fn
+                    plan[column] = fn
                 tables[(etype, table)] = plan
-        compiled[pname] = MaskingPolicy(pname, policy.clear, tables)
+        unlisted = compile_operator(
+            RedactOp(op="redact")
+            if policy.unlisted == "redact"
+            else NullOp(op="null")
+            if policy.unlisted == "null"
+            else KeepOp(op="keep"),
+            key,
+        )
+        compiled[pname] = MaskingPolicy(pname, policy.clear, tables, unlisted)
+        masks_something = unlisted is not None or any(
+            fn is not None for plan in tables.values() for fn in plan.values()
+        )
+        if pname == model.default_policy and not policy.clear and not masks_something:
+            problems.append(
+                format_issue(
+                    path,
+                    doc.line_of(("policies", pname)),
+                    ("policies", pname),
+                    "the default policy masks nothing: list columns to "
+                    "mask, or drop 'unlisted: keep'",
+                )
+            )
     if problems:
         raise RuleError("\n".join(problems))
     return CompiledPolicies(compiled, model.default_policy)

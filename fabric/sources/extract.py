@@ -204,6 +204,13 @@ class SourceReader:
                     yield [convert(row) for row in partition]
         except sa.exc.SQLAlchemyError as exc:
             raise self._error(f"reading table '{table}' failed", exc) from exc
+        except (TypeError, ValueError) as exc:
+            # The driver could not convert a value to the column's declared type.
+            raise SourceError(
+                f"source '{self.name}' ({self.shown_url}): table '{table}' holds a value that "
+                f"does not fit its declared column type ({type(exc).__name__}); fix the data "
+                "or the column type"
+            ) from exc
 
     def close(self) -> None:
         """Dispose of the engine's connections."""

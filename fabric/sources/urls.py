@@ -21,7 +21,9 @@ __all__ = ["describe_url", "engine_url"]
 # spelling, which SQLAlchemy rejects outright.
 _GENERIC_POSTGRES = frozenset({"postgresql", "postgres"})
 # `scheme://user:password@` in a string SQLAlchemy could not parse, so URL cannot mask it.
-_PASSWORD_RE = re.compile(r"(?P<head>://[^:/@\s]*:)[^/\s]*@")
+# The password runs to the *last* '@' of the authority: an unescaped '@' or '/' inside it must
+# not leave part of it visible.
+_PASSWORD_RE = re.compile(r"(?P<head>://[^:/@\s]*:).*@", re.DOTALL)
 
 
 def engine_url(url: str) -> URL:
@@ -38,6 +40,12 @@ def engine_url(url: str) -> URL:
             "dialect[+driver]://[user[:password]@]host[:port]/database, for example "
             "postgresql://user@localhost:5432/shop or sqlite:////abs/path/to/file.db"
         ) from exc
+    if parsed.host and "@" in parsed.host:
+        # An unescaped '@' in the password: the driver would print the rest as a host name.
+        raise SourceError(
+            f"cannot use database URL {_mask_unparsed(url)!r}: the password contains '@'; "
+            "percent-encode it as %40"
+        )
     if parsed.drivername in _GENERIC_POSTGRES:
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed

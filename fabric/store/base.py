@@ -86,6 +86,10 @@ class EntityStore(abc.ABC):
                 found[entity_id] = blob
         return found
 
+    def versions(self, entity_type: str, entity_ids: Sequence[str]) -> dict[str, int]:
+        """Return the stored version of each entity that exists (no blobs are read)."""
+        return {e: b.version for e, b in self.get_many(entity_type, entity_ids).items()}
+
     @abc.abstractmethod
     def put_many(self, blobs: Sequence[StoredBlob]) -> None:
         """Write blobs, checking each ``expected_version``; all or nothing.

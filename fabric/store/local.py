@@ -84,6 +84,19 @@ class LocalShardStore(EntityStore):
             return None
         return StoredBlob(entity_type, entity_id, int(row[0]), bytes(row[1]))
 
+    def versions(self, entity_type: str, entity_ids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for entity_id in entity_ids:
+            key = entity_key(entity_type, entity_id)
+            row = (
+                self._conn(partition_of(key, self.partitions))
+                .execute("SELECT version FROM blobs WHERE key = ?", (key,))
+                .fetchone()
+            )
+            if row is not None:
+                found[entity_id] = int(row[0])
+        return found
+
     def put_many(self, blobs: Sequence[StoredBlob]) -> None:
         by_shard: dict[int, list[StoredBlob]] = defaultdict(list)
         for item in blobs:

@@ -21,6 +21,7 @@ policies:
   analyst:
     customer:
       people:
+        id:    {op: keep}
         email: {op: hash, truncate: 16}
         phone: {op: partial, keep_last: 2}
         note:  {op: redact}
@@ -60,6 +61,39 @@ def test_masking_default_policy_masks_each_column(tmp_path: Path) -> None:
     assert row["note"] == "[REDACTED]" and row["ssn"] is None and row["id"] == 1
 
 
+@pytest.mark.parametrize(
+    ("unlisted", "expected"),
+    [(None, None), ("null", None), ("redact", "[REDACTED]"), ("keep", "new")],
+)
+def test_masking_unlisted_columns_are_hidden_by_default(
+    tmp_path: Path, unlisted: str | None, expected: str | None
+) -> None:
+    text = (
+        POLICIES
+        if unlisted is None
+        else POLICIES.replace("  analyst:\n", f'  analyst:\n    unlisted: "{unlisted}"\n')
+    )
+    policies = load_masking(write(tmp_path, text), KEY, None)
+    data = {"people": [{"id": 1, "added_later": "new"}], "other_table": [{"x": "new"}]}
+    policies.for_policy(None).apply("customer", data)
+    assert data["people"][0] == {"id": 1, "added_later": expected}
+    assert data["other_table"][0] == {"x": expected}
+
+
+def test_masking_default_policy_must_mask_something(tmp_path: Path) -> None:
+    text = """\
+default_policy: open
+policies:
+  open:
+    unlisted: keep
+    customer:
+      people:
+        id: {op: keep}
+"""
+    with pytest.raises(RuleError, match="the default policy masks nothing"):
+        load_masking(write(tmp_path, text), KEY, SCHEMA)
+
+
 def test_masking_clear_policy_changes_nothing(tmp_path: Path) -> None:
     policies = load_masking(write(tmp_path, POLICIES), KEY, SCHEMA)
     data = rows()
@@ -81,10 +115,10 @@ def test_masking_errors_name_file_line_and_path(tmp_path: Path) -> None:
     with pytest.raises(RuleError) as info:
         load_masking(write(tmp_path, text), KEY, SCHEMA)
     message = str(info.value)
-    assert "masking.yaml:6 policies.analyst.customer.people.email.op: " in message
+    assert "masking.yaml:7 policies.analyst.customer.people.email.op: " in message
     assert "unknown op 'hsah'; did you mean 'hash'? (allowed: keep, null, redact" in message
     assert (
-        "masking.yaml:7 policies.analyst.customer.people.phnoe: "
+        "masking.yaml:8 policies.analyst.customer.people.phnoe: "
         "unknown column; did you mean 'phone'?" in message
     )
 
