@@ -19,11 +19,20 @@ import click
 
 from fabric import __version__
 from fabric.config.loader import DEFAULT_CONFIG
-from fabric.errors import FabricError
+from fabric.errors import FabricError, RuleError
 
 __all__ = ["main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _json_default(value: object) -> str:
+    """Encode what JSON lacks the way the API's encoder does (bytes as base64)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        import base64
+
+        return base64.b64encode(bytes(value)).decode()
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
 def _fail(message: str) -> None:
@@ -203,11 +212,28 @@ def sync(config_path: Path, full: bool, workers: int) -> None:
     _print_sync(report)
 
 
+def _check_listen(host: str, port: int) -> None:
+    """Fail with a clear message if the address cannot be bound, before starting workers."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(infos[0][4])
+    except OSError as exc:
+        _fail(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+            "(another server there? pass --port or --host)"
+        )
+
+
 def _serve(config_path: Path, host: str, port: int, workers: int) -> None:
     import uvicorn
 
     from fabric.api.app import CONFIG_ENV
 
+    _check_listen(host, port)
     os.environ[CONFIG_ENV] = str(config_path.resolve())
     uvicorn.run(
         "fabric.api.app:app_from_env",
@@ -241,6 +267,7 @@ def serve(config_path: Path, host: str | None, port: int | None, workers: int) -
     # Open and check everything here so errors are a clean message, not a worker crash.
     with Project.open(config_path) as project:
         project.policies  # noqa: B018
+        project.store  # noqa: B018
         project.catalog  # noqa: B018
         api = project.config.api
     _serve(config_path, host or api.host, port or api.port, workers)
@@ -268,7 +295,7 @@ def entity_show(
     with Project.open(config_path) as project:
         wanted = [t.strip() for t in tables.split(",") if t.strip()] if tables else None
         doc = EntityService(project).document(entity_type, entity_id, role=role, tables=wanted)
-    click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+    click.echo(json.dumps(doc, indent=2, ensure_ascii=False, default=_json_default))
 
 
 @main.group()
@@ -278,16 +305,41 @@ def rules() -> None:
 
 @rules.command("check")
 @config_option
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
 @_handles_errors
-def rules_check(config_path: Path) -> None:
-    """Validate fabric.yaml and every rule file it names; exit 1 listing each problem."""
-    from fabric.project import Project
+def rules_check(config_path: Path, files: tuple[Path, ...]) -> None:
+    """Validate rule files; exit 1 listing each problem with file, line and path.
 
-    with Project.open(config_path) as project:
-        checked, against = project.check_rules()
-    for path in checked:
-        click.echo(f"ok: {path}")
-    click.echo(f"column names checked against {against}")
+    Without FILES: fabric.yaml and every rule file it names, with column names checked
+    against the sources (or, if they cannot be reached, the schema of the last sync).
+    With FILES: those masking or match files, checked against the project's schema when a
+    fabric.yaml is at hand, on their own otherwise.
+    """
+    from fabric.project import Project
+    from fabric.rules.check import check_rule_file
+
+    if not files:
+        with Project.open(config_path) as project:
+            checked, against = project.check_rules()
+        for path in checked:
+            click.echo(f"ok: {path}")
+        click.echo(f"column names checked against {against}")
+        return
+    key: bytes | None = None
+    schema = None
+    if config_path.exists():
+        with Project.open(config_path) as project:
+            key = project.secrets.master_key
+            schema = project.known_schema()
+    problems = []
+    for path in files:
+        try:
+            kind = check_rule_file(path, key=key, schema=schema)
+            click.echo(f"ok: {path} ({kind} rules)")
+        except FabricError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise RuleError("\n".join(problems))
 
 
 def _fabric_command() -> str:
@@ -372,12 +424,16 @@ def demo(
 
     if source_url is not None:
         os.environ.setdefault(SOURCE_URL_ENV, source_url)
-    click.echo(f"fabric demo: {customers} customers in {directory}/ ...")
+    if (directory / "fabric.yaml").exists():
+        click.echo(
+            f"fabric demo: reusing the project in {directory}/ (--customers applies to "
+            "new projects only)"
+        )
+    else:
+        click.echo(f"fabric demo: {customers} customers in {directory}/ ...")
     created = create_demo_project(directory, customers=customers, seed=seed, source_url=source_url)
     if created.generation is not None:
         click.echo(f"generated sources in {created.generation.seconds:.1f} s")
-    elif not created.created:
-        click.echo(f"reusing the existing project {created.config_path}")
     with Project.open(created.config_path) as project, _progress() as progress:
         report = sync_project(project, progress=progress)
         _print_sync(report)

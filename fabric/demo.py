@@ -14,6 +14,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from fabric.config.secrets import generate_key_file, hash_api_key
+from fabric.errors import ConfigError
 from fabric.sources.generate import GenerationReport, generate_sources
 
 __all__ = ["DEMO_ROLES", "DemoProject", "create_demo_project", "render_demo_config"]
@@ -187,7 +188,10 @@ def create_demo_project(
     force_sources: bool = False,
 ) -> DemoProject:
     """Create (or reuse) a demo project in ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot use {directory} as the demo directory: {exc.strerror}") from exc
     config_path = directory / "fabric.yaml"
     sources_dir = directory / "sources"
     if config_path.exists():

@@ -70,6 +70,10 @@ class EntityService:
         policy = self.project.policy_for(role)
         stored = self.project.store.get(entity_type, entity_id)
         if stored is None:
+            if self.project.catalog.count(entity_type) == 0:
+                raise EntityNotFoundError(
+                    f"no {entity_type} entities are stored yet: run `fabric sync` first"
+                )
             raise EntityNotFoundError(f"no {entity_type} entity with this id")
         image = decode_image(stored.blob, what=f"{entity_type} {entity_id}")
         reader = self._reader()
@@ -114,13 +118,18 @@ class EntityService:
                 f"unknown table of source '{source}' (tables: {', '.join(sources[source].tables)})"
             )
         if table is None:
-            identity = [
-                t.table
-                for t in self.project.config.entities[entity_type].tables.values()
-                if t.source == source and t.parent is None
-            ]
+            tables = self.project.config.entities[entity_type].tables.values()
+            identity = [t.table for t in tables if t.source == source and t.parent is None]
+            declared = list(sources[source].tables)
             if len(identity) == 1:
                 table = identity[0]
+            elif len(declared) == 1:
+                table = declared[0]
+            else:
+                raise InvalidRequestError(
+                    f"source '{source}' has several tables; name one as source={source}.TABLE "
+                    f"(tables: {', '.join(declared)})"
+                )
         found = self.project.catalog.find_by_source(entity_type, source, table, key)
         if not found:
             raise EntityNotFoundError(f"no {entity_type} entity holds this {source} record")

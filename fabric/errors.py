@@ -14,6 +14,7 @@ __all__ = [
     "FabricError",
     "RuleError",
     "SourceError",
+    "SourceUnavailableError",
     "StoreError",
 ]
 
@@ -41,6 +42,12 @@ class SourceError(FabricError):
     """A source database or file cannot be read as the config declares it."""
 
     code = "source_error"
+
+
+class SourceUnavailableError(SourceError):
+    """A source cannot be reached at all (server down, file missing, driver not installed)."""
+
+    code = "source_unavailable"
 
 
 class StoreError(FabricError):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fabric.config import ProjectConfig, load_config
 from fabric.config.secrets import Secrets, load_secrets
-from fabric.errors import ConfigError, SourceError
+from fabric.errors import ConfigError, SourceError, SourceUnavailableError, StoreError
 from fabric.resolve.rules import CompiledMatchRules, load_match_rules
 from fabric.rules.masking import CompiledPolicies, MaskingPolicy, load_masking
 from fabric.sources.extract import SourceReader
@@ -41,15 +41,25 @@ class Project:
         """Directory holding shards and catalog."""
         return self.config.resolve(self.config.store.path)
 
+    def _store_dir(self) -> Path:
+        # Owner-only: the store holds every entity's unmasked data.
+        try:
+            self.store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the store directory {self.store_dir}: {exc.strerror}"
+            ) from exc
+        return self.store_dir
+
     @cached_property
     def store(self) -> EntityStore:
         """The entity store (embedded shard backend)."""
-        return LocalShardStore(self.store_dir / "shards", self.config.store.shards)
+        return LocalShardStore(self._store_dir() / "shards", self.config.store.shards)
 
     @cached_property
     def catalog(self) -> Catalog:
         """The catalog database."""
-        return Catalog(self.store_dir / "catalog.db")
+        return Catalog(self._store_dir() / "catalog.db")
 
     def entity_type(self, name: str) -> None:
         """Check ``name`` is a declared entity type."""
@@ -93,6 +103,18 @@ class Project:
                     foreign_key=table.foreign_key,
                 )
             )
+        for table_def in tables:
+            seen: dict[str, str] = {}
+            for column in table_def.column_names:
+                if column.lower() in seen:
+                    raise SourceError(
+                        f"source '{table_def.source}' table '{table_def.source_table}': "
+                        f"columns '{seen[column.lower()]}' and '{column}' differ only in "
+                        "case, which SQLite cannot tell apart; list the columns to extract "
+                        f"(fabric.yaml: sources.{table_def.source}.tables."
+                        f"{table_def.source_table}.columns)"
+                    )
+                seen[column.lower()] = column
         schema = self._schemas[entity_type] = EntitySchema(entity_type, tuple(tables))
         return schema
 
@@ -173,9 +195,16 @@ class Project:
         try:
             schema: dict[str, dict[str, list[str]]] | None = self.reflected_schema()
             against = "the source schema"
-        except SourceError:
+        except SourceUnavailableError as exc:
+            # An unreachable source is no reason to refuse checking the rules themselves;
+            # a missing table or column (a plain SourceError) is a config error and fails.
             schema = self.known_schema()
-            against = "the schema of the last sync" if schema else "nothing (sources unreachable)"
+            first = str(exc).splitlines()[0]
+            against = (
+                f"the schema of the last sync, because {first}"
+                if schema
+                else f"nothing, because {first}"
+            )
         masking = self.config.resolve(self.config.rules.masking)
         load_masking(masking, self.secrets.master_key, schema)
         checked = [masking]

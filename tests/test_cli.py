@@ -42,7 +42,7 @@ def test_cli_demo_no_serve_prints_working_requests(runner: CliRunner, tmp_path: 
     config.write_text(config.read_text() + "# my edit\n")
     again = runner.invoke(main, ["demo", "--dir", str(directory), "--no-serve"])
     assert again.exit_code == 0, again.output
-    assert "reusing the existing project" in again.output
+    assert "reusing the project in" in again.output
     assert "unchanged" in again.output and config.read_text().endswith("# my edit\n")
 
 
@@ -119,3 +119,61 @@ def test_cli_rules_check(runner: CliRunner, demo_dir: Path, tmp_path: Path) -> N
     assert bad.exit_code == 1
     assert "masking.yaml:" in bad.output and "did you mean 'hash'" in bad.output
     assert os.path.exists(copy / "store")
+
+
+def test_cli_rules_check_named_files(runner: CliRunner, tmp_path: Path) -> None:
+    from fabric.cli import main as cli
+
+    root = Path(__file__).resolve().parents[1] / "rules"
+    ok = runner.invoke(
+        cli,
+        [
+            "rules",
+            "check",
+            "-c",
+            str(tmp_path / "none.yaml"),
+            str(root / "masking.yaml"),
+            str(root / "match.yaml"),
+        ],
+    )
+    assert ok.exit_code == 0, ok.output
+    assert "(masking rules)" in ok.output and "(match rules)" in ok.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- not\n- a mapping\n")
+    result = runner.invoke(cli, ["rules", "check", str(bad)])
+    assert result.exit_code == 1 and "bad.yaml: a rule file must be a mapping" in result.output
+
+
+def test_cli_demo_dir_that_is_a_file(runner: CliRunner, tmp_path: Path) -> None:
+    target = tmp_path / "afile"
+    target.write_text("x")
+    result = runner.invoke(main, ["demo", "--dir", str(target), "--no-serve"])
+    assert result.exit_code == 1
+    assert "cannot use" in result.output and "Traceback" not in result.output
+
+
+def test_cli_missing_driver_is_a_clear_error(runner: CliRunner, tmp_path: Path) -> None:
+    from fabric.demo import create_demo_project
+
+    created = create_demo_project(tmp_path / "p", customers=20)
+    config = created.config_path
+    config.write_text(
+        config.read_text().replace("url: sqlite:///sources/crm.db", "url: mysql://u@127.0.0.1/crm")
+    )
+    result = runner.invoke(main, ["sync", "-c", str(config)])
+    assert result.exit_code == 1
+    assert "database driver 'mysql' is not installed" in result.output
+
+
+def test_cli_serve_port_in_use(runner: CliRunner, demo_dir: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = runner.invoke(
+            main, ["serve", "-c", str(demo_dir / "fabric.yaml"), "--port", str(port)]
+        )
+    assert result.exit_code == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output

@@ -28,8 +28,11 @@ CONFIG_ENV = "FABRIC_CONFIG"
 
 def create_app(project: Project) -> Litestar:
     """Return the API app serving ``project``; the app closes the project on shutdown."""
-    # Compile rules and open the store now: a broken rule file fails at start, not per request.
+    # Compile rules and open the store and catalog now: a broken rule file or store fails at
+    # start, not per request.
     project.policies  # noqa: B018
+    project.store  # noqa: B018
+    project.catalog  # noqa: B018
     service = EntityService(project)
     authenticate = Authenticator(project.config)
 

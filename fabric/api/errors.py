@@ -61,18 +61,22 @@ def _respond(
 def _fabric_error(request: Request[Any, Any, Any], exc: FabricError) -> Response[dict[str, Any]]:
     status = next((s for kind, s in _STATUS_OF if isinstance(exc, kind)), 500)
     if status >= 500:
+        # Our side is at fault: the caller learns nothing about paths or internals; the log
+        # gets the exception's type and the route (whose ids are opaque) only.
         log.error("request failed: %s on %s", type(exc).__name__, request.url.path)
+        return _respond(500, "internal_error", "internal error")
     return _respond(status, exc.code, str(exc).splitlines()[0])
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     status = exc.status_code
     message = exc.detail if isinstance(exc.detail, str) and exc.detail else "error"
-    if status == 400 and exc.extra:
-        # Name the offending parameter, never its value.
-        keys = [str(e.get("key")) for e in exc.extra if isinstance(e, dict) and e.get("key")]
-        if keys:
-            message = f"invalid or missing parameter: {', '.join(keys)}"
+    if status == 400:
+        # Litestar's own text repeats the request's query string, which may hold a caller's
+        # key or an email: name the offending parameters, never their values.
+        extra = exc.extra if isinstance(exc.extra, list) else []
+        keys = [str(e.get("key")) for e in extra if isinstance(e, dict) and e.get("key")]
+        message = f"invalid or missing parameter: {', '.join(keys)}" if keys else "invalid request"
     return _respond(status, ERROR_CODES.get(status, "error"), message, exc.headers)
 
 

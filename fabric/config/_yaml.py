@@ -111,4 +111,6 @@ def load_yaml_file(path: Path) -> YamlDocument:
         raise YamlLoadError(f"not valid YAML: {exc.problem or exc.context}", line) from exc
     except yaml.YAMLError as exc:
         raise YamlLoadError(f"not valid YAML: {exc}") from exc
+    except RecursionError as exc:
+        raise YamlLoadError("nested too deeply to be a fabric file") from exc
     return YamlDocument(path=path, data=data, lines=lines)

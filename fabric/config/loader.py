@@ -71,7 +71,28 @@ def _reference_problems(config: ProjectConfig, doc: YamlDocument) -> list[str]:
                 current = entity.tables[current].parent
         if not any(t.parent is None for t in entity.tables.values()):
             add(("entities", etype, "tables"), "needs at least one identity table (no parent)")
+    for etype, entity in config.entities.items():
+        lowered: dict[str, str] = {}
+        for tname in entity.tables:
+            loc = ("entities", etype, "tables", tname)
+            if tname.startswith("_"):
+                add(loc, "table names starting with '_' are reserved (_meta, _lineage)")
+            if tname.lower() in lowered:
+                add(
+                    loc,
+                    f"differs from table '{lowered[tname.lower()]}' only in case; SQLite "
+                    "table names ignore case",
+                )
+            lowered.setdefault(tname.lower(), tname)
+    names: set[str] = set()
+    digests: set[str] = set()
     for i, key in enumerate(config.api.keys):
+        if key.name in names:
+            add(("api", "keys", i, "name"), "duplicate key name")
+        if key.sha256 in digests:
+            add(("api", "keys", i, "sha256"), "the same key is configured twice")
+        names.add(key.name)
+        digests.add(key.sha256)
         if key.role not in config.roles:
             add(("api", "keys", i, "role"), f"unknown role (declared: {', '.join(config.roles)})")
     if config.default_role is not None and config.default_role not in config.roles:

@@ -150,6 +150,10 @@ def load_match_rules(
         RuleError: naming every problem with file, line and path.
     """
     doc = read_yaml(path, what="match rules", error=RuleError)
+    if not isinstance(doc.data, dict):
+        raise RuleError(
+            format_issue(path, None, (), "must be a mapping of entity type -> match rules")
+        )
     model, problems = validate_document(MatchFile, doc)
     if model is None:
         raise RuleError("\n".join(problems))

@@ -171,6 +171,10 @@ def load_masking(
         RuleError: every problem, each naming file, line and path.
     """
     doc = read_yaml(path, what="masking rules", error=RuleError)
+    if not isinstance(doc.data, dict):
+        raise RuleError(
+            format_issue(path, None, (), "must be a mapping with 'default_policy:' and 'policies:'")
+        )
     original = doc.data
     doc.data = _reshape(original)
     # Error locations point into the reshaped data; map them back to the file's paths.

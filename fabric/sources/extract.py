@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
 from fabric.config.models import SourceConfig, SourceTableConfig
-from fabric.errors import SourceError
+from fabric.errors import SourceError, SourceUnavailableError
 from fabric.sources.urls import engine_url
 
 __all__ = ["SourceColumn", "SourceReader", "sqlite_type", "to_storage_value"]
@@ -99,8 +99,8 @@ class SourceReader:
     def __init__(self, name: str, config: SourceConfig, root: Path) -> None:
         self.name = name
         self.config = config
+        self.shown_url = "(url not set)"
         self.url = self._url(root)
-        self.shown_url = self.url.render_as_string(hide_password=True)
         self._engine: Engine | None = None
         self._types: dict[str, dict[str, Any]] = {}
 
@@ -115,6 +115,8 @@ class SourceReader:
                     f"{self.config.url_env} is not set (it should hold the URL)"
                 )
         url = engine_url(raw)
+        # Shown in messages as the user wrote it (password hidden), before the rewrite below.
+        self.shown_url = url.render_as_string(hide_password=True)
         if url.get_backend_name() == "sqlite":
             database = url.database or ""
             if database in ("", ":memory:") or database.startswith("file:"):
@@ -125,7 +127,9 @@ class SourceReader:
             path = Path(database)
             path = path if path.is_absolute() else (root / path)
             if not path.is_file():
-                raise SourceError(f"source '{self.name}': SQLite file {path} does not exist")
+                raise SourceUnavailableError(
+                    f"source '{self.name}': SQLite file {path} does not exist"
+                )
             # Read-only URI: a source is never modified, and a typo never creates a database.
             url = url.set(database=f"file:{path.resolve()}?mode=ro", query={"uri": "true"})
         return url
@@ -134,12 +138,24 @@ class SourceReader:
     def engine(self) -> Engine:
         """The SQLAlchemy engine, created on first use."""
         if self._engine is None:
-            self._engine = sa.create_engine(self.url, pool_pre_ping=True)
+            try:
+                self._engine = sa.create_engine(self.url, pool_pre_ping=True)
+            except (ImportError, sa.exc.NoSuchModuleError) as exc:
+                raise SourceUnavailableError(
+                    f"source '{self.name}' ({self.shown_url}): the database driver "
+                    f"'{self.url.drivername}' is not installed or not known to SQLAlchemy "
+                    "(install its Python package, e.g. pymysql for mysql+pymysql://)"
+                ) from exc
         return self._engine
 
     def _error(self, what: str, exc: Exception) -> SourceError:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        return SourceError(f"source '{self.name}' ({self.shown_url}): {what}: {reason}")
+        reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["?"])[0]
+        kind = (
+            SourceUnavailableError
+            if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+            else SourceError
+        )
+        return kind(f"source '{self.name}' ({self.shown_url}): {what}: {reason}")
 
     def table_ref(self, table: str) -> tuple[str, str | None]:
         """Return ``(table name, schema)`` in the database for a declared table."""

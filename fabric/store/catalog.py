@@ -133,6 +133,8 @@ class Catalog:
                         self._conn.execute(statement)
                     self._conn.pragma("user_version", step + 1)
         except (OSError, apsw.Error) as exc:
+            if hasattr(self, "_conn"):
+                self._conn.close()
             raise StoreError(f"cannot open the catalog at {path}: {exc}") from exc
 
     def close(self) -> None:

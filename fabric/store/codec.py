@@ -40,5 +40,5 @@ def decode_image(blob: bytes, *, what: str) -> bytes:
         return _codecs()[1].decompress(blob)
     except zstandard.ZstdError as exc:
         raise StoreError(
-            f"stored image of {what} is corrupt ({exc}); run `fabric store verify`"
+            f"stored image of {what} is corrupt ({exc}); rebuild it with `fabric sync --full`"
         ) from exc

@@ -8,6 +8,7 @@ thread (a handful of shards, not thousands of files), which keeps prepared state
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -52,15 +53,43 @@ class LocalShardStore(EntityStore):
         self._write_lock = threading.Lock()
         self._opened: list[apsw.Connection] = []  # every thread's, so close() reaches them all
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._check_layout()
             for shard in range(shards):
                 conn = self._conn(shard)
                 if conn.pragma("user_version") < _SCHEMA_VERSION:
                     with conn:
                         conn.execute(_SCHEMA)
                         conn.pragma("user_version", _SCHEMA_VERSION)
-        except (OSError, apsw.Error) as exc:
+        except (OSError, apsw.Error, ValueError, KeyError) as exc:
+            self.close()
             raise StoreError(f"cannot open the entity store at {path}: {exc}") from exc
+
+    def _check_layout(self) -> None:
+        """Refuse a shard count other than the one the store was created with.
+
+        Entities are placed by ``hash % shards``: opening with another count would make every
+        entity unreachable while syncs report them unchanged.
+        """
+        layout = self.path / "layout.json"
+        existing = sorted(self.path.glob("shard-*.db"))
+        if layout.exists():
+            recorded = int(json.loads(layout.read_text())["shards"])
+        elif existing:
+            recorded = len(existing)  # a store from before the layout file
+        else:
+            recorded = self.partitions
+        if recorded != self.partitions:
+            raise StoreError(
+                f"the entity store at {self.path} was created with {recorded} shards but "
+                f"fabric.yaml store.shards says {self.partitions}; the shard count is fixed "
+                f"once entities are stored (set it back to {recorded}, or delete the store "
+                "directory and sync again)"
+            )
+        if not layout.exists():
+            tmp = layout.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"format": 1, "shards": self.partitions}))
+            tmp.replace(layout)
 
     def _shard_path(self, shard: int) -> Path:
         return self.path / f"shard-{shard:04d}.db"
@@ -130,9 +159,9 @@ class LocalShardStore(EntityStore):
                             for b in by_shard[shard]
                         ],
                     )
-                for conn in begun:
-                    conn.execute("COMMIT")
-                begun.clear()
+                while begun:
+                    begun[0].execute("COMMIT")
+                    begun.pop(0)
             except apsw.Error as exc:
                 raise StoreError(f"cannot write to the entity store at {self.path}: {exc}") from exc
             finally:

@@ -8,6 +8,7 @@ Identifiers are only ever quoted through :func:`quote_ident`; values are always 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,10 @@ def open_database(path: Path, *, readonly: bool = False) -> apsw.Connection:
         if readonly
         else (apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
     )
+    if not readonly and not path.exists():
+        # Entity data is personal data: the file (and the -wal/-shm files, which SQLite gives
+        # the same mode) is readable by its owner only.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     conn = apsw.Connection(str(path), flags=flags)
     if not readonly:
         conn.pragma("synchronous", "NORMAL")  # durable at checkpoints under WAL; much faster

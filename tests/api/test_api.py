@@ -187,3 +187,57 @@ def test_api_openapi_schema_lists_routes(client: TestClient[Litestar]) -> None:
         "/v1/entities/{entity_type}/{entity_id}",
         "/v1/entities/{entity_type}",
     } <= set(paths)
+
+
+def test_api_ambiguous_source_asks_for_a_table(
+    client: TestClient[Litestar], demo_keys: dict[str, str]
+) -> None:
+    response = client.get(
+        "/v1/entities/customer",
+        params={"source": "shop", "key": "1"},
+        headers=auth(demo_keys["analyst-demo"]),
+    )
+    error = assert_error(response, 400, "bad_request")
+    assert "source=shop.TABLE" in error["message"]
+
+
+def test_api_errors_never_echo_query_values(
+    client: TestClient[Litestar], demo_keys: dict[str, str]
+) -> None:
+    response = client.get(
+        "/v1/entities/customer",
+        params={"source": "ada@example.com"},
+        headers=auth(demo_keys["analyst-demo"]),
+    )
+    assert_error(response, 400, "bad_request")
+    assert "ada@example.com" not in response.text
+
+
+def test_api_server_faults_are_generic(
+    tmp_path: Path, demo_dir: Path, demo_keys: dict[str, str]
+) -> None:
+    import shutil
+
+    from fabric.store.base import entity_key, partition_of
+
+    copy = tmp_path / "p"
+    shutil.copytree(demo_dir, copy)
+    with Project.open(copy / "fabric.yaml") as project:
+        entity_id = project.catalog.sample_ids("customer", 1)[0]
+        shards = project.config.store.shards
+    shard = (
+        copy
+        / "store"
+        / "shards"
+        / f"shard-{partition_of(entity_key('customer', entity_id), shards):04d}.db"
+    )
+    import sqlite3
+
+    with sqlite3.connect(shard) as conn:  # damage the stored image of one entity
+        conn.execute("UPDATE blobs SET blob = x'00112233' WHERE entity_id = ?", (entity_id,))
+    with TestClient(app=create_app(Project.open(copy / "fabric.yaml"))) as test_client:
+        response = test_client.get(
+            f"/v1/entities/customer/{entity_id}", headers=auth(demo_keys["analyst-demo"])
+        )
+        error = assert_error(response, 500, "internal_error")
+        assert error["message"] == "internal error" and str(copy) not in response.text

@@ -112,3 +112,32 @@ def test_loader_rejects_non_mapping(tmp_path: Path) -> None:
 def test_loader_never_echoes_values(tmp_path: Path) -> None:
     text = MINIMAL + "api:\n  port: s3cr3t-value\n"
     assert "s3cr3t-value" not in error_of(write(tmp_path, text))
+
+
+def test_loader_rejects_deep_nesting(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, "a: " + "[" * 3000 + "]" * 3000 + "\n"))
+    assert "nested too deeply" in message
+
+
+def test_loader_rejects_reserved_and_case_colliding_tables(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "      crm_customers: {source: crm, table: customers}\n",
+        "      crm_customers: {source: crm, table: customers}\n"
+        "      CRM_customers: {source: crm, table: customers}\n"
+        "      _meta: {source: crm, table: customers}\n",
+    )
+    message = error_of(write(tmp_path, text))
+    assert "tables.CRM_customers: differs from table 'crm_customers' only in case" in message
+    assert "tables._meta: table names starting with '_' are reserved" in message
+
+
+def test_loader_rejects_duplicate_api_keys(tmp_path: Path) -> None:
+    digest = "a" * 64
+    text = MINIMAL + (
+        "roles:\n  r: {policy: p}\napi:\n  keys:\n"
+        f"    - {{name: k1, role: r, sha256: {digest}}}\n"
+        f"    - {{name: k1, role: r, sha256: {digest}}}\n"
+    )
+    message = error_of(write(tmp_path, text))
+    assert "api.keys.1.name: duplicate key name" in message
+    assert "api.keys.1.sha256: the same key is configured twice" in message
