@@ -16,7 +16,8 @@ from typing import Any
 
 from fabric.errors import FabricError, SourceError
 from fabric.project import Project
-from fabric.resolve.clusters import assign_entity_ids, cluster_by_keys
+from fabric.resolve.clusters import assign_entity_ids
+from fabric.resolve.engine import resolve_records
 from fabric.store.base import StoredBlob
 from fabric.store.catalog import EntityRecord, SourceRef, utc_now
 from fabric.store.codec import encode_image
@@ -43,6 +44,8 @@ class SyncReport:
     updated: int = 0
     unchanged: int = 0
     deleted: int = 0
+    #: links the match rules found but refused (cannot_link, max_cluster_size): for review
+    links_refused: int = 0
 
     def counts(self) -> dict[str, int]:
         """Counters as recorded in the catalog."""
@@ -136,20 +139,22 @@ class _EntityTypeSync:
         rows_of: dict[str, list[tuple[Any, ...]]] = {t.name: self._read(t) for t in tables}
 
         # Resolve identity tables into clusters of source records.
-        identity: list[tuple[SourceRef, list[str | None]]] = []
+        identity: list[tuple[SourceRef, dict[str, str | None]]] = []
         table_of_ref: dict[SourceRef, tuple[str, int]] = {}
         for table in tables:
             if table.parent is not None:
                 continue
             key_at = table.column_names.index(table.key)
-            key_fn = self.rules.key_functions.get(table.name)
             names = table.column_names
+            extract = self.rules.extractor(table.name, set(names))
             for index, row in enumerate(rows_of[table.name]):
                 ref = SourceRef(table.source, table.source_table, key_text(row[key_at]))
                 table_of_ref[ref] = (table.name, index)
-                keys = key_fn(dict(zip(names, row, strict=True))) if key_fn else []
-                identity.append((ref, keys))
-        clusters = cluster_by_keys(identity)
+                values = extract(dict(zip(names, row, strict=True))) if extract else {}
+                identity.append((ref, values))
+        resolution = resolve_records(identity, self.rules)
+        clusters = resolution.clusters
+        self.report.links_refused += len(resolution.refused)
         known = catalog.entities(self.entity_type)
         ids = assign_entity_ids(
             self.entity_type,

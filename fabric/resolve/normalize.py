@@ -1,20 +1,152 @@
-"""Normalisers applied to match fields before comparison."""
+"""Normalisers applied to match fields before they are compared or used as keys.
+
+Each is a plain ``str -> str | None`` function (None: no usable value), chosen by name in the
+match rules and chained in the order written. Parametrised ones are spelled ``prefix_3``.
+Phone numbers go to E.164 with Google's libphonenumber port; phonetic codes come from jellyfish.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+import unicodedata
 from collections.abc import Callable
 
-__all__ = ["NORMALIZERS"]
+import jellyfish
+import phonenumbers
+
+__all__ = ["NORMALIZER_NAMES", "Normaliser", "is_normaliser", "make_normaliser"]
+
+Normaliser = Callable[[str], str | None]
 
 _SPACES = re.compile(r"\s+")
 _NON_DIGITS = re.compile(r"\D+")
 _PUNCT = re.compile(r"[^\w\s]+")
+_PARAMETRISED = re.compile(r"^(prefix|suffix)_([1-9][0-9]?)$")
+_DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%Y/%m/%d", "%d.%m.%Y")
 
-NORMALIZERS: dict[str, Callable[[str], str]] = {
+
+def _ascii(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def _date(text: str) -> str | None:
+    """Any common unambiguous spelling of a date, as YYYY-MM-DD (times are dropped)."""
+    text = text.strip()
+    head = text[:10] if len(text) >= 10 and text[4:5] == "-" else text
+    for fmt in _DATE_FORMATS:
+        try:
+            return dt.datetime.strptime(head, fmt).date().isoformat()
+        except ValueError:
+            continue
+    return None
+
+
+def _person_parts(text: str) -> list[str]:
+    """Name words in given-name-first order; "LAST, First" is turned around."""
+    if "," in text:
+        last, _, first = text.partition(",")
+        text = f"{first} {last}"
+    return [w for w in _SPACES.split(_PUNCT.sub(" ", text).strip()) if w]
+
+
+def _first_name_of(text: str) -> str | None:
+    parts = _person_parts(text)
+    return parts[0] if parts else None
+
+
+def _last_name_of(text: str) -> str | None:
+    parts = _person_parts(text)
+    return parts[-1] if len(parts) > 1 else None
+
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+_SIGNATURE_CUT = re.compile(r"(?:\n|,|!|--|\.)(?!.*(?:\n|,|!|--|\.))", re.DOTALL)
+_NAME_WORDS = re.compile(r"^[^\W\d_][\w'-]*(?: [^\W\d_][\w'-]*){1,3}$")
+
+
+def _extract_email(text: str) -> str | None:
+    """The first email address written in a text (or the text itself if it is one)."""
+    match = _EMAIL.search(text)
+    return match.group(0) if match else None
+
+
+def _signature_name(text: str) -> str | None:
+    """The name a message is signed with: the words after its last line break or sign-off.
+
+    "Regards,\nVictor Mills" and "... Best, Joshua Luna" both give the name; anything that
+    does not look like two to four words of letters gives nothing.
+    """
+    pieces = _SIGNATURE_CUT.split(text.strip())
+    tail = pieces[-1].strip() if pieces else ""
+    return tail if _NAME_WORDS.match(tail) else None
+
+
+def _extract_phone(region: str) -> Normaliser:
+    def normalise(text: str) -> str | None:
+        for match in phonenumbers.PhoneNumberMatcher(text, region):
+            return phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
+        return None
+
+    return normalise
+
+
+def _phone(region: str) -> Normaliser:
+    def normalise(text: str) -> str | None:
+        try:
+            number = phonenumbers.parse(text, region)
+        except phonenumbers.NumberParseException:
+            return None
+        if not phonenumbers.is_possible_number(number):
+            return None
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+    return normalise
+
+
+_FIXED: dict[str, Normaliser] = {
     "trim": str.strip,
     "lowercase": str.casefold,
     "collapse_spaces": lambda s: _SPACES.sub(" ", s).strip(),
     "digits_only": lambda s: _NON_DIGITS.sub("", s),
     "strip_punctuation": lambda s: _PUNCT.sub("", s),
+    "ascii": _ascii,
+    "date": _date,
+    "first_name_of": _first_name_of,
+    "last_name_of": _last_name_of,
+    "extract_email": _extract_email,
+    "email_user": lambda s: _PUNCT.sub("", s.partition("@")[0]) if "@" in s else None,
+    "signature_name": _signature_name,
+    "soundex": lambda s: jellyfish.soundex(s) if s.strip() else None,
+    "metaphone": lambda s: jellyfish.metaphone(s) if s.strip() else None,
 }
+
+#: Every normaliser name accepted in match rules (``prefix_N``/``suffix_N`` besides).
+NORMALIZER_NAMES = (*_FIXED, "phone", "extract_phone", "prefix_N", "suffix_N")
+
+
+def is_normaliser(name: str) -> bool:
+    """Is ``name`` a normaliser the rules may use?"""
+    return (
+        name in _FIXED
+        or name in ("phone", "extract_phone")
+        or _PARAMETRISED.match(name) is not None
+    )
+
+
+def make_normaliser(name: str, *, region: str = "US") -> Normaliser:
+    """Return the normaliser called ``name`` (``phone`` parses numbers of ``region``)."""
+    if name in _FIXED:
+        return _FIXED[name]
+    if name == "phone":
+        return _phone(region)
+    if name == "extract_phone":
+        return _extract_phone(region)
+    match = _PARAMETRISED.match(name)
+    if match is None:
+        raise KeyError(name)
+    size = int(match.group(2))
+    if match.group(1) == "prefix":
+        return lambda s: s[:size]
+    return lambda s: s[-size:]
