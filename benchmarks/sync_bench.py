@@ -7,9 +7,9 @@ Prints one JSON object per line on stdout (progress goes to stderr):
                              resolve, build one micro-database per entity, compress, store.
                              Timed around the call; medians over --repeat runs, each into a
                              fresh store (the store directory is deleted between runs).
-  noop_sync                  a second sync (default mode, no --full) right after, in a newly opened project, with
-                             every entity unchanged: the cost of reading, resolving and
-                             fingerprinting alone.
+  noop_sync                  a second sync (default mode, no --full) right after, in a newly
+                             opened project, with every entity unchanged: the cost of
+                             reading, resolving and fingerprinting alone.
   baseline_executemany_copy  the floor no per-entity design can beat: read every source table
                              (apsw, read-only) and copy its rows into ONE new SQLite file with
                              executemany, one transaction per table, same connection settings

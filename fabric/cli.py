@@ -273,6 +273,67 @@ def serve(config_path: Path, host: str | None, port: int | None, workers: int) -
     _serve(config_path, host or api.host, port or api.port, workers)
 
 
+@main.command()
+@click.argument("input_csv", metavar="INPUT.csv", type=click.Path(path_type=Path))
+@click.option(
+    "--rules",
+    "rules_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Match rules file (YAML).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Where to write record_id,entity_id.",
+)
+@click.option(
+    "--explain",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the links behind each cluster (and the refused ones).",
+)
+@click.option(
+    "--id-column",
+    default="record_id",
+    show_default=True,
+    help="Column that identifies each record.",
+)
+@click.option(
+    "--entity",
+    "entity_type",
+    default=None,
+    help="Entity type of the rules to use (needed when the file has several).",
+)
+@_handles_errors
+def resolve(
+    input_csv: Path,
+    rules_path: Path,
+    out: Path,
+    explain: Path | None,
+    id_column: str,
+    entity_type: str | None,
+) -> None:
+    """Resolve the records of one CSV file into entities, to tune match rules.
+
+    Fields read the columns named under the table `input` in the rules (or, without
+    `columns`, the CSV columns of the fields' own names). Writes record_id,entity_id; with
+    --explain, one row per link: the two records, the rule and each field's similarity.
+    """
+    from fabric.resolve.csvfile import resolve_csv
+
+    report = resolve_csv(
+        input_csv, rules_path, out, explain=explain, id_column=id_column, entity_type=entity_type
+    )
+    click.echo(
+        f"{report.records} records -> {report.clusters} entities "
+        f"({report.links} links, {report.refused} refused for review, "
+        f"{report.pairs_compared} candidate pairs compared) in {report.seconds:.1f} s"
+    )
+    click.echo(f"wrote {out}" + (f" and {explain}" if explain else ""))
+
+
 @main.group()
 def entity() -> None:
     """Look at entities."""

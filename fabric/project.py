@@ -14,7 +14,9 @@ from fabric.config.secrets import Secrets, load_secrets
 from fabric.errors import ConfigError, SourceError, SourceUnavailableError, StoreError
 from fabric.resolve.rules import CompiledMatchRules, load_match_rules
 from fabric.rules.masking import CompiledPolicies, MaskingPolicy, load_masking
+from fabric.sources.base import TableReader
 from fabric.sources.extract import SourceReader
+from fabric.sources.files import FileSourceReader
 from fabric.store.base import EntityStore
 from fabric.store.catalog import Catalog
 from fabric.store.local import LocalShardStore
@@ -28,7 +30,7 @@ class Project:
 
     def __init__(self, config: ProjectConfig) -> None:
         self.config = config
-        self._sources: dict[str, SourceReader] = {}
+        self._sources: dict[str, TableReader] = {}
         self._schemas: dict[str, EntitySchema] = {}
 
     @classmethod
@@ -68,13 +70,13 @@ class Project:
                 f"unknown entity type '{name}' (declared: {', '.join(self.config.entities)})"
             )
 
-    def source(self, name: str) -> SourceReader:
-        """The reader of one source system."""
+    def source(self, name: str) -> TableReader:
+        """Return the reader of one source system: a database, or a directory of files."""
         reader = self._sources.get(name)
         if reader is None:
-            reader = self._sources[name] = SourceReader(
-                name, self.config.sources[name], self.config.root
-            )
+            config = self.config.sources[name]
+            kind = FileSourceReader if config.is_files else SourceReader
+            reader = self._sources[name] = kind(name, config, self.config.root)
         return reader
 
     def schema(self, entity_type: str) -> EntitySchema:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fabric.config._validation import display_path, format_issue, validate_document
 from fabric.config._yaml import Loc, YamlDocument, YamlLoadError, load_yaml_file
-from fabric.config.models import ProjectConfig
+from fabric.config.models import ProjectConfig, SourceTableConfig
 from fabric.errors import ConfigError
 
 __all__ = ["DEFAULT_CONFIG", "load_config", "read_yaml"]
@@ -98,8 +98,34 @@ def _reference_problems(config: ProjectConfig, doc: YamlDocument) -> list[str]:
     if config.default_role is not None and config.default_role not in config.roles:
         add(("default_role",), f"unknown role (declared: {', '.join(config.roles)})")
     for name, source_cfg in config.sources.items():
-        if (source_cfg.url is None) == (source_cfg.url_env is None):
-            add(("sources", name), "give exactly one of 'url' or 'url_env'")
+        given = [source_cfg.url, source_cfg.url_env, source_cfg.path]
+        if sum(value is not None for value in given) != 1:
+            add(("sources", name), "give exactly one of 'url', 'url_env' or 'path'")
+        for tname, table_cfg in source_cfg.tables.items():
+            loc = ("sources", name, "tables", tname)
+            if not source_cfg.is_files:
+                for option in ("file", "csv"):
+                    if getattr(table_cfg, option) is not None:
+                        add((*loc, option), "only for file sources (sources with 'path')")
+                continue
+            for option, value in (("name", table_cfg.name), ("schema", table_cfg.db_schema)):
+                if value is not None:
+                    add(
+                        (*loc, option),
+                        "a file source has no database tables or schemas; name the table's "
+                        f"file with 'file' (default: {tname}.parquet, else {tname}.csv)",
+                    )
+            file = table_cfg.file
+            if file is None:
+                continue
+            if file.is_absolute() or ".." in file.parts:
+                add((*loc, "file"), "must be a path inside the source's directory")
+            file_format = SourceTableConfig.file_format(file)
+            if file_format is None:
+                suffixes = ", ".join(SourceTableConfig.FILE_SUFFIXES)
+                add((*loc, "file"), f"unsupported file type (use {suffixes})")
+            elif file_format != "csv" and table_cfg.csv is not None:
+                add((*loc, "csv"), "CSV options for a file that is not CSV")
     return problems
 
 

@@ -7,9 +7,10 @@ resolves them. Secrets never live here: the file names where they come from.
 
 from __future__ import annotations
 
+import codecs
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -23,6 +24,7 @@ from pydantic import (
 __all__ = [
     "ApiConfig",
     "ApiKeyConfig",
+    "CsvConfig",
     "EntityTableConfig",
     "EntityTypeConfig",
     "ProjectConfig",
@@ -42,13 +44,42 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class CsvConfig(_Strict):
+    """How to read one CSV file: its dialect and, where inference guesses wrong, column types.
+
+    CSV carries no types, so fabric infers them from the first rows; ``types`` pins a column
+    that looks numeric but is an identifier (a zip code, a card number) to TEXT.
+    """
+
+    delimiter: str = Field(",", min_length=1, max_length=1, description="one character")
+    encoding: str = Field("utf-8", description="text encoding (a UTF-8 byte order mark is skipped)")
+    types: dict[Name, Literal["INTEGER", "REAL", "TEXT"]] = Field(
+        {}, description="column -> storage class, instead of inferring it"
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError("unknown text encoding (for example utf-8, latin-1, cp1252)") from None
+        return value
+
+
 class SourceTableConfig(_Strict):
-    """One table of a source system."""
+    """One table of a source system: a database table, or one file of a file source."""
 
     name: str | None = Field(None, description="table name in the database (default: the key)")
     db_schema: str | None = Field(
         None, alias="schema", description="database schema (PostgreSQL), default the URL's"
     )
+    file: Path | None = Field(
+        None,
+        description="file sources: the table's file inside the directory, .csv, .csv.gz or "
+        ".parquet (default: <table>.parquet if it exists, else <table>.csv)",
+    )
+    csv: CsvConfig | None = Field(None, description="file sources: CSV dialect and column types")
     primary_key: Name = Field("id", description="column that identifies a row")
     watermark: Name | None = Field(
         None, description="column that only grows (updated_at or an id), for incremental syncs"
@@ -57,12 +88,29 @@ class SourceTableConfig(_Strict):
         None, description="columns to extract (default: every column the table has)"
     )
 
+    #: File name endings a file source reads, and the format each one means.
+    FILE_SUFFIXES: ClassVar[dict[str, str]] = {
+        ".csv": "csv",
+        ".csv.gz": "csv",
+        ".parquet": "parquet",
+    }
+
+    @staticmethod
+    def file_format(path: Path) -> str | None:
+        """Return the format (``csv``, ``parquet``) a file name's ending means, or None."""
+        name = path.name.lower()
+        formats = SourceTableConfig.FILE_SUFFIXES.items()
+        return next((fmt for suffix, fmt in formats if name.endswith(suffix)), None)
+
 
 class SourceConfig(_Strict):
-    """A source system reachable through SQLAlchemy."""
+    """A source system: a database reached through SQLAlchemy, or a directory of files."""
 
     url: str | None = Field(None, description="SQLAlchemy URL; sqlite paths relative to config")
     url_env: str | None = Field(None, description="environment variable holding the URL")
+    path: Path | None = Field(
+        None, description="directory of CSV and Parquet files, one per table; relative to config"
+    )
     tables: dict[Name, SourceTableConfig] = Field(min_length=1)
 
     @field_validator("url_env")
@@ -71,6 +119,11 @@ class SourceConfig(_Strict):
         if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
             raise ValueError("must be an environment variable name")
         return value
+
+    @property
+    def is_files(self) -> bool:
+        """Tell whether this source is a directory of files rather than a database."""
+        return self.path is not None
 
 
 class EntityTableConfig(_Strict):

@@ -63,6 +63,64 @@ _STEPS: list[list[str]] = [
             layout TEXT NOT NULL
         )""",
     ],
+    [
+        # Why records share an entity: the links resolution used (similarities, no values).
+        """CREATE TABLE links (
+            entity_type TEXT NOT NULL,
+            entity_id TEXT NOT NULL,
+            record_a TEXT NOT NULL,
+            record_b TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            score REAL,
+            comparisons TEXT NOT NULL,
+            PRIMARY KEY (entity_type, entity_id, record_a, record_b)
+        ) WITHOUT ROWID""",
+        # Ids of entities merged into another: lookups by them answer with the survivor.
+        """CREATE TABLE aliases (
+            entity_type TEXT NOT NULL,
+            alias_id TEXT NOT NULL,
+            entity_id TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            sync_run INTEGER NOT NULL,
+            PRIMARY KEY (entity_type, alias_id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            entity_type TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            entity_id TEXT NOT NULL,
+            others TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            at TEXT NOT NULL,
+            sync_run INTEGER NOT NULL
+        )""",
+        "CREATE INDEX events_by_entity ON events (entity_type, entity_id)",
+        """CREATE TABLE watermarks (
+            source TEXT NOT NULL,
+            source_table TEXT NOT NULL,
+            column_name TEXT NOT NULL,
+            value TEXT NOT NULL,
+            sync_run INTEGER NOT NULL,
+            PRIMARY KEY (source, source_table)
+        ) WITHOUT ROWID""",
+        # The identity index for incremental resolution: keyed hashes of match keys, and the
+        # normalised match values sealed with AES-GCM. No plaintext personal data.
+        """CREATE TABLE identity_records (
+            entity_type TEXT NOT NULL,
+            ref TEXT NOT NULL,
+            entity_id TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            PRIMARY KEY (entity_type, ref)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX identity_by_entity ON identity_records (entity_type, entity_id)",
+        """CREATE TABLE identity_keys (
+            entity_type TEXT NOT NULL,
+            key_hash BLOB NOT NULL,
+            ref TEXT NOT NULL,
+            PRIMARY KEY (entity_type, key_hash, ref)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX identity_keys_by_ref ON identity_keys (entity_type, ref)",
+    ],
 ]
 
 
@@ -136,6 +194,11 @@ class Catalog:
             if hasattr(self, "_conn"):
                 self._conn.close()
             raise StoreError(f"cannot open the catalog at {path}: {exc}") from exc
+
+    @property
+    def connection(self) -> apsw.Connection:
+        """The catalog's connection, for the modules that keep their tables here."""
+        return self._conn
 
     def close(self) -> None:
         """Close the connection."""

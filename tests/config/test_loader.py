@@ -51,7 +51,7 @@ def test_loader_unknown_key_names_line_path_and_allowed(tmp_path: Path) -> None:
     message = error_of(write(tmp_path, text))
     assert message.endswith(
         "fabric.yaml:5 sources.crm.tables.customers.watermrk: unknown key; did you mean "
-        "'watermark'? (allowed: columns, name, primary_key, schema, watermark)"
+        "'watermark'? (allowed: columns, csv, file, name, primary_key, schema, watermark)"
     )
 
 

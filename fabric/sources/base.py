@@ -1,0 +1,45 @@
+"""The one surface every source reader offers, whatever it reads (a database, a directory).
+
+Sync and the project only ever describe a table, stream its rows and close the reader, so
+that is all a reader has to do; each kind of source keeps its own details (SQLAlchemy URLs,
+file formats) to itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from fabric.config.models import SourceConfig
+    from fabric.sources.extract import SourceColumn
+
+__all__ = ["TableReader"]
+
+
+class TableReader(Protocol):
+    """Read the declared tables of one source system, in batches, without writing to it."""
+
+    #: Source name in fabric.yaml, used in every message.
+    name: str
+    config: SourceConfig
+    #: Where the source is, safe to show (password hidden, or the directory).
+    shown_url: str
+
+    def describe(self, table: str) -> list[SourceColumn]:
+        """Check a declared table and its declared columns exist; return the columns to read.
+
+        Raises:
+            SourceError: the table or a column is missing, or the source cannot be read.
+        """
+        ...
+
+    def read(
+        self, table: str, columns: Sequence[str], batch_rows: int = ...
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """Yield batches of rows of ``columns``, values already SQLite storage values."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files."""
+        ...

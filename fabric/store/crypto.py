@@ -1,0 +1,76 @@
+"""Keys derived from the master key, keyed hashes and authenticated encryption.
+
+One master key (from the environment or the key file) yields a separate key per purpose with
+HKDF, so a key used to hash identity keys can never decrypt anything, and vice versa. Sealed
+values are AES-256-GCM with a random nonce and caller-given associated data, which binds a
+ciphertext to where it belongs: moved elsewhere, it fails to open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from fabric.errors import ConfigError, StoreError
+
+__all__ = ["KeyedHasher", "Sealer", "derive_key", "require_master_key"]
+
+_NONCE = 12
+
+
+def require_master_key(master: bytes | None, purpose: str) -> bytes:
+    """Return the master key, or explain where to put one."""
+    if not master:
+        raise ConfigError(
+            f"{purpose} needs the master key: set the environment variable named by "
+            "secrets.master_key_env, or name a key file in fabric.yaml secrets.file "
+            "(`fabric demo` writes one)"
+        )
+    return master
+
+
+def derive_key(master: bytes, purpose: str) -> bytes:
+    """A 256-bit key for one purpose, derived from the master key with HKDF-SHA256."""
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=b"fabric/v1", info=purpose.encode()
+    ).derive(master)
+
+
+class KeyedHasher:
+    """HMAC-SHA256, truncated: equal inputs give equal outputs, nothing leads back."""
+
+    def __init__(self, key: bytes, size: int = 16) -> None:
+        self._inner = hmac.new(key, digestmod=hashlib.sha256)
+        self._size = size
+
+    def __call__(self, data: str) -> bytes:
+        mac = self._inner.copy()
+        mac.update(data.encode())
+        return mac.digest()[: self._size]
+
+
+class Sealer:
+    """AES-256-GCM: ``seal`` and ``open`` with associated data."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+
+    def seal(self, plaintext: bytes, aad: bytes) -> bytes:
+        """Encrypt and authenticate; the nonce is stored in front."""
+        nonce = os.urandom(_NONCE)
+        return nonce + self._aead.encrypt(nonce, plaintext, aad)
+
+    def open(self, sealed: bytes, aad: bytes, *, what: str) -> bytes:
+        """Decrypt and check; ``what`` names the item in the error message."""
+        try:
+            return self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], aad)
+        except (InvalidTag, ValueError) as exc:
+            raise StoreError(
+                f"{what} failed its integrity check (wrong key, or the data was changed)"
+            ) from exc

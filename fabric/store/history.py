@@ -1,0 +1,119 @@
+"""What happened to entities: the links that hold them together, merges, splits and aliases.
+
+Kept in the catalog beside the entities. Links carry rule names and similarities only, never
+values, so explanations can be shown to any role.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fabric.store.catalog import Catalog, utc_now
+
+__all__ = ["EntityEvent", "History", "StoredLink"]
+
+
+@dataclass(frozen=True)
+class StoredLink:
+    """Why two records of an entity belong together."""
+
+    record_a: str
+    record_b: str
+    rule: str
+    score: float | None
+    comparisons: dict[str, float]
+
+
+@dataclass(frozen=True)
+class EntityEvent:
+    """A merge or a split, with when, why and which other entity ids took part."""
+
+    kind: str
+    entity_id: str
+    others: list[str]
+    reason: str
+    at: str
+    sync_run: int
+
+
+class History:
+    """Links, aliases and merge/split events of one catalog."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._conn = catalog.connection
+
+    def replace_links(self, entity_type: str, links: Mapping[str, Sequence[StoredLink]]) -> None:
+        """Set the links of each given entity (an entity's previous links are dropped)."""
+        with self._conn:
+            self._conn.executemany(
+                "DELETE FROM links WHERE entity_type = ? AND entity_id = ?",
+                [(entity_type, e) for e in links],
+            )
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO links VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (entity_type, entity_id, link.record_a, link.record_b, link.rule, link.score,
+                     json.dumps(link.comparisons, sort_keys=True))
+                    for entity_id, items in links.items()
+                    for link in items
+                ],
+            )
+
+    def links(self, entity_type: str, entity_id: str) -> list[StoredLink]:
+        """The links of one entity."""
+        return [
+            StoredLink(a, b, rule, score, json.loads(comparisons))
+            for a, b, rule, score, comparisons in self._conn.execute(
+                "SELECT record_a, record_b, rule, score, comparisons FROM links "
+                "WHERE entity_type = ? AND entity_id = ? ORDER BY record_a, record_b",
+                (entity_type, entity_id),
+            )
+        ]
+
+    def record(self, entity_type: str, events: Iterable[EntityEvent],
+               aliases: Mapping[str, str], run_id: int) -> None:
+        """Record merge/split events and new aliases (alias id -> surviving id)."""
+        now = utc_now()
+        with self._conn:
+            self._conn.executemany(
+                "INSERT INTO events (entity_type, kind, entity_id, others, reason, at, sync_run)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(entity_type, e.kind, e.entity_id, json.dumps(e.others), e.reason, e.at,
+                  e.sync_run) for e in events],
+            )
+            for alias, survivor in aliases.items():
+                # Older aliases of the merged entity now point at the survivor too.
+                self._conn.execute(
+                    "UPDATE aliases SET entity_id = ? WHERE entity_type = ? AND entity_id = ?",
+                    (survivor, entity_type, alias),
+                )
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO aliases VALUES (?, ?, ?, ?, ?)",
+                    (entity_type, alias, survivor, now, run_id),
+                )
+            # An id that is an entity again (a split gave it back) is no alias.
+            self._conn.execute(
+                "DELETE FROM aliases WHERE entity_type = ? AND alias_id IN "
+                "(SELECT entity_id FROM entities WHERE entity_type = ?)",
+                (entity_type, entity_type),
+            )
+
+    def alias_target(self, entity_type: str, entity_id: str) -> str | None:
+        """The surviving id of a merged-away id, or None."""
+        row = self._conn.execute(
+            "SELECT entity_id FROM aliases WHERE entity_type = ? AND alias_id = ?",
+            (entity_type, entity_id),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def events(self, entity_type: str, entity_id: str) -> list[EntityEvent]:
+        """Merges and splits an entity took part in, oldest first."""
+        rows: list[Any] = self._conn.execute(
+            "SELECT kind, entity_id, others, reason, at, sync_run FROM events "
+            "WHERE entity_type = ? AND (entity_id = ? OR others LIKE ?) ORDER BY id",
+            (entity_type, entity_id, f'%"{entity_id}"%'),
+        ).fetchall()
+        return [EntityEvent(k, e, json.loads(o), r, at, run) for k, e, o, r, at, run in rows]
