@@ -35,9 +35,17 @@ class TableReader(Protocol):
         ...
 
     def read(
-        self, table: str, columns: Sequence[str], batch_rows: int = ...
+        self,
+        table: str,
+        columns: Sequence[str],
+        batch_rows: int = ...,
+        since: tuple[str, Any] | None = ...,
     ) -> Iterator[list[tuple[Any, ...]]]:
-        """Yield batches of rows of ``columns``, values already SQLite storage values."""
+        """Yield batches of rows of ``columns``, values already SQLite storage values.
+
+        ``since`` is ``(watermark column, value)``: only rows whose column is at least that
+        value (as a storage value, like the rows give it) are read.
+        """
         ...
 
     def close(self) -> None:

@@ -77,6 +77,20 @@ def _converter(column_type: Any) -> Any:
     return to_storage_value
 
 
+def _driver_value(column_type: Any, value: Any) -> Any:
+    """Turn a stored watermark (a storage value: ISO text for times) back into a bind value.
+
+    Binding the driver's own type lets it compare in the column's type, whatever text format
+    the database keeps times in.
+    """
+    if isinstance(value, str):
+        if isinstance(column_type, sa.DateTime):
+            return dt.datetime.fromisoformat(value)
+        if isinstance(column_type, sa.Date):
+            return dt.date.fromisoformat(value)
+    return value
+
+
 def _row_converter(types: Sequence[Any]) -> Any:
     converters = [(i, c) for i, t in enumerate(types) if (c := _converter(t)) is not None]
     if not converters:
@@ -200,16 +214,24 @@ class SourceReader:
         return [SourceColumn(c, sqlite_type(available[c]), available[c]) for c in wanted]
 
     def read(
-        self, table: str, columns: Sequence[str], batch_rows: int = BATCH_ROWS
+        self,
+        table: str,
+        columns: Sequence[str],
+        batch_rows: int = BATCH_ROWS,
+        since: tuple[str, Any] | None = None,
     ) -> Iterator[list[tuple[Any, ...]]]:
         """Yield batches of rows of ``columns``, streamed from the server, ordered by key."""
         cfg = self.config.tables[table]
         name, schema = self.table_ref(table)
         types = self._types.get(table, {})
-        meta_table = sa.table(name, *(sa.column(c, types.get(c)) for c in columns), schema=schema)
+        listed = list(dict.fromkeys([*columns, *([since[0]] if since else [])]))
+        meta_table = sa.table(name, *(sa.column(c, types.get(c)) for c in listed), schema=schema)
         query = sa.select(*(meta_table.c[c] for c in columns)).order_by(
             meta_table.c[cfg.primary_key]
         )
+        if since is not None:
+            column = meta_table.c[since[0]]
+            query = query.where(column >= _driver_value(types.get(since[0]), since[1]))
         try:
             with self.engine.connect() as conn:
                 result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(

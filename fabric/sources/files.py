@@ -289,7 +289,11 @@ class FileSourceReader:
         return [SourceColumn(c, available[c], source_types.get(c)) for c in wanted]
 
     def read(
-        self, table: str, columns: Sequence[str], batch_rows: int = BATCH_ROWS
+        self,
+        table: str,
+        columns: Sequence[str],
+        batch_rows: int = BATCH_ROWS,
+        since: tuple[str, Any] | None = None,
     ) -> Iterator[list[tuple[Any, ...]]]:
         """Yield batches of rows of ``columns`` in file order, as SQLite storage values.
 
@@ -307,10 +311,24 @@ class FileSourceReader:
                 f"{', '.join(repr(m) for m in missing)} "
                 f"(columns: {', '.join(described.types)})"
             )
-        if described.format == "parquet":
-            yield from self._parquet_batches(table, described, columns, batch_rows)
+        if since is not None and since[0] not in columns:
+            columns = [*columns, since[0]]
+            trim = len(columns) - 1
         else:
-            yield from self._csv_batches(table, described, columns, batch_rows)
+            trim = len(columns)
+        if described.format == "parquet":
+            batches = self._parquet_batches(table, described, columns, batch_rows)
+        else:
+            batches = self._csv_batches(table, described, columns, batch_rows)
+        if since is None:
+            yield from batches
+            return
+        # A file has no index to seek by: every row is read and the older ones dropped.
+        at, value = columns.index(since[0]), since[1]
+        for batch in batches:
+            kept = [row[:trim] for row in batch if row[at] is not None and row[at] >= value]
+            if kept:
+                yield kept
 
     def close(self) -> None:
         """Forget what was described; files are only open while a read runs."""

@@ -342,6 +342,18 @@ class Catalog:
             for t, layout in self._conn.execute("SELECT entity_type, layout FROM schemas")
         }
 
+    def source_map_for(self, entity_type: str, entity_ids: Iterable[str]) -> dict[SourceRef, str]:
+        """The source records of some entities, and their entity id."""
+        out: dict[SourceRef, str] = {}
+        for entity_id in set(entity_ids):
+            for s, t, k in self._conn.execute(
+                "SELECT source, source_table, source_key FROM source_keys "
+                "WHERE entity_type = ? AND entity_id = ?",
+                (entity_type, entity_id),
+            ):
+                out[SourceRef(s, t, k)] = entity_id
+        return out
+
     # -- sync runs --------------------------------------------------------------------------
 
     def start_run(self, mode: str) -> int:

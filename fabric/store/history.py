@@ -55,12 +55,24 @@ class History:
             self._conn.executemany(
                 "INSERT OR REPLACE INTO links VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (entity_type, entity_id, link.record_a, link.record_b, link.rule, link.score,
-                     json.dumps(link.comparisons, sort_keys=True))
+                    (
+                        entity_type,
+                        entity_id,
+                        link.record_a,
+                        link.record_b,
+                        link.rule,
+                        link.score,
+                        json.dumps(link.comparisons, sort_keys=True),
+                    )
                     for entity_id, items in links.items()
                     for link in items
                 ],
             )
+
+    def clear_links(self, entity_type: str) -> None:
+        """Drop every link of an entity type (a full sync writes them all again)."""
+        with self._conn:
+            self._conn.execute("DELETE FROM links WHERE entity_type = ?", (entity_type,))
 
     def links(self, entity_type: str, entity_id: str) -> list[StoredLink]:
         """The links of one entity."""
@@ -73,16 +85,31 @@ class History:
             )
         ]
 
-    def record(self, entity_type: str, events: Iterable[EntityEvent],
-               aliases: Mapping[str, str], run_id: int) -> None:
+    def record(
+        self,
+        entity_type: str,
+        events: Iterable[EntityEvent],
+        aliases: Mapping[str, str],
+        run_id: int,
+    ) -> None:
         """Record merge/split events and new aliases (alias id -> surviving id)."""
         now = utc_now()
         with self._conn:
             self._conn.executemany(
                 "INSERT INTO events (entity_type, kind, entity_id, others, reason, at, sync_run)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(entity_type, e.kind, e.entity_id, json.dumps(e.others), e.reason, e.at,
-                  e.sync_run) for e in events],
+                [
+                    (
+                        entity_type,
+                        e.kind,
+                        e.entity_id,
+                        json.dumps(e.others),
+                        e.reason,
+                        e.at,
+                        e.sync_run,
+                    )
+                    for e in events
+                ],
             )
             for alias, survivor in aliases.items():
                 # Older aliases of the merged entity now point at the survivor too.

@@ -1,0 +1,153 @@
+"""The identity index: what incremental resolution needs, with no plaintext at rest.
+
+For every identity record it keeps the entity it belongs to, its normalised match values
+sealed with AES-GCM (bound to the entity type and record), and keyed hashes (HMAC) of every
+match and blocking key it has. A changed record finds its candidates by looking up the hashes
+of its own keys; the values to compare come back by unsealing. Neither the hashes nor the
+sealed values can be read without the master key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from fabric.resolve.rules import CompiledMatchRules
+from fabric.store.catalog import Catalog
+from fabric.store.crypto import KeyedHasher, Sealer, derive_key
+
+__all__ = ["IdentityIndex", "match_keys"]
+
+Values = Mapping[str, str | None]
+
+
+def match_keys(rules: CompiledMatchRules, values: Values) -> list[str]:
+    """Every key under which a record can meet a candidate: one per rule key spec."""
+    keys: list[str] = []
+    for rule in rules.rules:
+        for spec_index, spec in enumerate(rule.blocking):
+            parts = [values.get(name) for name in spec]
+            if all(p is not None for p in parts):
+                keys.append(
+                    f"{rule.index}\x1f{spec_index}\x1f"
+                    + "\x1f".join(p for p in parts if p is not None)
+                )
+    return keys
+
+
+class IdentityIndex:
+    """Identity records of one entity type, kept in the catalog."""
+
+    def __init__(
+        self, catalog: Catalog, entity_type: str, master_key: bytes, rules: CompiledMatchRules
+    ) -> None:
+        self._conn = catalog.connection
+        self.entity_type = entity_type
+        self.rules = rules
+        self._hash = KeyedHasher(derive_key(master_key, "identity-index-keys"))
+        self._sealer = Sealer(derive_key(master_key, "identity-index-values"))
+
+    def _aad(self, ref: str) -> bytes:
+        return f"{self.entity_type}\x00{ref}".encode()
+
+    def replace(self, records: Iterable[tuple[str, str, Values]], *, everything: bool) -> None:
+        """Store ``(ref, entity id, values)`` records, replacing what they had.
+
+        With ``everything``, the index of this entity type is rebuilt from these records only
+        (a full sync); otherwise only the given records change.
+        """
+        rows: list[tuple[Any, ...]] = []
+        keys: list[tuple[Any, ...]] = []
+        refs: list[str] = []
+        for ref, entity_id, values in records:
+            refs.append(ref)
+            payload = self._sealer.seal(json.dumps(values, sort_keys=True).encode(), self._aad(ref))
+            rows.append((self.entity_type, ref, entity_id, payload))
+            keys.extend(
+                (self.entity_type, self._hash(key), ref) for key in match_keys(self.rules, values)
+            )
+        with self._conn:
+            if everything:
+                self._conn.execute(
+                    "DELETE FROM identity_records WHERE entity_type = ?", (self.entity_type,)
+                )
+                self._conn.execute(
+                    "DELETE FROM identity_keys WHERE entity_type = ?", (self.entity_type,)
+                )
+            else:
+                self.forget(refs, in_transaction=True)
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO identity_records VALUES (?, ?, ?, ?)", rows
+            )
+            self._conn.executemany("INSERT OR IGNORE INTO identity_keys VALUES (?, ?, ?)", keys)
+
+    def has_records(self) -> bool:
+        """Whether a full sync has filled the index for this entity type."""
+        return (
+            self._conn.execute(
+                "SELECT 1 FROM identity_records WHERE entity_type = ? LIMIT 1", (self.entity_type,)
+            ).fetchone()
+            is not None
+        )
+
+    def forget(self, refs: Sequence[str], *, in_transaction: bool = False) -> None:
+        """Remove records (gone from their source) from the index."""
+        params = [(self.entity_type, ref) for ref in refs]
+
+        def run() -> None:
+            self._conn.executemany(
+                "DELETE FROM identity_records WHERE entity_type = ? AND ref = ?", params
+            )
+            self._conn.executemany(
+                "DELETE FROM identity_keys WHERE entity_type = ? AND ref = ?", params
+            )
+
+        if in_transaction:
+            run()
+        else:
+            with self._conn:
+                run()
+
+    def candidates(self, values: Iterable[Values]) -> set[str]:
+        """Refs of indexed records sharing any match or blocking key with the given values."""
+        found: set[str] = set()
+        for record in values:
+            for key in match_keys(self.rules, record):
+                found.update(
+                    str(r[0])
+                    for r in self._conn.execute(
+                        "SELECT ref FROM identity_keys WHERE entity_type = ? AND key_hash = ?",
+                        (self.entity_type, self._hash(key)),
+                    )
+                )
+        return found
+
+    def records_of_entities(self, entity_ids: Iterable[str]) -> dict[str, tuple[str, Values]]:
+        """ref -> (entity id, unsealed values) for every record of the given entities."""
+        out: dict[str, tuple[str, Values]] = {}
+        for entity_id in set(entity_ids):
+            for ref, owner, payload in self._conn.execute(
+                "SELECT ref, entity_id, payload FROM identity_records "
+                "WHERE entity_type = ? AND entity_id = ?",
+                (self.entity_type, entity_id),
+            ):
+                values = json.loads(
+                    self._sealer.open(
+                        bytes(payload), self._aad(str(ref)), what=f"identity record {ref}"
+                    )
+                )
+                out[str(ref)] = (str(owner), values)
+        return out
+
+    def entity_of(self, refs: Iterable[str]) -> dict[str, str]:
+        """ref -> entity id for indexed records."""
+        out: dict[str, str] = {}
+        for ref in refs:
+            row = self._conn.execute(
+                "SELECT entity_id FROM identity_records WHERE entity_type = ? AND ref = ?",
+                (self.entity_type, ref),
+            ).fetchone()
+            if row is not None:
+                out[ref] = str(row[0])
+        return out

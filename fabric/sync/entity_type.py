@@ -1,0 +1,545 @@
+"""The sync of one entity type: full, or incremental from the watermarks.
+
+Full: read every row, resolve every identity record, rebuild what changed, delete what is gone.
+Incremental: read only rows at or past each table's watermark, find the entities they touch
+(their previous entities, entities holding records that share a match key with them, the
+entities of changed child rows' parents), re-resolve just those entities' records, and rebuild
+them from their stored images plus the changed rows. Every read happens before the first
+write, so a source that fails mid-run leaves the store as it was; watermarks move in the last
+step, so the next run reads the same rows again.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fabric.errors import SourceError
+from fabric.project import Project
+from fabric.resolve.clusters import assign_entity_ids
+from fabric.resolve.engine import Resolution, resolve_records
+from fabric.resolve.index import IdentityIndex
+from fabric.store.base import StoredBlob
+from fabric.store.catalog import EntityRecord, SourceRef, utc_now
+from fabric.store.codec import decode_image, encode_image
+from fabric.store.crypto import require_master_key
+from fabric.store.history import History, StoredLink
+from fabric.store.microdb import (
+    EntityContent,
+    EntitySchema,
+    MicroDbBuilder,
+    MicroDbReader,
+    TableDef,
+)
+from fabric.sync.changes import entity_changes
+from fabric.sync.report import ProgressCallback, SyncReport, key_text
+from fabric.sync.watermarks import Watermarks
+
+__all__ = ["EntityTypeSync", "ref_text"]
+
+Row = tuple[Any, ...]
+Lineage = tuple[Any, ...]
+Values = Mapping[str, str | None]
+
+
+def ref_text(ref: SourceRef) -> str:
+    """A record reference as stored in the identity index and in links."""
+    return f"{ref.source}.{ref.table}:{ref.key}"
+
+
+def _topological(schema: EntitySchema) -> list[TableDef]:
+    """Tables with every parent before its children."""
+    done: list[TableDef] = []
+    pending = list(schema.tables)
+    while pending:
+        ready = [t for t in pending if t.parent is None or t.parent in {d.name for d in done}]
+        done.extend(ready)
+        pending = [t for t in pending if t not in ready]
+    return done
+
+
+@dataclass
+class _Item:
+    """One row on its way into an entity, with its lineage (None: extracted in this run)."""
+
+    table: TableDef
+    row: Row
+    key: str
+    lineage: Lineage | None = None
+
+
+class EntityTypeSync:
+    """Sync one entity type. Construction checks sources and rules; nothing is written."""
+
+    def __init__(
+        self,
+        project: Project,
+        entity_type: str,
+        report: SyncReport,
+        progress: ProgressCallback | None,
+        full: bool = False,
+    ) -> None:
+        self.project = project
+        self.full = full
+        self.entity_type = entity_type
+        self.report = report
+        self.progress = progress or (lambda stage, n, total: None)
+        self.schema = project.schema(entity_type)
+        self.rules = project.match_rules(entity_type)
+        self.tables = _topological(self.schema)
+        self._master = require_master_key(project.secrets.master_key, "sync")
+        self._marks: dict[tuple[str, str, str], Any] = {}
+
+    def layout(self) -> dict[str, list[str]]:
+        """Table -> columns of this entity type's micro-database."""
+        return {t.name: list(t.column_names) for t in self.schema.tables}
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _watermark_column(self, table: TableDef) -> str | None:
+        return self.project.config.sources[table.source].tables[table.source_table].watermark
+
+    def _read(self, table: TableDef, since: Any | None = None) -> list[Row]:
+        """Read a table (or its rows at or past ``since``), checking keys identify rows.
+
+        A NULL or repeated key would silently drop a row or put it into someone else's
+        entity, so both stop the run (before anything is written) with counts, never values.
+        """
+        reader = self.project.source(table.source)
+        column = self._watermark_column(table)
+        rows: list[Row] = []
+        key_at = table.column_names.index(table.key)
+        mark_at = table.column_names.index(column) if column else None
+        seen: set[str] = set()
+        nulls = repeats = 0
+        newest = since
+        filter_ = (column, since) if column is not None and since is not None else None
+        for batch in reader.read(table.source_table, table.column_names, since=filter_):
+            for row in batch:
+                key = row[key_at]
+                if key is None:
+                    nulls += 1
+                    continue
+                text = key_text(key)
+                if text in seen:
+                    repeats += 1
+                seen.add(text)
+                if (
+                    mark_at is not None
+                    and row[mark_at] is not None
+                    and (newest is None or row[mark_at] > newest)
+                ):
+                    newest = row[mark_at]
+            rows.extend(batch)
+            self.progress(f"extract {table.name}", len(batch), None)
+        if nulls or repeats:
+            raise SourceError(
+                f"source '{table.source}' table '{table.source_table}': {nulls} rows with a "
+                f"NULL '{table.key}' and {repeats} repeated '{table.key}' values; the primary "
+                f"key must identify every row (fabric.yaml: sources.{table.source}.tables."
+                f"{table.source_table}.primary_key)"
+            )
+        if column is not None and newest is not None:
+            self._marks[(table.source, table.source_table, column)] = newest
+        self.report.rows_read += len(rows)
+        self.report.rows_by_table[table.name] = self.report.rows_by_table.get(table.name, 0) + len(
+            rows
+        )
+        return rows
+
+    def _identity(
+        self, table: TableDef, rows: Sequence[Row]
+    ) -> list[tuple[SourceRef, dict[str, str | None], _Item]]:
+        key_at = table.column_names.index(table.key)
+        names = table.column_names
+        extract = self.rules.extractor(table.name, set(names))
+        out = []
+        for row in rows:
+            key = key_text(row[key_at])
+            ref = SourceRef(table.source, table.source_table, key)
+            values = extract(dict(zip(names, row, strict=True))) if extract else {}
+            out.append((ref, values, _Item(table, row, key)))
+        return out
+
+    # -- the two modes ----------------------------------------------------------------------
+
+    def run(self, run_id: int, started: str) -> None:
+        """Sync this entity type; incremental when there is state to continue from."""
+        index = IdentityIndex(self.project.catalog, self.entity_type, self._master, self.rules)
+        has_state = (
+            not self.full
+            and self.project.catalog.count(self.entity_type) > 0
+            and index.has_records()
+            and self.project.catalog.schemas().get(self.entity_type) == self.layout()
+        )
+        if has_state:
+            self._run_incremental(index, run_id, started)
+        else:
+            self._run_full(index, run_id, started)
+
+    def _run_full(self, index: IdentityIndex, run_id: int, started: str) -> None:
+        catalog = self.project.catalog
+        rows_of = {t.name: self._read(t) for t in self.tables}
+        identity = [
+            i for t in self.tables if t.parent is None for i in self._identity(t, rows_of[t.name])
+        ]
+        children = {
+            t.name: [_Item(t, r, key_text(r[t.column_names.index(t.key)])) for r in rows_of[t.name]]
+            for t in self.tables
+            if t.parent is not None
+        }
+        rows_of.clear()
+        previous = catalog.source_map(self.entity_type)
+        known = catalog.entities(self.entity_type)
+        self._apply(
+            identity,
+            children,
+            previous,
+            known,
+            run_id,
+            started,
+            affected=set(known),
+            index=index,
+            everything=True,
+        )
+
+    def _run_incremental(self, index: IdentityIndex, run_id: int, started: str) -> None:
+        catalog, marks = self.project.catalog, Watermarks(self.project.catalog)
+        changed: dict[str, list[Row]] = {}
+        for table in self.tables:
+            column = self._watermark_column(table)
+            since = marks.get(table.source, table.source_table, column) if column else None
+            changed[table.name] = self._read(table, since)
+        identity = [
+            i for t in self.tables if t.parent is None for i in self._identity(t, changed[t.name])
+        ]
+        changed_refs = {ref_text(ref) for ref, _, _ in identity}
+        affected: set[str] = set(index.entity_of(changed_refs).values())
+        affected |= set(index.entity_of(index.candidates(v for _, v, _ in identity)).values())
+        # Changed child rows whose parent is not itself changed rebuild the parent's entity.
+        new_keys = {(i.table.name, i.key) for _, _, i in identity}
+        for table in self.tables:
+            if table.parent is None:
+                continue
+            parent = self.schema.table(table.parent)
+            assert table.foreign_key is not None
+            fk_at = table.column_names.index(table.foreign_key)
+            for row in changed[table.name]:
+                fk = key_text(row[fk_at])
+                if (parent.name, fk) in new_keys:
+                    continue
+                affected.update(
+                    catalog.find_by_source(self.entity_type, parent.source, parent.source_table, fk)
+                )
+            new_keys |= {
+                (table.name, key_text(r[table.column_names.index(table.key)]))
+                for r in changed[table.name]
+            }
+        stored_items = self._items_of_entities(affected)
+        # Rows of this run replace the stored ones with the same key.
+        merged: dict[tuple[str, str], _Item] = {(i.table.name, i.key): i for i in stored_items}
+        for table in self.tables:
+            key_at = table.column_names.index(table.key)
+            for row in changed[table.name]:
+                key = key_text(row[key_at])
+                merged[(table.name, key)] = _Item(table, row, key)
+        identity_all = [
+            i
+            for t in self.tables
+            if t.parent is None
+            for i in self._identity(t, [m.row for (name, _), m in merged.items() if name == t.name])
+        ]
+        # Keep each stored record's lineage (its extraction time) unless it changed now.
+        lineage = {k: m.lineage for k, m in merged.items()}
+        for _, _, item in identity_all:
+            item.lineage = lineage.get((item.table.name, item.key))
+        children = {
+            t.name: [m for (name, _), m in merged.items() if name == t.name]
+            for t in self.tables
+            if t.parent is not None
+        }
+        previous = {ref: e for ref, e in catalog.source_map_for(self.entity_type, affected).items()}
+        known = catalog.entities(self.entity_type)
+        self._apply(
+            identity_all,
+            children,
+            previous,
+            known,
+            run_id,
+            started,
+            affected=affected,
+            index=index,
+            everything=False,
+        )
+
+    def _items_of_entities(self, entity_ids: set[str]) -> list[_Item]:
+        """Every row of the given entities, from their stored images, with lineage."""
+        items: list[_Item] = []
+        reader = MicroDbReader()
+        stored = self.project.store.get_many(self.entity_type, sorted(entity_ids))
+        by_name = {t.name: t for t in self.schema.tables}
+        for entity_id, blob in stored.items():
+            image = decode_image(blob.blob, what=f"{self.entity_type} {entity_id}")
+            _, tables = reader.read_tables(image)
+            lineage = {
+                (row["tbl"], row["row_key"]): tuple(row.values()) for row in reader.lineage(image)
+            }
+            for name, rows in tables.items():
+                table = by_name.get(name)
+                if table is None:
+                    continue
+                key_at = table.column_names.index(table.key)
+                for data in rows:
+                    row = tuple(data.get(c) for c in table.column_names)
+                    key = key_text(row[key_at])
+                    items.append(_Item(table, row, key, lineage.get((name, key))))
+        return items
+
+    # -- applying a resolution --------------------------------------------------------------
+
+    def _apply(
+        self,
+        identity: list[tuple[SourceRef, dict[str, str | None], _Item]],
+        children: dict[str, list[_Item]],
+        previous: Mapping[SourceRef, str],
+        known: dict[str, EntityRecord],
+        run_id: int,
+        started: str,
+        *,
+        affected: set[str],
+        index: IdentityIndex,
+        everything: bool,
+    ) -> None:
+        """Resolve ``identity``, assemble entities, write them and the catalog's records."""
+        resolution: Resolution[SourceRef] = resolve_records(
+            [(ref, values) for ref, values, _ in identity], self.rules
+        )
+        self.report.links_refused += len(resolution.refused)
+        self.progress("resolve", len(identity), len(identity))
+        clusters = resolution.clusters
+        ids = assign_entity_ids(
+            self.entity_type, clusters, previous, {e: r.created_at for e, r in known.items()}
+        )
+        item_of = {ref: item for ref, _, item in identity}
+        contents, refs_of = self._assemble(ids, clusters, item_of, children, run_id, started)
+        identity_previous = {ref: e for ref, e in previous.items() if ref in item_of}
+        events, aliases = entity_changes(
+            clusters,
+            ids,
+            identity_previous,
+            resolution.links,
+            resolution.refused,
+            at=started,
+            run_id=run_id,
+        )
+        gone = sorted(affected - set(contents))
+        self._write(contents, refs_of, known, run_id)
+        catalog, store, history = (
+            self.project.catalog,
+            self.project.store,
+            History(self.project.catalog),
+        )
+        catalog.record_schema(self.entity_type, self.schema.version, self.layout())
+        if gone:
+            store.delete_many(self.entity_type, gone)
+            catalog.delete_entities(self.entity_type, gone)
+            history.replace_links(self.entity_type, {entity_id: [] for entity_id in gone})
+            self.report.deleted += len(gone)
+        cluster_of = {
+            ref: entity_id
+            for entity_id, members in zip(ids, clusters, strict=True)
+            for ref in members
+        }
+        links: dict[str, list[StoredLink]] = {entity_id: [] for entity_id in ids}
+        for link in resolution.links:
+            links[cluster_of[link.a]].append(
+                StoredLink(
+                    ref_text(link.a),
+                    ref_text(link.b),
+                    link.rule,
+                    link.score,
+                    dict(link.comparisons),
+                )
+            )
+        if everything:
+            history.clear_links(self.entity_type)
+        history.replace_links(self.entity_type, links)
+        values_of = {ref: values for ref, values, _ in identity}
+        index.replace(
+            ((ref_text(ref), cluster_of[ref], values_of[ref]) for ref in cluster_of),
+            everything=everything,
+        )
+        history.record(self.entity_type, events, aliases, run_id)
+        self.report.merged += sum(1 for e in events if e.kind == "merge")
+        self.report.split += sum(1 for e in events if e.kind == "split")
+        self.report.entities[self.entity_type] = catalog.count(self.entity_type)
+
+    def _assemble(
+        self,
+        ids: Sequence[str],
+        clusters: Sequence[Sequence[SourceRef]],
+        item_of: Mapping[SourceRef, _Item],
+        children: Mapping[str, list[_Item]],
+        run_id: int,
+        started: str,
+    ) -> tuple[dict[str, EntityContent], dict[str, list[SourceRef]]]:
+        contents: dict[str, EntityContent] = {}
+        refs_of: dict[str, list[SourceRef]] = defaultdict(list)
+        entity_of: dict[tuple[str, str], str] = {}
+
+        def add(entity_id: str, item: _Item) -> None:
+            content = contents.get(entity_id)
+            if content is None:
+                content = contents[entity_id] = EntityContent(
+                    entity_id, {t.name: [] for t in self.tables}, []
+                )
+            table = item.table
+            content.rows[table.name].append(item.row)
+            content.lineage.append(
+                item.lineage
+                or (
+                    table.name,
+                    item.key,
+                    table.source,
+                    table.source_table,
+                    item.key,
+                    started,
+                    run_id,
+                )
+            )
+            entity_of[(table.name, item.key)] = entity_id
+            refs_of[entity_id].append(SourceRef(table.source, table.source_table, item.key))
+
+        for entity_id, members in zip(ids, clusters, strict=True):
+            for ref in members:
+                add(entity_id, item_of[ref])
+        for table in self.tables:
+            if table.parent is None:
+                continue
+            assert table.foreign_key is not None
+            fk_at = table.column_names.index(table.foreign_key)
+            orphans = 0
+            for item in sorted(children.get(table.name, []), key=lambda i: i.key):
+                owner = entity_of.get((table.parent, key_text(item.row[fk_at])))
+                if owner is None:
+                    orphans += 1  # a child whose parent is not in the source: nothing to join
+                    continue
+                add(owner, item)
+            if orphans:
+                self.report.orphans[table.name] = self.report.orphans.get(table.name, 0) + orphans
+        for content in contents.values():
+            # Rows in key order: the same content always makes the same image and fingerprint.
+            for name, rows in content.rows.items():
+                table = self.schema.table(name)
+                key_at = table.column_names.index(table.key)
+                rows.sort(key=_row_order(key_at))
+            content.lineage.sort(key=_lineage_order)
+        return contents, refs_of
+
+    def _write(
+        self,
+        contents: dict[str, EntityContent],
+        refs_of: dict[str, list[SourceRef]],
+        known: dict[str, EntityRecord],
+        run_id: int,
+    ) -> None:
+        """Build and write the entities whose content (or schema) changed, in batches.
+
+        Versions come from the store itself, the commit point for images: if a run died
+        after a store commit but before the catalog caught up, the next run continues from
+        the stored version instead of failing as a stale writer for ever.
+        """
+        schema_version = self.schema.version
+        changed: list[tuple[str, str]] = []
+        for entity_id in sorted(contents):
+            fingerprint = contents[entity_id].fingerprint()
+            previous = known.get(entity_id)
+            if (
+                not self.full
+                and previous is not None
+                and previous.fingerprint == fingerprint
+                and previous.schema_version == schema_version
+            ):
+                self.report.unchanged += 1
+            else:
+                changed.append((entity_id, fingerprint))
+        builder = MicroDbBuilder(self.schema)
+        batch_size = self.project.config.store.batch_size
+        store, catalog = self.project.store, self.project.catalog
+        now = utc_now()
+        for start in range(0, len(changed), batch_size):
+            batch = changed[start : start + batch_size]
+            stored = store.versions(self.entity_type, [e for e, _ in batch])
+            blobs: list[StoredBlob] = []
+            records: list[EntityRecord] = []
+            for entity_id, fingerprint in batch:
+                previous = known.get(entity_id)
+                current = stored.get(entity_id, 0)
+                version = max(current, previous.version if previous else 0) + 1
+                image = builder.build(
+                    contents[entity_id],
+                    {
+                        "entity_type": self.entity_type,
+                        "entity_id": entity_id,
+                        "version": version,
+                        "schema_version": schema_version,
+                        "built_at": now,
+                        "sync_run": run_id,
+                    },
+                )
+                blobs.append(
+                    StoredBlob(
+                        self.entity_type,
+                        entity_id,
+                        version,
+                        encode_image(image),
+                        expected_version=current,
+                    )
+                )
+                created_at = now if previous is None else previous.created_at
+                records.append(
+                    EntityRecord(
+                        self.entity_type,
+                        entity_id,
+                        version,
+                        fingerprint,
+                        schema_version,
+                        created_at,
+                        now,
+                    )
+                )
+                if previous is None:
+                    self.report.created += 1
+                else:
+                    self.report.updated += 1
+            store.put_many(blobs)
+            catalog.apply_batch(
+                records,
+                ((r.entity_id, ref) for r in records for ref in refs_of[r.entity_id]),
+                self.entity_type,
+            )
+            self.progress("store", len(records), len(changed))
+
+    def watermarks(self) -> dict[tuple[str, str, str], Any]:
+        """The newest watermark value read per table in this run."""
+        return dict(self._marks)
+
+
+def _row_order(key_at: int) -> Any:
+    def order(row: Row) -> tuple[int, Any]:
+        return _sort_key(row[key_at])
+
+    return order
+
+
+def _lineage_order(lineage: Lineage) -> tuple[str, tuple[int, Any]]:
+    return (str(lineage[0]), _sort_key(lineage[1]))
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    """Order keys numerically when they are numbers, as text otherwise, never mixed."""
+    if isinstance(value, int | float):
+        return (0, value)
+    return (1, str(value))
