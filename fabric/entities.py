@@ -12,7 +12,6 @@ from typing import Any
 
 from fabric.errors import EntityNotFoundError, FabricError
 from fabric.project import Project
-from fabric.store.codec import decode_image
 from fabric.store.microdb import MicroDbReader
 
 __all__ = ["EntityService", "InvalidRequestError"]
@@ -75,7 +74,7 @@ class EntityService:
                     f"no {entity_type} entities are stored yet: run `fabric sync` first"
                 )
             raise EntityNotFoundError(f"no {entity_type} entity with this id")
-        image = decode_image(stored.blob, what=f"{entity_type} {entity_id}")
+        image = self.project.codec.decode(stored.blob, entity_type, entity_id, stored.version)
         reader = self._reader()
         if tables is not None:
             layout = reader.meta(image)

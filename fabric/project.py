@@ -19,6 +19,7 @@ from fabric.sources.extract import SourceReader
 from fabric.sources.files import FileSourceReader
 from fabric.store.base import EntityStore
 from fabric.store.catalog import Catalog
+from fabric.store.codec import BlobCodec
 from fabric.store.local import LocalShardStore
 from fabric.store.microdb import ColumnDef, EntitySchema, TableDef
 
@@ -146,6 +147,11 @@ class Project:
             etype: {t.name: list(t.column_names) for t in self.schema(etype).tables}
             for etype in self.config.entities
         }
+
+    @cached_property
+    def codec(self) -> BlobCodec:
+        """Compression and encryption of entity images (encrypted whenever a key is set)."""
+        return BlobCodec(self.secrets.master_key)
 
     @cached_property
     def secrets(self) -> Secrets:

@@ -1,8 +1,13 @@
-"""Turn micro-database images into stored blobs and back.
+"""Turn micro-database images into stored blobs and back: compress, then encrypt.
 
 Images are mostly empty pages and repeated column values, so zstd shrinks them several times
-over. The compressor objects are not thread-safe and costly to create, so each thread keeps its
-own. Encryption at rest slots in here (issue 4) without touching callers.
+over. The compressed image is then sealed with AES-256-GCM under a key derived for that one
+entity from the master key, with the entity type, id and version as associated data: a blob
+copied onto another entity, or replayed as another version, fails to open. zstd objects are not
+thread-safe and costly to create, so each thread keeps its own.
+
+Blob layout: ``b"FZ1"`` + compressed image (no master key: compression only), or
+``b"FE1"`` + nonce + ciphertext.
 """
 
 from __future__ import annotations
@@ -12,13 +17,16 @@ import threading
 import zstandard
 
 from fabric.errors import StoreError
+from fabric.store.crypto import Sealer, derive_key
 
-__all__ = ["decode_image", "encode_image"]
+__all__ = ["BlobCodec"]
 
 _local = threading.local()
 
 #: Level 3 is zstd's default: near-best ratio for these images at a small fraction of the cost.
 LEVEL = 3
+_PLAIN = b"FZ1"
+_SEALED = b"FE1"
 
 
 def _codecs() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
@@ -29,16 +37,47 @@ def _codecs() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
     return codecs
 
 
-def encode_image(image: bytes) -> bytes:
-    """Compress an image for storage."""
-    return _codecs()[0].compress(image)
+class BlobCodec:
+    """Encode and decode entity images for one master key (or none)."""
 
+    def __init__(self, master_key: bytes | None) -> None:
+        self._master = master_key
 
-def decode_image(blob: bytes, *, what: str) -> bytes:
-    """Decompress a stored blob; ``what`` names the entity in the error message."""
-    try:
-        return _codecs()[1].decompress(blob)
-    except zstandard.ZstdError as exc:
-        raise StoreError(
-            f"stored image of {what} is corrupt ({exc}); rebuild it with `fabric sync --full`"
-        ) from exc
+    def _sealer(self, entity_type: str, entity_id: str) -> Sealer:
+        assert self._master is not None
+        return Sealer(derive_key(self._master, f"entity\x00{entity_type}\x00{entity_id}"))
+
+    @staticmethod
+    def _aad(entity_type: str, entity_id: str, version: int) -> bytes:
+        return f"{entity_type}\x00{entity_id}\x00{version}".encode()
+
+    def encode(self, image: bytes, entity_type: str, entity_id: str, version: int) -> bytes:
+        """Compress, and encrypt when there is a master key."""
+        compressed: bytes = _codecs()[0].compress(image)
+        if self._master is None:
+            return _PLAIN + compressed
+        sealer = self._sealer(entity_type, entity_id)
+        return _SEALED + sealer.seal(compressed, self._aad(entity_type, entity_id, version))
+
+    def decode(self, blob: bytes, entity_type: str, entity_id: str, version: int) -> bytes:
+        """Decrypt and decompress a stored blob.
+
+        Raises:
+            StoreError: naming the entity, if the blob was changed, moved or is unreadable.
+        """
+        what = f"stored image of {entity_type} {entity_id}"
+        head, body = blob[:3], blob[3:]
+        if head == _SEALED:
+            if self._master is None:
+                raise StoreError(f"{what} is encrypted and no master key is configured")
+            body = self._sealer(entity_type, entity_id).open(
+                body, self._aad(entity_type, entity_id, version), what=what
+            )
+        elif head != _PLAIN:
+            raise StoreError(f"{what} is not a fabric image; rebuild it with `fabric sync --full`")
+        try:
+            return _codecs()[1].decompress(body)
+        except zstandard.ZstdError as exc:
+            raise StoreError(
+                f"{what} is corrupt ({exc}); rebuild it with `fabric sync --full`"
+            ) from exc

@@ -23,7 +23,6 @@ from fabric.resolve.engine import Resolution, resolve_records
 from fabric.resolve.index import IdentityIndex
 from fabric.store.base import StoredBlob
 from fabric.store.catalog import EntityRecord, SourceRef, utc_now
-from fabric.store.codec import decode_image, encode_image
 from fabric.store.crypto import require_master_key
 from fabric.store.history import History, StoredLink
 from fabric.store.microdb import (
@@ -281,7 +280,7 @@ class EntityTypeSync:
         stored = self.project.store.get_many(self.entity_type, sorted(entity_ids))
         by_name = {t.name: t for t in self.schema.tables}
         for entity_id, blob in stored.items():
-            image = decode_image(blob.blob, what=f"{self.entity_type} {entity_id}")
+            image = self.project.codec.decode(blob.blob, self.entity_type, entity_id, blob.version)
             _, tables = reader.read_tables(image)
             lineage = {
                 (row["tbl"], row["row_key"]): tuple(row.values()) for row in reader.lineage(image)
@@ -494,7 +493,7 @@ class EntityTypeSync:
                         self.entity_type,
                         entity_id,
                         version,
-                        encode_image(image),
+                        self.project.codec.encode(image, self.entity_type, entity_id, version),
                         expected_version=current,
                     )
                 )
