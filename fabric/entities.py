@@ -12,6 +12,7 @@ from typing import Any
 
 from fabric.errors import EntityNotFoundError, FabricError
 from fabric.project import Project
+from fabric.store.history import History
 from fabric.store.microdb import MicroDbReader
 
 __all__ = ["EntityService", "InvalidRequestError"]
@@ -67,7 +68,14 @@ class EntityService:
         self._entity_type(entity_type)
         _check_id(entity_id, "entity id")
         policy = self.project.policy_for(role)
+        requested = entity_id
         stored = self.project.store.get(entity_type, entity_id)
+        if stored is None:
+            # An id merged into another entity still answers, with the survivor.
+            survivor = History(self.project.catalog).alias_target(entity_type, entity_id)
+            if survivor is not None:
+                entity_id = survivor
+                stored = self.project.store.get(entity_type, entity_id)
         if stored is None:
             if self.project.catalog.count(entity_type) == 0:
                 raise EntityNotFoundError(
@@ -87,7 +95,7 @@ class EntityService:
                 )
         meta, rows = reader.read_tables(image, tables)
         policy.apply(entity_type, rows)
-        return {
+        document: dict[str, Any] = {
             "entity_type": entity_type,
             "entity_id": entity_id,
             "version": int(meta["version"]),
@@ -95,6 +103,9 @@ class EntityService:
             "policy": policy.name,
             "tables": rows,
         }
+        if requested != entity_id:
+            document["merged_from"] = requested
+        return document
 
     def find(self, entity_type: str, source: str, key: str, table: str | None = None) -> str:
         """Return the id of the entity holding a source record.

@@ -64,3 +64,43 @@ def test_postgres_missing_table_names_schema(postgres: PostgresCluster, tmp_path
     with Project.open(config) as project, pytest.raises(SourceError) as info:
         sync_project(project)
     assert "table 'helpdesk.tickets' does not exist" in str(info.value)
+
+
+def test_postgres_connection_dropped_mid_sync_leaves_the_store_unchanged(
+    postgres: PostgresCluster, tmp_path: Path
+) -> None:
+    """A source that fails while it is being read aborts the run before any write."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from fabric.errors import SourceError
+
+    url = postgres.create_database()
+    database = make_url(url).database
+    created = create_demo_project(tmp_path / "pg", customers=900, seed=8, source_url=url)
+    with Project.open(created.config_path) as project:
+        sync_project(project, full=True)
+        before = {e: r.version for e, r in project.catalog.entities("customer").items()}
+        stats_before = project.store.stats()
+
+    def drop_connections(stage: str, advance: int, total: int | None) -> None:
+        # Called after each batch a table yields: cut every other session to the database,
+        # so the server-side cursor of the table being read dies mid-stream.
+        if stage.startswith("extract shop_order_items"):
+            with psycopg.connect(postgres.dsn(str(database)), autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (database,),
+                )
+
+    with Project.open(created.config_path) as project:
+        with pytest.raises(SourceError) as info:
+            sync_project(project, full=True, progress=drop_connections)
+        assert "source 'shop'" in str(info.value)
+        assert project.catalog.runs()[0].status == "failed"
+        after = {e: r.version for e, r in project.catalog.entities("customer").items()}
+        assert after == before
+        assert project.store.stats().entities == stats_before.entities
+    with Project.open(created.config_path) as project:  # the next run simply works
+        assert sync_project(project).mode == "incremental"
