@@ -175,21 +175,32 @@ def generate(out: Path, customers: int, seed: int, source_url: str | None) -> No
 
 def _print_sync(report: Any) -> None:
     click.echo(
-        f"sync run {report.run_id}: read {report.rows_read} rows in "
+        f"sync run {report.run_id} ({report.mode}): read {report.rows_read} rows in "
         f"{report.seconds:.1f} s; entities: "
         + ", ".join(f"{n} {t}" for t, n in report.entities.items())
     )
     click.echo(
         f"  created {report.created}, updated {report.updated}, unchanged "
-        f"{report.unchanged}, deleted {report.deleted}"
+        f"{report.unchanged}, deleted {report.deleted}, merged {report.merged}, "
+        f"split {report.split}"
     )
+    if report.links_refused:
+        click.echo(
+            f"  {report.links_refused} links refused by cannot_link or max_cluster_size: "
+            "see `fabric resolve --explain` to review them"
+        )
     for table, count in report.orphans.items():
         click.echo(f"  warning: {count} rows of {table} have no parent row and were skipped")
 
 
 @main.command()
 @config_option
-@click.option("--full", is_flag=True, help="Recompute every entity from scratch.")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Read every row and re-resolve and rewrite every entity; also removes records and "
+    "entities gone from the sources.",
+)
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
@@ -199,10 +210,13 @@ def _print_sync(report: Any) -> None:
 )
 @_handles_errors
 def sync(config_path: Path, full: bool, workers: int) -> None:
-    """Extract every source, resolve records into entities, build and store micro-databases.
+    """Extract sources, resolve records into entities, build and store micro-databases.
 
-    Sources and rules are all checked before anything is written: on any error the store is
-    left as it was. Entities whose data did not change keep their version.
+    Incremental by default once a first sync has run: only rows at or past each table's
+    watermark column are read, and only the entities they touch are re-resolved and rebuilt
+    (merges and splits are recorded; merged-away ids keep answering). Deletions in sources
+    are found by --full. Sources and rules are all checked, and every row needed is read,
+    before anything is written: on any error the store is left as it was.
     """
     from fabric.project import Project
     from fabric.sync import sync_project

@@ -53,3 +53,12 @@ def test_docs_package_ships_the_same_rules() -> None:
     shipped = resources.files("fabric").joinpath("demo_rules")
     for path in (ROOT / "rules").glob("*.yaml"):
         assert shipped.joinpath(path.name).read_text() == path.read_text()
+
+
+def test_docs_readme_match_rules_example_loads(tmp_path: Path) -> None:
+    section = README.split("## Match rules", 1)[1]
+    example = section.split("```yaml", 1)[1].split("```", 1)[0]
+    path = tmp_path / "match.yaml"
+    path.write_text(example)
+    compiled = load_match_rules(path, "customer")
+    assert compiled.rule_names == ("same_email", "same_phone_similar_name", "names_and_birth_date")
