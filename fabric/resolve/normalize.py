@@ -83,9 +83,19 @@ def _signature_name(text: str) -> str | None:
     return tail if _NAME_WORDS.match(tail) else None
 
 
+_SEVEN_DIGITS = re.compile(r"(?:\d\D{0,3}){7}")
+#: Regions of the North American Numbering Plan: a ten-digit national number is +1 and those
+#: digits, which spares libphonenumber's full parse (most of a sync's time, measured).
+_NANP = frozenset({"US", "CA"})
+
+
 def _extract_phone(region: str) -> Normaliser:
+    leniency = phonenumbers.Leniency.POSSIBLE
+
     def normalise(text: str) -> str | None:
-        for match in phonenumbers.PhoneNumberMatcher(text, region):
+        if _SEVEN_DIGITS.search(text) is None:
+            return None  # no run of seven digits: no phone number to look for
+        for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=leniency):
             return phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
         return None
 
@@ -93,7 +103,17 @@ def _extract_phone(region: str) -> Normaliser:
 
 
 def _phone(region: str) -> Normaliser:
+    nanp = region in _NANP
+
     def normalise(text: str) -> str | None:
+        if not any(c.isalpha() for c in text):
+            digits = _NON_DIGITS.sub("", text)
+            international = text.lstrip().startswith("+")
+            if nanp and not international and len(digits) == 10 and digits[0] not in "01":
+                return "+1" + digits
+            if (nanp or international) and len(digits) == 11 and digits[0] == "1" and (
+                    digits[1] not in "01"):
+                return "+" + digits
         try:
             number = phonenumbers.parse(text, region)
         except phonenumbers.NumberParseException:
