@@ -111,8 +111,12 @@ def _phone(region: str) -> Normaliser:
             international = text.lstrip().startswith("+")
             if nanp and not international and len(digits) == 10 and digits[0] not in "01":
                 return "+1" + digits
-            if (nanp or international) and len(digits) == 11 and digits[0] == "1" and (
-                    digits[1] not in "01"):
+            if (
+                (nanp or international)
+                and len(digits) == 11
+                and digits[0] == "1"
+                and (digits[1] not in "01")
+            ):
                 return "+" + digits
         try:
             number = phonenumbers.parse(text, region)
