@@ -11,10 +11,25 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from fabric.config.models import SourceConfig
+    from fabric.config.models import SourceConfig, SourceTableConfig
     from fabric.sources.extract import SourceColumn
 
-__all__ = ["TableReader"]
+__all__ = ["TableReader", "columns_to_read"]
+
+
+def columns_to_read(
+    config: SourceTableConfig, available: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """The columns a table is read with (declared ones, or all, plus key and watermark).
+
+    Returns ``(wanted, missing)``: the second lists those the table does not have.
+    """
+    wanted = list(config.columns) if config.columns is not None else list(available)
+    if config.primary_key not in wanted:
+        wanted.insert(0, config.primary_key)
+    if config.watermark is not None and config.watermark not in wanted:
+        wanted.append(config.watermark)
+    return wanted, [c for c in wanted if c not in available]
 
 
 class TableReader(Protocol):

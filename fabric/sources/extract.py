@@ -20,6 +20,7 @@ from sqlalchemy.engine import URL, Engine
 
 from fabric.config.models import SourceConfig, SourceTableConfig
 from fabric.errors import SourceError, SourceUnavailableError
+from fabric.sources.base import columns_to_read
 from fabric.sources.urls import engine_url
 
 __all__ = ["SourceColumn", "SourceReader", "sqlite_type", "to_storage_value"]
@@ -199,12 +200,7 @@ class SourceReader:
         except sa.exc.SQLAlchemyError as exc:
             raise self._error(f"cannot read table '{shown}'", exc) from exc
         available = {c["name"]: c["type"] for c in reflected}
-        wanted = list(cfg.columns) if cfg.columns is not None else list(available)
-        if cfg.primary_key not in wanted:
-            wanted.insert(0, cfg.primary_key)
-        if cfg.watermark is not None and cfg.watermark not in wanted:
-            wanted.append(cfg.watermark)
-        missing = [c for c in wanted if c not in available]
+        wanted, missing = columns_to_read(cfg, list(available))
         if missing:
             raise SourceError(
                 f"source '{self.name}' ({self.shown_url}): table '{shown}' has no column "

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from fabric.config.models import CsvConfig, SourceConfig, SourceTableConfig
 from fabric.errors import SourceError, SourceUnavailableError
+from fabric.sources.base import columns_to_read
 from fabric.sources.extract import BATCH_ROWS, SourceColumn, to_storage_value
 
 __all__ = ["INFER_ROWS", "FileSourceReader", "arrow_sql_type", "infer_csv_type"]
@@ -274,12 +275,7 @@ class FileSourceReader:
         else:
             suffixes = ", ".join(SourceTableConfig.FILE_SUFFIXES)
             raise SourceError(f"{self._where(table, path)}: unsupported file type (use {suffixes})")
-        wanted = list(cfg.columns) if cfg.columns is not None else list(available)
-        if cfg.primary_key not in wanted:
-            wanted.insert(0, cfg.primary_key)
-        if cfg.watermark is not None and cfg.watermark not in wanted:
-            wanted.append(cfg.watermark)
-        missing = [c for c in wanted if c not in available]
+        wanted, missing = columns_to_read(cfg, list(available))
         if missing:
             raise SourceError(
                 f"{self._where(table, path)} has no column "
