@@ -73,7 +73,17 @@ def _name_edits(a: str, b: str) -> float:
     if forms_a & forms_b:
         return 1.0
     if _known(a) and _known(b):
-        return 0.0  # two real names (Mark, Mary): different people, not a typo
+        # Two real names (Mark, Mary) are two people, not a typo; but the full name behind a
+        # nickname may be spelt another way (Kate: Katherine, Catherine).
+        for x in forms_a:
+            for y in forms_b:
+                if (
+                    (x, y) != (a, b)
+                    and min(len(x), len(y)) >= 5
+                    and (DamerauLevenshtein.distance(x, y, score_cutoff=1) <= 1)
+                ):
+                    return 1.0
+        return 0.0
     allowed = 2 if min(len(a), len(b)) >= 5 else 1
     for x in forms_a:
         for y in forms_b:

@@ -50,6 +50,7 @@ def test_normaliser_names() -> None:
         ("cristopher", "chris", True),  # typo of the full name of a nickname
         ("gaary", "gary", True),  # a misspelling is not a name of its own
         ("mark", "mary", False),  # two real names, one letter apart
+        ("kate", "catherine", True),  # Kate is Katherine, spelt Catherine here
         ("brian", "brandy", False),
         ("christine", "christopher", False),  # both shorten to Chris, still two names
     ],
