@@ -206,7 +206,7 @@ def _print_sync(report: Any) -> None:
     type=click.IntRange(1, 64),
     default=1,
     show_default=True,
-    help="Worker processes (currently one process does the work).",
+    help="Processes that build and encrypt entities in a full sync (the first sync is one).",
 )
 @_handles_errors
 def sync(config_path: Path, full: bool, workers: int) -> None:
@@ -222,7 +222,7 @@ def sync(config_path: Path, full: bool, workers: int) -> None:
     from fabric.sync import sync_project
 
     with Project.open(config_path) as project, _progress() as progress:
-        report = sync_project(project, full=full, progress=progress)
+        report = sync_project(project, full=full, progress=progress, workers=workers)
     _print_sync(report)
 
 

@@ -90,6 +90,10 @@ class EntityStore(abc.ABC):
         """Return the stored version of each entity that exists (no blobs are read)."""
         return {e: b.version for e, b in self.get_many(entity_type, entity_ids).items()}
 
+    def all_versions(self, entity_type: str) -> dict[str, int]:
+        """Every stored entity of a type and its version."""
+        return {b.entity_id: b.version for b in self.scan(entity_type)}
+
     @abc.abstractmethod
     def put_many(self, blobs: Sequence[StoredBlob]) -> None:
         """Write blobs, checking each ``expected_version``; all or nothing.

@@ -126,6 +126,16 @@ class LocalShardStore(EntityStore):
                 found[entity_id] = int(row[0])
         return found
 
+    def all_versions(self, entity_type: str) -> dict[str, int]:
+        # The version column comes before the blob, so SQLite never reads the images here.
+        found: dict[str, int] = {}
+        for shard in range(self.partitions):
+            for entity_id, version in self._conn(shard).execute(
+                "SELECT entity_id, version FROM blobs WHERE entity_type = ?", (entity_type,)
+            ):
+                found[str(entity_id)] = int(version)
+        return found
+
     def put_many(self, blobs: Sequence[StoredBlob]) -> None:
         by_shard: dict[int, list[StoredBlob]] = defaultdict(list)
         for item in blobs:

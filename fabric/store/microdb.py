@@ -95,7 +95,7 @@ class EntitySchema:
         statements.append("CREATE TABLE _meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID")
         return statements
 
-    @property
+    @cached_property
     def version(self) -> str:
         """A short hash of the DDL: entities built under another schema must be rebuilt."""
         return hashlib.sha256("\n".join(self.ddl()).encode()).hexdigest()[:16]

@@ -22,7 +22,11 @@ __all__ = ["ProgressCallback", "SyncReport", "key_text", "sync_project"]
 
 
 def sync_project(
-    project: Project, *, full: bool = False, progress: ProgressCallback | None = None
+    project: Project,
+    *,
+    full: bool = False,
+    progress: ProgressCallback | None = None,
+    workers: int = 1,
 ) -> SyncReport:
     """Extract, resolve, build and store every entity type of the project.
 
@@ -33,25 +37,27 @@ def sync_project(
             a first sync has run: only rows at or past each table's watermark are read, and
             only the entities they touch are re-resolved and rebuilt.
         progress: optional progress callback.
+        workers: processes that build entities in a full sync (the parent process reads the
+            sources, resolves and writes; images are built and encrypted in parallel).
     """
     started_clock = time.perf_counter()
     # Check everything that can be checked before touching the store: sources and match rules
     # (in the constructors), masking rules, roles and keys.
-    workers = [
-        EntityTypeSync(project, etype, SyncReport(0, ""), progress, full)
+    syncs = [
+        EntityTypeSync(project, etype, SyncReport(0, ""), progress, full, workers)
         for etype in project.config.entities
     ]
-    project.check_masking({w.entity_type: w.layout() for w in workers})
+    project.check_masking({s.entity_type: s.layout() for s in syncs})
     catalog = project.catalog
     mode = "full" if full else "incremental"
     run_id = catalog.start_run(mode)
     report = SyncReport(run_id=run_id, mode=mode)
     started = utc_now()
     try:
-        for worker in workers:
-            worker.report = report
-            worker.run(run_id, started)
-        marks = {k: v for w in workers for k, v in w.watermarks().items()}
+        for entity_sync in syncs:
+            entity_sync.report = report
+            entity_sync.run(run_id, started)
+        marks = {k: v for s in syncs for k, v in s.watermarks().items()}
         Watermarks(catalog).set_many(marks, run_id)
     except FabricError as exc:
         catalog.finish_run(

@@ -11,8 +11,9 @@ step, so the next run reads the same rows again.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from fabric.project import Project
 from fabric.resolve.clusters import assign_entity_ids
 from fabric.resolve.engine import Resolution, resolve_records
 from fabric.resolve.index import IdentityIndex
-from fabric.store.base import StoredBlob
+from fabric.store.base import StoredBlob, entity_key, partition_of
 from fabric.store.catalog import EntityRecord, SourceRef, utc_now
 from fabric.store.crypto import require_master_key
 from fabric.store.history import History, StoredLink
@@ -32,8 +33,16 @@ from fabric.store.microdb import (
     MicroDbReader,
     TableDef,
 )
+from fabric.sync.build import (
+    BuildJob,
+    PartitionResult,
+    build_partition,
+    lineage_order,
+    row_order,
+)
 from fabric.sync.changes import entity_changes
 from fabric.sync.report import ProgressCallback, SyncReport, key_text
+from fabric.sync.spill import Spill, read_stream
 from fabric.sync.watermarks import Watermarks
 
 __all__ = ["EntityTypeSync", "ref_text"]
@@ -79,9 +88,11 @@ class EntityTypeSync:
         report: SyncReport,
         progress: ProgressCallback | None,
         full: bool = False,
+        workers: int = 1,
     ) -> None:
         self.project = project
         self.full = full
+        self.workers = workers
         self.entity_type = entity_type
         self.report = report
         self.progress = progress or (lambda stage, n, total: None)
@@ -101,18 +112,21 @@ class EntityTypeSync:
         return self.project.config.sources[table.source].tables[table.source_table].watermark
 
     def _read(self, table: TableDef, since: Any | None = None) -> list[Row]:
-        """Read a table (or its rows at or past ``since``), checking keys identify rows.
+        """Read a table (or its rows at or past ``since``) whole: for incremental runs."""
+        return [row for batch in self._stream(table, since) for row in batch]
+
+    def _stream(self, table: TableDef, since: Any | None = None) -> Iterator[list[Row]]:
+        """Stream a table's rows (at or past ``since``), checking keys identify rows.
 
         A NULL or repeated key would silently drop a row or put it into someone else's
         entity, so both stop the run (before anything is written) with counts, never values.
         """
         reader = self.project.source(table.source)
         column = self._watermark_column(table)
-        rows: list[Row] = []
         key_at = table.column_names.index(table.key)
         mark_at = table.column_names.index(column) if column else None
         seen: set[str] = set()
-        nulls = repeats = 0
+        nulls = repeats = count = 0
         newest = since
         filter_ = (column, since) if column is not None and since is not None else None
         for batch in reader.read(table.source_table, table.column_names, since=filter_):
@@ -131,8 +145,9 @@ class EntityTypeSync:
                     and (newest is None or row[mark_at] > newest)
                 ):
                     newest = row[mark_at]
-            rows.extend(batch)
+            count += len(batch)
             self.progress(f"extract {table.name}", len(batch), None)
+            yield batch
         if nulls or repeats:
             raise SourceError(
                 f"source '{table.source}' table '{table.source_table}': {nulls} rows with a "
@@ -142,11 +157,8 @@ class EntityTypeSync:
             )
         if column is not None and newest is not None:
             self._marks[(table.source, table.source_table, column)] = newest
-        self.report.rows_read += len(rows)
-        self.report.rows_by_table[table.name] = self.report.rows_by_table.get(table.name, 0) + len(
-            rows
-        )
-        return rows
+        self.report.rows_read += count
+        self.report.rows_by_table[table.name] = self.report.rows_by_table.get(table.name, 0) + count
 
     def _identity(
         self, table: TableDef, rows: Sequence[Row]
@@ -179,30 +191,188 @@ class EntityTypeSync:
             self._run_full(index, run_id, started)
 
     def _run_full(self, index: IdentityIndex, run_id: int, started: str) -> None:
+        """Stream every table through partition spill files and build partitions in workers.
+
+        Memory holds the identity records' match values, the owners of parent rows and one
+        partition of rows at a time, never whole tables.
+        """
         catalog = self.project.catalog
-        rows_of = {t.name: self._read(t) for t in self.tables}
-        identity = [
-            i for t in self.tables if t.parent is None for i in self._identity(t, rows_of[t.name])
-        ]
-        children = {
-            t.name: [_Item(t, r, key_text(r[t.column_names.index(t.key)])) for r in rows_of[t.name]]
-            for t in self.tables
-            if t.parent is not None
-        }
-        rows_of.clear()
-        previous = catalog.source_map(self.entity_type)
-        known = catalog.entities(self.entity_type)
-        self._apply(
-            identity,
-            children,
-            previous,
-            known,
+        partitions = max(8, 4 * self.workers)
+        spill = Spill(partitions)
+        try:
+            identity: list[tuple[SourceRef, dict[str, str | None]]] = []
+            table_of = {(t.source, t.source_table): t.name for t in self.tables}
+            for table in self.tables:
+                if table.parent is not None:
+                    continue
+                key_at = table.column_names.index(table.key)
+                names = table.column_names
+                extract = self.rules.extractor(table.name, set(names))
+                for batch in self._stream(table):
+                    for row in batch:
+                        key = key_text(row[key_at])
+                        ref = SourceRef(table.source, table.source_table, key)
+                        values = extract(dict(zip(names, row, strict=True))) if extract else {}
+                        identity.append((ref, values))
+                        spill.add("pending", (table.name, key, row))
+            resolution: Resolution[SourceRef] = resolve_records(identity, self.rules)
+            self.report.links_refused += len(resolution.refused)
+            self.progress("resolve", len(identity), len(identity))
+            previous = catalog.source_map(self.entity_type)
+            known = catalog.entities(self.entity_type)
+            ids = assign_entity_ids(
+                self.entity_type,
+                resolution.clusters,
+                previous,
+                {e: r.created_at for e, r in known.items()},
+            )
+            owner: dict[tuple[str, str], str] = {}
+            for entity_id, members in zip(ids, resolution.clusters, strict=True):
+                for ref in members:
+                    owner[(table_of[(ref.source, ref.table)], ref.key)] = entity_id
+
+            placed: dict[str, str] = {}
+
+            def place(entity_id: str) -> str:
+                found = placed.get(entity_id)
+                if found is None:
+                    found = placed[entity_id] = str(
+                        partition_of(entity_key(self.entity_type, entity_id), partitions)
+                    )
+                return found
+
+            spill.finish()
+            for chunk in read_stream(spill.path("pending"), spill.key, "pending"):
+                for table_name, key, row in chunk:
+                    entity_id = owner[(table_name, key)]
+                    spill.add(place(entity_id), (entity_id, table_name, row))
+            parents = {t.parent for t in self.tables if t.parent is not None}
+            for table in self.tables:
+                if table.parent is None:
+                    continue
+                assert table.foreign_key is not None
+                key_at = table.column_names.index(table.key)
+                fk_at = table.column_names.index(table.foreign_key)
+                orphans = 0
+                for batch in self._stream(table):
+                    for row in batch:
+                        found = owner.get((table.parent, key_text(row[fk_at])))
+                        if found is None:
+                            orphans += 1  # its parent is not in the source: nothing to join
+                            continue
+                        if table.name in parents:
+                            owner[(table.name, key_text(row[key_at]))] = found
+                        spill.add(place(found), (found, table.name, row))
+                if orphans:
+                    self.report.orphans[table.name] = (
+                        self.report.orphans.get(table.name, 0) + orphans
+                    )
+            spill.finish()
+            owner.clear()
+            self._build_and_write(spill, partitions, known, run_id, started)
+        finally:
+            spill.remove()
+        identity_refs = {ref for ref, _ in identity}
+        self._record(
+            resolution,
+            ids,
+            resolution.clusters,
+            {ref: e for ref, e in previous.items() if ref in identity_refs},
+            dict(identity),
             run_id,
             started,
             affected=set(known),
             index=index,
             everything=True,
         )
+
+    def _build_and_write(
+        self,
+        spill: Spill,
+        partitions: int,
+        known: dict[str, EntityRecord],
+        run_id: int,
+        started: str,
+    ) -> None:
+        """Build the partitions (in worker processes when asked) and write what changed."""
+        stored = self.project.store.all_versions(self.entity_type)
+        now = utc_now()
+        by_partition: dict[int, dict[str, tuple[int, int, str, str]]] = defaultdict(dict)
+        for entity_id, record in known.items():
+            p = partition_of(entity_key(self.entity_type, entity_id), partitions)
+            by_partition[p][entity_id] = (
+                record.version,
+                stored.get(entity_id, 0),
+                record.fingerprint,
+                record.schema_version,
+            )
+        jobs = [
+            BuildJob(
+                p,
+                spill.path(str(p)),
+                spill.key,
+                self.schema,
+                self.project.secrets.master_key,
+                self.full,
+                run_id,
+                started,
+                now,
+                by_partition.get(p, {}),
+            )
+            for p in range(partitions)
+        ]
+        if self.workers > 1:
+            context = multiprocessing.get_context("spawn")
+            with context.Pool(min(self.workers, partitions)) as pool:
+                self._write_results(pool.imap_unordered(build_partition, jobs), known, now)
+        else:
+            self._write_results(map(build_partition, jobs), known, now)
+
+    def _write_results(
+        self, results: Iterable[PartitionResult], known: dict[str, EntityRecord], now: str
+    ) -> None:
+        store, catalog = self.project.store, self.project.catalog
+        batch_size = self.project.config.store.batch_size
+        for result in results:
+            self.report.unchanged += result.unchanged
+            for start in range(0, len(result.built), batch_size):
+                batch = result.built[start : start + batch_size]
+                store.put_many(
+                    [
+                        StoredBlob(
+                            self.entity_type,
+                            b.entity_id,
+                            b.version,
+                            b.blob,
+                            expected_version=b.expected_version,
+                        )
+                        for b in batch
+                    ]
+                )
+                records = []
+                for b in batch:
+                    previous = known.get(b.entity_id)
+                    records.append(
+                        EntityRecord(
+                            self.entity_type,
+                            b.entity_id,
+                            b.version,
+                            b.fingerprint,
+                            self.schema.version,
+                            now if previous is None else previous.created_at,
+                            now,
+                        )
+                    )
+                    if previous is None:
+                        self.report.created += 1
+                    else:
+                        self.report.updated += 1
+                catalog.apply_batch(
+                    records,
+                    ((b.entity_id, SourceRef(*ref)) for b in batch for ref in b.refs),
+                    self.entity_type,
+                )
+                self.progress("store", len(batch), None)
 
     def _run_incremental(self, index: IdentityIndex, run_id: int, started: str) -> None:
         catalog, marks = self.project.catalog, Watermarks(self.project.catalog)
@@ -324,6 +494,35 @@ class EntityTypeSync:
         item_of = {ref: item for ref, _, item in identity}
         contents, refs_of = self._assemble(ids, clusters, item_of, children, run_id, started)
         identity_previous = {ref: e for ref, e in previous.items() if ref in item_of}
+        self._write(contents, refs_of, known, run_id)
+        self._record(
+            resolution,
+            ids,
+            clusters,
+            identity_previous,
+            {ref: values for ref, values, _ in identity},
+            run_id,
+            started,
+            affected=affected,
+            index=index,
+            everything=everything,
+        )
+
+    def _record(
+        self,
+        resolution: Resolution[SourceRef],
+        ids: Sequence[str],
+        clusters: Sequence[Sequence[SourceRef]],
+        identity_previous: Mapping[SourceRef, str],
+        values_of: Mapping[SourceRef, Values],
+        run_id: int,
+        started: str,
+        *,
+        affected: set[str],
+        index: IdentityIndex,
+        everything: bool,
+    ) -> None:
+        """Delete entities gone, and record links, the identity index and merges/splits."""
         events, aliases = entity_changes(
             clusters,
             ids,
@@ -333,8 +532,7 @@ class EntityTypeSync:
             at=started,
             run_id=run_id,
         )
-        gone = sorted(affected - set(contents))
-        self._write(contents, refs_of, known, run_id)
+        gone = sorted(affected - set(ids))
         catalog, store, history = (
             self.project.catalog,
             self.project.store,
@@ -365,7 +563,6 @@ class EntityTypeSync:
         if everything:
             history.clear_links(self.entity_type)
         history.replace_links(self.entity_type, links)
-        values_of = {ref: values for ref, values, _ in identity}
         index.replace(
             ((ref_text(ref), cluster_of[ref], values_of[ref]) for ref in cluster_of),
             everything=everything,
@@ -433,8 +630,8 @@ class EntityTypeSync:
             for name, rows in content.rows.items():
                 table = self.schema.table(name)
                 key_at = table.column_names.index(table.key)
-                rows.sort(key=_row_order(key_at))
-            content.lineage.sort(key=_lineage_order)
+                rows.sort(key=row_order(key_at))
+            content.lineage.sort(key=lineage_order)
         return contents, refs_of
 
     def _write(
@@ -524,21 +721,3 @@ class EntityTypeSync:
     def watermarks(self) -> dict[tuple[str, str, str], Any]:
         """The newest watermark value read per table in this run."""
         return dict(self._marks)
-
-
-def _row_order(key_at: int) -> Any:
-    def order(row: Row) -> tuple[int, Any]:
-        return _sort_key(row[key_at])
-
-    return order
-
-
-def _lineage_order(lineage: Lineage) -> tuple[str, tuple[int, Any]]:
-    return (str(lineage[0]), _sort_key(lineage[1]))
-
-
-def _sort_key(value: Any) -> tuple[int, Any]:
-    """Order keys numerically when they are numbers, as text otherwise, never mixed."""
-    if isinstance(value, int | float):
-        return (0, value)
-    return (1, str(value))

@@ -165,3 +165,30 @@ def test_sync_deletes_entities_gone_from_sources(fresh_demo: DemoProject) -> Non
         assert (
             lonely and project.catalog.find_by_source("customer", "support", "tickets", "1") == []
         )
+
+
+def test_sync_with_worker_processes_builds_the_same_entities(
+    fresh_demo: DemoProject, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(fresh_demo.directory, copy)
+    documents = []
+    for directory, workers in ((fresh_demo.directory, 1), (copy, 2)):
+        with Project.open(directory / "fabric.yaml") as project:
+            report = sync_project(project, full=True, workers=workers)
+            assert report.created == project.catalog.count("customer") > 0
+            service = EntityService(project)
+            ids = sorted(project.catalog.entities("customer"))
+            documents.append(
+                {e: service.document("customer", e, role="steward")["tables"] for e in ids}
+            )
+    assert documents[0] == documents[1]
+
+
+def test_sync_spill_files_are_removed(fresh_demo: DemoProject) -> None:
+    import tempfile
+
+    before = set(Path(tempfile.gettempdir()).glob("fabric-sync-*"))
+    with Project.open(fresh_demo.config_path) as project:
+        sync_project(project, full=True)
+    assert set(Path(tempfile.gettempdir()).glob("fabric-sync-*")) == before

@@ -1,0 +1,161 @@
+"""Build the entities of one partition: the part of a full sync that runs in worker processes.
+
+A job carries everything it needs (spill location and key, schema, versions known for its
+entities) and returns the encoded images of the entities that changed, so the parent stays
+the only writer of the store and catalog. Rows come back grouped by entity, in key order, so
+the same content always makes the same image and fingerprint.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fabric.store.codec import BlobCodec
+from fabric.store.microdb import EntityContent, EntitySchema, MicroDbBuilder
+from fabric.sync.spill import read_stream
+
+__all__ = [
+    "BuildJob",
+    "BuiltEntity",
+    "PartitionResult",
+    "build_partition",
+    "lineage_order",
+    "row_order",
+    "sort_key",
+]
+
+
+def sort_key(value: Any) -> tuple[int, Any]:
+    """Order keys numerically when they are numbers, as text otherwise, never mixed."""
+    if isinstance(value, int | float):
+        return (0, value)
+    return (1, str(value))
+
+
+def row_order(key_at: int) -> Any:
+    """Sort key for rows whose key is at ``key_at``."""
+
+    def order(row: tuple[Any, ...]) -> tuple[int, Any]:
+        return sort_key(row[key_at])
+
+    return order
+
+
+def lineage_order(lineage: tuple[Any, ...]) -> tuple[str, tuple[int, Any]]:
+    """Sort key for lineage rows: table, then key."""
+    return (str(lineage[0]), sort_key(lineage[1]))
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    """One partition's work."""
+
+    partition: int
+    spill_path: Path
+    spill_key: bytes
+    schema: EntitySchema
+    master_key: bytes | None
+    full: bool
+    run_id: int
+    started: str
+    built_at: str
+    #: entity id -> (catalog version, stored version, fingerprint, schema version)
+    known: dict[str, tuple[int, int, str, str]]
+
+
+@dataclass(frozen=True)
+class BuiltEntity:
+    """A changed entity, ready to store."""
+
+    entity_id: str
+    version: int
+    expected_version: int
+    fingerprint: str
+    blob: bytes
+    #: (source, source table, key) of every row
+    refs: list[tuple[str, str, str]]
+
+
+@dataclass(frozen=True)
+class PartitionResult:
+    """What a partition produced."""
+
+    partition: int
+    built: list[BuiltEntity]
+    unchanged: int
+
+
+def build_partition(job: BuildJob) -> PartitionResult:
+    """Group the partition's rows by entity, and build and encode what changed."""
+    schema = job.schema
+    tables = {t.name: t for t in schema.tables}
+    key_at = {t.name: t.column_names.index(t.key) for t in schema.tables}
+    rows: dict[str, dict[str, list[tuple[Any, ...]]]] = defaultdict(lambda: defaultdict(list))
+    name = str(job.partition)
+    for chunk in read_stream(job.spill_path, job.spill_key, name):
+        for entity_id, table, row in chunk:
+            rows[entity_id][table].append(row)
+    builder = MicroDbBuilder(schema)
+    codec = BlobCodec(job.master_key)
+    built: list[BuiltEntity] = []
+    unchanged = 0
+    for entity_id in sorted(rows):
+        by_table = rows.pop(entity_id)
+        content = EntityContent(entity_id, {t: [] for t in tables}, [])
+        refs: list[tuple[str, str, str]] = []
+        for table_name, table_rows in by_table.items():
+            table = tables[table_name]
+            at = key_at[table_name]
+            table_rows.sort(key=row_order(at))
+            content.rows[table_name] = table_rows
+            for row in table_rows:
+                key = _key_text(row[at])
+                content.lineage.append(
+                    (
+                        table_name,
+                        key,
+                        table.source,
+                        table.source_table,
+                        key,
+                        job.started,
+                        job.run_id,
+                    )
+                )
+                refs.append((table.source, table.source_table, key))
+        content.lineage.sort(key=lineage_order)
+        fingerprint = content.fingerprint()
+        catalog_version, stored_version, old_print, old_schema = job.known.get(
+            entity_id, (0, 0, "", "")
+        )
+        if (
+            not job.full
+            and catalog_version
+            and old_print == fingerprint
+            and old_schema == schema.version
+        ):
+            unchanged += 1
+            continue
+        version = max(catalog_version, stored_version) + 1
+        image = builder.build(
+            content,
+            {
+                "entity_type": schema.entity_type,
+                "entity_id": entity_id,
+                "version": version,
+                "schema_version": schema.version,
+                "built_at": job.built_at,
+                "sync_run": job.run_id,
+            },
+        )
+        blob = codec.encode(image, schema.entity_type, entity_id, version)
+        built.append(BuiltEntity(entity_id, version, stored_version, fingerprint, blob, refs))
+    return PartitionResult(job.partition, built, unchanged)
+
+
+def _key_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
