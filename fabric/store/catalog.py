@@ -121,6 +121,10 @@ _STEPS: list[list[str]] = [
         ) WITHOUT ROWID""",
         "CREATE INDEX identity_keys_by_ref ON identity_keys (entity_type, ref)",
     ],
+    [
+        "ALTER TABLE sync_runs ADD COLUMN merged INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE sync_runs ADD COLUMN split INTEGER NOT NULL DEFAULT 0",
+    ],
 ]
 
 
@@ -169,6 +173,8 @@ class SyncRunRecord:
     unchanged: int
     deleted: int
     error: str | None
+    merged: int = 0
+    split: int = 0
 
 
 class Catalog:
@@ -373,7 +379,8 @@ class Catalog:
         with self._conn:
             self._conn.execute(
                 "UPDATE sync_runs SET finished_at = ?, status = ?, rows_read = ?, created = ?, "
-                "updated = ?, unchanged = ?, deleted = ?, error = ? WHERE id = ?",
+                "updated = ?, unchanged = ?, deleted = ?, error = ?, merged = ?, split = ? "
+                "WHERE id = ?",
                 (
                     utc_now(),
                     status,
@@ -383,6 +390,8 @@ class Catalog:
                     counts.get("unchanged", 0),
                     counts.get("deleted", 0),
                     error,
+                    counts.get("merged", 0),
+                    counts.get("split", 0),
                     run_id,
                 ),
             )

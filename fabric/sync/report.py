@@ -47,4 +47,6 @@ class SyncReport:
             "updated": self.updated,
             "unchanged": self.unchanged,
             "deleted": self.deleted,
+            "merged": self.merged,
+            "split": self.split,
         }

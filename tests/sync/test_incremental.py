@@ -98,6 +98,7 @@ def test_incremental_merge_keeps_the_older_id_and_the_alias_resolves(
     with Project.open(fresh_demo.config_path) as project:
         report = sync_project(project)
         assert report.merged == 1
+        assert project.catalog.runs()[0].merged == 1
         service = EntityService(project)
         survivor = service.find("customer", "crm.customers", "200002")
         expected = min((older, newer), key=lambda e: (created[e], e))
