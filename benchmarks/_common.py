@@ -9,16 +9,34 @@ one slow run should not move the quoted figure.
 from __future__ import annotations
 
 import json
+import os
+import resource
 import statistics
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
-__all__ = ["Timings", "emit", "log", "rate", "sig", "sqlite_bytes"]
+__all__ = [
+    "MIB",
+    "DescendantMemory",
+    "Timings",
+    "current_rss_bytes",
+    "emit",
+    "log",
+    "peak_rss_bytes",
+    "rate",
+    "reset_peak_rss",
+    "sig",
+    "sqlite_bytes",
+]
 
 #: Significant digits kept in printed floats: more would only print noise.
 SIGNIFICANT_DIGITS = 4
+#: Bytes in a MiB, for printing memory figures.
+MIB = 1024 * 1024
 
 
 def log(message: str) -> None:
@@ -95,3 +113,123 @@ def sqlite_bytes(path: Path) -> tuple[int, int]:
 
     sidecars = sum(size(path.with_name(path.name + suffix)) for suffix in ("-wal", "-shm"))
     return size(path), sidecars
+
+
+def _proc_status_bytes(field: str, pid: str = "self") -> int | None:
+    """Read a ``kB`` field of /proc/PID/status in bytes; None where there is no such file."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's resident-set high-water mark to its current size, if possible.
+
+    Linux 4.0 and later reset VmHWM when "5" is written to /proc/self/clear_refs; returns
+    False where that is not available, and the mark then covers the whole process life.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def current_rss_bytes() -> int | None:
+    """Return this process's resident set size now, in bytes (None where it is not known)."""
+    return _proc_status_bytes("VmRSS")
+
+
+def peak_rss_bytes() -> int:
+    """Return this process's resident-set high-water mark, in bytes.
+
+    On Linux this is VmHWM of /proc/self/status: the mark of this process image only, since
+    the last :func:`reset_peak_rss`. Elsewhere it is ``ru_maxrss``, which on Linux would
+    also carry the mark of the parent a process was forked from, even across exec, so it
+    over-states a spawned child's own peak. Linux reports ``ru_maxrss`` in kibibytes, macOS
+    in bytes.
+    """
+    hwm = _proc_status_bytes("VmHWM")
+    if hwm is not None:
+        return hwm
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+def _descendants(pid: str) -> list[str]:
+    """Every live descendant of ``pid`` (Linux: /proc/PID/task/*/children), deepest last."""
+    found: list[str] = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children", encoding="ascii") as children:
+                    kids = children.read().split()
+            except OSError:
+                continue
+            found.extend(kids)
+            pending.extend(kids)
+    return found
+
+
+class DescendantMemory:
+    """Sample the resident memory of this process's child processes while a block runs.
+
+    A process's own high-water mark (:func:`peak_rss_bytes`) leaves out worker processes it
+    starts. This samples, every ``interval`` seconds from a background thread, each
+    descendant's own mark (VmHWM, exact up to the last sample before it exits) and the
+    resident total of this process and its descendants (a sampled lower bound of the true
+    peak). Linux only; elsewhere nothing is found and every figure stays 0.
+    """
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        #: largest high-water mark of any one descendant, in bytes
+        self.peak_descendant_bytes = 0
+        #: largest sampled resident total of this process and its descendants, in bytes
+        self.peak_total_bytes = 0
+        #: distinct descendants seen
+        self.descendants = 0
+        self._seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _sample(self) -> None:
+        total = current_rss_bytes() or 0
+        for pid in _descendants(str(os.getpid())):
+            self._seen.add(pid)
+            total += _proc_status_bytes("VmRSS", pid) or 0
+            hwm = _proc_status_bytes("VmHWM", pid) or 0
+            self.peak_descendant_bytes = max(self.peak_descendant_bytes, hwm)
+        self.peak_total_bytes = max(self.peak_total_bytes, total)
+        self.descendants = len(self._seen)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> DescendantMemory:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
