@@ -186,8 +186,9 @@ def _print_sync(report: Any) -> None:
     )
     if report.links_refused:
         click.echo(
-            f"  {report.links_refused} links refused by cannot_link or max_cluster_size: "
-            "see `fabric resolve --explain` to review them"
+            f"  {report.links_refused} candidate links refused by cannot_link or "
+            "max_cluster_size (records kept apart); review the rules with `fabric resolve "
+            "--explain` on an extract"
         )
     for table, count in report.orphans.items():
         click.echo(f"  warning: {count} rows of {table} have no parent row and were skipped")

@@ -373,10 +373,18 @@ class Catalog:
         return run_id
 
     def finish_run(
-        self, run_id: int, *, status: str, counts: dict[str, int], error: str | None = None
+        self,
+        run_id: int,
+        *,
+        status: str,
+        counts: dict[str, int],
+        error: str | None = None,
+        mode: str | None = None,
     ) -> None:
-        """Record the end of a sync run."""
+        """Record the end of a sync run (and the mode it really ran in, when given)."""
         with self._conn:
+            if mode is not None:
+                self._conn.execute("UPDATE sync_runs SET mode = ? WHERE id = ?", (mode, run_id))
             self._conn.execute(
                 "UPDATE sync_runs SET finished_at = ?, status = ?, rows_read = ?, created = ?, "
                 "updated = ?, unchanged = ?, deleted = ?, error = ?, merged = ?, split = ? "

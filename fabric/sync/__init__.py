@@ -54,9 +54,12 @@ def sync_project(
     report = SyncReport(run_id=run_id, mode=mode)
     started = utc_now()
     try:
+        modes = set()
         for entity_sync in syncs:
             entity_sync.report = report
-            entity_sync.run(run_id, started)
+            modes.add(entity_sync.run(run_id, started))
+        # A first sync reads everything: say so, rather than the mode that was asked for.
+        report.mode = "incremental" if modes == {"incremental"} else "full"
         marks = {k: v for s in syncs for k, v in s.watermarks().items()}
         Watermarks(catalog).set_many(marks, run_id)
     except FabricError as exc:
@@ -68,5 +71,5 @@ def sync_project(
         catalog.finish_run(run_id, status="failed", counts=report.counts(), error="interrupted")
         raise
     report.seconds = time.perf_counter() - started_clock
-    catalog.finish_run(run_id, status="succeeded", counts=report.counts())
+    catalog.finish_run(run_id, status="succeeded", counts=report.counts(), mode=report.mode)
     return report

@@ -176,8 +176,11 @@ class EntityTypeSync:
 
     # -- the two modes ----------------------------------------------------------------------
 
-    def run(self, run_id: int, started: str) -> None:
-        """Sync this entity type; incremental when there is state to continue from."""
+    def run(self, run_id: int, started: str) -> str:
+        """Sync this entity type; incremental when there is state to continue from.
+
+        Returns the mode it ran in: "incremental", or "full" (asked for, or a first sync).
+        """
         index = IdentityIndex(self.project.catalog, self.entity_type, self._master, self.rules)
         has_state = (
             not self.full
@@ -187,8 +190,9 @@ class EntityTypeSync:
         )
         if has_state:
             self._run_incremental(index, run_id, started)
-        else:
-            self._run_full(index, run_id, started)
+            return "incremental"
+        self._run_full(index, run_id, started)
+        return "full"
 
     def _run_full(self, index: IdentityIndex, run_id: int, started: str) -> None:
         """Stream every table through partition spill files and build partitions in workers.
