@@ -8,7 +8,7 @@ an entity splits), so a re-sync does not renumber the world.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 __all__ = ["assign_entity_ids", "mint_entity_id"]
@@ -16,7 +16,12 @@ __all__ = ["assign_entity_ids", "mint_entity_id"]
 T = TypeVar("T")
 
 
-def mint_entity_id(entity_type: str, seed: str, taken: set[str] | frozenset[str]) -> str:
+def mint_entity_id(
+    entity_type: str,
+    seed: str,
+    taken: set[str] | frozenset[str],
+    exists: Callable[[str], bool] | None = None,
+) -> str:
     """Derive a new id from the cluster's smallest record reference.
 
     A hash of a record reference (not of any value) makes ids reproducible for the same sources
@@ -26,7 +31,7 @@ def mint_entity_id(entity_type: str, seed: str, taken: set[str] | frozenset[str]
     while True:
         material = f"{entity_type}\x00{seed}\x00{counter}".encode()
         candidate = hashlib.sha256(material).hexdigest()[:12]
-        if candidate not in taken:
+        if candidate not in taken and (exists is None or not exists(candidate)):
             return candidate
         counter += 1
 
@@ -36,6 +41,7 @@ def assign_entity_ids(
     clusters: Sequence[Sequence[T]],
     previous: Mapping[T, str],
     age: Mapping[str, str],
+    exists: Callable[[str], bool] | None = None,
 ) -> list[str]:
     """Give every cluster an id, reusing known ids where the cluster holds known records.
 
@@ -43,6 +49,8 @@ def assign_entity_ids(
         clusters: record clusters.
         previous: record -> entity id from the last sync.
         age: entity id -> creation time; the oldest entity keeps its id on a merge.
+        exists: for ids not in ``age``: does an entity with this id exist already? (An
+            incremental sync passes only the entities it touches in ``age``.)
 
     Returns:
         One id per cluster, in the order of ``clusters``.
@@ -59,7 +67,7 @@ def assign_entity_ids(
         if known:
             chosen = min(known, key=lambda e: (age.get(e, ""), e))
         else:
-            chosen = mint_entity_id(entity_type, min(str(r) for r in clusters[i]), taken)
+            chosen = mint_entity_id(entity_type, min(str(r) for r in clusters[i]), taken, exists)
         claimed.add(chosen)
         taken.add(chosen)
         ids[i] = chosen

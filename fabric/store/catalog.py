@@ -229,6 +229,15 @@ class Catalog:
             )
         }
 
+    def entities_in(self, entity_type: str, entity_ids: Iterable[str]) -> dict[str, EntityRecord]:
+        """Return the given entities' rows (missing ones are left out)."""
+        found: dict[str, EntityRecord] = {}
+        for entity_id in set(entity_ids):
+            record = self.entity(entity_type, entity_id)
+            if record is not None:
+                found[entity_id] = record
+        return found
+
     def count(self, entity_type: str | None = None) -> int:
         """Number of entities (of one type, or all)."""
         if entity_type is None:

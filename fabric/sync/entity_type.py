@@ -434,7 +434,8 @@ class EntityTypeSync:
             if t.parent is not None
         }
         previous = {ref: e for ref, e in catalog.source_map_for(self.entity_type, affected).items()}
-        known = catalog.entities(self.entity_type)
+        # Only the touched entities: loading every entity would cost in proportion to the store.
+        known = catalog.entities_in(self.entity_type, affected)
         self._apply(
             identity_all,
             children,
@@ -493,7 +494,11 @@ class EntityTypeSync:
         self.progress("resolve", len(identity), len(identity))
         clusters = resolution.clusters
         ids = assign_entity_ids(
-            self.entity_type, clusters, previous, {e: r.created_at for e, r in known.items()}
+            self.entity_type,
+            clusters,
+            previous,
+            {e: r.created_at for e, r in known.items()},
+            exists=lambda e: self.project.catalog.entity(self.entity_type, e) is not None,
         )
         item_of = {ref: item for ref, _, item in identity}
         contents, refs_of = self._assemble(ids, clusters, item_of, children, run_id, started)
