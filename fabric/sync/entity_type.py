@@ -445,7 +445,6 @@ class EntityTypeSync:
             started,
             affected=affected,
             index=index,
-            everything=False,
         )
 
     def _items_of_entities(self, entity_ids: set[str]) -> list[_Item]:
@@ -484,9 +483,8 @@ class EntityTypeSync:
         *,
         affected: set[str],
         index: IdentityIndex,
-        everything: bool,
     ) -> None:
-        """Resolve ``identity``, assemble entities, write them and the catalog's records."""
+        """Resolve the touched records, rebuild their entities and record what happened."""
         resolution: Resolution[SourceRef] = resolve_records(
             [(ref, values) for ref, values, _ in identity], self.rules
         )
@@ -514,7 +512,7 @@ class EntityTypeSync:
             started,
             affected=affected,
             index=index,
-            everything=everything,
+            everything=False,
         )
 
     def _record(
