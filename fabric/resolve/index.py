@@ -1,21 +1,19 @@
 """The identity index: what incremental resolution needs, with no plaintext at rest.
 
-For every identity record it keeps the entity it belongs to, its normalised match values
-sealed with AES-GCM (bound to the entity type and record), and keyed hashes (HMAC) of every
-match and blocking key it has. A changed record finds its candidates by looking up the hashes
-of its own keys; the values to compare come back by unsealing. Neither the hashes nor the
-sealed values can be read without the master key.
+For every identity record it keeps the entity it belongs to and keyed hashes (HMAC with a key
+derived from the master key) of every match and blocking key it has. A changed record finds
+its candidates by looking up the hashes of its own keys; the values to compare are then read
+back from the candidates' encrypted entity images, so the index itself holds no values.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from fabric.resolve.rules import CompiledMatchRules
 from fabric.store.catalog import Catalog
-from fabric.store.crypto import KeyedHasher, Sealer, derive_key
+from fabric.store.crypto import KeyedHasher, derive_key
 
 __all__ = ["IdentityIndex", "match_keys"]
 
@@ -46,13 +44,9 @@ class IdentityIndex:
         self.entity_type = entity_type
         self.rules = rules
         self._hash = KeyedHasher(derive_key(master_key, "identity-index-keys"))
-        self._sealer = Sealer(derive_key(master_key, "identity-index-values"))
-
-    def _aad(self, ref: str) -> bytes:
-        return f"{self.entity_type}\x00{ref}".encode()
 
     def replace(self, records: Iterable[tuple[str, str, Values]], *, everything: bool) -> None:
-        """Store ``(ref, entity id, values)`` records, replacing what they had.
+        """Index ``(ref, entity id, values)`` records (the values give the keys to hash).
 
         With ``everything``, the index of this entity type is rebuilt from these records only
         (a full sync); otherwise only the given records change.
@@ -62,8 +56,7 @@ class IdentityIndex:
         refs: list[str] = []
         for ref, entity_id, values in records:
             refs.append(ref)
-            payload = self._sealer.seal(json.dumps(values, sort_keys=True).encode(), self._aad(ref))
-            rows.append((self.entity_type, ref, entity_id, payload))
+            rows.append((self.entity_type, ref, entity_id))
             keys.extend(
                 (self.entity_type, self._hash(key), ref) for key in match_keys(self.rules, values)
             )
@@ -77,9 +70,7 @@ class IdentityIndex:
                 )
             else:
                 self.forget(refs, in_transaction=True)
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO identity_records VALUES (?, ?, ?, ?)", rows
-            )
+            self._conn.executemany("INSERT OR REPLACE INTO identity_records VALUES (?, ?, ?)", rows)
             self._conn.executemany("INSERT OR IGNORE INTO identity_keys VALUES (?, ?, ?)", keys)
 
     def has_records(self) -> bool:
@@ -122,23 +113,6 @@ class IdentityIndex:
                     )
                 )
         return found
-
-    def records_of_entities(self, entity_ids: Iterable[str]) -> dict[str, tuple[str, Values]]:
-        """ref -> (entity id, unsealed values) for every record of the given entities."""
-        out: dict[str, tuple[str, Values]] = {}
-        for entity_id in set(entity_ids):
-            for ref, owner, payload in self._conn.execute(
-                "SELECT ref, entity_id, payload FROM identity_records "
-                "WHERE entity_type = ? AND entity_id = ?",
-                (self.entity_type, entity_id),
-            ):
-                values = json.loads(
-                    self._sealer.open(
-                        bytes(payload), self._aad(str(ref)), what=f"identity record {ref}"
-                    )
-                )
-                out[str(ref)] = (str(owner), values)
-        return out
 
     def entity_of(self, refs: Iterable[str]) -> dict[str, str]:
         """ref -> entity id for indexed records."""

@@ -103,13 +103,12 @@ _STEPS: list[list[str]] = [
             sync_run INTEGER NOT NULL,
             PRIMARY KEY (source, source_table)
         ) WITHOUT ROWID""",
-        # The identity index for incremental resolution: keyed hashes of match keys, and the
-        # normalised match values sealed with AES-GCM. No plaintext personal data.
+        # The identity index for incremental resolution: each record's entity and keyed
+        # hashes of its match keys. No personal data, in clear or otherwise.
         """CREATE TABLE identity_records (
             entity_type TEXT NOT NULL,
             ref TEXT NOT NULL,
             entity_id TEXT NOT NULL,
-            payload BLOB NOT NULL,
             PRIMARY KEY (entity_type, ref)
         ) WITHOUT ROWID""",
         "CREATE INDEX identity_by_entity ON identity_records (entity_type, entity_id)",

@@ -39,8 +39,3 @@ class Watermarks:
                 "INSERT OR REPLACE INTO watermarks VALUES (?, ?, ?, ?, ?)",
                 [(s, t, c, json.dumps(v), run_id) for (s, t, c), v in values.items()],
             )
-
-    def clear(self) -> None:
-        """Forget every watermark (a full sync reads everything anyway)."""
-        with self._conn:
-            self._conn.execute("DELETE FROM watermarks")
