@@ -27,6 +27,8 @@ _DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%Y/%m/%d", "%d.%m.%Y")
 
 
 def _ascii(text: str) -> str:
+    if text.isascii():
+        return text
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
@@ -83,7 +85,8 @@ def _signature_name(text: str) -> str | None:
     return tail if _NAME_WORDS.match(tail) else None
 
 
-_SEVEN_DIGITS = re.compile(r"(?:\d\D{0,3}){7}")
+#: A phone-like run: an optional +, then at least seven digits with the usual separators.
+_PHONE_LIKE = re.compile(r"\+?\(?\d(?:[\d\s().-]{5,18})\d")
 #: Regions of the North American Numbering Plan: a ten-digit national number is +1 and those
 #: digits, which spares libphonenumber's full parse (most of a sync's time, measured).
 _NANP = frozenset({"US", "CA"})
@@ -91,10 +94,16 @@ _NANP = frozenset({"US", "CA"})
 
 def _extract_phone(region: str) -> Normaliser:
     leniency = phonenumbers.Leniency.POSSIBLE
+    parse = _phone(region)
 
     def normalise(text: str) -> str | None:
-        if _SEVEN_DIGITS.search(text) is None:
+        candidate = _PHONE_LIKE.search(text)
+        if candidate is None:
             return None  # no run of seven digits: no phone number to look for
+        # The common spellings parse directly; libphonenumber's matcher (slow) settles the rest.
+        quick = parse(candidate.group(0))
+        if quick is not None:
+            return quick
         for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=leniency):
             return phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
         return None
