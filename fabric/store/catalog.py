@@ -328,16 +328,28 @@ class Catalog:
             )
         return [str(r[0]) for r in rows]
 
-    def source_map(self, entity_type: str) -> dict[SourceRef, str]:
-        """Every known source record of a type and its entity id."""
-        return {
-            SourceRef(s, t, k): e
-            for s, t, k, e in self._conn.execute(
-                "SELECT source, source_table, source_key, entity_id FROM source_keys "
-                "WHERE entity_type = ?",
-                (entity_type,),
-            )
-        }
+    def source_map(
+        self, entity_type: str, tables: Iterable[tuple[str, str]] | None = None
+    ) -> dict[SourceRef, str]:
+        """Every known source record of a type (or of some source tables) and its entity id."""
+        if tables is None:
+            return {
+                SourceRef(s, t, k): e
+                for s, t, k, e in self._conn.execute(
+                    "SELECT source, source_table, source_key, entity_id FROM source_keys "
+                    "WHERE entity_type = ?",
+                    (entity_type,),
+                )
+            }
+        found: dict[SourceRef, str] = {}
+        for source, table in tables:
+            for key, entity_id in self._conn.execute(
+                "SELECT source_key, entity_id FROM source_keys "
+                "WHERE entity_type = ? AND source = ? AND source_table = ?",
+                (entity_type, source, table),
+            ):
+                found[SourceRef(source, table, str(key))] = str(entity_id)
+        return found
 
     # -- schemas ----------------------------------------------------------------------------
 

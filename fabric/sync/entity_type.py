@@ -222,7 +222,12 @@ class EntityTypeSync:
             resolution: Resolution[SourceRef] = resolve_records(identity, self.rules)
             self.report.links_refused += len(resolution.refused)
             self.progress("resolve", len(identity), len(identity))
-            previous = catalog.source_map(self.entity_type)
+            # Identity records only: child rows follow their parents, and loading every source
+            # key of a large store would cost memory for nothing.
+            previous = catalog.source_map(
+                self.entity_type,
+                [(t.source, t.source_table) for t in self.tables if t.parent is None],
+            )
             known = catalog.entities(self.entity_type)
             ids = assign_entity_ids(
                 self.entity_type,
