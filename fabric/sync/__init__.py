@@ -49,6 +49,13 @@ def sync_project(
     ]
     project.check_masking({s.entity_type: s.layout() for s in syncs})
     catalog = project.catalog
+    last = catalog.runs(1)
+    if last and last[0].status != "succeeded" and not full:
+        # A run that died part-way may have rewritten some entities and not others, and an
+        # incremental run only revisits what changed since the watermarks: start over.
+        full = True
+        for entity_sync in syncs:
+            entity_sync.full = True
     mode = "full" if full else "incremental"
     run_id = catalog.start_run(mode)
     report = SyncReport(run_id=run_id, mode=mode)

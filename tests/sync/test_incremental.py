@@ -160,3 +160,13 @@ def test_sync_leaves_no_plaintext_at_rest(fresh_demo: DemoProject) -> None:
         data = path.read_bytes()
         leaked = [s for s in secrets if s in data]
         assert not leaked, f"{path.name} holds {len(leaked)} source values in clear"
+
+
+def test_sync_after_a_failed_run_is_full(fresh_demo: DemoProject) -> None:
+    with Project.open(fresh_demo.config_path) as project:
+        sync_project(project, full=True)
+        run_id = project.catalog.start_run("incremental")
+        project.catalog.finish_run(run_id, status="failed", counts={}, error="interrupted")
+        report = sync_project(project)
+        assert report.mode == "full" and report.updated == project.catalog.count("customer")
+        assert sync_project(project).mode == "incremental"
