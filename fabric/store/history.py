@@ -91,8 +91,12 @@ class History:
         events: Iterable[EntityEvent],
         aliases: Mapping[str, str],
         run_id: int,
+        current: Iterable[str] = (),
     ) -> None:
-        """Record merge/split events and new aliases (alias id -> surviving id)."""
+        """Record merge/split events and new aliases (alias id -> surviving id).
+
+        ``current`` are the entity ids this run keeps: none of them can stay an alias.
+        """
         now = utc_now()
         with self._conn:
             self._conn.executemany(
@@ -122,10 +126,9 @@ class History:
                     (entity_type, alias, survivor, now, run_id),
                 )
             # An id that is an entity again (a split gave it back) is no alias.
-            self._conn.execute(
-                "DELETE FROM aliases WHERE entity_type = ? AND alias_id IN "
-                "(SELECT entity_id FROM entities WHERE entity_type = ?)",
-                (entity_type, entity_type),
+            self._conn.executemany(
+                "DELETE FROM aliases WHERE entity_type = ? AND alias_id = ?",
+                [(entity_type, entity_id) for entity_id in current],
             )
 
     def alias_target(self, entity_type: str, entity_id: str) -> str | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -278,22 +278,26 @@ class EntityTypeSync:
                     )
             spill.finish()
             owner.clear()
-            self._build_and_write(spill, partitions, known, run_id, started)
+            identity_refs = {ref for ref, _ in identity}
+
+            def record() -> None:
+                self._record(
+                    resolution,
+                    ids,
+                    resolution.clusters,
+                    {ref: e for ref, e in previous.items() if ref in identity_refs},
+                    dict(identity),
+                    run_id,
+                    started,
+                    affected=set(known),
+                    index=index,
+                    everything=True,
+                )
+
+            self._build_and_write(spill, partitions, known, run_id, started, meanwhile=record)
         finally:
             spill.remove()
-        identity_refs = {ref for ref, _ in identity}
-        self._record(
-            resolution,
-            ids,
-            resolution.clusters,
-            {ref: e for ref, e in previous.items() if ref in identity_refs},
-            dict(identity),
-            run_id,
-            started,
-            affected=set(known),
-            index=index,
-            everything=True,
-        )
+        self.report.entities[self.entity_type] = catalog.count(self.entity_type)
 
     def _build_and_write(
         self,
@@ -302,8 +306,13 @@ class EntityTypeSync:
         known: dict[str, EntityRecord],
         run_id: int,
         started: str,
+        meanwhile: Callable[[], None],
     ) -> None:
-        """Build the partitions (in worker processes when asked) and write what changed."""
+        """Build the partitions (in worker processes when asked) and write what changed.
+
+        ``meanwhile`` is the parent's own catalog work (links, identity index, history): it
+        runs while the workers build, instead of after them.
+        """
         stored = self.project.store.all_versions(self.entity_type)
         now = utc_now()
         by_partition: dict[int, dict[str, tuple[int, int, str, str]]] = defaultdict(dict)
@@ -333,8 +342,11 @@ class EntityTypeSync:
         if self.workers > 1:
             context = multiprocessing.get_context("spawn")
             with context.Pool(min(self.workers, partitions)) as pool:
-                self._write_results(pool.imap_unordered(build_partition, jobs), known, now)
+                results = pool.imap_unordered(build_partition, jobs)
+                meanwhile()
+                self._write_results(results, known, now)
         else:
+            meanwhile()
             self._write_results(map(build_partition, jobs), known, now)
 
     def _write_results(
@@ -519,6 +531,7 @@ class EntityTypeSync:
             index=index,
             everything=False,
         )
+        self.report.entities[self.entity_type] = self.project.catalog.count(self.entity_type)
 
     def _record(
         self,
@@ -579,10 +592,9 @@ class EntityTypeSync:
             ((ref_text(ref), cluster_of[ref], values_of[ref]) for ref in cluster_of),
             everything=everything,
         )
-        history.record(self.entity_type, events, aliases, run_id)
+        history.record(self.entity_type, events, aliases, run_id, current=ids)
         self.report.merged += sum(1 for e in events if e.kind == "merge")
         self.report.split += sum(1 for e in events if e.kind == "split")
-        self.report.entities[self.entity_type] = catalog.count(self.entity_type)
 
     def _assemble(
         self,
