@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from fabric.config.models import DEFAULT_ROUTES
 from fabric.config.secrets import generate_key_file, hash_api_key
 from fabric.errors import ConfigError
 from fabric.sources.generate import GenerationReport, generate_sources
@@ -20,25 +21,10 @@ from fabric.sources.generate import GenerationReport, generate_sources
 __all__ = ["DEMO_ROLES", "DemoProject", "create_demo_project", "render_demo_config"]
 
 #: Demo roles, least privileged first: (key name, role, policy, routes).
-DEMO_ROLES = (
-    (
-        "analyst-demo",
-        "analyst",
-        "analyst",
-        ["entities", "lineage", "features", "exports", "catalog"],
-    ),
-    (
-        "steward-demo",
-        "steward",
-        "steward",
-        ["entities", "lineage", "features", "exports", "catalog"],
-    ),
-    (
-        "admin-demo",
-        "admin",
-        "steward",
-        ["entities", "lineage", "features", "exports", "catalog", "admin"],
-    ),
+DEMO_ROLES: tuple[tuple[str, str, str, list[str]], ...] = (
+    ("analyst-demo", "analyst", "analyst", list(DEFAULT_ROUTES)),
+    ("steward-demo", "steward", "steward", list(DEFAULT_ROUTES)),
+    ("admin-demo", "admin", "steward", [*DEFAULT_ROUTES, "admin"]),
 )
 
 #: Entity tables of the demo customer: name -> (system, table, parent, foreign key).

@@ -13,13 +13,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fabric.config._yaml import Loc, YamlDocument
 
-__all__ = ["display_path", "format_issue", "validate_document"]
+__all__ = ["StrictModel", "display_path", "format_issue", "suggest", "validate_document"]
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base of every model read from a file: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def display_path(path: Path) -> str:
@@ -78,7 +84,8 @@ def _allowed_keys(model: type[BaseModel], loc: Loc) -> list[str]:
     return []
 
 
-def _suggest(word: str, options: Iterable[str]) -> str:
+def suggest(word: str, options: Iterable[str]) -> str:
+    """``"did you mean 'x'? "`` for the closest option, or nothing."""
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'? " if close else ""
 
@@ -88,7 +95,7 @@ def _describe(model: type[BaseModel], err: Any) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         allowed = _allowed_keys(model, loc[:-1])
-        hint = _suggest(str(loc[-1]), allowed)
+        hint = suggest(str(loc[-1]), allowed)
         return f"unknown key; {hint}(allowed: {', '.join(allowed)})"
     if kind == "missing":
         return "required key is missing"
@@ -96,7 +103,7 @@ def _describe(model: type[BaseModel], err: Any) -> str:
         ctx = err.get("ctx", {})
         options = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",")]
         tag = str(ctx.get("tag", ""))[:40]
-        hint = _suggest(tag, options)
+        hint = suggest(tag, options)
         return (
             f"unknown {str(ctx.get('discriminator', 'kind')).strip(chr(39))} '{tag}'; "
             f"{hint}(allowed: {', '.join(options)})"

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     StringConstraints,
     field_validator,
 )
+
+from fabric.config._validation import StrictModel
 
 __all__ = [
     "ApiConfig",
@@ -40,11 +40,7 @@ __all__ = [
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CsvConfig(_Strict):
+class CsvConfig(StrictModel):
     """How to read one CSV file: its dialect and, where inference guesses wrong, column types.
 
     CSV carries no types, so fabric infers them from the first rows; ``types`` pins a column
@@ -67,7 +63,7 @@ class CsvConfig(_Strict):
         return value
 
 
-class SourceTableConfig(_Strict):
+class SourceTableConfig(StrictModel):
     """One table of a source system: a database table, or one file of a file source."""
 
     name: str | None = Field(None, description="table name in the database (default: the key)")
@@ -103,7 +99,7 @@ class SourceTableConfig(_Strict):
         return next((fmt for suffix, fmt in formats if name.endswith(suffix)), None)
 
 
-class SourceConfig(_Strict):
+class SourceConfig(StrictModel):
     """A source system: a database reached through SQLAlchemy, or a directory of files."""
 
     url: str | None = Field(None, description="SQLAlchemy URL; sqlite paths relative to config")
@@ -126,7 +122,7 @@ class SourceConfig(_Strict):
         return self.path is not None
 
 
-class EntityTableConfig(_Strict):
+class EntityTableConfig(StrictModel):
     """A table of an entity's micro-database, fed by one source table.
 
     Identity tables (no ``parent``) hold records that resolution links into entities; child
@@ -139,14 +135,14 @@ class EntityTableConfig(_Strict):
     foreign_key: Name | None = Field(None, description="column here holding the parent's key")
 
 
-class EntityTypeConfig(_Strict):
+class EntityTypeConfig(StrictModel):
     """An entity type: its tables and the match rules that resolve its records."""
 
     tables: dict[Name, EntityTableConfig] = Field(min_length=1)
     match: Path = Field(description="match rules file (YAML), relative to fabric.yaml")
 
 
-class StoreConfig(_Strict):
+class StoreConfig(StrictModel):
     """The embedded entity store: shard files plus a catalog under one directory."""
 
     path: Path = Path("store")
@@ -154,33 +150,32 @@ class StoreConfig(_Strict):
     batch_size: int = Field(500, ge=1, le=100_000, description="entities per write transaction")
 
 
-class SecretsConfig(_Strict):
+class SecretsConfig(StrictModel):
     """Where keys come from. Values never appear in fabric.yaml or in rule files."""
 
     file: Path | None = Field(None, description="YAML key file (mode 0600)")
     master_key_env: str = "FABRIC_MASTER_KEY"
 
 
-class RulesConfig(_Strict):
+class RulesConfig(StrictModel):
     """Rule files applied on the way out."""
 
     masking: Path = Field(description="masking policies file; every read goes through it")
 
 
-class RoleConfig(_Strict):
+Route = Literal["entities", "lineage", "features", "exports", "catalog", "admin"]
+#: What a role may use unless it says otherwise: everything but administration.
+DEFAULT_ROUTES: tuple[Route, ...] = ("entities", "lineage", "features", "exports", "catalog")
+
+
+class RoleConfig(StrictModel):
     """A caller role: which masking policy it sees and which routes it may use."""
 
     policy: str = Field(description="masking policy name, or 'clear' for unmasked data")
-    routes: list[Literal["entities", "lineage", "features", "exports", "catalog", "admin"]] = [
-        "entities",
-        "lineage",
-        "features",
-        "exports",
-        "catalog",
-    ]
+    routes: list[Route] = Field(default_factory=lambda: list(DEFAULT_ROUTES))
 
 
-class ApiKeyConfig(_Strict):
+class ApiKeyConfig(StrictModel):
     """An API key, stored as the SHA-256 of the key so the config holds nothing secret."""
 
     name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
@@ -188,15 +183,15 @@ class ApiKeyConfig(_Strict):
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
-class ApiConfig(_Strict):
+class ApiConfig(StrictModel):
     """HTTP API settings."""
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    keys: list[ApiKeyConfig] = []
+    keys: list[ApiKeyConfig] = Field(default_factory=list)
 
 
-class ProjectConfig(_Strict):
+class ProjectConfig(StrictModel):
     """A fabric project: ``fabric.yaml`` and what it names."""
 
     version: Literal[1] = 1
@@ -206,7 +201,7 @@ class ProjectConfig(_Strict):
     store: StoreConfig = StoreConfig()
     secrets: SecretsConfig = SecretsConfig()
     rules: RulesConfig
-    roles: dict[Name, RoleConfig] = {}
+    roles: dict[Name, RoleConfig] = Field(default_factory=dict)
     default_role: Name | None = Field(None, description="role used by the CLI when none is given")
     api: ApiConfig = ApiConfig()
 

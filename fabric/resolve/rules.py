@@ -26,15 +26,13 @@ from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     RootModel,
     StringConstraints,
     model_validator,
 )
 
-from fabric.config._validation import format_issue, validate_document
+from fabric.config._validation import StrictModel, format_issue, validate_document
 from fabric.config.loader import read_yaml
 from fabric.errors import RuleError
 from fabric.resolve.compare import METRICS, Metric, MetricName
@@ -62,11 +60,7 @@ def _known_normaliser(name: str) -> str:
 Normalizer = Annotated[str, AfterValidator(_known_normaliser)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ColumnSource(_Strict):
+class ColumnSource(StrictModel):
     """Where a table keeps a field, with steps that apply to this table only.
 
     ``before`` runs ahead of the field's own normalisers: a billing holder name needs
@@ -77,10 +71,10 @@ class ColumnSource(_Strict):
     before: list[Normalizer] = Field(default_factory=list)
 
 
-class MatchField(_Strict):
+class MatchField(StrictModel):
     """A field compared between records."""
 
-    normalize: list[Normalizer] = ["trim", "lowercase"]
+    normalize: list[Normalizer] = Field(default_factory=lambda: ["trim", "lowercase"])
     columns: dict[Name, Name | list[Name] | ColumnSource] = Field(
         default_factory=dict,
         description="identity table -> column holding this field, a list of columns (the "
@@ -91,7 +85,7 @@ class MatchField(_Strict):
     )
 
 
-class Comparison(_Strict):
+class Comparison(StrictModel):
     """How one field is compared in a fuzzy rule."""
 
     metric: MetricName = "jaro_winkler"
@@ -99,14 +93,14 @@ class Comparison(_Strict):
     weight: float = Field(1.0, gt=0, le=100, description="for `score`: weight of this field")
 
 
-class ScoreSpec(_Strict):
+class ScoreSpec(StrictModel):
     """A weighted sum of similarities that must reach a threshold."""
 
     fields: dict[Name, Comparison] = Field(min_length=1)
     threshold: float = Field(gt=0)
 
 
-class MatchRule(_Strict):
+class MatchRule(StrictModel):
     """One way two records are recognised as the same entity."""
 
     name: Name
@@ -129,14 +123,14 @@ class MatchRule(_Strict):
         return self
 
 
-class CannotLink(_Strict):
+class CannotLink(StrictModel):
     """Two records whose values of a field are both present and less similar than ``min``."""
 
     metric: MetricName = "exact"
     min: float = Field(1.0, ge=0, le=1)
 
 
-class EntityMatchRules(_Strict):
+class EntityMatchRules(StrictModel):
     """The match rules of one entity type."""
 
     fields: dict[Name, MatchField] = Field(min_length=1)

@@ -7,15 +7,14 @@ a policy sees the file's ``default_policy``: privacy by default.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from fabric.config._validation import format_issue, validate_document
+from fabric.config._validation import StrictModel, format_issue, suggest, validate_document
 from fabric.config._yaml import YamlDocument
 from fabric.config.loader import read_yaml
 from fabric.errors import RuleError
@@ -35,10 +34,8 @@ CLEAR = "clear"
 TablePolicy = dict[str, OperatorSpec]
 
 
-class PolicySpec(BaseModel):
+class PolicySpec(StrictModel):
     """One policy: ``{clear: true}`` or entity type → table → column → operator."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     clear: bool = False
     unlisted: Literal["null", "redact", "keep"] = Field(
@@ -49,10 +46,8 @@ class PolicySpec(BaseModel):
     entities: dict[str, dict[str, TablePolicy]] = Field(default_factory=dict)
 
 
-class MaskingFile(BaseModel):
+class MaskingFile(StrictModel):
     """A masking rules file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     default_policy: str
     policies: dict[str, PolicySpec] = Field(min_length=1)
@@ -144,17 +139,12 @@ def _schema_problems(
                     continue
                 for column in columns if isinstance(columns, dict) else ():
                     if column not in schema[etype][table]:
-                        hint = _close(str(column), schema[etype][table])
+                        hint = suggest(str(column), schema[etype][table])
                         add(
                             ("policies", pname, etype, table, column),
                             f"unknown column; {hint}(columns: {', '.join(schema[etype][table])})",
                         )
     return problems
-
-
-def _close(word: str, options: list[str]) -> str:
-    match = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f"did you mean '{match[0]}'? " if match else ""
 
 
 def load_masking(

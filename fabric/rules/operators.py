@@ -12,37 +12,35 @@ from base64 import b32encode
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from fabric.config._validation import StrictModel
 
 __all__ = ["MaskFunction", "OperatorSpec", "compile_operator"]
 
 MaskFunction = Callable[[Any], Any]
 
 
-class _Op(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class KeepOp(_Op):
+class KeepOp(StrictModel):
     """Leave the value as it is."""
 
     op: Literal["keep"]
 
 
-class NullOp(_Op):
+class NullOp(StrictModel):
     """Replace the value with null."""
 
     op: Literal["null"]
 
 
-class RedactOp(_Op):
+class RedactOp(StrictModel):
     """Replace the value with a fixed text."""
 
     op: Literal["redact"]
     replacement: str = "[REDACTED]"
 
 
-class HashOp(_Op):
+class HashOp(StrictModel):
     """Keyed hash (HMAC-SHA256 with the master key): equal inputs give equal outputs."""
 
     op: Literal["hash"]
@@ -50,7 +48,7 @@ class HashOp(_Op):
     truncate: int | None = Field(None, ge=8, le=64)
 
 
-class PartialOp(_Op):
+class PartialOp(StrictModel):
     """Keep the first/last characters, mask the rest; emails keep their domain if asked."""
 
     op: Literal["partial"]
