@@ -6,14 +6,13 @@ same document. Ids from callers are only ever hashed into storage keys, never us
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any
 
 from fabric.errors import EntityNotFoundError, FabricError
 from fabric.project import Project
 from fabric.store.history import History
-from fabric.store.microdb import MicroDbReader
+from fabric.store.microdb import MicroDbReader, UnknownTableError
 
 __all__ = ["EntityService", "InvalidRequestError"]
 
@@ -84,16 +83,13 @@ class EntityService:
             raise EntityNotFoundError(f"no {entity_type} entity with this id")
         image = self.project.codec.decode(stored.blob, entity_type, entity_id, stored.version)
         reader = self._reader()
-        if tables is not None:
-            layout = reader.meta(image)
-            known = list(json.loads(str(layout["tables"])))
-            unknown = [t for t in tables if t not in known]
-            if unknown:
-                raise InvalidRequestError(
-                    f"unknown table(s) {', '.join(repr(t[:64]) for t in unknown)} "
-                    f"(tables: {', '.join(known)})"
-                )
-        meta, rows = reader.read_tables(image, tables)
+        try:
+            meta, rows = reader.read_tables(image, tables)
+        except UnknownTableError as exc:
+            raise InvalidRequestError(
+                f"unknown table(s) {', '.join(repr(t[:64]) for t in exc.unknown)} "
+                f"(tables: {', '.join(exc.known)})"
+            ) from exc
         policy.apply(entity_type, rows)
         document: dict[str, Any] = {
             "entity_type": entity_type,

@@ -21,7 +21,7 @@ from sqlalchemy.engine import URL, Engine
 from fabric.config.models import SourceConfig, SourceTableConfig
 from fabric.errors import SourceError, SourceUnavailableError
 from fabric.sources.base import columns_to_read
-from fabric.sources.urls import engine_url
+from fabric.sources.urls import describe_url, engine_url
 
 __all__ = ["SourceColumn", "SourceReader", "sqlite_type", "to_storage_value"]
 
@@ -131,7 +131,7 @@ class SourceReader:
                 )
         url = engine_url(raw)
         # Shown in messages as the user wrote it (password hidden), before the rewrite below.
-        self.shown_url = url.render_as_string(hide_password=True)
+        self.shown_url = describe_url(url)
         if url.get_backend_name() == "sqlite":
             database = url.database or ""
             if database in ("", ":memory:") or database.startswith("file:"):

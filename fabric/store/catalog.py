@@ -12,7 +12,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from fabric.errors import StoreError
 from fabric.store.sqlite import apsw, one_row, open_database
@@ -432,11 +431,3 @@ class Catalog:
                 "SELECT * FROM sync_runs ORDER BY id DESC LIMIT ?", (limit,)
             )
         ]
-
-    def summary(self) -> dict[str, Any]:
-        """Counts per entity type and the last run, for status output."""
-        per_type = dict(
-            self._conn.execute("SELECT entity_type, count(*) FROM entities GROUP BY entity_type")
-        )
-        last = self.runs(1)
-        return {"entities": per_type, "last_run": last[0] if last else None}

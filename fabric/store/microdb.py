@@ -26,6 +26,7 @@ __all__ = [
     "MicroDbBuilder",
     "MicroDbReader",
     "TableDef",
+    "UnknownTableError",
 ]
 
 #: Small pages keep images of small entities small; entities are read whole anyway.
@@ -163,6 +164,15 @@ class MicroDbBuilder:
         return conn.serialize("main")
 
 
+class UnknownTableError(KeyError):
+    """Tables were asked for that an entity image does not have."""
+
+    def __init__(self, unknown: list[str], known: list[str]) -> None:
+        super().__init__(unknown)
+        self.unknown = unknown
+        self.known = known
+
+
 class MicroDbReader:
     """Read entity images; one instance per thread (a connection is not shared)."""
 
@@ -174,11 +184,6 @@ class MicroDbReader:
         self._conn.deserialize("main", image)
         return self._conn
 
-    def meta(self, image: bytes) -> dict[str, Any]:
-        """Return the ``_meta`` table of an image."""
-        conn = self.load(image)
-        return dict(conn.execute("SELECT key, value FROM _meta"))
-
     def read_tables(
         self,
         image: bytes,
@@ -187,6 +192,9 @@ class MicroDbReader:
         """Return ``(meta, {table: [row dicts]})`` read in one read transaction.
 
         One transaction around all the queries roughly halves the time of a lookup.
+
+        Raises:
+            UnknownTableError: ``tables`` names a table the image does not have.
         """
         conn = self.load(image)
         out: dict[str, list[dict[str, Any]]] = {}
@@ -194,6 +202,9 @@ class MicroDbReader:
         try:
             meta = dict(conn.execute("SELECT key, value FROM _meta"))
             layout: dict[str, list[str]] = json.loads(str(meta["tables"]))
+            unknown = [t for t in tables or () if t not in layout]
+            if unknown:
+                raise UnknownTableError(unknown, list(layout))
             for name in tables if tables is not None else list(layout):
                 cols = layout[name]
                 out[name] = [

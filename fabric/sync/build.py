@@ -9,18 +9,21 @@ the same content always makes the same image and fingerprint.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fabric.store.codec import BlobCodec
 from fabric.store.microdb import EntityContent, EntitySchema, MicroDbBuilder
+from fabric.sync.report import key_text
 from fabric.sync.spill import read_stream
 
 __all__ = [
     "BuildJob",
     "BuiltEntity",
     "PartitionResult",
+    "build_entities",
     "build_partition",
     "lineage_order",
     "row_order",
@@ -49,6 +52,10 @@ def lineage_order(lineage: tuple[Any, ...]) -> tuple[str, tuple[int, Any]]:
     return (str(lineage[0]), sort_key(lineage[1]))
 
 
+#: entity id -> (catalog version, stored version, fingerprint, schema version)
+Known = dict[str, tuple[int, int, str, str]]
+
+
 @dataclass(frozen=True)
 class BuildJob:
     """One partition's work."""
@@ -62,8 +69,7 @@ class BuildJob:
     run_id: int
     started: str
     built_at: str
-    #: entity id -> (catalog version, stored version, fingerprint, schema version)
-    known: dict[str, tuple[int, int, str, str]]
+    known: Known
 
 
 @dataclass(frozen=True)
@@ -88,50 +94,37 @@ class PartitionResult:
     unchanged: int
 
 
-def build_partition(job: BuildJob) -> PartitionResult:
-    """Group the partition's rows by entity, and build and encode what changed."""
-    schema = job.schema
-    tables = {t.name: t for t in schema.tables}
-    key_at = {t.name: t.column_names.index(t.key) for t in schema.tables}
-    rows: dict[str, dict[str, list[tuple[Any, ...]]]] = defaultdict(lambda: defaultdict(list))
-    name = str(job.partition)
-    for chunk in read_stream(job.spill_path, job.spill_key, name):
-        for entity_id, table, row in chunk:
-            rows[entity_id][table].append(row)
+def build_entities(
+    contents: Iterable[EntityContent],
+    schema: EntitySchema,
+    codec: BlobCodec,
+    known: Known,
+    *,
+    full: bool,
+    run_id: int,
+    built_at: str,
+) -> tuple[list[BuiltEntity], int]:
+    """Build and encode every entity whose content or schema changed; count the others.
+
+    Rows and lineage are put in key order first, so the same content always makes the same
+    image and fingerprint. Versions continue from the larger of the catalog's and the
+    store's, the store being the commit point for images.
+    """
     builder = MicroDbBuilder(schema)
-    codec = BlobCodec(job.master_key)
+    key_at = {t.name: t.column_names.index(t.key) for t in schema.tables}
     built: list[BuiltEntity] = []
     unchanged = 0
-    for entity_id in sorted(rows):
-        by_table = rows.pop(entity_id)
-        content = EntityContent(entity_id, {t: [] for t in tables}, [])
-        refs: list[tuple[str, str, str]] = []
-        for table_name, table_rows in by_table.items():
-            table = tables[table_name]
-            at = key_at[table_name]
-            table_rows.sort(key=row_order(at))
-            content.rows[table_name] = table_rows
-            for row in table_rows:
-                key = _key_text(row[at])
-                content.lineage.append(
-                    (
-                        table_name,
-                        key,
-                        table.source,
-                        table.source_table,
-                        key,
-                        job.started,
-                        job.run_id,
-                    )
-                )
-                refs.append((table.source, table.source_table, key))
+    for content in contents:
+        for table_name, table_rows in content.rows.items():
+            table_rows.sort(key=row_order(key_at[table_name]))
         content.lineage.sort(key=lineage_order)
+        entity_id = content.entity_id
         fingerprint = content.fingerprint()
-        catalog_version, stored_version, old_print, old_schema = job.known.get(
+        catalog_version, stored_version, old_print, old_schema = known.get(
             entity_id, (0, 0, "", "")
         )
         if (
-            not job.full
+            not full
             and catalog_version
             and old_print == fingerprint
             and old_schema == schema.version
@@ -146,16 +139,54 @@ def build_partition(job: BuildJob) -> PartitionResult:
                 "entity_id": entity_id,
                 "version": version,
                 "schema_version": schema.version,
-                "built_at": job.built_at,
-                "sync_run": job.run_id,
+                "built_at": built_at,
+                "sync_run": run_id,
             },
         )
         blob = codec.encode(image, schema.entity_type, entity_id, version)
+        refs = [(str(lin[2]), str(lin[3]), str(lin[4])) for lin in content.lineage]
         built.append(BuiltEntity(entity_id, version, stored_version, fingerprint, blob, refs))
+    return built, unchanged
+
+
+def _contents(job: BuildJob) -> Iterator[EntityContent]:
+    """The partition's entities, from its spill stream, with this run's lineage."""
+    tables = {t.name: t for t in job.schema.tables}
+    key_at = {t.name: t.column_names.index(t.key) for t in job.schema.tables}
+    rows: dict[str, dict[str, list[tuple[Any, ...]]]] = defaultdict(lambda: defaultdict(list))
+    for chunk in read_stream(job.spill_path, job.spill_key, str(job.partition)):
+        for entity_id, table, row in chunk:
+            rows[entity_id][table].append(row)
+    for entity_id in sorted(rows):
+        content = EntityContent(entity_id, {t: [] for t in tables}, [])
+        for table_name, table_rows in rows.pop(entity_id).items():
+            table = tables[table_name]
+            content.rows[table_name] = table_rows
+            for row in table_rows:
+                key = key_text(row[key_at[table_name]])
+                content.lineage.append(
+                    (
+                        table_name,
+                        key,
+                        table.source,
+                        table.source_table,
+                        key,
+                        job.started,
+                        job.run_id,
+                    )
+                )
+        yield content
+
+
+def build_partition(job: BuildJob) -> PartitionResult:
+    """Group the partition's rows by entity, and build and encode what changed."""
+    built, unchanged = build_entities(
+        _contents(job),
+        job.schema,
+        BlobCodec(job.master_key),
+        job.known,
+        full=job.full,
+        run_id=job.run_id,
+        built_at=job.built_at,
+    )
     return PartitionResult(job.partition, built, unchanged)
-
-
-def _key_text(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)

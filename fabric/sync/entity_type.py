@@ -29,16 +29,15 @@ from fabric.store.history import History, StoredLink
 from fabric.store.microdb import (
     EntityContent,
     EntitySchema,
-    MicroDbBuilder,
     MicroDbReader,
     TableDef,
 )
 from fabric.sync.build import (
     BuildJob,
+    Known,
     PartitionResult,
+    build_entities,
     build_partition,
-    lineage_order,
-    row_order,
 )
 from fabric.sync.changes import entity_changes
 from fabric.sync.report import ProgressCallback, SyncReport, key_text
@@ -55,6 +54,25 @@ Values = Mapping[str, str | None]
 def ref_text(ref: SourceRef) -> str:
     """A record reference as stored in the identity index and in links."""
     return f"{ref.source}.{ref.table}:{ref.key}"
+
+
+def _versions(known: Mapping[str, EntityRecord], stored: Mapping[str, int]) -> Known:
+    """What builders need to know of existing entities: catalog and stored versions, prints.
+
+    The store is the commit point for images, so an entity it has and the catalog lost (a run
+    that died between the two commits) still continues from its stored version.
+    """
+    versions: Known = {
+        entity_id: (
+            record.version,
+            stored.get(entity_id, 0),
+            record.fingerprint,
+            record.schema_version,
+        )
+        for entity_id, record in known.items()
+    }
+    versions.update({e: (0, v, "", "") for e, v in stored.items() if e not in known})
+    return versions
 
 
 def _topological(schema: EntitySchema) -> list[TableDef]:
@@ -161,8 +179,12 @@ class EntityTypeSync:
         self.report.rows_by_table[table.name] = self.report.rows_by_table.get(table.name, 0) + count
 
     def _identity(
-        self, table: TableDef, rows: Sequence[Row]
+        self,
+        table: TableDef,
+        rows: Sequence[Row],
+        known: Mapping[SourceRef, dict[str, str | None]] | None = None,
     ) -> list[tuple[SourceRef, dict[str, str | None], _Item]]:
+        """Identity records of some rows with their match values (``known`` ones not redone)."""
         key_at = table.column_names.index(table.key)
         names = table.column_names
         extract = self.rules.extractor(table.name, set(names))
@@ -170,7 +192,9 @@ class EntityTypeSync:
         for row in rows:
             key = key_text(row[key_at])
             ref = SourceRef(table.source, table.source_table, key)
-            values = extract(dict(zip(names, row, strict=True))) if extract else {}
+            values = known.get(ref) if known is not None else None
+            if values is None:
+                values = extract(dict(zip(names, row, strict=True))) if extract else {}
             out.append((ref, values, _Item(table, row, key)))
         return out
 
@@ -313,17 +337,13 @@ class EntityTypeSync:
         ``meanwhile`` is the parent's own catalog work (links, identity index, history): it
         runs while the workers build, instead of after them.
         """
-        stored = self.project.store.all_versions(self.entity_type)
         now = utc_now()
-        by_partition: dict[int, dict[str, tuple[int, int, str, str]]] = defaultdict(dict)
-        for entity_id, record in known.items():
-            p = partition_of(entity_key(self.entity_type, entity_id), partitions)
-            by_partition[p][entity_id] = (
-                record.version,
-                stored.get(entity_id, 0),
-                record.fingerprint,
-                record.schema_version,
-            )
+        versions = _versions(known, self.project.store.all_versions(self.entity_type))
+        by_partition: dict[int, Known] = defaultdict(dict)
+        for entity_id, entry in versions.items():
+            by_partition[partition_of(entity_key(self.entity_type, entity_id), partitions)][
+                entity_id
+            ] = entry
         jobs = [
             BuildJob(
                 p,
@@ -435,11 +455,14 @@ class EntityTypeSync:
             for row in changed[table.name]:
                 key = key_text(row[key_at])
                 merged[(table.name, key)] = _Item(table, row, key)
+        changed_values = {ref: values for ref, values, _ in identity}
         identity_all = [
             i
             for t in self.tables
             if t.parent is None
-            for i in self._identity(t, [m.row for (name, _), m in merged.items() if name == t.name])
+            for i in self._identity(
+                t, [m.row for (name, _), m in merged.items() if name == t.name], changed_values
+            )
         ]
         # Keep each stored record's lineage (its extraction time) unless it changed now.
         lineage = {k: m.lineage for k, m in merged.items()}
@@ -516,9 +539,9 @@ class EntityTypeSync:
             exists=lambda e: self.project.catalog.entity(self.entity_type, e) is not None,
         )
         item_of = {ref: item for ref, _, item in identity}
-        contents, refs_of = self._assemble(ids, clusters, item_of, children, run_id, started)
+        contents = self._assemble(ids, clusters, item_of, children, run_id, started)
         identity_previous = {ref: e for ref, e in previous.items() if ref in item_of}
-        self._write(contents, refs_of, known, run_id)
+        self._write(contents, known, run_id)
         self._record(
             resolution,
             ids,
@@ -604,9 +627,9 @@ class EntityTypeSync:
         children: Mapping[str, list[_Item]],
         run_id: int,
         started: str,
-    ) -> tuple[dict[str, EntityContent], dict[str, list[SourceRef]]]:
+    ) -> dict[str, EntityContent]:
+        """Group the records of each cluster and the child rows they own into entities."""
         contents: dict[str, EntityContent] = {}
-        refs_of: dict[str, list[SourceRef]] = defaultdict(list)
         entity_of: dict[tuple[str, str], str] = {}
 
         def add(entity_id: str, item: _Item) -> None:
@@ -630,7 +653,6 @@ class EntityTypeSync:
                 )
             )
             entity_of[(table.name, item.key)] = entity_id
-            refs_of[entity_id].append(SourceRef(table.source, table.source_table, item.key))
 
         for entity_id, members in zip(ids, clusters, strict=True):
             for ref in members:
@@ -641,7 +663,7 @@ class EntityTypeSync:
             assert table.foreign_key is not None
             fk_at = table.column_names.index(table.foreign_key)
             orphans = 0
-            for item in sorted(children.get(table.name, []), key=lambda i: i.key):
+            for item in children.get(table.name, []):
                 owner = entity_of.get((table.parent, key_text(item.row[fk_at])))
                 if owner is None:
                     orphans += 1  # a child whose parent is not in the source: nothing to join
@@ -649,98 +671,24 @@ class EntityTypeSync:
                 add(owner, item)
             if orphans:
                 self.report.orphans[table.name] = self.report.orphans.get(table.name, 0) + orphans
-        for content in contents.values():
-            # Rows in key order: the same content always makes the same image and fingerprint.
-            for name, rows in content.rows.items():
-                table = self.schema.table(name)
-                key_at = table.column_names.index(table.key)
-                rows.sort(key=row_order(key_at))
-            content.lineage.sort(key=lineage_order)
-        return contents, refs_of
+        return contents
 
     def _write(
-        self,
-        contents: dict[str, EntityContent],
-        refs_of: dict[str, list[SourceRef]],
-        known: dict[str, EntityRecord],
-        run_id: int,
+        self, contents: dict[str, EntityContent], known: dict[str, EntityRecord], run_id: int
     ) -> None:
-        """Build and write the entities whose content (or schema) changed, in batches.
-
-        Versions come from the store itself, the commit point for images: if a run died
-        after a store commit but before the catalog caught up, the next run continues from
-        the stored version instead of failing as a stale writer for ever.
-        """
-        schema_version = self.schema.version
-        changed: list[tuple[str, str]] = []
-        for entity_id in sorted(contents):
-            fingerprint = contents[entity_id].fingerprint()
-            previous = known.get(entity_id)
-            if (
-                not self.full
-                and previous is not None
-                and previous.fingerprint == fingerprint
-                and previous.schema_version == schema_version
-            ):
-                self.report.unchanged += 1
-            else:
-                changed.append((entity_id, fingerprint))
-        builder = MicroDbBuilder(self.schema)
-        batch_size = self.project.config.store.batch_size
-        store, catalog = self.project.store, self.project.catalog
+        """Build and write the rebuilt entities whose content (or schema) changed."""
+        versions = _versions(known, self.project.store.versions(self.entity_type, sorted(contents)))
         now = utc_now()
-        for start in range(0, len(changed), batch_size):
-            batch = changed[start : start + batch_size]
-            stored = store.versions(self.entity_type, [e for e, _ in batch])
-            blobs: list[StoredBlob] = []
-            records: list[EntityRecord] = []
-            for entity_id, fingerprint in batch:
-                previous = known.get(entity_id)
-                current = stored.get(entity_id, 0)
-                version = max(current, previous.version if previous else 0) + 1
-                image = builder.build(
-                    contents[entity_id],
-                    {
-                        "entity_type": self.entity_type,
-                        "entity_id": entity_id,
-                        "version": version,
-                        "schema_version": schema_version,
-                        "built_at": now,
-                        "sync_run": run_id,
-                    },
-                )
-                blobs.append(
-                    StoredBlob(
-                        self.entity_type,
-                        entity_id,
-                        version,
-                        self.project.codec.encode(image, self.entity_type, entity_id, version),
-                        expected_version=current,
-                    )
-                )
-                created_at = now if previous is None else previous.created_at
-                records.append(
-                    EntityRecord(
-                        self.entity_type,
-                        entity_id,
-                        version,
-                        fingerprint,
-                        schema_version,
-                        created_at,
-                        now,
-                    )
-                )
-                if previous is None:
-                    self.report.created += 1
-                else:
-                    self.report.updated += 1
-            store.put_many(blobs)
-            catalog.apply_batch(
-                records,
-                ((r.entity_id, ref) for r in records for ref in refs_of[r.entity_id]),
-                self.entity_type,
-            )
-            self.progress("store", len(records), len(changed))
+        built, unchanged = build_entities(
+            (contents[e] for e in sorted(contents)),
+            self.schema,
+            self.project.codec,
+            versions,
+            full=self.full,
+            run_id=run_id,
+            built_at=now,
+        )
+        self._write_results([PartitionResult(0, built, unchanged)], known, now)
 
     def watermarks(self) -> dict[tuple[str, str, str], Any]:
         """The newest watermark value read per table in this run."""
