@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from fabric.cli import main
 
@@ -49,24 +49,16 @@ def write_inputs(tmp_path: Path) -> tuple[Path, Path]:
     return data, rules
 
 
+def resolve(data: Path, rules: Path, out: Path, *extra: str) -> Result:
+    """Run `fabric resolve` on ``data`` with ``rules``, writing ``out``."""
+    command = ["resolve", str(data), "--rules", str(rules), "--out", str(out), *extra]
+    return CliRunner().invoke(main, command)
+
+
 def test_resolve_writes_clusters_and_explanations(tmp_path: Path) -> None:
     data, rules = write_inputs(tmp_path)
     out, explain = tmp_path / "out.csv", tmp_path / "pairs.csv"
-    result = CliRunner().invoke(
-        main,
-        [
-            "resolve",
-            str(data),
-            "--rules",
-            str(rules),
-            "--out",
-            str(out),
-            "--explain",
-            str(explain),
-            "--id-column",
-            "id",
-        ],
-    )
+    result = resolve(data, rules, out, "--explain", str(explain), "--id-column", "id")
     assert result.exit_code == 0, result.output
     assert "5 records -> 3 entities" in result.output
     clusters = {r["record_id"]: r["entity_id"] for r in csv.DictReader(out.open())}
@@ -82,9 +74,7 @@ def test_resolve_writes_clusters_and_explanations(tmp_path: Path) -> None:
 
 def test_resolve_missing_id_column_is_exit_1(tmp_path: Path) -> None:
     data, rules = write_inputs(tmp_path)
-    result = CliRunner().invoke(
-        main, ["resolve", str(data), "--rules", str(rules), "--out", str(tmp_path / "o.csv")]
-    )
+    result = resolve(data, rules, tmp_path / "o.csv")
     assert result.exit_code == 1
     assert "no column 'record_id' to identify records" in result.output
     assert "--id-column" in result.output
@@ -94,17 +84,5 @@ def test_resolve_repeated_ids_name_the_line(tmp_path: Path) -> None:
     data, rules = write_inputs(tmp_path)
     with data.open("a", newline="") as handle:
         csv.writer(handle).writerow(["r1", "x@y.z", "X", "Y"])
-    result = CliRunner().invoke(
-        main,
-        [
-            "resolve",
-            str(data),
-            "--rules",
-            str(rules),
-            "--out",
-            str(tmp_path / "o.csv"),
-            "--id-column",
-            "id",
-        ],
-    )
+    result = resolve(data, rules, tmp_path / "o.csv", "--id-column", "id")
     assert result.exit_code == 1 and "in.csv:7: 'id' repeats" in result.output
