@@ -40,6 +40,7 @@ class IdentityIndex:
     def __init__(
         self, catalog: Catalog, entity_type: str, master_key: bytes, rules: CompiledMatchRules
     ) -> None:
+        self._catalog = catalog
         self._conn = catalog.connection
         self.entity_type = entity_type
         self.rules = rules
@@ -60,16 +61,14 @@ class IdentityIndex:
             keys.extend(
                 (self.entity_type, self._hash(key), ref) for key in match_keys(self.rules, values)
             )
+        if everything:
+            self._catalog.stage("identity_records", rows)
+            self._catalog.stage("identity_keys", keys)
+            self._catalog.rewrite("identity_records", self.entity_type)
+            self._catalog.rewrite("identity_keys", self.entity_type)
+            return
         with self._conn:
-            if everything:
-                self._conn.execute(
-                    "DELETE FROM identity_records WHERE entity_type = ?", (self.entity_type,)
-                )
-                self._conn.execute(
-                    "DELETE FROM identity_keys WHERE entity_type = ?", (self.entity_type,)
-                )
-            else:
-                self.forget(refs, in_transaction=True)
+            self.forget(refs, in_transaction=True)
             self._conn.executemany("INSERT OR REPLACE INTO identity_records VALUES (?, ?, ?)", rows)
             self._conn.executemany("INSERT OR IGNORE INTO identity_keys VALUES (?, ?, ?)", keys)
 

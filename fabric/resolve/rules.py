@@ -188,6 +188,8 @@ class CompiledMatchRules:
     #: field -> table -> (columns, normaliser); {} reads the column of the field's own name
     sources: Mapping[str, Mapping[str, tuple[tuple[str, ...], Callable[[Any], str | None]]]]
     _defaults: Mapping[str, Callable[[Any], str | None]] = field(repr=False)
+    #: the rules as written: compiled functions cannot cross to worker processes, these can
+    spec: EntityMatchRules | None = field(default=None, repr=False, compare=False)
 
     @property
     def rule_names(self) -> tuple[str, ...]:
@@ -311,6 +313,7 @@ def compile_match_rules(entity_type: str, rules: EntityMatchRules) -> CompiledMa
             name: _compile_field(spec, frozenset(rules.never_link.get(name, ())))
             for name, spec in rules.fields.items()
         },
+        spec=rules,
     )
 
 

@@ -43,36 +43,46 @@ class History:
     """Links, aliases and merge/split events of one catalog."""
 
     def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
         self._conn = catalog.connection
 
-    def replace_links(self, entity_type: str, links: Mapping[str, Sequence[StoredLink]]) -> None:
-        """Set the links of each given entity (an entity's previous links are dropped)."""
+    def replace_links(
+        self,
+        entity_type: str,
+        links: Mapping[str, Sequence[StoredLink]],
+        *,
+        everything: bool = False,
+    ) -> None:
+        """Set the links of each given entity (an entity's previous links are dropped).
+
+        With ``everything``, these are all the links of the entity type (a full sync): every
+        other link of the type is dropped too, in one bulk rewrite.
+        """
+        rows = (
+            (
+                entity_type,
+                entity_id,
+                link.record_a,
+                link.record_b,
+                link.rule,
+                link.score,
+                json.dumps(link.comparisons, sort_keys=True),
+            )
+            for entity_id, items in links.items()
+            for link in items
+        )
+        if everything:
+            self._catalog.stage("links", rows)
+            self._catalog.rewrite("links", entity_type)
+            return
         with self._conn:
             self._conn.executemany(
                 "DELETE FROM links WHERE entity_type = ? AND entity_id = ?",
                 [(entity_type, e) for e in links],
             )
             self._conn.executemany(
-                "INSERT OR REPLACE INTO links VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        entity_type,
-                        entity_id,
-                        link.record_a,
-                        link.record_b,
-                        link.rule,
-                        link.score,
-                        json.dumps(link.comparisons, sort_keys=True),
-                    )
-                    for entity_id, items in links.items()
-                    for link in items
-                ],
+                "INSERT OR REPLACE INTO links VALUES (?, ?, ?, ?, ?, ?, ?)", rows
             )
-
-    def clear_links(self, entity_type: str) -> None:
-        """Drop every link of an entity type (a full sync writes them all again)."""
-        with self._conn:
-            self._conn.execute("DELETE FROM links WHERE entity_type = ?", (entity_type,))
 
     def links(self, entity_type: str, entity_id: str) -> list[StoredLink]:
         """The links of one entity."""

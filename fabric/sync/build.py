@@ -70,6 +70,8 @@ class BuildJob:
     started: str
     built_at: str
     known: Known
+    #: return each entity's source keys (a full sync writes them from the parent instead)
+    refs: bool = True
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class BuiltEntity:
     expected_version: int
     fingerprint: str
     blob: bytes
-    #: (source, source table, key) of every row
+    #: (source, source table, key) of every row (empty when the job did not ask for them)
     refs: list[tuple[str, str, str]]
 
 
@@ -103,6 +105,7 @@ def build_entities(
     full: bool,
     run_id: int,
     built_at: str,
+    refs: bool = True,
 ) -> tuple[list[BuiltEntity], int]:
     """Build and encode every entity whose content or schema changed; count the others.
 
@@ -144,8 +147,8 @@ def build_entities(
             },
         )
         blob = codec.encode(image, schema.entity_type, entity_id, version)
-        refs = [(str(lin[2]), str(lin[3]), str(lin[4])) for lin in content.lineage]
-        built.append(BuiltEntity(entity_id, version, stored_version, fingerprint, blob, refs))
+        keys = [(str(lin[2]), str(lin[3]), str(lin[4])) for lin in content.lineage] if refs else []
+        built.append(BuiltEntity(entity_id, version, stored_version, fingerprint, blob, keys))
     return built, unchanged
 
 
@@ -188,5 +191,6 @@ def build_partition(job: BuildJob) -> PartitionResult:
         full=job.full,
         run_id=job.run_id,
         built_at=job.built_at,
+        refs=job.refs,
     )
     return PartitionResult(job.partition, built, unchanged)

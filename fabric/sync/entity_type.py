@@ -11,10 +11,12 @@ step, so the next run reads the same rows again.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from multiprocessing.pool import AsyncResult, Pool
 from typing import Any
 
 from fabric.errors import SourceError
@@ -42,6 +44,7 @@ from fabric.sync.build import (
 from fabric.sync.changes import entity_changes
 from fabric.sync.report import ProgressCallback, SyncReport, key_text
 from fabric.sync.spill import Spill, read_stream
+from fabric.sync.values import ValuesJob, match_values
 from fabric.sync.watermarks import Watermarks
 
 __all__ = ["EntityTypeSync", "ref_text"]
@@ -227,101 +230,154 @@ class EntityTypeSync:
         catalog = self.project.catalog
         partitions = max(8, 4 * self.workers)
         spill = Spill(partitions)
-        try:
-            identity: list[tuple[SourceRef, dict[str, str | None]]] = []
-            table_of = {(t.source, t.source_table): t.name for t in self.tables}
-            for table in self.tables:
-                if table.parent is not None:
-                    continue
-                key_at = table.column_names.index(table.key)
-                names = table.column_names
-                extract = self.rules.extractor(table.name, set(names))
-                for batch in self._stream(table):
-                    for row in batch:
-                        key = key_text(row[key_at])
-                        ref = SourceRef(table.source, table.source_table, key)
-                        values = extract(dict(zip(names, row, strict=True))) if extract else {}
-                        identity.append((ref, values))
-                        spill.add("pending", (table.name, key, row))
-            resolution: Resolution[SourceRef] = resolve_records(identity, self.rules)
-            self.report.links_refused += len(resolution.refused)
-            self.progress("resolve", len(identity), len(identity))
-            # Identity records only: child rows follow their parents, and loading every source
-            # key of a large store would cost memory for nothing.
-            previous = catalog.source_map(
-                self.entity_type,
-                [(t.source, t.source_table) for t in self.tables if t.parent is None],
-            )
-            known = catalog.entities(self.entity_type)
-            ids = assign_entity_ids(
-                self.entity_type,
-                resolution.clusters,
-                previous,
-                {e: r.created_at for e, r in known.items()},
-            )
-            owner: dict[tuple[str, str], str] = {}
-            for entity_id, members in zip(ids, resolution.clusters, strict=True):
-                for ref in members:
-                    owner[(table_of[(ref.source, ref.table)], ref.key)] = entity_id
-
-            placed: dict[str, str] = {}
-
-            def place(entity_id: str) -> str:
-                found = placed.get(entity_id)
-                if found is None:
-                    found = placed[entity_id] = str(
-                        partition_of(entity_key(self.entity_type, entity_id), partitions)
-                    )
-                return found
-
-            spill.finish()
-            for chunk in read_stream(spill.path("pending"), spill.key, "pending"):
-                for table_name, key, row in chunk:
-                    entity_id = owner[(table_name, key)]
-                    spill.add(place(entity_id), (entity_id, table_name, row))
-            parents = {t.parent for t in self.tables if t.parent is not None}
-            for table in self.tables:
-                if table.parent is None:
-                    continue
-                assert table.foreign_key is not None
-                key_at = table.column_names.index(table.key)
-                fk_at = table.column_names.index(table.foreign_key)
-                orphans = 0
-                for batch in self._stream(table):
-                    for row in batch:
-                        found = owner.get((table.parent, key_text(row[fk_at])))
-                        if found is None:
-                            orphans += 1  # its parent is not in the source: nothing to join
-                            continue
-                        if table.name in parents:
-                            owner[(table.name, key_text(row[key_at]))] = found
-                        spill.add(place(found), (found, table.name, row))
-                if orphans:
-                    self.report.orphans[table.name] = (
-                        self.report.orphans.get(table.name, 0) + orphans
-                    )
-            spill.finish()
-            owner.clear()
-            identity_refs = {ref for ref, _ in identity}
-
-            def record() -> None:
-                self._record(
-                    resolution,
-                    ids,
-                    resolution.clusters,
-                    {ref: e for ref, e in previous.items() if ref in identity_refs},
-                    dict(identity),
-                    run_id,
-                    started,
-                    affected=set(known),
-                    index=index,
-                    everything=True,
-                )
-
-            self._build_and_write(spill, partitions, known, run_id, started, meanwhile=record)
-        finally:
-            spill.remove()
+        with contextlib.ExitStack() as stack:
+            pool = None
+            if self.workers > 1:
+                context = multiprocessing.get_context("spawn")
+                pool = stack.enter_context(context.Pool(self.workers))
+            stack.callback(spill.remove)
+            self._full_with(pool, spill, partitions, index, run_id, started)
         self.report.entities[self.entity_type] = catalog.count(self.entity_type)
+
+    def _identity_values(
+        self, spill: Spill, pool: Pool | None
+    ) -> list[tuple[SourceRef, dict[str, str | None]]]:
+        """Stream the identity tables into the spill; workers compute their match values.
+
+        At most two batches per worker wait in the pool, so memory stays bounded while the
+        parent reads on.
+        """
+        assert self.rules.spec is not None
+        identity: list[tuple[SourceRef, dict[str, str | None]]] = []
+        pending: deque[tuple[AsyncResult[list[dict[str, str | None]]], list[SourceRef]]] = deque()
+
+        def collect() -> None:
+            result, refs = pending.popleft()
+            identity.extend(zip(refs, result.get(), strict=True))
+
+        for table in self.tables:
+            if table.parent is not None:
+                continue
+            key_at = table.column_names.index(table.key)
+            for batch in self._stream(table):
+                refs = []
+                for row in batch:
+                    key = key_text(row[key_at])
+                    refs.append(SourceRef(table.source, table.source_table, key))
+                    spill.add("pending", (table.name, key, row))
+                job = ValuesJob(
+                    self.entity_type, self.rules.spec, table.name, table.column_names, batch
+                )
+                if pool is None:
+                    identity.extend(zip(refs, match_values(job), strict=True))
+                    continue
+                pending.append((pool.apply_async(match_values, (job,)), refs))
+                while len(pending) > 2 * self.workers:
+                    collect()
+        while pending:
+            collect()
+        return identity
+
+    def _full_with(
+        self,
+        pool: Pool | None,
+        spill: Spill,
+        partitions: int,
+        index: IdentityIndex,
+        run_id: int,
+        started: str,
+    ) -> None:
+        """The full sync proper, with its worker pool (None: everything in this process)."""
+        catalog = self.project.catalog
+        identity = self._identity_values(spill, pool)
+        table_of = {(t.source, t.source_table): t.name for t in self.tables}
+        resolution: Resolution[SourceRef] = resolve_records(identity, self.rules)
+        self.report.links_refused += len(resolution.refused)
+        self.progress("resolve", len(identity), len(identity))
+        # Identity records only: child rows follow their parents, and loading every source
+        # key of a large store would cost memory for nothing.
+        previous = catalog.source_map(
+            self.entity_type,
+            [(t.source, t.source_table) for t in self.tables if t.parent is None],
+        )
+        known = catalog.entities(self.entity_type)
+        ids = assign_entity_ids(
+            self.entity_type,
+            resolution.clusters,
+            previous,
+            {e: r.created_at for e, r in known.items()},
+        )
+        owner: dict[tuple[str, str], str] = {}
+        for entity_id, members in zip(ids, resolution.clusters, strict=True):
+            for ref in members:
+                owner[(table_of[(ref.source, ref.table)], ref.key)] = entity_id
+
+        placed: dict[str, str] = {}
+
+        def place(entity_id: str) -> str:
+            found = placed.get(entity_id)
+            if found is None:
+                found = placed[entity_id] = str(
+                    partition_of(entity_key(self.entity_type, entity_id), partitions)
+                )
+            return found
+
+        spill.finish()
+        # Every row's source key goes to the catalog in one bulk rewrite, staged as rows
+        # are placed: the parent knows each row's entity before any image is built.
+        catalog.unstage("source_keys")
+        by_name = {t.name: t for t in self.tables}
+        for chunk in read_stream(spill.path("pending"), spill.key, "pending"):
+            refs = []
+            for table_name, key, row in chunk:
+                entity_id = owner[(table_name, key)]
+                spill.add(place(entity_id), (entity_id, table_name, row))
+                table = by_name[table_name]
+                refs.append((self.entity_type, table.source, table.source_table, key, entity_id))
+            catalog.stage("source_keys", refs)
+        parents = {t.parent for t in self.tables if t.parent is not None}
+        for table in self.tables:
+            if table.parent is None:
+                continue
+            assert table.foreign_key is not None
+            key_at = table.column_names.index(table.key)
+            fk_at = table.column_names.index(table.foreign_key)
+            orphans = 0
+            for batch in self._stream(table):
+                refs = []
+                for row in batch:
+                    found = owner.get((table.parent, key_text(row[fk_at])))
+                    if found is None:
+                        orphans += 1  # its parent is not in the source: nothing to join
+                        continue
+                    key = key_text(row[key_at])
+                    if table.name in parents:
+                        owner[(table.name, key)] = found
+                    spill.add(place(found), (found, table.name, row))
+                    refs.append((self.entity_type, table.source, table.source_table, key, found))
+                catalog.stage("source_keys", refs)
+            if orphans:
+                self.report.orphans[table.name] = self.report.orphans.get(table.name, 0) + orphans
+        spill.finish()
+        owner.clear()
+        identity_refs = {ref for ref, _ in identity}
+
+        def record() -> None:
+            catalog.rewrite("source_keys", self.entity_type)
+            self._record(
+                resolution,
+                ids,
+                resolution.clusters,
+                {ref: e for ref, e in previous.items() if ref in identity_refs},
+                dict(identity),
+                run_id,
+                started,
+                affected=set(known),
+                index=index,
+                everything=True,
+            )
+
+        self._build_and_write(spill, partitions, known, run_id, started, record, pool)
 
     def _build_and_write(
         self,
@@ -331,6 +387,7 @@ class EntityTypeSync:
         run_id: int,
         started: str,
         meanwhile: Callable[[], None],
+        pool: Pool | None,
     ) -> None:
         """Build the partitions (in worker processes when asked) and write what changed.
 
@@ -356,22 +413,30 @@ class EntityTypeSync:
                 started,
                 now,
                 by_partition.get(p, {}),
+                refs=False,
             )
             for p in range(partitions)
         ]
-        if self.workers > 1:
-            context = multiprocessing.get_context("spawn")
-            with context.Pool(min(self.workers, partitions)) as pool:
-                results = pool.imap_unordered(build_partition, jobs)
-                meanwhile()
-                self._write_results(results, known, now)
+        if pool is not None:
+            results = pool.imap_unordered(build_partition, jobs)
+            meanwhile()
+            self._write_results(results, known, now, refs_written=True)
         else:
             meanwhile()
-            self._write_results(map(build_partition, jobs), known, now)
+            self._write_results(map(build_partition, jobs), known, now, refs_written=True)
 
     def _write_results(
-        self, results: Iterable[PartitionResult], known: dict[str, EntityRecord], now: str
+        self,
+        results: Iterable[PartitionResult],
+        known: dict[str, EntityRecord],
+        now: str,
+        *,
+        refs_written: bool = False,
     ) -> None:
+        """Store built images and record them in the catalog, a batch per transaction.
+
+        ``refs_written``: the run wrote every source key already (a full sync).
+        """
         store, catalog = self.project.store, self.project.catalog
         batch_size = self.project.config.store.batch_size
         for result in results:
@@ -412,6 +477,7 @@ class EntityTypeSync:
                     records,
                     ((b.entity_id, SourceRef(*ref)) for b in batch for ref in b.refs),
                     self.entity_type,
+                    replace_refs=not refs_written,
                 )
                 self.progress("store", len(batch), None)
 
@@ -608,9 +674,7 @@ class EntityTypeSync:
                     dict(link.comparisons),
                 )
             )
-        if everything:
-            history.clear_links(self.entity_type)
-        history.replace_links(self.entity_type, links)
+        history.replace_links(self.entity_type, links, everything=everything)
         index.replace(
             ((ref_text(ref), cluster_of[ref], values_of[ref]) for ref in cluster_of),
             everything=everything,

@@ -1,6 +1,9 @@
-"""Micro-database images: built from an empty schema image, self-describing, with lineage."""
+"""Micro-database images: built by one reused builder, self-describing, with lineage."""
 
 from __future__ import annotations
+
+import apsw
+import pytest
 
 from fabric.store.codec import BlobCodec
 from fabric.store.microdb import (
@@ -68,6 +71,22 @@ def test_microdb_builder_resets_between_entities() -> None:
     assert reader.lineage(second)[0]["source_table"] == "customers"
 
 
+def test_microdb_builder_shrinks_back_and_survives_a_failed_build() -> None:
+    builder = MicroDbBuilder(SCHEMA)
+    small = builder.build(content("e1", ["Ada"]), {"entity_id": "e1"})
+    builder.build(content("e2", [f"name {i}" * 20 for i in range(300)]), {"entity_id": "e2"})
+    bad = content("e3", ["Cy"])
+    bad.rows["people"].append((1, "duplicate", 0.0, "one column too many"))
+    with pytest.raises(apsw.Error):
+        builder.build(bad, {"entity_id": "e3"})
+    again = builder.build(content("e1", ["Ada"]), {"entity_id": "e1"})
+    # Emptied after the big entity and after the failure: same size, same rows.
+    assert len(again) == len(small)
+    reader = MicroDbReader()
+    assert reader.read_tables(again) == reader.read_tables(small)
+    assert reader.load(again).execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
 def test_microdb_reads_selected_tables_only() -> None:
     image = MicroDbBuilder(SCHEMA).build(content("e1", ["Ada"]), {"entity_id": "e1"})
     _, tables = MicroDbReader().read_tables(image, ["orders"])
@@ -91,8 +110,6 @@ def test_microdb_fingerprint_ignores_extraction_time_and_run() -> None:
 
 
 def test_codec_binds_blobs_to_their_entity_and_version() -> None:
-    import pytest
-
     from fabric.errors import StoreError
 
     codec = BlobCodec(b"k" * 32)

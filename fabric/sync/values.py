@@ -1,0 +1,50 @@
+"""Match values of identity rows, computed in worker processes during a full sync.
+
+Normalising identity fields (parsing phone numbers, finding emails and signatures in ticket
+text) is most of what a full sync spends before resolution can start, while the build workers
+sit idle. So the parent reads and spills rows and hands each batch to a worker, which compiles
+the match rules once (compiled rules are closures and cannot be pickled; their spec can) and
+returns the batch's match values in row order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fabric.resolve.rules import CompiledMatchRules, EntityMatchRules, compile_match_rules
+
+__all__ = ["ValuesJob", "match_values"]
+
+Values = dict[str, str | None]
+
+#: (entity type, rules as JSON) -> compiled rules, per worker process
+_compiled: dict[tuple[str, str], CompiledMatchRules] = {}
+
+
+@dataclass(frozen=True)
+class ValuesJob:
+    """One batch of identity rows of one table."""
+
+    entity_type: str
+    spec: EntityMatchRules
+    table: str
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+
+def _rules(entity_type: str, spec: EntityMatchRules) -> CompiledMatchRules:
+    key = (entity_type, spec.model_dump_json())
+    rules = _compiled.get(key)
+    if rules is None:
+        rules = _compiled[key] = compile_match_rules(entity_type, spec)
+    return rules
+
+
+def match_values(job: ValuesJob) -> list[Values]:
+    """The normalised match fields of every row of the batch, in row order."""
+    extract = _rules(job.entity_type, job.spec).extractor(job.table, set(job.columns))
+    if extract is None:
+        return [{} for _ in job.rows]
+    names = job.columns
+    return [extract(dict(zip(names, row, strict=True))) for row in job.rows]

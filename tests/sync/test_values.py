@@ -1,0 +1,33 @@
+"""Match values computed from a pickled batch equal the parent's own extraction."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+from fabric.resolve.rules import load_match_rules
+from fabric.sync.values import ValuesJob, match_values
+
+RULES = Path(__file__).parents[2] / "rules" / "match.yaml"
+
+
+def test_match_values_equal_the_compiled_extractor() -> None:
+    rules = load_match_rules(RULES, "customer")
+    assert rules.spec is not None
+    columns = ("id", "email", "subject", "body")
+    rows = [
+        (1, " Ada@Example.COM ", "hi", "Call me at (415) 555-0100.\nRegards,\nAda Lovelace"),
+        (2, None, "card", "no contact details here"),
+        (3, "noreply@example.com", "x", "Best, Bob Stone"),
+    ]
+    # The job crosses to a worker process by pickle: the rules' spec must survive that.
+    job = pickle.loads(
+        pickle.dumps(ValuesJob("customer", rules.spec, "support_tickets", columns, rows))
+    )
+    extract = rules.extractor("support_tickets", set(columns))
+    assert extract is not None
+    expected = [extract(dict(zip(columns, row, strict=True))) for row in rows]
+    assert match_values(job) == expected
+    assert expected[0]["email"] == "ada@example.com"
+    assert expected[0]["phone"] == "+14155550100"
+    assert expected[2]["email"] is None  # a never-link value
