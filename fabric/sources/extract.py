@@ -52,6 +52,8 @@ def sqlite_type(column_type: Any) -> str:
 
 def to_storage_value(value: Any) -> int | float | str | bytes | None:
     """Convert a driver value to what a micro-database stores (ISO 8601 for times)."""
+    if isinstance(value, bool):
+        return int(value)  # as SQLite stores it, so every path yields the same value
     if value is None or isinstance(value, int | float | str | bytes):
         return value
     if isinstance(value, dt.datetime):
@@ -78,6 +80,40 @@ def _converter(column_type: Any) -> Any:
     return to_storage_value
 
 
+def _sqlite_datetime(value: Any) -> Any:
+    if isinstance(value, str):
+        return dt.datetime.fromisoformat(value).isoformat(sep="T")
+    return to_storage_value(value)
+
+
+def _sqlite_date(value: Any) -> Any:
+    if isinstance(value, str):
+        return dt.date.fromisoformat(value).isoformat()
+    return to_storage_value(value)
+
+
+def _sqlite_converter(column_type: Any) -> Any:
+    """The conversion of a raw sqlite3 value to what SQLAlchemy's types + ours would give.
+
+    SQLite keeps times as text, which SQLAlchemy parses into datetimes that we format back;
+    parsing with the standard library in one step gives the same ISO text several times
+    faster. Numbers that SQLAlchemy would hand out as Decimal become floats either way.
+    """
+    if column_type is None:
+        return to_storage_value
+    if isinstance(column_type, sa.DateTime):
+        return _sqlite_datetime
+    if isinstance(column_type, sa.Date):
+        return _sqlite_date
+    if isinstance(column_type, sa.Float | sa.Numeric):
+        return float
+    if isinstance(column_type, sa.Boolean):
+        return int
+    if isinstance(column_type, sa.Integer | sa.String) and not isinstance(column_type, sa.Enum):
+        return None
+    return to_storage_value
+
+
 def _driver_value(column_type: Any, value: Any) -> Any:
     """Turn a stored watermark (a storage value: ISO text for times) back into a bind value.
 
@@ -92,8 +128,8 @@ def _driver_value(column_type: Any, value: Any) -> Any:
     return value
 
 
-def _row_converter(types: Sequence[Any]) -> Any:
-    converters = [(i, c) for i, t in enumerate(types) if (c := _converter(t)) is not None]
+def _row_converter(types: Sequence[Any], choose: Any = _converter) -> Any:
+    converters = [(i, c) for i, t in enumerate(types) if (c := choose(t)) is not None]
     if not converters:
         return tuple
 
@@ -230,6 +266,9 @@ class SourceReader:
             query = query.where(column >= _driver_value(types.get(since[0]), since[1]))
         try:
             with self.engine.connect() as conn:
+                if since is None and self.engine.dialect.name == "sqlite":
+                    yield from self._read_sqlite(conn, query, [types.get(c) for c in columns])
+                    return
                 result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(
                     query
                 )
@@ -245,6 +284,34 @@ class SourceReader:
                 f"does not fit its declared column type ({type(exc).__name__}); fix the data "
                 "or the column type"
             ) from exc
+
+    @staticmethod
+    def _read_sqlite(
+        conn: sa.Connection, query: sa.Select[Any], types: list[Any], batch_rows: int = BATCH_ROWS
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """A whole SQLite table through the driver's own cursor (a full sync's reads).
+
+        SQLAlchemy's per-row result processing was three quarters of the time of reading a
+        table; the query is still SQLAlchemy's (quoting, schema), compiled without parameters.
+        """
+        sql = str(query.compile(dialect=conn.dialect))
+        dbapi = conn.dialect.loaded_dbapi
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql)
+            convert = _row_converter(types, _sqlite_converter)
+            while rows := cursor.fetchmany(batch_rows):
+                yield [convert(row) for row in rows]
+        except dbapi.Error as exc:
+            # Wrapped as SQLAlchemy would have, so the caller reports it like any other read.
+            wrap = (
+                sa.exc.OperationalError
+                if isinstance(exc, dbapi.OperationalError)
+                else sa.exc.DatabaseError
+            )
+            raise wrap(sql, None, exc) from exc
+        finally:
+            cursor.close()
 
     def close(self) -> None:
         """Dispose of the engine's connections."""

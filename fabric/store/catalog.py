@@ -8,7 +8,7 @@ data in the demo sources), so it needs no encryption of its own.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -274,19 +274,43 @@ class Catalog:
         entity_type: str,
         *,
         replace_refs: bool = True,
+        previous: Mapping[str, Iterable[SourceRef]] | None = None,
     ) -> None:
         """Record new entity versions and their source keys in one transaction.
 
         The entities' previous source keys are replaced, so a record that moved to another
-        entity is found under its new one only. ``replace_refs=False`` leaves source keys
-        alone (a full sync rewrites them all at once with :meth:`rewrite`).
+        entity is found under its new one only. With ``previous`` (entity id -> its source
+        keys before), only the difference is written: an incremental sync that adds one order
+        to an entity of thirty records writes one key, not thirty. ``replace_refs=False``
+        leaves source keys alone (a full sync rewrites them all at once with :meth:`rewrite`).
         """
+        new: dict[str, set[SourceRef]] = {r.entity_id: set() for r in records}
+        for entity_id, ref in refs:
+            new.setdefault(entity_id, set()).add(ref)
         with self._conn:
-            if replace_refs:
+            if replace_refs and previous is None:
                 self._conn.executemany(
                     "DELETE FROM source_keys WHERE entity_type = ? AND entity_id = ?",
                     [(entity_type, r.entity_id) for r in records],
                 )
+                added = [(e, ref) for e, keys in new.items() for ref in keys]
+            elif replace_refs and previous is not None:
+                # Guarded by the entity id: a key that moved to another entity may already
+                # have been written for that one.
+                self._conn.executemany(
+                    "DELETE FROM source_keys WHERE entity_type = ? AND source = ? AND "
+                    "source_table = ? AND source_key = ? AND entity_id = ?",
+                    [
+                        (entity_type, ref.source, ref.table, ref.key, entity_id)
+                        for entity_id, keys in new.items()
+                        for ref in set(previous.get(entity_id, ())) - keys
+                    ],
+                )
+                added = [
+                    (e, ref) for e, keys in new.items() for ref in keys - set(previous.get(e, ()))
+                ]
+            else:
+                added = []
             self._conn.executemany(
                 "INSERT OR REPLACE INTO entities VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -306,7 +330,7 @@ class Catalog:
                 "INSERT OR REPLACE INTO source_keys VALUES (?, ?, ?, ?, ?)",
                 [
                     (entity_type, ref.source, ref.table, ref.key, entity_id)
-                    for entity_id, ref in refs
+                    for entity_id, ref in added
                 ],
             )
 

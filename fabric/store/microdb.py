@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from fabric.store.sqlite import apsw, open_memory, quote_ident
+from fabric.store.sqlite import apsw, one_row, open_memory, quote_ident
 
 __all__ = [
     "LINEAGE_COLUMNS",
@@ -228,6 +228,35 @@ class MicroDbReader:
         finally:
             conn.execute("COMMIT")
         return meta, out
+
+    def contents(
+        self, image: bytes, layout: Mapping[str, Sequence[str]]
+    ) -> tuple[dict[str, list[tuple[Any, ...]]], list[tuple[Any, ...]]]:
+        """Rows as tuples in ``layout``'s column order, and lineage rows: for rebuilding.
+
+        One load and plain tuples: an incremental sync reads thousands of images, and dicts
+        per row cost more than the queries. Tables the image lacks come back empty.
+        """
+        conn = self.load(image)
+        rows: dict[str, list[tuple[Any, ...]]] = {}
+        conn.execute("BEGIN")
+        try:
+            stored: dict[str, list[str]] = json.loads(
+                str(one_row(conn, "SELECT value FROM _meta WHERE key = 'tables'")[0])
+            )
+            for name, columns in layout.items():
+                have = stored.get(name)
+                if have is None:
+                    rows[name] = []
+                    continue
+                select = ", ".join(quote_ident(c) if c in have else "NULL" for c in columns)
+                rows[name] = list(
+                    conn.execute(f"SELECT {select} FROM {quote_ident(name)} ORDER BY rowid")
+                )
+            lineage = list(conn.execute("SELECT * FROM _lineage ORDER BY rowid"))
+        finally:
+            conn.execute("COMMIT")
+        return rows, lineage
 
     def lineage(self, image: bytes) -> list[dict[str, Any]]:
         """Return every lineage row of an image."""

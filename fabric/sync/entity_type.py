@@ -432,10 +432,12 @@ class EntityTypeSync:
         now: str,
         *,
         refs_written: bool = False,
+        refs_before: Mapping[str, Iterable[SourceRef]] | None = None,
     ) -> None:
         """Store built images and record them in the catalog, a batch per transaction.
 
         ``refs_written``: the run wrote every source key already (a full sync).
+        ``refs_before``: entity id -> its source keys before the run: only changes are written.
         """
         store, catalog = self.project.store, self.project.catalog
         batch_size = self.project.config.store.batch_size
@@ -478,6 +480,7 @@ class EntityTypeSync:
                     ((b.entity_id, SourceRef(*ref)) for b in batch for ref in b.refs),
                     self.entity_type,
                     replace_refs=not refs_written,
+                    previous=refs_before,
                 )
                 self.progress("store", len(batch), None)
 
@@ -558,22 +561,17 @@ class EntityTypeSync:
         items: list[_Item] = []
         reader = MicroDbReader()
         stored = self.project.store.get_many(self.entity_type, sorted(entity_ids))
-        by_name = {t.name: t for t in self.schema.tables}
+        layout = self.layout()
+        key_at = {t.name: t.column_names.index(t.key) for t in self.schema.tables}
         for entity_id, blob in stored.items():
             image = self.project.codec.decode(blob.blob, self.entity_type, entity_id, blob.version)
-            _, tables = reader.read_tables(image)
-            lineage = {
-                (row["tbl"], row["row_key"]): tuple(row.values()) for row in reader.lineage(image)
-            }
-            for name, rows in tables.items():
-                table = by_name.get(name)
-                if table is None:
-                    continue
-                key_at = table.column_names.index(table.key)
-                for data in rows:
-                    row = tuple(data.get(c) for c in table.column_names)
-                    key = key_text(row[key_at])
-                    items.append(_Item(table, row, key, lineage.get((name, key))))
+            tables, lineage_rows = reader.contents(image, layout)
+            lineage = {(row[0], row[1]): tuple(row) for row in lineage_rows}
+            for table in self.schema.tables:
+                at = key_at[table.name]
+                for row in tables[table.name]:
+                    key = key_text(row[at])
+                    items.append(_Item(table, row, key, lineage.get((table.name, key))))
         return items
 
     # -- applying a resolution --------------------------------------------------------------
@@ -607,7 +605,10 @@ class EntityTypeSync:
         item_of = {ref: item for ref, _, item in identity}
         contents = self._assemble(ids, clusters, item_of, children, run_id, started)
         identity_previous = {ref: e for ref, e in previous.items() if ref in item_of}
-        self._write(contents, known, run_id)
+        refs_before: dict[str, list[SourceRef]] = defaultdict(list)
+        for ref, entity_id in previous.items():
+            refs_before[entity_id].append(ref)
+        self._write(contents, known, run_id, refs_before)
         self._record(
             resolution,
             ids,
@@ -738,7 +739,11 @@ class EntityTypeSync:
         return contents
 
     def _write(
-        self, contents: dict[str, EntityContent], known: dict[str, EntityRecord], run_id: int
+        self,
+        contents: dict[str, EntityContent],
+        known: dict[str, EntityRecord],
+        run_id: int,
+        refs_before: Mapping[str, Iterable[SourceRef]],
     ) -> None:
         """Build and write the rebuilt entities whose content (or schema) changed."""
         versions = _versions(known, self.project.store.versions(self.entity_type, sorted(contents)))
@@ -752,7 +757,9 @@ class EntityTypeSync:
             run_id=run_id,
             built_at=now,
         )
-        self._write_results([PartitionResult(0, built, unchanged)], known, now)
+        self._write_results(
+            [PartitionResult(0, built, unchanged)], known, now, refs_before=refs_before
+        )
 
     def watermarks(self) -> dict[tuple[str, str, str], Any]:
         """The newest watermark value read per table in this run."""
