@@ -192,6 +192,7 @@ class MicroDbReader:
 
     def __init__(self) -> None:
         self._conn = open_memory()
+        self._plans: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
 
     def load(self, image: bytes) -> apsw.Connection:
         """Deserialize ``image`` into this reader's connection and return it."""
@@ -235,28 +236,38 @@ class MicroDbReader:
         """Rows as tuples in ``layout``'s column order, and lineage rows: for rebuilding.
 
         One load and plain tuples: an incremental sync reads thousands of images, and dicts
-        per row cost more than the queries. Tables the image lacks come back empty.
+        per row cost more than the queries. Tables or columns the image lacks come back empty
+        or NULL. The queries are planned once per pair of layouts (building them per image
+        cost twice the queries themselves).
         """
         conn = self.load(image)
         rows: dict[str, list[tuple[Any, ...]]] = {}
         conn.execute("BEGIN")
         try:
-            stored: dict[str, list[str]] = json.loads(
-                str(one_row(conn, "SELECT value FROM _meta WHERE key = 'tables'")[0])
-            )
-            for name, columns in layout.items():
-                have = stored.get(name)
-                if have is None:
-                    rows[name] = []
-                    continue
-                select = ", ".join(quote_ident(c) if c in have else "NULL" for c in columns)
-                rows[name] = list(
-                    conn.execute(f"SELECT {select} FROM {quote_ident(name)} ORDER BY rowid")
-                )
+            stored = str(one_row(conn, "SELECT value FROM _meta WHERE key = 'tables'")[0])
+            for name, sql in self._plan(stored, layout):
+                rows[name] = [] if sql is None else list(conn.execute(sql))
             lineage = list(conn.execute("SELECT * FROM _lineage ORDER BY rowid"))
         finally:
             conn.execute("COMMIT")
         return rows, lineage
+
+    def _plan(
+        self, stored: str, layout: Mapping[str, Sequence[str]]
+    ) -> list[tuple[str, str | None]]:
+        key = (stored, json.dumps(layout))
+        plan = self._plans.get(key)
+        if plan is None:
+            have: dict[str, list[str]] = json.loads(stored)
+            plan = []
+            for name, columns in layout.items():
+                if name not in have:
+                    plan.append((name, None))
+                    continue
+                select = ", ".join(quote_ident(c) if c in have[name] else "NULL" for c in columns)
+                plan.append((name, f"SELECT {select} FROM {quote_ident(name)} ORDER BY rowid"))
+            self._plans[key] = plan
+        return plan
 
     def lineage(self, image: bytes) -> list[dict[str, Any]]:
         """Return every lineage row of an image."""

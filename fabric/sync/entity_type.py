@@ -485,7 +485,14 @@ class EntityTypeSync:
                 self.progress("store", len(batch), None)
 
     def _run_incremental(self, index: IdentityIndex, run_id: int, started: str) -> None:
-        catalog, marks = self.project.catalog, Watermarks(self.project.catalog)
+        """Re-resolve the entities changed identity records touch; patch the others.
+
+        An entity that only gained or changed child rows (orders, payments) keeps its records
+        and links, so it skips resolution: its image is rebuilt with the new rows. Only the
+        entities holding a changed identity record, or a record sharing a match key with one,
+        are resolved again (and may merge or split).
+        """
+        marks = Watermarks(self.project.catalog)
         changed: dict[str, list[Row]] = {}
         for table in self.tables:
             column = self._watermark_column(table)
@@ -495,35 +502,116 @@ class EntityTypeSync:
             i for t in self.tables if t.parent is None for i in self._identity(t, changed[t.name])
         ]
         changed_refs = {ref_text(ref) for ref, _, _ in identity}
-        affected: set[str] = set(index.entity_of(changed_refs).values())
-        affected |= set(index.entity_of(index.candidates(v for _, v, _ in identity)).values())
-        # Changed child rows whose parent is not itself changed rebuild the parent's entity.
-        new_keys = {(i.table.name, i.key) for _, _, i in identity}
+        resolve: set[str] = set(index.entity_of(changed_refs).values())
+        resolve |= set(index.entity_of(index.candidates(v for _, v, _ in identity)).values())
+        patch, deferred = self._place_children(
+            changed, {(i.table.name, i.key) for _, _, i in identity}, resolve
+        )
+        stored = self._items_of_entities(set(patch))
+        for entity_id in set(patch) - set(stored):
+            # Catalogued but not stored (a run died between the two): resolve it again.
+            resolve.add(entity_id)
+            deferred.extend(patch.pop(entity_id))
+        self._patch(patch, stored, run_id, started)
+        if resolve or identity or deferred:
+            self._resolve_again(resolve, identity, deferred, index, run_id, started)
+        self.report.entities[self.entity_type] = self.project.catalog.count(self.entity_type)
+
+    def _place_children(
+        self,
+        changed: Mapping[str, list[Row]],
+        identity_keys: set[tuple[str, str]],
+        resolve: set[str],
+    ) -> tuple[dict[str, list[_Item]], list[_Item]]:
+        """Find the entity of each changed child row where that needs no resolution.
+
+        Returns the rows to patch into each entity, and the rows left to the resolution: those
+        whose parent is a changed identity record, whose entity is resolved again anyway, that
+        moved from one entity to another (both are then resolved again, ``resolve`` grows), or
+        whose parent no entity holds (counted as orphans there).
+        """
+        catalog = self.project.catalog
+        owner: dict[tuple[str, str], str | None] = {}
+        placed: list[tuple[_Item, str | None]] = []
         for table in self.tables:
             if table.parent is None:
                 continue
             parent = self.schema.table(table.parent)
             assert table.foreign_key is not None
+            key_at = table.column_names.index(table.key)
             fk_at = table.column_names.index(table.foreign_key)
             for row in changed[table.name]:
-                fk = key_text(row[fk_at])
-                if (parent.name, fk) in new_keys:
-                    continue
-                affected.update(
-                    catalog.find_by_source(self.entity_type, parent.source, parent.source_table, fk)
+                key, fk = key_text(row[key_at]), key_text(row[fk_at])
+                entity: str | None
+                if (parent.name, fk) in identity_keys:
+                    entity = None
+                elif (parent.name, fk) in owner:
+                    entity = owner[(parent.name, fk)]
+                else:
+                    found = catalog.find_by_source(
+                        self.entity_type, parent.source, parent.source_table, fk
+                    )
+                    entity = found[0] if found else None
+                before = catalog.find_by_source(
+                    self.entity_type, table.source, table.source_table, key
                 )
-            new_keys |= {
-                (table.name, key_text(r[table.column_names.index(table.key)]))
-                for r in changed[table.name]
-            }
-        stored_items = self._items_of_entities(affected)
+                if before and before[0] != entity:
+                    resolve.update(before)
+                    if entity is not None:
+                        resolve.add(entity)
+                owner[(table.name, key)] = entity
+                placed.append((_Item(table, row, key), entity))
+        patch: dict[str, list[_Item]] = defaultdict(list)
+        deferred: list[_Item] = []
+        for item, entity in placed:
+            if entity is None or entity in resolve:
+                deferred.append(item)
+            else:
+                patch[entity].append(item)
+        return patch, deferred
+
+    def _patch(
+        self,
+        patch: Mapping[str, list[_Item]],
+        stored: Mapping[str, list[_Item]],
+        run_id: int,
+        started: str,
+    ) -> None:
+        """Rebuild entities that only gained or changed child rows, without resolving."""
+        if not patch:
+            return
+        contents: dict[str, EntityContent] = {}
+        refs_before: dict[str, list[SourceRef]] = {}
+        for entity_id, new_items in patch.items():
+            items = {(i.table.name, i.key): i for i in stored[entity_id]}
+            refs_before[entity_id] = [
+                SourceRef(i.table.source, i.table.source_table, i.key) for i in items.values()
+            ]
+            items.update({(i.table.name, i.key): i for i in new_items})
+            content = EntityContent(entity_id, {t.name: [] for t in self.tables}, [])
+            for item in items.values():
+                content.rows[item.table.name].append(item.row)
+                content.lineage.append(self._lineage(item, run_id, started))
+            contents[entity_id] = content
+        known = self.project.catalog.entities_in(self.entity_type, patch)
+        self._write(contents, known, run_id, refs_before)
+
+    def _resolve_again(
+        self,
+        resolve: set[str],
+        identity: list[tuple[SourceRef, dict[str, str | None], _Item]],
+        deferred: list[_Item],
+        index: IdentityIndex,
+        run_id: int,
+        started: str,
+    ) -> None:
+        """Resolve the records of the given entities with the changed ones, and rebuild."""
+        catalog = self.project.catalog
+        stored_items = [i for items in self._items_of_entities(resolve).values() for i in items]
         # Rows of this run replace the stored ones with the same key.
         merged: dict[tuple[str, str], _Item] = {(i.table.name, i.key): i for i in stored_items}
-        for table in self.tables:
-            key_at = table.column_names.index(table.key)
-            for row in changed[table.name]:
-                key = key_text(row[key_at])
-                merged[(table.name, key)] = _Item(table, row, key)
+        for item in [*(i for _, _, i in identity), *deferred]:
+            merged[(item.table.name, item.key)] = item
         changed_values = {ref: values for ref, values, _ in identity}
         identity_all = [
             i
@@ -542,9 +630,9 @@ class EntityTypeSync:
             for t in self.tables
             if t.parent is not None
         }
-        previous = {ref: e for ref, e in catalog.source_map_for(self.entity_type, affected).items()}
+        previous = catalog.source_map_for(self.entity_type, resolve)
         # Only the touched entities: loading every entity would cost in proportion to the store.
-        known = catalog.entities_in(self.entity_type, affected)
+        known = catalog.entities_in(self.entity_type, resolve)
         self._apply(
             identity_all,
             children,
@@ -552,13 +640,13 @@ class EntityTypeSync:
             known,
             run_id,
             started,
-            affected=affected,
+            affected=resolve,
             index=index,
         )
 
-    def _items_of_entities(self, entity_ids: set[str]) -> list[_Item]:
+    def _items_of_entities(self, entity_ids: set[str]) -> dict[str, list[_Item]]:
         """Every row of the given entities, from their stored images, with lineage."""
-        items: list[_Item] = []
+        items: dict[str, list[_Item]] = {}
         reader = MicroDbReader()
         stored = self.project.store.get_many(self.entity_type, sorted(entity_ids))
         layout = self.layout()
@@ -567,12 +655,27 @@ class EntityTypeSync:
             image = self.project.codec.decode(blob.blob, self.entity_type, entity_id, blob.version)
             tables, lineage_rows = reader.contents(image, layout)
             lineage = {(row[0], row[1]): tuple(row) for row in lineage_rows}
+            found = items[entity_id] = []
             for table in self.schema.tables:
                 at = key_at[table.name]
                 for row in tables[table.name]:
                     key = key_text(row[at])
-                    items.append(_Item(table, row, key, lineage.get((table.name, key))))
+                    found.append(_Item(table, row, key, lineage.get((table.name, key))))
         return items
+
+    @staticmethod
+    def _lineage(item: _Item, run_id: int, started: str) -> Lineage:
+        """A row's lineage: kept from its image, or new when it was extracted in this run."""
+        table = item.table
+        return item.lineage or (
+            table.name,
+            item.key,
+            table.source,
+            table.source_table,
+            item.key,
+            started,
+            run_id,
+        )
 
     # -- applying a resolution --------------------------------------------------------------
 
@@ -621,7 +724,6 @@ class EntityTypeSync:
             index=index,
             everything=False,
         )
-        self.report.entities[self.entity_type] = self.project.catalog.count(self.entity_type)
 
     def _record(
         self,
@@ -703,21 +805,9 @@ class EntityTypeSync:
                 content = contents[entity_id] = EntityContent(
                     entity_id, {t.name: [] for t in self.tables}, []
                 )
-            table = item.table
-            content.rows[table.name].append(item.row)
-            content.lineage.append(
-                item.lineage
-                or (
-                    table.name,
-                    item.key,
-                    table.source,
-                    table.source_table,
-                    item.key,
-                    started,
-                    run_id,
-                )
-            )
-            entity_of[(table.name, item.key)] = entity_id
+            content.rows[item.table.name].append(item.row)
+            content.lineage.append(self._lineage(item, run_id, started))
+            entity_of[(item.table.name, item.key)] = entity_id
 
         for entity_id, members in zip(ids, clusters, strict=True):
             for ref in members:

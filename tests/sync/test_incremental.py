@@ -69,6 +69,57 @@ def test_incremental_reads_only_changes_and_matches_a_full_sync(
         assert partition(project) == after_incremental
 
 
+def test_incremental_child_rows_patch_in_and_moved_rows_leave_their_old_entity(
+    fresh_demo: DemoProject, tmp_path: Path
+) -> None:
+    config = fresh_demo.config_path
+    # Orders watermarked by time, so an order moved to another account is seen as a change.
+    text = config.read_text()
+    assert "orders: {primary_key: id, watermark: id}" in text
+    config.write_text(
+        text.replace(
+            "orders: {primary_key: id, watermark: id}",
+            "orders: {primary_key: id, watermark: ordered_at}",
+        )
+    )
+    with Project.open(config) as project:
+        sync_project(project, full=True)
+        old_owner = project.catalog.find_by_source("customer", "shop", "orders", "1")
+        target = project.catalog.find_by_source("customer", "billing", "accounts", "7")
+        assert old_owner and target and old_owner != target
+        links_before = History(project.catalog).links("customer", target[0])
+    shop = fresh_demo.directory / "sources" / "shop.db"
+    execute(
+        shop,
+        # a moved order, and a new order (with an item) for an unchanged account
+        f"UPDATE orders SET account_id = 7, ordered_at = '{LATER}' WHERE id = 1",
+        "INSERT INTO orders SELECT 100001, 9, 20.0, 'placed', '" + LATER + "' FROM orders "
+        "WHERE id = 2",
+        "INSERT INTO order_items SELECT 900001, 100001, sku, qty, price FROM order_items "
+        "WHERE id = (SELECT min(id) FROM order_items)",
+    )
+    with Project.open(config) as project:
+        report = sync_project(project)
+        assert report.mode == "incremental" and report.merged == report.split == 0
+        catalog = project.catalog
+        assert catalog.find_by_source("customer", "shop", "orders", "1") == target
+        owner_9 = catalog.find_by_source("customer", "billing", "accounts", "9")
+        assert catalog.find_by_source("customer", "shop", "orders", "100001") == owner_9
+        assert catalog.find_by_source("customer", "shop", "order_items", "900001") == owner_9
+        service = EntityService(project)
+        old = service.document("customer", old_owner[0], role="steward")
+        assert 1 not in [row["id"] for row in old["tables"]["shop_orders"]]
+        new = service.document("customer", target[0], role="steward")
+        assert 1 in [row["id"] for row in new["tables"]["shop_orders"]]
+        assert History(catalog).links("customer", target[0]) == links_before
+        after_incremental = partition(project)
+    copy = tmp_path / "copy"
+    shutil.copytree(fresh_demo.directory, copy, ignore=shutil.ignore_patterns("store"))
+    with Project.open(copy / "fabric.yaml") as project:
+        sync_project(project, full=True)
+        assert partition(project) == after_incremental
+
+
 def test_incremental_merge_keeps_the_older_id_and_the_alias_resolves(
     fresh_demo: DemoProject,
 ) -> None:
