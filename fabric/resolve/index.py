@@ -15,7 +15,7 @@ from fabric.resolve.rules import CompiledMatchRules
 from fabric.store.catalog import Catalog
 from fabric.store.crypto import KeyedHasher, derive_key
 
-__all__ = ["IdentityIndex", "match_keys"]
+__all__ = ["IdentityIndex", "hashed_keys", "index_key", "match_keys"]
 
 Values = Mapping[str, str | None]
 
@@ -34,6 +34,16 @@ def match_keys(rules: CompiledMatchRules, values: Values) -> list[str]:
     return keys
 
 
+def index_key(master_key: bytes) -> bytes:
+    """The key of the index's keyed hashes, derived from the master key."""
+    return derive_key(master_key, "identity-index-keys")
+
+
+def hashed_keys(rules: CompiledMatchRules, hasher: KeyedHasher, values: Values) -> list[bytes]:
+    """The keyed hashes under which the index files a record with these values."""
+    return [hasher(key) for key in match_keys(rules, values)]
+
+
 class IdentityIndex:
     """Identity records of one entity type, kept in the catalog."""
 
@@ -44,23 +54,27 @@ class IdentityIndex:
         self._conn = catalog.connection
         self.entity_type = entity_type
         self.rules = rules
-        self._hash = KeyedHasher(derive_key(master_key, "identity-index-keys"))
+        self._hash = KeyedHasher(index_key(master_key))
 
-    def replace(self, records: Iterable[tuple[str, str, Values]], *, everything: bool) -> None:
-        """Index ``(ref, entity id, values)`` records (the values give the keys to hash).
+    def replace(
+        self, records: Iterable[tuple[str, str, Values | list[bytes]]], *, everything: bool
+    ) -> None:
+        """Index ``(ref, entity id, values or their hashed keys)`` records.
 
-        With ``everything``, the index of this entity type is rebuilt from these records only
-        (a full sync); otherwise only the given records change.
+        Hashed keys (from :func:`hashed_keys`) let worker processes do the hashing of a full
+        sync. With ``everything``, the index of this entity type is rebuilt from these records
+        only (a full sync); otherwise only the given records change.
         """
         rows: list[tuple[Any, ...]] = []
         keys: list[tuple[Any, ...]] = []
         refs: list[str] = []
-        for ref, entity_id, values in records:
+        for ref, entity_id, given in records:
             refs.append(ref)
             rows.append((self.entity_type, ref, entity_id))
-            keys.extend(
-                (self.entity_type, self._hash(key), ref) for key in match_keys(self.rules, values)
+            hashes = (
+                given if isinstance(given, list) else hashed_keys(self.rules, self._hash, given)
             )
+            keys.extend((self.entity_type, key_hash, ref) for key_hash in hashes)
         if everything:
             self._catalog.stage("identity_records", rows)
             self._catalog.stage("identity_keys", keys)

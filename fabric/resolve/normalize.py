@@ -8,6 +8,7 @@ Phone numbers go to E.164 with Google's libphonenumber port; phonetic codes come
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import unicodedata
 from collections.abc import Callable
@@ -68,12 +69,17 @@ _SIGNATURE_CUT = re.compile(r"(?:\n|,|!|--|\.)(?!.*(?:\n|,|!|--|\.))", re.DOTALL
 _NAME_WORDS = re.compile(r"^[^\W\d_][\w'-]*(?: [^\W\d_][\w'-]*){1,3}$")
 
 
+# Several match fields read the same text through the same first step (a ticket body gives
+# the email and its user part, the signature gives first and last name): the second call is
+# a cache hit instead of another regex scan of the text.
+@functools.lru_cache(maxsize=1024)
 def _extract_email(text: str) -> str | None:
     """The first email address written in a text (or the text itself if it is one)."""
     match = _EMAIL.search(text)
     return match.group(0) if match else None
 
 
+@functools.lru_cache(maxsize=1024)
 def _signature_name(text: str) -> str | None:
     """The name a message is signed with: the words after its last line break or sign-off.
 

@@ -12,6 +12,7 @@ step, so the next run reads the same rows again.
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -23,7 +24,7 @@ from fabric.errors import SourceError
 from fabric.project import Project
 from fabric.resolve.clusters import assign_entity_ids
 from fabric.resolve.engine import Resolution, resolve_records
-from fabric.resolve.index import IdentityIndex
+from fabric.resolve.index import IdentityIndex, index_key
 from fabric.store.base import StoredBlob, entity_key, partition_of
 from fabric.store.catalog import EntityRecord, SourceRef, utc_now
 from fabric.store.crypto import require_master_key
@@ -234,26 +235,32 @@ class EntityTypeSync:
             pool = None
             if self.workers > 1:
                 context = multiprocessing.get_context("spawn")
-                pool = stack.enter_context(context.Pool(self.workers))
+                # Workers run without the cyclic collector too (see sync.paused_gc).
+                pool = stack.enter_context(context.Pool(self.workers, initializer=gc.disable))
             stack.callback(spill.remove)
             self._full_with(pool, spill, partitions, index, run_id, started)
         self.report.entities[self.entity_type] = catalog.count(self.entity_type)
 
     def _identity_values(
         self, spill: Spill, pool: Pool | None
-    ) -> list[tuple[SourceRef, dict[str, str | None]]]:
+    ) -> tuple[list[tuple[SourceRef, Values]], dict[SourceRef, list[bytes]]]:
         """Stream the identity tables into the spill; workers compute their match values.
 
-        At most two batches per worker wait in the pool, so memory stays bounded while the
-        parent reads on.
+        Returns every record's match values, and the keyed hashes the identity index files
+        each under. At most two batches per worker wait in the pool, so memory stays bounded
+        while the parent reads on.
         """
         assert self.rules.spec is not None
-        identity: list[tuple[SourceRef, dict[str, str | None]]] = []
-        pending: deque[tuple[AsyncResult[list[dict[str, str | None]]], list[SourceRef]]] = deque()
+        identity: list[tuple[SourceRef, Values]] = []
+        hashes: dict[SourceRef, list[bytes]] = {}
+        Found = list[tuple[dict[str, str | None], list[bytes]]]
+        pending: deque[tuple[AsyncResult[Found], list[SourceRef]]] = deque()
+        key = index_key(self._master)
 
-        def collect() -> None:
-            result, refs = pending.popleft()
-            identity.extend(zip(refs, result.get(), strict=True))
+        def keep(refs: list[SourceRef], found: Found) -> None:
+            for ref, (values, hashed) in zip(refs, found, strict=True):
+                identity.append((ref, values))
+                hashes[ref] = hashed
 
         for table in self.tables:
             if table.parent is not None:
@@ -262,21 +269,23 @@ class EntityTypeSync:
             for batch in self._stream(table):
                 refs = []
                 for row in batch:
-                    key = key_text(row[key_at])
-                    refs.append(SourceRef(table.source, table.source_table, key))
-                    spill.add("pending", (table.name, key, row))
+                    text = key_text(row[key_at])
+                    refs.append(SourceRef(table.source, table.source_table, text))
+                    spill.add("pending", (table.name, text, row))
                 job = ValuesJob(
-                    self.entity_type, self.rules.spec, table.name, table.column_names, batch
+                    self.entity_type, self.rules.spec, table.name, table.column_names, batch, key
                 )
                 if pool is None:
-                    identity.extend(zip(refs, match_values(job), strict=True))
+                    keep(refs, match_values(job))
                     continue
                 pending.append((pool.apply_async(match_values, (job,)), refs))
                 while len(pending) > 2 * self.workers:
-                    collect()
+                    result, done = pending.popleft()
+                    keep(done, result.get())
         while pending:
-            collect()
-        return identity
+            result, done = pending.popleft()
+            keep(done, result.get())
+        return identity, hashes
 
     def _full_with(
         self,
@@ -289,7 +298,7 @@ class EntityTypeSync:
     ) -> None:
         """The full sync proper, with its worker pool (None: everything in this process)."""
         catalog = self.project.catalog
-        identity = self._identity_values(spill, pool)
+        identity, hashes = self._identity_values(spill, pool)
         table_of = {(t.source, t.source_table): t.name for t in self.tables}
         resolution: Resolution[SourceRef] = resolve_records(identity, self.rules)
         self.report.links_refused += len(resolution.refused)
@@ -361,6 +370,7 @@ class EntityTypeSync:
         spill.finish()
         owner.clear()
         identity_refs = {ref for ref, _ in identity}
+        identity.clear()
 
         def record() -> None:
             catalog.rewrite("source_keys", self.entity_type)
@@ -369,7 +379,7 @@ class EntityTypeSync:
                 ids,
                 resolution.clusters,
                 {ref: e for ref, e in previous.items() if ref in identity_refs},
-                dict(identity),
+                hashes,
                 run_id,
                 started,
                 affected=set(known),
@@ -731,7 +741,7 @@ class EntityTypeSync:
         ids: Sequence[str],
         clusters: Sequence[Sequence[SourceRef]],
         identity_previous: Mapping[SourceRef, str],
-        values_of: Mapping[SourceRef, Values],
+        keys_of: Mapping[SourceRef, Values] | Mapping[SourceRef, list[bytes]],
         run_id: int,
         started: str,
         *,
@@ -739,7 +749,10 @@ class EntityTypeSync:
         index: IdentityIndex,
         everything: bool,
     ) -> None:
-        """Delete entities gone, and record links, the identity index and merges/splits."""
+        """Delete entities gone, and record links, the identity index and merges/splits.
+
+        ``keys_of``: every record's match values, or the keyed hashes of its match keys.
+        """
         events, aliases = entity_changes(
             clusters,
             ids,
@@ -779,7 +792,7 @@ class EntityTypeSync:
             )
         history.replace_links(self.entity_type, links, everything=everything)
         index.replace(
-            ((ref_text(ref), cluster_of[ref], values_of[ref]) for ref in cluster_of),
+            ((ref_text(ref), cluster_of[ref], keys_of[ref]) for ref in cluster_of),
             everything=everything,
         )
         history.record(self.entity_type, events, aliases, run_id, current=ids)

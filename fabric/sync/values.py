@@ -4,7 +4,8 @@ Normalising identity fields (parsing phone numbers, finding emails and signature
 text) is most of what a full sync spends before resolution can start, while the build workers
 sit idle. So the parent reads and spills rows and hands each batch to a worker, which compiles
 the match rules once (compiled rules are closures and cannot be pickled; their spec can) and
-returns the batch's match values in row order.
+returns the batch's match values in row order, with the keyed hashes of their match keys for
+the identity index (hashing them was the parent's next largest cost).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from fabric.resolve.index import hashed_keys
 from fabric.resolve.rules import CompiledMatchRules, EntityMatchRules, compile_match_rules
+from fabric.store.crypto import KeyedHasher
 
 __all__ = ["ValuesJob", "match_values"]
 
@@ -31,6 +34,8 @@ class ValuesJob:
     table: str
     columns: tuple[str, ...]
     rows: list[tuple[Any, ...]]
+    #: key of the identity index's keyed hashes (see :func:`fabric.resolve.index.index_key`)
+    index_key: bytes
 
 
 def _rules(entity_type: str, spec: EntityMatchRules) -> CompiledMatchRules:
@@ -41,10 +46,17 @@ def _rules(entity_type: str, spec: EntityMatchRules) -> CompiledMatchRules:
     return rules
 
 
-def match_values(job: ValuesJob) -> list[Values]:
-    """The normalised match fields of every row of the batch, in row order."""
-    extract = _rules(job.entity_type, job.spec).extractor(job.table, set(job.columns))
+def match_values(job: ValuesJob) -> list[tuple[Values, list[bytes]]]:
+    """The normalised match fields of every row of the batch, in row order, each with the
+    keyed hashes the identity index files it under."""
+    rules = _rules(job.entity_type, job.spec)
+    extract = rules.extractor(job.table, set(job.columns))
     if extract is None:
-        return [{} for _ in job.rows]
+        return [({}, []) for _ in job.rows]
+    hasher = KeyedHasher(job.index_key)
     names = job.columns
-    return [extract(dict(zip(names, row, strict=True))) for row in job.rows]
+    out = []
+    for row in job.rows:
+        values = extract(dict(zip(names, row, strict=True)))
+        out.append((values, hashed_keys(rules, hasher, values)))
+    return out

@@ -172,7 +172,7 @@ def test_sync_with_worker_processes_builds_the_same_entities(
 ) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(fresh_demo.directory, copy)
-    documents = []
+    documents, indexes = [], []
     for directory, workers in ((fresh_demo.directory, 1), (copy, 2)):
         with Project.open(directory / "fabric.yaml") as project:
             report = sync_project(project, full=True, workers=workers)
@@ -182,7 +182,13 @@ def test_sync_with_worker_processes_builds_the_same_entities(
             documents.append(
                 {e: service.document("customer", e, role="steward")["tables"] for e in ids}
             )
+            # The identity index, hashed in the workers or here, files records alike.
+            indexes.append(
+                set(project.catalog.connection.execute("SELECT * FROM identity_keys"))
+                | set(project.catalog.connection.execute("SELECT * FROM identity_records"))
+            )
     assert documents[0] == documents[1]
+    assert indexes[0] == indexes[1] and len(indexes[0]) > 100
 
 
 def test_sync_spill_files_are_removed(fresh_demo: DemoProject) -> None:

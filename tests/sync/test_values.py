@@ -1,14 +1,17 @@
-"""Match values computed from a pickled batch equal the parent's own extraction."""
+"""Match values (and index keys) computed from a pickled batch equal the parent's own."""
 
 from __future__ import annotations
 
 import pickle
 from pathlib import Path
 
+from fabric.resolve.index import hashed_keys
 from fabric.resolve.rules import load_match_rules
+from fabric.store.crypto import KeyedHasher
 from fabric.sync.values import ValuesJob, match_values
 
 RULES = Path(__file__).parents[2] / "rules" / "match.yaml"
+KEY = b"k" * 32
 
 
 def test_match_values_equal_the_compiled_extractor() -> None:
@@ -22,12 +25,14 @@ def test_match_values_equal_the_compiled_extractor() -> None:
     ]
     # The job crosses to a worker process by pickle: the rules' spec must survive that.
     job = pickle.loads(
-        pickle.dumps(ValuesJob("customer", rules.spec, "support_tickets", columns, rows))
+        pickle.dumps(ValuesJob("customer", rules.spec, "support_tickets", columns, rows, KEY))
     )
     extract = rules.extractor("support_tickets", set(columns))
     assert extract is not None
     expected = [extract(dict(zip(columns, row, strict=True))) for row in rows]
-    assert match_values(job) == expected
+    hasher = KeyedHasher(KEY)
+    assert match_values(job) == [(v, hashed_keys(rules, hasher, v)) for v in expected]
+    assert match_values(job)[0][1]  # an email and a phone: keys to file the record under
     assert expected[0]["email"] == "ada@example.com"
     assert expected[0]["phone"] == "+14155550100"
     assert expected[2]["email"] is None  # a never-link value
