@@ -281,8 +281,8 @@ class Catalog:
         The entities' previous source keys are replaced, so a record that moved to another
         entity is found under its new one only. With ``previous`` (entity id -> its source
         keys before), only the difference is written: an incremental sync that adds one order
-        to an entity of thirty records writes one key, not thirty. ``replace_refs=False``
-        leaves source keys alone (a full sync rewrites them all at once with :meth:`rewrite`).
+        to an entity of thirty records writes one key, not thirty. ``replace_refs=False`` only
+        adds the given keys (a patch; a full sync rewrites them all with :meth:`rewrite`).
         """
         new: dict[str, set[SourceRef]] = {r.entity_id: set() for r in records}
         for entity_id, ref in refs:
@@ -310,7 +310,7 @@ class Catalog:
                     (e, ref) for e, keys in new.items() for ref in keys - set(previous.get(e, ()))
                 ]
             else:
-                added = []
+                added = [(e, ref) for e, keys in new.items() for ref in keys]
             self._conn.executemany(
                 "INSERT OR REPLACE INTO entities VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [

@@ -32,11 +32,15 @@ from fabric.store.history import History, StoredLink
 from fabric.store.microdb import (
     EntityContent,
     EntitySchema,
+    MicroDbPatcher,
     MicroDbReader,
+    PatchRow,
     TableDef,
+    fingerprint_total,
 )
 from fabric.sync.build import (
     BuildJob,
+    BuiltEntity,
     Known,
     PartitionResult,
     build_entities,
@@ -430,10 +434,10 @@ class EntityTypeSync:
         if pool is not None:
             results = pool.imap_unordered(build_partition, jobs)
             meanwhile()
-            self._write_results(results, known, now, refs_written=True)
+            self._write_results(results, known, now, replace_refs=False)
         else:
             meanwhile()
-            self._write_results(map(build_partition, jobs), known, now, refs_written=True)
+            self._write_results(map(build_partition, jobs), known, now, replace_refs=False)
 
     def _write_results(
         self,
@@ -441,13 +445,14 @@ class EntityTypeSync:
         known: dict[str, EntityRecord],
         now: str,
         *,
-        refs_written: bool = False,
+        replace_refs: bool = True,
         refs_before: Mapping[str, Iterable[SourceRef]] | None = None,
     ) -> None:
         """Store built images and record them in the catalog, a batch per transaction.
 
-        ``refs_written``: the run wrote every source key already (a full sync).
-        ``refs_before``: entity id -> its source keys before the run: only changes are written.
+        ``replace_refs=False``: the built entities' refs are only added (a patch) or there are
+        none (a full sync writes every source key itself). ``refs_before``: entity id -> its
+        source keys before the run, so only the changes are written.
         """
         store, catalog = self.project.store, self.project.catalog
         batch_size = self.project.config.store.batch_size
@@ -489,7 +494,7 @@ class EntityTypeSync:
                     records,
                     ((b.entity_id, SourceRef(*ref)) for b in batch for ref in b.refs),
                     self.entity_type,
-                    replace_refs=not refs_written,
+                    replace_refs=replace_refs,
                     previous=refs_before,
                 )
                 self.progress("store", len(batch), None)
@@ -517,12 +522,12 @@ class EntityTypeSync:
         patch, deferred = self._place_children(
             changed, {(i.table.name, i.key) for _, _, i in identity}, resolve
         )
-        stored = self._items_of_entities(set(patch))
+        stored = self.project.store.versions(self.entity_type, sorted(patch))
         for entity_id in set(patch) - set(stored):
             # Catalogued but not stored (a run died between the two): resolve it again.
             resolve.add(entity_id)
             deferred.extend(patch.pop(entity_id))
-        self._patch(patch, stored, run_id, started)
+        self._patch(patch, run_id, started)
         if resolve or identity or deferred:
             self._resolve_again(resolve, identity, deferred, index, run_id, started)
         self.report.entities[self.entity_type] = self.project.catalog.count(self.entity_type)
@@ -580,20 +585,68 @@ class EntityTypeSync:
                 patch[entity].append(item)
         return patch, deferred
 
-    def _patch(
-        self,
-        patch: Mapping[str, list[_Item]],
-        stored: Mapping[str, list[_Item]],
-        run_id: int,
-        started: str,
-    ) -> None:
-        """Rebuild entities that only gained or changed child rows, without resolving."""
+    def _patch(self, patch: Mapping[str, list[_Item]], run_id: int, started: str) -> None:
+        """Put child rows into entities whose records did not change, without resolving.
+
+        The stored image is patched in place (the new rows inserted, changed ones updated)
+        and its fingerprint follows from the catalog's; an entity whose catalog entry does not
+        describe its image exactly (another schema or fingerprint scheme, a version the
+        catalog missed) is rebuilt from its rows instead.
+        """
         if not patch:
             return
+        catalog, store, codec = self.project.catalog, self.project.store, self.project.codec
+        known = catalog.entities_in(self.entity_type, patch)
+        blobs = store.get_many(self.entity_type, sorted(patch))
+        patcher = MicroDbPatcher()
+        now = utc_now()
+        built: list[BuiltEntity] = []
+        unchanged = 0
+        rebuild: dict[str, list[_Item]] = {}
+        for entity_id in sorted(patch):
+            items, record, blob = patch[entity_id], known.get(entity_id), blobs.get(entity_id)
+            total = None if record is None else fingerprint_total(record.fingerprint)
+            if (
+                record is None
+                or blob is None
+                or total is None
+                or record.version != blob.version
+                or record.schema_version != self.schema.version
+            ):
+                rebuild[entity_id] = items
+                continue
+            version = blob.version + 1
+            result = patcher.patch(
+                codec.decode(blob.blob, self.entity_type, entity_id, blob.version),
+                [PatchRow(i.table, i.row, self._lineage(i, run_id, started)) for i in items],
+                {"version": version, "built_at": now, "sync_run": run_id},
+                total,
+            )
+            if result is None:
+                unchanged += 1
+                continue
+            image, printed = result
+            built.append(
+                BuiltEntity(
+                    entity_id,
+                    version,
+                    blob.version,
+                    printed,
+                    codec.encode(image, self.entity_type, entity_id, version),
+                    [(i.table.source, i.table.source_table, i.key) for i in items],
+                )
+            )
+        self._write_results([PartitionResult(0, built, unchanged)], known, now, replace_refs=False)
+        if rebuild:
+            self._rebuild(rebuild, run_id, started)
+
+    def _rebuild(self, patch: Mapping[str, list[_Item]], run_id: int, started: str) -> None:
+        """Rebuild entities from their stored rows and some new ones, without resolving."""
+        stored = self._items_of_entities(set(patch))
         contents: dict[str, EntityContent] = {}
         refs_before: dict[str, list[SourceRef]] = {}
         for entity_id, new_items in patch.items():
-            items = {(i.table.name, i.key): i for i in stored[entity_id]}
+            items = {(i.table.name, i.key): i for i in stored.get(entity_id, [])}
             refs_before[entity_id] = [
                 SourceRef(i.table.source, i.table.source_table, i.key) for i in items.values()
             ]

@@ -11,8 +11,11 @@ from fabric.store.microdb import (
     EntityContent,
     EntitySchema,
     MicroDbBuilder,
+    MicroDbPatcher,
     MicroDbReader,
+    PatchRow,
     TableDef,
+    fingerprint_total,
 )
 
 SCHEMA = EntitySchema(
@@ -85,6 +88,46 @@ def test_microdb_builder_shrinks_back_and_survives_a_failed_build() -> None:
     reader = MicroDbReader()
     assert reader.read_tables(again) == reader.read_tables(small)
     assert reader.load(again).execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_microdb_patch_inserts_and_updates_rows_and_keeps_the_fingerprint_exact() -> None:
+    builder = MicroDbBuilder(SCHEMA)
+    before = content("e1", ["Ada", "Bob"])
+    image = builder.build(before, {"entity_id": "e1", "version": 1, "sync_run": 1})
+    people, orders = SCHEMA.tables
+    rows = [
+        PatchRow(orders, (10, 2), ("orders", "10", "shop", "orders", "10", "2026-02-01", 2)),
+        PatchRow(people, (2, "Bobby", 3.0), ("people", "2", "crm", "customers", "2", "t", 2)),
+    ]
+    total = fingerprint_total(before.fingerprint())
+    assert total is not None
+    patcher = MicroDbPatcher()
+    result = patcher.patch(image, rows, {"version": 2, "sync_run": 2}, total)
+    assert result is not None
+    patched, printed = result
+    after = EntityContent(
+        "e1",
+        {"people": [(1, "Ada", 1.5), (2, "Bobby", 3.0)], "orders": [(9, 1), (10, 2)]},
+        [],
+    )
+    # The same fingerprint as a build of the same rows, in whatever order.
+    assert printed == after.fingerprint()
+    after.rows["orders"].reverse()
+    assert printed == after.fingerprint()
+    meta, tables = MicroDbReader().read_tables(patched)
+    assert meta["version"] == 2 and meta["sync_run"] == 2 and meta["entity_id"] == "e1"
+    assert tables["people"][1] == {"id": 2, "name": "Bobby", "score": 3.0}
+    assert [r["id"] for r in tables["orders"]] == [9, 10]
+    lineage_rows = MicroDbReader().lineage(patched)
+    assert {(r["tbl"], r["row_key"]) for r in lineage_rows} == {
+        ("people", "1"),
+        ("people", "2"),
+        ("orders", "10"),
+    }
+    bob = next(r for r in lineage_rows if r["row_key"] == "2")
+    assert bob["sync_run"] == 2 and bob["extracted_at"] == "t"
+    # Patching with rows it already has changes nothing.
+    assert patcher.patch(patched, rows, {"version": 3}, fingerprint_total(printed) or 0) is None
 
 
 def test_microdb_reads_selected_tables_only() -> None:
