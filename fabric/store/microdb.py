@@ -157,6 +157,19 @@ def fingerprint_total(printed: str) -> int | None:
     return int(printed[len(FINGERPRINT_SCHEME) :], 16)
 
 
+def _scrubbing_memory() -> apsw.Connection:
+    """An in-memory database that zeroes what it deletes.
+
+    A builder empties its database after each entity and reuses the pages; without
+    ``secure_delete`` the free space of the next entity's pages still held bytes of the one
+    before, so an image carried fragments of another person's data (and compressed to twice
+    the size). The patcher likewise leaves no old value of an updated row behind.
+    """
+    conn = open_memory()
+    conn.pragma("secure_delete", True)
+    return conn
+
+
 class MicroDbBuilder:
     """Build entity images for one schema; one instance per worker (not thread-safe).
 
@@ -167,7 +180,7 @@ class MicroDbBuilder:
 
     def __init__(self, schema: EntitySchema) -> None:
         self.schema = schema
-        self._conn = open_memory()
+        self._conn = _scrubbing_memory()
         for statement in schema.ddl():
             self._conn.execute(statement)
         self._inserts = {
@@ -227,7 +240,7 @@ class MicroDbPatcher:
     """
 
     def __init__(self) -> None:
-        self._conn = open_memory()
+        self._conn = _scrubbing_memory()
 
     def patch(
         self,
@@ -243,6 +256,7 @@ class MicroDbPatcher:
         """
         conn = self._conn
         conn.deserialize("main", image)
+        conn.pragma("secure_delete", True)  # a pragma of the database, reset by deserialize
         changed = False
         with conn:
             for item in rows:

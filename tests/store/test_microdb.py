@@ -90,6 +90,25 @@ def test_microdb_builder_shrinks_back_and_survives_a_failed_build() -> None:
     assert reader.load(again).execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
 
+def test_microdb_images_hold_no_bytes_of_other_entities_or_old_values() -> None:
+    builder = MicroDbBuilder(SCHEMA)
+    secret = "Zebediah-Quartermaine"
+    builder.build(content("e1", [secret * 3] * 40), {"entity_id": "e1", "sync_run": 1})
+    other = builder.build(content("e2", ["Dee"]), {"entity_id": "e2", "sync_run": 1})
+    assert secret.encode() not in other
+    # An updated row leaves no trace of its old value either.
+    image = builder.build(content("e3", [secret]), {"entity_id": "e3", "sync_run": 1})
+    people = SCHEMA.tables[0]
+    result = MicroDbPatcher().patch(
+        image,
+        [PatchRow(people, (1, "Ann", 1.5), ("people", "1", "crm", "customers", "1", "t", 2))],
+        {"sync_run": 2},
+        fingerprint_total(content("e3", [secret]).fingerprint()) or 0,
+    )
+    assert result is not None
+    assert secret.encode() not in result[0]
+
+
 def test_microdb_patch_inserts_and_updates_rows_and_keeps_the_fingerprint_exact() -> None:
     builder = MicroDbBuilder(SCHEMA)
     before = content("e1", ["Ada", "Bob"])
