@@ -241,6 +241,24 @@ class MicroDbPatcher:
 
     def __init__(self) -> None:
         self._conn = _scrubbing_memory()
+        self._sql: dict[TableDef, tuple[str, str, str, int]] = {}
+        self._lineage_insert = (
+            f"INSERT INTO _lineage VALUES ({', '.join('?' * len(LINEAGE_COLUMNS))})"
+        )
+
+    def _statements(self, table: TableDef) -> tuple[str, str, str, int]:
+        """SELECT by key, INSERT, UPDATE by rowid, and the key's position, for one table."""
+        found = self._sql.get(table)
+        if found is None:
+            name = quote_ident(table.name)
+            columns = ", ".join(f"{quote_ident(c)} = ?" for c in table.column_names)
+            found = self._sql[table] = (
+                f"SELECT rowid, * FROM {name} WHERE {quote_ident(table.key)} = ?",
+                f"INSERT INTO {name} VALUES ({', '.join('?' * len(table.columns))})",
+                f"UPDATE {name} SET {columns} WHERE rowid = ?",
+                table.column_names.index(table.key),
+            )
+        return found
 
     def patch(
         self,
@@ -261,29 +279,18 @@ class MicroDbPatcher:
         with conn:
             for item in rows:
                 table = item.table
-                name = quote_ident(table.name)
-                key_at = table.column_names.index(table.key)
-                found = conn.execute(
-                    f"SELECT rowid, * FROM {name} WHERE {quote_ident(table.key)} = ?",
-                    (item.row[key_at],),
-                ).fetchone()
+                select, insert, update, key_at = self._statements(table)
+                found = conn.execute(select, (item.row[key_at],)).fetchone()
                 if found is not None and tuple(found[1:]) == tuple(item.row):
                     continue
                 changed = True
                 total += row_digest(table.name, item.row)
                 if found is None:
-                    conn.execute(
-                        f"INSERT INTO {name} VALUES ({', '.join('?' * len(item.row))})",
-                        item.row,
-                    )
-                    conn.execute(
-                        f"INSERT INTO _lineage VALUES ({', '.join('?' * len(LINEAGE_COLUMNS))})",
-                        item.lineage,
-                    )
+                    conn.execute(insert, item.row)
+                    conn.execute(self._lineage_insert, item.lineage)
                     continue
                 total -= row_digest(table.name, found[1:])
-                columns = ", ".join(f"{quote_ident(c)} = ?" for c in table.column_names)
-                conn.execute(f"UPDATE {name} SET {columns} WHERE rowid = ?", (*item.row, found[0]))
+                conn.execute(update, (*item.row, found[0]))
                 conn.execute(
                     "UPDATE _lineage SET extracted_at = ?, sync_run = ? "
                     "WHERE tbl = ? AND row_key = ?",
