@@ -668,60 +668,186 @@ class EntityTypeSync:
         run_id: int,
         started: str,
     ) -> None:
-        """Resolve the records of the given entities with the changed ones, and rebuild."""
+        """Resolve the records of the given entities with the changed ones, and write.
+
+        Only identity rows are read to resolve. An entity that keeps exactly its records (a
+        customer who moved city) is patched like one that gained an order; only entities
+        that merge, split, appear or lose a row to another entity are rebuilt.
+        """
         catalog = self.project.catalog
-        stored_items = [i for items in self._items_of_entities(resolve).values() for i in items]
+        roots = [t for t in self.tables if t.parent is None]
+        held = self._items_of_entities(resolve, roots)
+        merged: dict[tuple[str, str], _Item] = {}
+        previous: dict[SourceRef, str] = {}
+        before: dict[str, set[SourceRef]] = defaultdict(set)
+        for entity_id, items in held.items():
+            for item in items:
+                merged[(item.table.name, item.key)] = item
+                ref = SourceRef(item.table.source, item.table.source_table, item.key)
+                previous[ref] = entity_id
+                before[entity_id].add(ref)
         # Rows of this run replace the stored ones with the same key.
-        merged: dict[tuple[str, str], _Item] = {(i.table.name, i.key): i for i in stored_items}
-        for item in [*(i for _, _, i in identity), *deferred]:
+        for _, _, item in identity:
             merged[(item.table.name, item.key)] = item
         changed_values = {ref: values for ref, values, _ in identity}
         identity_all = [
             i
-            for t in self.tables
-            if t.parent is None
+            for t in roots
             for i in self._identity(
                 t, [m.row for (name, _), m in merged.items() if name == t.name], changed_values
             )
         ]
         # Keep each stored record's lineage (its extraction time) unless it changed now.
-        lineage = {k: m.lineage for k, m in merged.items()}
         for _, _, item in identity_all:
-            item.lineage = lineage.get((item.table.name, item.key))
-        children = {
-            t.name: [m for (name, _), m in merged.items() if name == t.name]
-            for t in self.tables
-            if t.parent is not None
-        }
-        previous = catalog.source_map_for(self.entity_type, resolve)
-        # Only the touched entities: loading every entity would cost in proportion to the store.
+            item.lineage = merged[(item.table.name, item.key)].lineage
         known = catalog.entities_in(self.entity_type, resolve)
-        self._apply(
-            identity_all,
-            children,
+        resolution: Resolution[SourceRef] = resolve_records(
+            [(ref, values) for ref, values, _ in identity_all], self.rules
+        )
+        self.report.links_refused += len(resolution.refused)
+        self.progress("resolve", len(identity_all), len(identity_all))
+        clusters = resolution.clusters
+        ids = assign_entity_ids(
+            self.entity_type,
+            clusters,
             previous,
+            {e: r.created_at for e, r in known.items()},
+            exists=lambda e: catalog.entity(self.entity_type, e) is not None,
+        )
+        item_of = {ref: item for ref, _, item in identity_all}
+        keeps = {
+            entity_id
+            for entity_id, members in zip(ids, clusters, strict=True)
+            if entity_id in held and set(members) == before[entity_id]
+        }
+        owners = self._deferred_owners(deferred, ids, clusters, item_of, keeps)
+        patch: dict[str, list[_Item]] = defaultdict(list)
+        for ref, _, item in identity:
+            holder = previous.get(ref)
+            if holder is not None and holder in keeps:
+                patch[holder].append(item)
+        for item, owner in zip(deferred, owners, strict=True):
+            if owner is not None:
+                patch[owner].append(item)
+        self._patch(patch, run_id, started)
+        self._rebuild_resolved(
+            [(e, m) for e, m in zip(ids, clusters, strict=True) if e not in keeps],
+            resolve - keeps,
+            item_of,
+            [item for item, owner in zip(deferred, owners, strict=True) if owner not in keeps],
+            {(i.table.name, i.key) for i in deferred},
             known,
+            run_id,
+            started,
+        )
+        self._record(
+            resolution,
+            ids,
+            clusters,
+            previous,
+            {ref: values for ref, values, _ in identity_all},
             run_id,
             started,
             affected=resolve,
             index=index,
+            everything=False,
         )
 
-    def _items_of_entities(self, entity_ids: set[str]) -> dict[str, list[_Item]]:
-        """Every row of the given entities, from their stored images, with lineage."""
+    def _deferred_owners(
+        self,
+        deferred: Sequence[_Item],
+        ids: Sequence[str],
+        clusters: Sequence[Sequence[SourceRef]],
+        item_of: Mapping[SourceRef, _Item],
+        keeps: set[str],
+    ) -> list[str | None]:
+        """The entity each deferred child row goes to, where that is known before assembling.
+
+        None: decided when the rebuilt entities are assembled. The two entities of a row that
+        moved leave ``keeps``: patches only add and update rows, and the rows below the moved
+        one (an order's items) must follow it, so both sides are rebuilt.
+        """
+        catalog = self.project.catalog
+        owner_of: dict[tuple[str, str], str | None] = {}
+        for entity_id, members in zip(ids, clusters, strict=True):
+            for ref in members:
+                item = item_of[ref]
+                owner_of[(item.table.name, item.key)] = entity_id
+        owners: list[str | None] = []
+        for item in deferred:  # parents before children: _place_children keeps table order
+            table = item.table
+            assert table.parent is not None and table.foreign_key is not None
+            parent = self.schema.table(table.parent)
+            fk = key_text(item.row[table.column_names.index(table.foreign_key)])
+            owner: str | None = None
+            if (parent.name, fk) in owner_of:
+                owner = owner_of[(parent.name, fk)]
+            else:
+                found = catalog.find_by_source(
+                    self.entity_type, parent.source, parent.source_table, fk
+                )
+                owner = found[0] if found and found[0] in keeps else None
+            owner_of[(table.name, item.key)] = owner
+            owners.append(owner)
+            was = catalog.find_by_source(
+                self.entity_type, table.source, table.source_table, item.key
+            )
+            if was and was[0] != owner:
+                # Moved: the rows below it move too, which only assembling both sides does.
+                keeps.discard(was[0])
+                if owner is not None:
+                    keeps.discard(owner)
+        return [owner if owner in keeps else None for owner in owners]
+
+    def _rebuild_resolved(
+        self,
+        clusters: Sequence[tuple[str, Sequence[SourceRef]]],
+        old: set[str],
+        item_of: Mapping[SourceRef, _Item],
+        new_children: Sequence[_Item],
+        replaced: set[tuple[str, str]],
+        known: dict[str, EntityRecord],
+        run_id: int,
+        started: str,
+    ) -> None:
+        """Assemble and build the entities whose records changed, from their stored rows."""
+        if not clusters:
+            return
+        stored = self._items_of_entities(old)
+        refs_before: dict[str, list[SourceRef]] = defaultdict(list)
+        children: dict[str, list[_Item]] = defaultdict(list)
+        for entity_id, items in stored.items():
+            for item in items:
+                table = item.table
+                refs_before[entity_id].append(SourceRef(table.source, table.source_table, item.key))
+                if table.parent is not None and (table.name, item.key) not in replaced:
+                    children[table.name].append(item)
+        for item in new_children:
+            children[item.table.name].append(item)
+        ids = [entity_id for entity_id, _ in clusters]
+        contents = self._assemble(
+            ids, [members for _, members in clusters], item_of, children, run_id, started
+        )
+        self._write(contents, known, run_id, refs_before)
+
+    def _items_of_entities(
+        self, entity_ids: set[str], tables: Sequence[TableDef] | None = None
+    ) -> dict[str, list[_Item]]:
+        """The rows (of every table, or of ``tables``) of some entities, with lineage."""
         items: dict[str, list[_Item]] = {}
         reader = MicroDbReader()
         stored = self.project.store.get_many(self.entity_type, sorted(entity_ids))
-        layout = self.layout()
-        key_at = {t.name: t.column_names.index(t.key) for t in self.schema.tables}
+        wanted = list(tables) if tables is not None else list(self.schema.tables)
+        layout = {t.name: list(t.column_names) for t in wanted}
+        key_at = {t.name: t.column_names.index(t.key) for t in wanted}
         for entity_id, blob in stored.items():
             image = self.project.codec.decode(blob.blob, self.entity_type, entity_id, blob.version)
-            tables, lineage_rows = reader.contents(image, layout)
+            rows, lineage_rows = reader.contents(image, layout)
             lineage = {(row[0], row[1]): tuple(row) for row in lineage_rows}
             found = items[entity_id] = []
-            for table in self.schema.tables:
+            for table in wanted:
                 at = key_at[table.name]
-                for row in tables[table.name]:
+                for row in rows[table.name]:
                     key = key_text(row[at])
                     found.append(_Item(table, row, key, lineage.get((table.name, key))))
         return items
@@ -741,52 +867,6 @@ class EntityTypeSync:
         )
 
     # -- applying a resolution --------------------------------------------------------------
-
-    def _apply(
-        self,
-        identity: list[tuple[SourceRef, dict[str, str | None], _Item]],
-        children: dict[str, list[_Item]],
-        previous: Mapping[SourceRef, str],
-        known: dict[str, EntityRecord],
-        run_id: int,
-        started: str,
-        *,
-        affected: set[str],
-        index: IdentityIndex,
-    ) -> None:
-        """Resolve the touched records, rebuild their entities and record what happened."""
-        resolution: Resolution[SourceRef] = resolve_records(
-            [(ref, values) for ref, values, _ in identity], self.rules
-        )
-        self.report.links_refused += len(resolution.refused)
-        self.progress("resolve", len(identity), len(identity))
-        clusters = resolution.clusters
-        ids = assign_entity_ids(
-            self.entity_type,
-            clusters,
-            previous,
-            {e: r.created_at for e, r in known.items()},
-            exists=lambda e: self.project.catalog.entity(self.entity_type, e) is not None,
-        )
-        item_of = {ref: item for ref, _, item in identity}
-        contents = self._assemble(ids, clusters, item_of, children, run_id, started)
-        identity_previous = {ref: e for ref, e in previous.items() if ref in item_of}
-        refs_before: dict[str, list[SourceRef]] = defaultdict(list)
-        for ref, entity_id in previous.items():
-            refs_before[entity_id].append(ref)
-        self._write(contents, known, run_id, refs_before)
-        self._record(
-            resolution,
-            ids,
-            clusters,
-            identity_previous,
-            {ref: values for ref, values, _ in identity},
-            run_id,
-            started,
-            affected=affected,
-            index=index,
-            everything=False,
-        )
 
     def _record(
         self,
