@@ -751,6 +751,7 @@ class EntityTypeSync:
             affected=resolve,
             index=index,
             everything=False,
+            changed={ref for ref, _, _ in identity},
         )
 
     def _deferred_owners(
@@ -881,10 +882,12 @@ class EntityTypeSync:
         affected: set[str],
         index: IdentityIndex,
         everything: bool,
+        changed: set[SourceRef] | frozenset[SourceRef] = frozenset(),
     ) -> None:
         """Delete entities gone, and record links, the identity index and merges/splits.
 
         ``keys_of``: every record's match values, or the keyed hashes of its match keys.
+        ``changed``: the records this run read (re-indexed whatever their entity).
         """
         events, aliases = entity_changes(
             clusters,
@@ -924,8 +927,14 @@ class EntityTypeSync:
                 )
             )
         history.replace_links(self.entity_type, links, everything=everything)
+        # Records of this run, and ones now in another entity; an unchanged record in the same
+        # entity is indexed already, under the same keys.
         index.replace(
-            ((ref_text(ref), cluster_of[ref], keys_of[ref]) for ref in cluster_of),
+            (
+                (ref_text(ref), entity_id, keys_of[ref])
+                for ref, entity_id in cluster_of.items()
+                if everything or ref in changed or identity_previous.get(ref) != entity_id
+            ),
             everything=everything,
         )
         history.record(self.entity_type, events, aliases, run_id, current=ids)

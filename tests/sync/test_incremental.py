@@ -30,6 +30,16 @@ def assert_fingerprints_describe_images(project: Project) -> None:
         assert records[entity_id].version == blob.version, entity_id
 
 
+def index_of(project: Project) -> set[tuple[object, ...]]:
+    """The identity index's keys, and its records grouped as entities (ids left out)."""
+    conn = project.catalog.connection
+    keys = set(conn.execute("SELECT key_hash, ref FROM identity_keys"))
+    groups: dict[str, set[str]] = defaultdict(set)
+    for ref, entity_id in conn.execute("SELECT ref, entity_id FROM identity_records"):
+        groups[entity_id].add(ref)
+    return keys | {tuple(sorted(g)) for g in groups.values()}
+
+
 def partition(project: Project) -> set[frozenset[str]]:
     groups: dict[str, set[str]] = defaultdict(set)
     for ref, entity_id in project.catalog.source_map("customer").items():
@@ -77,6 +87,7 @@ def test_incremental_reads_only_changes_and_matches_a_full_sync(
         assert incremental.updated >= 2 and incremental.created == 0
         assert_fingerprints_describe_images(project)
         after_incremental = partition(project)
+        index_keys = index_of(project)
     with Project.open(fresh_demo.config_path) as project:
         # Watermarks are inclusive: the newest rows are read again, and found unchanged.
         again = sync_project(project)
@@ -86,6 +97,42 @@ def test_incremental_reads_only_changes_and_matches_a_full_sync(
     with Project.open(copy / "fabric.yaml") as project:
         sync_project(project, full=True)
         assert partition(project) == after_incremental
+        # The identity index kept up incrementally files every record as a full sync does.
+        assert index_of(project) == index_keys
+
+
+def test_incremental_reindexes_a_record_whose_keys_changed_in_the_same_entity(
+    fresh_demo: DemoProject, tmp_path: Path
+) -> None:
+    sources = fresh_demo.directory / "sources"
+    with sqlite3.connect(sources / "billing.db") as conn:
+        conn.execute("ATTACH DATABASE ? AS crm", (str(sources / "crm.db"),))
+        (account,) = conn.execute(
+            "SELECT a.id FROM accounts a JOIN crm.customers c "
+            "ON lower(trim(a.email)) = lower(trim(c.email)) ORDER BY a.id LIMIT 1"
+        ).fetchone()
+    with Project.open(fresh_demo.config_path) as project:
+        sync_project(project, full=True)
+        holder = project.catalog.find_by_source("customer", "billing", "accounts", str(account))
+    # A new phone: the account stays with its customer (same email), under other keys.
+    execute(
+        sources / "billing.db",
+        f"UPDATE accounts SET phone = '+1 415 555 0199', updated_at = '{LATER}' "
+        f"WHERE id = {account}",
+    )
+    with Project.open(fresh_demo.config_path) as project:
+        report = sync_project(project)
+        assert report.mode == "incremental" and report.updated >= 1
+        assert (
+            project.catalog.find_by_source("customer", "billing", "accounts", str(account))
+            == holder
+        )
+        after = index_of(project), partition(project)
+    copy = tmp_path / "copy"
+    shutil.copytree(fresh_demo.directory, copy, ignore=shutil.ignore_patterns("store"))
+    with Project.open(copy / "fabric.yaml") as project:
+        sync_project(project, full=True)
+        assert (index_of(project), partition(project)) == after
 
 
 def test_incremental_child_rows_patch_in_and_moved_rows_leave_their_old_entity(
