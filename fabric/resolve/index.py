@@ -76,10 +76,10 @@ class IdentityIndex:
             )
             keys.extend((self.entity_type, key_hash, ref) for key_hash in hashes)
         if everything:
-            self._catalog.stage("identity_records", rows)
-            self._catalog.stage("identity_keys", keys)
-            self._catalog.rewrite("identity_records", self.entity_type)
-            self._catalog.rewrite("identity_keys", self.entity_type)
+            with self._catalog.rewrite("identity_records", self.entity_type) as writer:
+                writer.add(rows)
+            with self._catalog.rewrite("identity_keys", self.entity_type) as writer:
+                writer.add(keys)
             return
         with self._conn:
             self.forget(refs, in_transaction=True)

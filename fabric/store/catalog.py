@@ -16,7 +16,7 @@ from pathlib import Path
 from fabric.errors import StoreError
 from fabric.store.sqlite import apsw, one_row, open_database, quote_ident
 
-__all__ = ["Catalog", "EntityRecord", "SourceRef", "SyncRunRecord", "utc_now"]
+__all__ = ["BulkRewrite", "Catalog", "EntityRecord", "SourceRef", "SyncRunRecord", "utc_now"]
 
 # Schema steps: step N brings a catalog from user_version N to N + 1. Never edit a step that
 # has shipped; append a new one.
@@ -129,7 +129,7 @@ _STEPS: list[list[str]] = [
 #: Page cache of the catalog connection, in KiB.
 _CACHE_KIB = 128 * 1024
 
-#: Tables a full sync rewrites per entity type, and the ones it may stage rows for.
+#: Tables a full sync rewrites per entity type.
 _BULK_TABLES = frozenset({"source_keys", "identity_records", "identity_keys", "links"})
 
 
@@ -180,6 +180,72 @@ class SyncRunRecord:
     error: str | None
     merged: int = 0
     split: int = 0
+
+
+class BulkRewrite:
+    """One transaction that replaces every row of an entity type in one catalog table.
+
+    Readers see the old rows until it commits. The table's secondary indexes are dropped at
+    the start and built again at the end: SQLite builds an index by one sort several times
+    faster than it keeps one up to date row by row (measured on a million source keys), and
+    rows go straight into the table instead of through a staging copy. No other write may
+    use the connection meanwhile.
+    """
+
+    def __init__(self, conn: apsw.Connection, table: str, entity_type: str) -> None:
+        self._conn = conn
+        self._table = table
+        (width,) = one_row(conn, "SELECT count(*) FROM pragma_table_info(?)", (table,))
+        self._insert = f"INSERT OR REPLACE INTO main.{table} VALUES ({', '.join('?' * width)})"
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._indexes = [
+                (str(name), str(sql))
+                for name, sql in conn.execute(
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+                    "AND sql IS NOT NULL",
+                    (table,),
+                )
+            ]
+            for name, _ in self._indexes:
+                conn.execute(f"DROP INDEX {quote_ident(name)}")
+            conn.execute(f"DELETE FROM main.{table} WHERE entity_type = ?", (entity_type,))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._open = True
+
+    def add(self, rows: Iterable[tuple[object, ...]]) -> None:
+        """Write rows (whole table rows, entity type first)."""
+        self._conn.executemany(self._insert, rows)
+
+    def finish(self) -> None:
+        """Build the indexes again and commit."""
+        if not self._open:
+            return
+        try:
+            for _, sql in self._indexes:
+                self._conn.execute(sql)
+        except BaseException:
+            self.abort()
+            raise
+        self._conn.execute("COMMIT")
+        self._open = False
+
+    def abort(self) -> None:
+        """Roll back: the table is as it was."""
+        if self._open:
+            self._open = False
+            self._conn.execute("ROLLBACK")
+
+    def __enter__(self) -> BulkRewrite:
+        return self
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        if kind is None:
+            self.finish()
+        else:
+            self.abort()
 
 
 class Catalog:
@@ -347,68 +413,15 @@ class Catalog:
 
     # -- bulk rewrites (full syncs) ---------------------------------------------------------
 
-    def stage(self, table: str, rows: Iterable[tuple[object, ...]]) -> None:
-        """Add rows for the next :meth:`rewrite` of ``table`` to a private staging table.
+    def rewrite(self, table: str, entity_type: str) -> BulkRewrite:
+        """Start replacing every row of one entity type in ``table`` (see :class:`BulkRewrite`).
 
-        Staged rows live in the connection's temporary database (a file SQLite deletes, not
-        memory), so a full sync can hand over millions of rows without holding them.
+        Use it as a context manager (committed on success, rolled back on error), or call
+        ``finish``/``abort`` yourself when the rows arrive over a longer stretch of work.
         """
-        staging = self._staging(table)
-        with self._conn:
-            self._conn.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {staging} AS SELECT * FROM main.{table} WHERE 0"
-            )
-            (width,) = one_row(self._conn, "SELECT count(*) FROM pragma_table_info(?)", (table,))
-            self._conn.executemany(
-                f"INSERT INTO temp.{staging} VALUES ({', '.join('?' * width)})", rows
-            )
-
-    def rewrite(self, table: str, entity_type: str) -> None:
-        """Replace every row of one entity type in ``table`` with the staged rows.
-
-        One transaction: readers see the old rows or the new ones. The table's secondary
-        indexes are dropped first and built again at the end: SQLite builds an index by one
-        sort several times faster than it keeps one up to date row by row (measured on a
-        million source keys).
-        """
-        staging = self._staging(table)
-        with self._conn:
-            indexes = [
-                (str(name), str(sql))
-                for name, sql in self._conn.execute(
-                    "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
-                    "AND sql IS NOT NULL",
-                    (table,),
-                )
-            ]
-            for name, _ in indexes:
-                self._conn.execute(f"DROP INDEX {quote_ident(name)}")
-            self._conn.execute(f"DELETE FROM main.{table} WHERE entity_type = ?", (entity_type,))
-            staged = self._conn.execute(
-                "SELECT 1 FROM temp.sqlite_master WHERE name = ?", (staging,)
-            ).fetchone()
-            if staged:
-                self._conn.execute(
-                    f"INSERT OR REPLACE INTO main.{table} SELECT * FROM temp.{staging} "
-                    "WHERE entity_type = ?",
-                    (entity_type,),
-                )
-                self._conn.execute(
-                    f"DELETE FROM temp.{staging} WHERE entity_type = ?", (entity_type,)
-                )
-            for _, sql in indexes:
-                self._conn.execute(sql)
-
-    def unstage(self, table: str) -> None:
-        """Drop every row staged for ``table`` and not used (left by a run that failed)."""
-        with self._conn:
-            self._conn.execute(f"DROP TABLE IF EXISTS temp.{self._staging(table)}")
-
-    @staticmethod
-    def _staging(table: str) -> str:
         if table not in _BULK_TABLES:
             raise ValueError(f"not a table a full sync rewrites: {table}")
-        return f"staged_{table}"
+        return BulkRewrite(self._conn, table, entity_type)
 
     # -- source keys ------------------------------------------------------------------------
 
@@ -525,6 +538,7 @@ class Catalog:
                     run_id,
                 ),
             )
+        self._conn.pragma("optimize")  # what apsw's best practice did on every open
 
     def runs(self, limit: int = 10) -> list[SyncRunRecord]:
         """The latest sync runs, newest first."""

@@ -72,8 +72,8 @@ class History:
             for link in items
         )
         if everything:
-            self._catalog.stage("links", rows)
-            self._catalog.rewrite("links", entity_type)
+            with self._catalog.rewrite("links", entity_type) as writer:
+                writer.add(rows)
             return
         with self._conn:
             self._conn.executemany(

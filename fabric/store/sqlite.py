@@ -27,10 +27,17 @@ __all__ = [
 #: 'fabr' in ASCII: marks every SQLite file fabric writes, so a wrong file is caught early.
 APPLICATION_ID = 0x66616272
 
-# Everything apsw recommends except forwarding SQLite's own log to the root logger: our code
-# turns every SQLite error into a message of its own, and the duplicate log lines only confuse.
+# Everything apsw recommends except forwarding SQLite's own log to the root logger (our code
+# turns every SQLite error into a message of its own, and the duplicate log lines only
+# confuse) and ``PRAGMA optimize`` on every open: it may need the write lock, so opening the
+# catalog (a server starting) while a full sync writes it failed with "database is locked".
+# The catalog is optimized when a sync run ends instead (Catalog.finish_run).
 apsw.bestpractice.apply(
-    tuple(f for f in apsw.bestpractice.recommended if f is not apsw.bestpractice.library_logging)
+    tuple(
+        f
+        for f in apsw.bestpractice.recommended
+        if f not in (apsw.bestpractice.library_logging, apsw.bestpractice.connection_optimize)
+    )
 )
 
 

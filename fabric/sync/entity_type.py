@@ -26,7 +26,7 @@ from fabric.resolve.clusters import assign_entity_ids
 from fabric.resolve.engine import Resolution, resolve_records
 from fabric.resolve.index import IdentityIndex, index_key
 from fabric.store.base import StoredBlob, entity_key, partition_of
-from fabric.store.catalog import EntityRecord, SourceRef, utc_now
+from fabric.store.catalog import BulkRewrite, EntityRecord, SourceRef, utc_now
 from fabric.store.crypto import require_master_key
 from fabric.store.history import History, StoredLink
 from fabric.store.microdb import (
@@ -336,9 +336,45 @@ class EntityTypeSync:
             return found
 
         spill.finish()
-        # Every row's source key goes to the catalog in one bulk rewrite, staged as rows
-        # are placed: the parent knows each row's entity before any image is built.
-        catalog.unstage("source_keys")
+        # Every row's source key goes to the catalog in one bulk rewrite, written as rows are
+        # placed: the parent knows each row's entity before any image is built.
+        keys = catalog.rewrite("source_keys", self.entity_type)
+        try:
+            self._place_rows(spill, owner, place, keys)
+            identity_refs = {ref for ref, _ in identity}
+            identity.clear()
+
+            def record() -> None:
+                keys.finish()
+                self._record(
+                    resolution,
+                    ids,
+                    resolution.clusters,
+                    {ref: e for ref, e in previous.items() if ref in identity_refs},
+                    hashes,
+                    run_id,
+                    started,
+                    affected=set(known),
+                    index=index,
+                    everything=True,
+                )
+
+            self._build_and_write(spill, partitions, known, run_id, started, record, pool)
+        finally:
+            keys.abort()  # nothing once finished
+
+    def _place_rows(
+        self,
+        spill: Spill,
+        owner: dict[tuple[str, str], str],
+        place: Callable[[str], str],
+        keys: BulkRewrite,
+    ) -> None:
+        """Send every row to its entity's partition, and its source key to the catalog.
+
+        Identity rows come back from the spill they waited in during resolution; child rows
+        stream from their sources and follow their parent's entity.
+        """
         by_name = {t.name: t for t in self.tables}
         for chunk in read_stream(spill.path("pending"), spill.key, "pending"):
             refs = []
@@ -347,7 +383,7 @@ class EntityTypeSync:
                 spill.add(place(entity_id), (entity_id, table_name, row))
                 table = by_name[table_name]
                 refs.append((self.entity_type, table.source, table.source_table, key, entity_id))
-            catalog.stage("source_keys", refs)
+            keys.add(refs)
         parents = {t.parent for t in self.tables if t.parent is not None}
         for table in self.tables:
             if table.parent is None:
@@ -368,30 +404,11 @@ class EntityTypeSync:
                         owner[(table.name, key)] = found
                     spill.add(place(found), (found, table.name, row))
                     refs.append((self.entity_type, table.source, table.source_table, key, found))
-                catalog.stage("source_keys", refs)
+                keys.add(refs)
             if orphans:
                 self.report.orphans[table.name] = self.report.orphans.get(table.name, 0) + orphans
         spill.finish()
         owner.clear()
-        identity_refs = {ref for ref, _ in identity}
-        identity.clear()
-
-        def record() -> None:
-            catalog.rewrite("source_keys", self.entity_type)
-            self._record(
-                resolution,
-                ids,
-                resolution.clusters,
-                {ref: e for ref, e in previous.items() if ref in identity_refs},
-                hashes,
-                run_id,
-                started,
-                affected=set(known),
-                index=index,
-                everything=True,
-            )
-
-        self._build_and_write(spill, partitions, known, run_id, started, record, pool)
 
     def _build_and_write(
         self,

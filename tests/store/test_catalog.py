@@ -20,46 +20,56 @@ def keys(catalog: Catalog, entity_type: str) -> set[tuple[str, str, str, str]]:
     }
 
 
-def test_rewrite_replaces_one_entity_type_and_keeps_indexes(tmp_path: Path) -> None:
-    catalog = Catalog(tmp_path / "catalog.db")
-    catalog.stage("source_keys", [("customer", "crm", "customers", "1", "C1")])
-    catalog.stage("source_keys", [("device", "iot", "devices", "1", "D1")])
-    catalog.rewrite("source_keys", "customer")
-    assert keys(catalog, "customer") == {("crm", "customers", "1", "C1")}
-    assert keys(catalog, "device") == set()  # staged, not yet rewritten
-    catalog.rewrite("source_keys", "device")
-    catalog.stage(
-        "source_keys",
-        [("customer", "crm", "customers", "2", "C2"), ("customer", "shop", "orders", "7", "C2")],
-    )
-    catalog.rewrite("source_keys", "customer")
-    assert keys(catalog, "customer") == {
-        ("crm", "customers", "2", "C2"),
-        ("shop", "orders", "7", "C2"),
-    }
-    assert keys(catalog, "device") == {("iot", "devices", "1", "D1")}
-    assert catalog.find_by_source("customer", "shop", "orders", "7") == ["C2"]
-    indexes = {
+def indexes(catalog: Catalog) -> set[str]:
+    return {
         str(name)
         for (name,) in catalog.connection.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'source_keys' "
             "AND sql IS NOT NULL"
         )
     }
-    assert indexes == {"source_keys_by_entity"}
-    # Nothing staged: the type is emptied.
-    catalog.rewrite("source_keys", "device")
+
+
+def test_rewrite_replaces_one_entity_type_and_keeps_indexes(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "catalog.db")
+    with catalog.rewrite("source_keys", "customer") as writer:
+        writer.add([("customer", "crm", "customers", "1", "C1")])
+    with catalog.rewrite("source_keys", "device") as writer:
+        writer.add([("device", "iot", "devices", "1", "D1")])
+    with catalog.rewrite("source_keys", "customer") as writer:
+        writer.add([("customer", "crm", "customers", "2", "C2")])
+        writer.add([("customer", "shop", "orders", "7", "C2")])
+    assert keys(catalog, "customer") == {
+        ("crm", "customers", "2", "C2"),
+        ("shop", "orders", "7", "C2"),
+    }
+    assert keys(catalog, "device") == {("iot", "devices", "1", "D1")}
+    assert catalog.find_by_source("customer", "shop", "orders", "7") == ["C2"]
+    assert indexes(catalog) == {"source_keys_by_entity"}
+    with catalog.rewrite("source_keys", "device"):
+        pass  # nothing written: the type is emptied
     assert keys(catalog, "device") == set()
 
 
-def test_unstage_drops_rows_of_a_failed_run(tmp_path: Path) -> None:
-    catalog = Catalog(tmp_path / "catalog.db")
-    catalog.stage("source_keys", [("customer", "crm", "customers", "1", "C1")])
-    catalog.unstage("source_keys")
-    catalog.rewrite("source_keys", "customer")
-    assert keys(catalog, "customer") == set()
+def test_rewrite_is_one_transaction_that_an_error_rolls_back(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.db"
+    catalog = Catalog(path)
+    with catalog.rewrite("source_keys", "customer") as writer:
+        writer.add([("customer", "crm", "customers", "1", "C1")])
+    writer = catalog.rewrite("source_keys", "customer")
+    writer.add([("customer", "crm", "customers", "2", "C2")])
+    # Another connection (a server reading) sees the old rows until the rewrite commits.
+    reader = Catalog(path)
+    assert keys(reader, "customer") == {("crm", "customers", "1", "C1")}
+    writer.abort()
+    assert keys(catalog, "customer") == {("crm", "customers", "1", "C1")}
+    assert indexes(catalog) == {"source_keys_by_entity"}
+    with pytest.raises(RuntimeError), catalog.rewrite("source_keys", "customer") as failing:
+        failing.add([("customer", "crm", "customers", "3", "C3")])
+        raise RuntimeError("the source went away")
+    assert keys(reader, "customer") == {("crm", "customers", "1", "C1")}
 
 
-def test_only_bulk_tables_can_be_staged(tmp_path: Path) -> None:
+def test_only_bulk_tables_can_be_rewritten(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a table a full sync rewrites"):
-        Catalog(tmp_path / "catalog.db").stage("entities", [])
+        Catalog(tmp_path / "catalog.db").rewrite("entities", "customer")
