@@ -194,7 +194,6 @@ class BulkRewrite:
 
     def __init__(self, conn: apsw.Connection, table: str, entity_type: str) -> None:
         self._conn = conn
-        self._table = table
         (width,) = one_row(conn, "SELECT count(*) FROM pragma_table_info(?)", (table,))
         self._insert = f"INSERT OR REPLACE INTO main.{table} VALUES ({', '.join('?' * width)})"
         conn.execute("BEGIN IMMEDIATE")

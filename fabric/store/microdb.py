@@ -305,11 +305,6 @@ class MicroDbPatcher:
         image_out: bytes = conn.serialize("main")
         return image_out, fingerprint(total)
 
-    def meta(self, image: bytes) -> dict[str, SqlValue]:
-        """The ``_meta`` values of an image."""
-        self._conn.deserialize("main", image)
-        return dict(self._conn.execute("SELECT key, value FROM _meta"))
-
 
 class UnknownTableError(KeyError):
     """Tables were asked for that an entity image does not have."""

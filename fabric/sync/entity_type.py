@@ -1,12 +1,13 @@
 """The sync of one entity type: full, or incremental from the watermarks.
 
 Full: read every row, resolve every identity record, rebuild what changed, delete what is gone.
-Incremental: read only rows at or past each table's watermark, find the entities they touch
-(their previous entities, entities holding records that share a match key with them, the
-entities of changed child rows' parents), re-resolve just those entities' records, and rebuild
-them from their stored images plus the changed rows. Every read happens before the first
-write, so a source that fails mid-run leaves the store as it was; watermarks move in the last
-step, so the next run reads the same rows again.
+Incremental: read only rows at or past each table's watermark, and find the entities they
+touch. Entities that only gained or changed child rows are patched in place; entities holding
+a changed identity record (or one sharing a match key with it) are resolved again from their
+stored identity rows, patched when they keep exactly their records, rebuilt from their stored
+rows when they merge, split or lose a row. Every read happens before the first write, so a
+source that fails mid-run leaves the store as it was; watermarks move in the last step, so the
+next run reads the same rows again.
 """
 
 from __future__ import annotations
@@ -520,9 +521,9 @@ class EntityTypeSync:
         """Re-resolve the entities changed identity records touch; patch the others.
 
         An entity that only gained or changed child rows (orders, payments) keeps its records
-        and links, so it skips resolution: its image is rebuilt with the new rows. Only the
-        entities holding a changed identity record, or a record sharing a match key with one,
-        are resolved again (and may merge or split).
+        and links, so it skips resolution: its stored image is patched with the new rows. Only
+        the entities holding a changed identity record, or a record sharing a match key with
+        one, are resolved again (and may merge or split).
         """
         marks = Watermarks(self.project.catalog)
         changed: dict[str, list[Row]] = {}
