@@ -123,6 +123,10 @@ _STEPS: list[list[str]] = [
         "ALTER TABLE sync_runs ADD COLUMN merged INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE sync_runs ADD COLUMN split INTEGER NOT NULL DEFAULT 0",
     ],
+    [
+        # No query looks identity records up by entity; keeping the index cost every write.
+        "DROP INDEX identity_by_entity",
+    ],
 ]
 
 
@@ -481,18 +485,6 @@ class Catalog:
             str(t): json.loads(str(layout))
             for t, layout in self._conn.execute("SELECT entity_type, layout FROM schemas")
         }
-
-    def source_map_for(self, entity_type: str, entity_ids: Iterable[str]) -> dict[SourceRef, str]:
-        """The source records of some entities, and their entity id."""
-        out: dict[SourceRef, str] = {}
-        for entity_id in set(entity_ids):
-            for s, t, k in self._conn.execute(
-                "SELECT source, source_table, source_key FROM source_keys "
-                "WHERE entity_type = ? AND entity_id = ?",
-                (entity_type, entity_id),
-            ):
-                out[SourceRef(s, t, k)] = entity_id
-        return out
 
     # -- sync runs --------------------------------------------------------------------------
 
