@@ -15,7 +15,15 @@ from fabric.resolve.rules import CompiledMatchRules
 from fabric.store.catalog import Catalog
 from fabric.store.crypto import KeyedHasher, derive_key
 
-__all__ = ["IdentityIndex", "hashed_keys", "index_key", "match_keys"]
+__all__ = [
+    "Hashed",
+    "IdentityIndex",
+    "hashed",
+    "hashed_keys",
+    "index_key",
+    "match_keys",
+    "values_hash",
+]
 
 Values = Mapping[str, str | None]
 
@@ -44,6 +52,25 @@ def hashed_keys(rules: CompiledMatchRules, hasher: KeyedHasher, values: Values) 
     return [hasher(key) for key in match_keys(rules, values)]
 
 
+def values_hash(hasher: KeyedHasher, values: Values) -> bytes:
+    """A keyed hash of all of a record's match values: equal exactly when they all are.
+
+    A changed row whose match values hash the same as before cannot change how records link
+    (nothing resolution compares changed), so an incremental sync patches it into its entity
+    without resolving again.
+    """
+    return hasher("\x1e".join(f"{name}\x1f{values[name]}" for name in sorted(values)))
+
+
+#: What the index keeps of a record: the keyed hashes of its match keys and of its values.
+Hashed = tuple[list[bytes], bytes]
+
+
+def hashed(rules: CompiledMatchRules, hasher: KeyedHasher, values: Values) -> Hashed:
+    """Everything the index files a record under (computed in worker processes, too)."""
+    return hashed_keys(rules, hasher, values), values_hash(hasher, values)
+
+
 class IdentityIndex:
     """Identity records of one entity type, kept in the catalog."""
 
@@ -57,24 +84,24 @@ class IdentityIndex:
         self._hash = KeyedHasher(index_key(master_key))
 
     def replace(
-        self, records: Iterable[tuple[str, str, Values | list[bytes]]], *, everything: bool
+        self, records: Iterable[tuple[str, str, Values | Hashed]], *, everything: bool
     ) -> None:
-        """Index ``(ref, entity id, values or their hashed keys)`` records.
+        """Index ``(ref, entity id, values or what they hash to)`` records.
 
-        Hashed keys (from :func:`hashed_keys`) let worker processes do the hashing of a full
-        sync. With ``everything``, the index of this entity type is rebuilt from these records
-        only (a full sync); otherwise only the given records change.
+        Hashes (from :func:`hashed`) let worker processes do the hashing of a full sync. With
+        ``everything``, the index of this entity type is rebuilt from these records only (a
+        full sync); otherwise only the given records change.
         """
         rows: list[tuple[Any, ...]] = []
         keys: list[tuple[Any, ...]] = []
         refs: list[str] = []
         for ref, entity_id, given in records:
             refs.append(ref)
-            rows.append((self.entity_type, ref, entity_id))
-            hashes = (
-                given if isinstance(given, list) else hashed_keys(self.rules, self._hash, given)
+            key_hashes, of_values = (
+                given if isinstance(given, tuple) else hashed(self.rules, self._hash, given)
             )
-            keys.extend((self.entity_type, key_hash, ref) for key_hash in hashes)
+            rows.append((self.entity_type, ref, entity_id, of_values))
+            keys.extend((self.entity_type, key_hash, ref) for key_hash in key_hashes)
         if everything:
             with self._catalog.rewrite("identity_records", self.entity_type) as writer:
                 writer.add(rows)
@@ -83,7 +110,9 @@ class IdentityIndex:
             return
         with self._conn:
             self.forget(refs, in_transaction=True)
-            self._conn.executemany("INSERT OR REPLACE INTO identity_records VALUES (?, ?, ?)", rows)
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO identity_records VALUES (?, ?, ?, ?)", rows
+            )
             self._conn.executemany("INSERT OR IGNORE INTO identity_keys VALUES (?, ?, ?)", keys)
 
     def has_records(self) -> bool:
@@ -126,6 +155,19 @@ class IdentityIndex:
                     )
                 )
         return found
+
+    def unchanged(self, records: Iterable[tuple[str, Values]]) -> dict[str, str]:
+        """ref -> entity id of the given records whose match values are those indexed."""
+        out: dict[str, str] = {}
+        for ref, values in records:
+            row = self._conn.execute(
+                "SELECT entity_id, values_hash FROM identity_records "
+                "WHERE entity_type = ? AND ref = ?",
+                (self.entity_type, ref),
+            ).fetchone()
+            if row is not None and row[1] == values_hash(self._hash, values):
+                out[ref] = str(row[0])
+        return out
 
     def entity_of(self, refs: Iterable[str]) -> dict[str, str]:
         """ref -> entity id for indexed records."""

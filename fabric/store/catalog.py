@@ -127,6 +127,10 @@ _STEPS: list[list[str]] = [
         # No query looks identity records up by entity; keeping the index cost every write.
         "DROP INDEX identity_by_entity",
     ],
+    [
+        # A keyed hash of each record's match values (NULL until the next sync writes it).
+        "ALTER TABLE identity_records ADD COLUMN values_hash BLOB",
+    ],
 ]
 
 

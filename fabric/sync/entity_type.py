@@ -25,7 +25,7 @@ from fabric.errors import SourceError
 from fabric.project import Project
 from fabric.resolve.clusters import assign_entity_ids
 from fabric.resolve.engine import Resolution, resolve_records
-from fabric.resolve.index import IdentityIndex, index_key
+from fabric.resolve.index import Hashed, IdentityIndex, index_key
 from fabric.store.base import StoredBlob, entity_key, partition_of
 from fabric.store.catalog import BulkRewrite, EntityRecord, SourceRef, utc_now
 from fabric.store.crypto import require_master_key
@@ -248,7 +248,7 @@ class EntityTypeSync:
 
     def _identity_values(
         self, spill: Spill, pool: Pool | None
-    ) -> tuple[list[tuple[SourceRef, Values]], dict[SourceRef, list[bytes]]]:
+    ) -> tuple[list[tuple[SourceRef, Values]], dict[SourceRef, Hashed]]:
         """Stream the identity tables into the spill; workers compute their match values.
 
         Returns every record's match values, and the keyed hashes the identity index files
@@ -257,8 +257,8 @@ class EntityTypeSync:
         """
         assert self.rules.spec is not None
         identity: list[tuple[SourceRef, Values]] = []
-        hashes: dict[SourceRef, list[bytes]] = {}
-        Found = list[tuple[dict[str, str | None], list[bytes]]]
+        hashes: dict[SourceRef, Hashed] = {}
+        Found = list[tuple[dict[str, str | None], Hashed]]
         pending: deque[tuple[AsyncResult[Found], list[SourceRef]]] = deque()
         key = index_key(self._master)
 
@@ -534,17 +534,37 @@ class EntityTypeSync:
         identity = [
             i for t in self.tables if t.parent is None for i in self._identity(t, changed[t.name])
         ]
+        # A changed record whose match values are the ones indexed cannot link differently
+        # (nothing resolution compares changed): it is patched into its entity like a child
+        # row, unless that entity is resolved again anyway.
+        same = index.unchanged((ref_text(ref), values) for ref, values, _ in identity)
+        kept = [(same[ref_text(r[0])], r) for r in identity if ref_text(r[0]) in same]
+        identity = [r for r in identity if ref_text(r[0]) not in same]
         changed_refs = {ref_text(ref) for ref, _, _ in identity}
         resolve: set[str] = set(index.entity_of(changed_refs).values())
         resolve |= set(index.entity_of(index.candidates(v for _, v, _ in identity)).values())
         patch, deferred = self._place_children(
-            changed, {(i.table.name, i.key) for _, _, i in identity}, resolve
+            changed,
+            {(i.table.name, i.key) for _, _, i in identity},
+            resolve,
+            {(r[2].table.name, r[2].key): entity_id for entity_id, r in kept},
         )
-        stored = self.project.store.versions(self.entity_type, sorted(patch))
-        for entity_id in set(patch) - set(stored):
-            # Catalogued but not stored (a run died between the two): resolve it again.
-            resolve.add(entity_id)
-            deferred.extend(patch.pop(entity_id))
+        stored = self.project.store.versions(
+            self.entity_type, sorted({*patch, *(e for e, _ in kept)})
+        )
+        # Catalogued but not stored (a run died between the two): resolved again.
+        resolve |= {*patch, *(e for e, _ in kept)} - set(stored)
+        while True:
+            for entity_id in [e for e in patch if e in resolve]:
+                deferred.extend(patch.pop(entity_id))
+            back = [r for e, r in kept if e in resolve]
+            if not back:
+                break
+            kept = [(e, r) for e, r in kept if e not in resolve]
+            identity.extend(back)
+            resolve |= set(index.entity_of(index.candidates(v for _, v, _ in back)).values())
+        for entity_id, (_, _, item) in kept:
+            patch[entity_id].append(item)
         self._patch(patch, run_id, started)
         if resolve or identity or deferred:
             self._resolve_again(resolve, identity, deferred, index, run_id, started)
@@ -555,16 +575,18 @@ class EntityTypeSync:
         changed: Mapping[str, list[Row]],
         identity_keys: set[tuple[str, str]],
         resolve: set[str],
+        known: Mapping[tuple[str, str], str],
     ) -> tuple[dict[str, list[_Item]], list[_Item]]:
         """Find the entity of each changed child row where that needs no resolution.
 
         Returns the rows to patch into each entity, and the rows left to the resolution: those
         whose parent is a changed identity record, whose entity is resolved again anyway, that
         moved from one entity to another (both are then resolved again, ``resolve`` grows), or
-        whose parent no entity holds (counted as orphans there).
+        whose parent no entity holds (counted as orphans there). ``known``: changed identity
+        rows whose entity is known without resolving.
         """
         catalog = self.project.catalog
-        owner: dict[tuple[str, str], str | None] = {}
+        owner: dict[tuple[str, str], str | None] = dict(known)
         placed: list[tuple[_Item, str | None]] = []
         for table in self.tables:
             if table.parent is None:
@@ -893,7 +915,7 @@ class EntityTypeSync:
         ids: Sequence[str],
         clusters: Sequence[Sequence[SourceRef]],
         identity_previous: Mapping[SourceRef, str],
-        keys_of: Mapping[SourceRef, Values] | Mapping[SourceRef, list[bytes]],
+        keys_of: Mapping[SourceRef, Values] | Mapping[SourceRef, Hashed],
         run_id: int,
         started: str,
         *,

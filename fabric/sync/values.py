@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fabric.resolve.index import hashed_keys
+from fabric.resolve.index import Hashed, hashed
 from fabric.resolve.rules import CompiledMatchRules, EntityMatchRules, compile_match_rules
 from fabric.store.crypto import KeyedHasher
 
@@ -46,17 +46,15 @@ def _rules(entity_type: str, spec: EntityMatchRules) -> CompiledMatchRules:
     return rules
 
 
-def match_values(job: ValuesJob) -> list[tuple[Values, list[bytes]]]:
+def match_values(job: ValuesJob) -> list[tuple[Values, Hashed]]:
     """The normalised match fields of every row of the batch, in row order, each with the
     keyed hashes the identity index files it under."""
     rules = _rules(job.entity_type, job.spec)
     extract = rules.extractor(job.table, set(job.columns))
-    if extract is None:
-        return [({}, []) for _ in job.rows]
     hasher = KeyedHasher(job.index_key)
     names = job.columns
     out = []
     for row in job.rows:
-        values = extract(dict(zip(names, row, strict=True)))
-        out.append((values, hashed_keys(rules, hasher, values)))
+        values = extract(dict(zip(names, row, strict=True))) if extract else {}
+        out.append((values, hashed(rules, hasher, values)))
     return out

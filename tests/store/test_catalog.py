@@ -78,12 +78,16 @@ def test_only_bulk_tables_can_be_rewritten(tmp_path: Path) -> None:
 def test_catalog_upgrades_an_older_schema_in_place(tmp_path: Path) -> None:
     path = tmp_path / "catalog.db"
     conn = Catalog(path).connection
-    # As a catalog written before the last step: the index that step drops is still there.
+    # As a catalog written before the last two steps: the index one drops is still there,
+    # and the column the other adds is not.
     conn.execute("CREATE INDEX identity_by_entity ON identity_records (entity_type, entity_id)")
+    conn.execute("ALTER TABLE identity_records DROP COLUMN values_hash")
     steps = int(conn.pragma("user_version"))
-    conn.pragma("user_version", steps - 1)
+    conn.pragma("user_version", steps - 2)
     conn.close()
     upgraded = Catalog(path).connection
     assert int(upgraded.pragma("user_version")) == steps
     names = {str(n) for (n,) in upgraded.execute("SELECT name FROM sqlite_master")}
     assert "identity_by_entity" not in names and "identity_keys_by_ref" in names
+    columns = {str(c[1]) for c in upgraded.execute("PRAGMA table_info(identity_records)")}
+    assert "values_hash" in columns

@@ -33,6 +33,10 @@ def assert_fingerprints_describe_images(project: Project) -> None:
 def index_of(project: Project) -> set[tuple[object, ...]]:
     """The identity index's keys, and its records grouped as entities (ids left out)."""
     conn = project.catalog.connection
+    # Every record carries the hash of its values that lets unchanged ones skip resolution.
+    assert conn.execute(
+        "SELECT count(*) FROM identity_records WHERE values_hash IS NULL"
+    ).fetchone() == (0,)
     keys = set(conn.execute("SELECT key_hash, ref FROM identity_keys"))
     groups: dict[str, set[str]] = defaultdict(set)
     for ref, entity_id in conn.execute("SELECT ref, entity_id FROM identity_records"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-from fabric.resolve.index import hashed_keys
+from fabric.resolve.index import hashed
 from fabric.resolve.rules import load_match_rules
 from fabric.store.crypto import KeyedHasher
 from fabric.sync.values import ValuesJob, match_values
@@ -31,8 +31,8 @@ def test_match_values_equal_the_compiled_extractor() -> None:
     assert extract is not None
     expected = [extract(dict(zip(columns, row, strict=True))) for row in rows]
     hasher = KeyedHasher(KEY)
-    assert match_values(job) == [(v, hashed_keys(rules, hasher, v)) for v in expected]
-    assert match_values(job)[0][1]  # an email and a phone: keys to file the record under
+    assert match_values(job) == [(v, hashed(rules, hasher, v)) for v in expected]
+    assert match_values(job)[0][1][0]  # an email and a phone: keys to file the record under
     assert expected[0]["email"] == "ada@example.com"
     assert expected[0]["phone"] == "+14155550100"
     assert expected[2]["email"] is None  # a never-link value
