@@ -8,6 +8,7 @@ back from the candidates' encrypted entity images, so the index itself holds no 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -59,7 +60,8 @@ def values_hash(hasher: KeyedHasher, values: Values) -> bytes:
     (nothing resolution compares changed), so an incremental sync patches it into its entity
     without resolving again.
     """
-    return hasher("\x1e".join(f"{name}\x1f{values[name]}" for name in sorted(values)))
+    # JSON tells a missing value (null) from any text, "None" included.
+    return hasher(json.dumps(values, sort_keys=True, separators=(",", ":")))
 
 
 #: What the index keeps of a record: the keyed hashes of its match keys and of its values.
