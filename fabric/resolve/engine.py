@@ -11,6 +11,7 @@ would put two conflicting records (``cannot_link``) in one entity, or grow an en
 
 from __future__ import annotations
 
+import operator
 from collections import defaultdict
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -95,10 +96,18 @@ def _links_of_rule(
     found: list[tuple[int, int, dict[str, float], float | None]] = []
     if rule.deterministic:
         groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
-        for index, record in enumerate(values):
-            key = _key(record, rule.equal)
-            if key is not None:
-                groups[key].append(index)
+        if len(rule.equal) == 1:
+            # One field (an email): read directly, not through _key (a call per record).
+            (name,) = rule.equal
+            for index, record in enumerate(values):
+                value = record.get(name)
+                if value is not None:
+                    groups[(value,)].append(index)
+        else:
+            for index, record in enumerate(values):
+                key = _key(record, rule.equal)
+                if key is not None:
+                    groups[key].append(index)
         detail = dict.fromkeys(rule.equal, 1.0)
         for members in groups.values():
             if len(members) > rules.max_block_size:
@@ -127,6 +136,9 @@ def _links_of_rule(
                 keys.append((spec_index, key))
                 blocks[(spec_index, key)].append(index)
         keys_of.append(keys)
+    # With one blocking key per record, two records share at most one block: no pair can be
+    # met twice, and the check below (a set per pair) is skipped.
+    single = len(rule.blocking) == 1
     for block_key, members in blocks.items():
         if len(members) < 2:
             continue
@@ -137,10 +149,11 @@ def _links_of_rule(
             keys_i = keys_of[i]
             for j in members[position + 1 :]:
                 # Compare each pair once: in the block of the first key both records share.
-                shared = set(keys_of[j])
-                first = next(k for k in keys_i if k in shared)
-                if first != block_key:
-                    continue
+                if not single:
+                    shared = set(keys_of[j])
+                    first = next(k for k in keys_i if k in shared)
+                    if first != block_key:
+                        continue
                 stats["pairs_compared"] = stats.get("pairs_compared", 0) + 1
                 result = _compare(rule, values[i], values[j])
                 if result is not None:
@@ -203,7 +216,7 @@ def resolve_records(
     for rule in rules.rules:
         for a, b, details, score in _links_of_rule(rule, values, rules, stats):
             candidates.append((rule.index, min(a, b), max(a, b), details, score))
-    candidates.sort(key=lambda c: (c[0], c[1], c[2]))
+    candidates.sort(key=operator.itemgetter(0, 1, 2))
     stats["links_found"] = len(candidates)
     clusters = _Clusters(len(refs))
     used: list[Link[R]] = []
