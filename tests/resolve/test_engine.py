@@ -84,6 +84,23 @@ def test_engine_compares_only_candidate_pairs(tmp_path: Path) -> None:
     assert result.stats["pairs_compared"] == 50 * 45
 
 
+def test_engine_compares_a_pair_in_two_blocks_once(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        RULES.replace("MAX", "10").replace("    - [last]", "    - [last]\n    - [phone]")
+    )
+    compiled = load_match_rules(path, "person")
+    records = [
+        rec("a", first="ann", last="lee", phone="4155550100"),
+        rec("b", first="anne", last="lee", phone="4155550100"),  # shares both blocks with a
+        rec("c", first="bob", last="lee", phone="4155550199"),  # shares one block with each
+    ]
+    result = resolve_records(records, compiled)
+    # names_score (blocks: last, phone): a-b once, not once per shared block, then a-c and
+    # b-c; same_phone_similar_first (its phone is its only key): a-b.
+    assert result.stats["pairs_compared"] == 3 + 1
+
+
 def test_engine_cannot_link_keeps_relatives_apart(tmp_path: Path) -> None:
     compiled = rules(tmp_path)
     records = [
