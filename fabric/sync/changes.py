@@ -35,20 +35,24 @@ def entity_changes(
     for entity_id, members in zip(ids, clusters, strict=True):
         for record in members:
             cluster_of[record] = entity_id
+    # Links grouped once, by the entity they hold together and by the one they would have
+    # split: scanning every link for every merge or split was quadratic in a big re-sync.
+    joining: dict[str, set[str]] = defaultdict(set)
+    for link in links:
+        if previous.get(link.a) != previous.get(link.b):
+            joining[cluster_of[link.a]].add(link.rule)
+    refused_in: dict[str, set[str]] = defaultdict(set)
+    for link in refused:
+        old = previous.get(link.a)
+        if old is not None and previous.get(link.b) == old:
+            refused_in[old].add(f"{link.rule} ({link.refused})")
     events: list[EntityEvent] = []
     aliases: dict[str, str] = {}
     for entity_id, members in zip(ids, clusters, strict=True):
         olds = sorted({previous[r] for r in members if r in previous})
         if len(olds) < 2:
             continue
-        rules = sorted(
-            {
-                link.rule
-                for link in links
-                if cluster_of.get(link.a) == entity_id
-                and previous.get(link.a) != previous.get(link.b)
-            }
-        )
+        rules = sorted(joining.get(entity_id, ()))
         others = [o for o in olds if o != entity_id]
         events.append(
             EntityEvent(
@@ -70,13 +74,7 @@ def entity_changes(
     for old, new_ids in sorted(parts.items()):
         if len(new_ids) < 2:
             continue
-        refused_rules = sorted(
-            {
-                f"{link.rule} ({link.refused})"
-                for link in refused
-                if previous.get(link.a) == old and previous.get(link.b) == old
-            }
-        )
+        refused_rules = sorted(refused_in.get(old, ()))
         reason = "records no longer linked by the match rules"
         if refused_rules:
             reason += f"; refused: {', '.join(refused_rules)}"
