@@ -16,7 +16,13 @@ from collections.abc import Callable
 import jellyfish
 import phonenumbers
 
-__all__ = ["NORMALIZER_NAMES", "Normaliser", "is_normaliser", "make_normaliser"]
+__all__ = [
+    "NORMALIZER_NAMES",
+    "Normaliser",
+    "clear_caches",
+    "is_normaliser",
+    "make_normaliser",
+]
 
 Normaliser = Callable[[str], str | None]
 
@@ -160,6 +166,13 @@ _FIXED: dict[str, Normaliser] = {
     "soundex": lambda s: jellyfish.soundex(s) if s.strip() else None,
     "metaphone": lambda s: jellyfish.metaphone(s) if s.strip() else None,
 }
+
+
+def clear_caches() -> None:
+    """Forget the texts the normalisers cached (ticket bodies hold personal data)."""
+    _extract_email.cache_clear()
+    _signature_name.cache_clear()
+
 
 #: Every normaliser name accepted in match rules (``prefix_N``/``suffix_N`` besides).
 NORMALIZER_NAMES = (*_FIXED, "phone", "extract_phone", "prefix_N", "suffix_N")

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 from fabric.errors import FabricError
 from fabric.project import Project
+from fabric.resolve.normalize import clear_caches
 from fabric.store.catalog import Catalog, utc_now
 from fabric.sync.entity_type import EntityTypeSync
 from fabric.sync.report import ProgressCallback, SyncReport, key_text
@@ -78,8 +79,11 @@ def sync_project(
         for entity_sync in syncs:
             entity_sync.full = True
     mode = "full" if full else "incremental"
-    with paused_gc():
-        return _run(syncs, catalog, mode, started_clock)
+    try:
+        with paused_gc():
+            return _run(syncs, catalog, mode, started_clock)
+    finally:
+        clear_caches()  # no source text outlives the run in this process's memory
 
 
 def _run(

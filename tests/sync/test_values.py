@@ -5,9 +5,12 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+from fabric.demo import DemoProject
+from fabric.project import Project
 from fabric.resolve.index import hashed
 from fabric.resolve.rules import load_match_rules
 from fabric.store.crypto import KeyedHasher
+from fabric.sync import sync_project
 from fabric.sync.values import ValuesJob, match_values
 
 RULES = Path(__file__).parents[2] / "rules" / "match.yaml"
@@ -36,3 +39,12 @@ def test_match_values_equal_the_compiled_extractor() -> None:
     assert expected[0]["email"] == "ada@example.com"
     assert expected[0]["phone"] == "+14155550100"
     assert expected[2]["email"] is None  # a never-link value
+
+
+def test_sync_leaves_no_source_text_in_normaliser_caches(fresh_demo: DemoProject) -> None:
+    from fabric.resolve import normalize
+
+    with Project.open(fresh_demo.config_path) as project:
+        sync_project(project, full=True)
+    assert normalize._signature_name.cache_info().currsize == 0
+    assert normalize._extract_email.cache_info().currsize == 0
