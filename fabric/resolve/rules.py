@@ -164,7 +164,6 @@ class CompiledRule:
     threshold: float
     #: candidate keys: tuples of fields whose values must all be present and equal
     blocking: tuple[tuple[str, ...], ...]
-    metric_names: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def deterministic(self) -> bool:
@@ -275,9 +274,6 @@ def compile_match_rules(entity_type: str, rules: EntityMatchRules) -> CompiledMa
             blocking = tuple(tuple(key) for key in rule.block_on)
         else:
             blocking = entity_blocking
-        names = {f: c.metric for f, c in rule.similar.items()}
-        if rule.score:
-            names.update({f: c.metric for f, c in rule.score.fields.items()})
         compiled_rules.append(
             CompiledRule(
                 name=rule.name,
@@ -292,7 +288,6 @@ def compile_match_rules(entity_type: str, rules: EntityMatchRules) -> CompiledMa
                 ),
                 threshold=rule.score.threshold if rule.score else 0.0,
                 blocking=blocking,
-                metric_names=names,
             )
         )
     return CompiledMatchRules(

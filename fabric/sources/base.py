@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from fabric.errors import SourceError
+
 if TYPE_CHECKING:
     from fabric.config.models import SourceConfig, SourceTableConfig
     from fabric.sources.extract import SourceColumn
@@ -17,19 +19,25 @@ if TYPE_CHECKING:
 __all__ = ["TableReader", "columns_to_read"]
 
 
-def columns_to_read(
-    config: SourceTableConfig, available: Sequence[str]
-) -> tuple[list[str], list[str]]:
+def columns_to_read(config: SourceTableConfig, available: Sequence[str], where: str) -> list[str]:
     """The columns a table is read with (declared ones, or all, plus key and watermark).
 
-    Returns ``(wanted, missing)``: the second lists those the table does not have.
+    Raises:
+        SourceError: naming every wanted column the table (``where``) does not have, and
+            the ones it has.
     """
     wanted = list(config.columns) if config.columns is not None else list(available)
     if config.primary_key not in wanted:
         wanted.insert(0, config.primary_key)
     if config.watermark is not None and config.watermark not in wanted:
         wanted.append(config.watermark)
-    return wanted, [c for c in wanted if c not in available]
+    missing = [c for c in wanted if c not in available]
+    if missing:
+        raise SourceError(
+            f"{where} has no column {', '.join(repr(m) for m in missing)} "
+            f"(columns: {', '.join(available)})"
+        )
+    return wanted
 
 
 class TableReader(Protocol):

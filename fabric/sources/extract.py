@@ -35,8 +35,6 @@ class SourceColumn:
 
     name: str
     sql_type: str
-    #: the reflected SQLAlchemy type, so reads convert values (dates) like the driver would
-    source_type: Any = None
 
 
 def sqlite_type(column_type: Any) -> str:
@@ -236,14 +234,11 @@ class SourceReader:
         except sa.exc.SQLAlchemyError as exc:
             raise self._error(f"cannot read table '{shown}'", exc) from exc
         available = {c["name"]: c["type"] for c in reflected}
-        wanted, missing = columns_to_read(cfg, list(available))
-        if missing:
-            raise SourceError(
-                f"source '{self.name}' ({self.shown_url}): table '{shown}' has no column "
-                f"{', '.join(repr(m) for m in missing)} (columns: {', '.join(available)})"
-            )
+        wanted = columns_to_read(
+            cfg, list(available), f"source '{self.name}' ({self.shown_url}): table '{shown}'"
+        )
         self._types[table] = {c: available[c] for c in wanted}
-        return [SourceColumn(c, sqlite_type(available[c]), available[c]) for c in wanted]
+        return [SourceColumn(c, sqlite_type(available[c])) for c in wanted]
 
     def read(
         self,

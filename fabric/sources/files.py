@@ -267,22 +267,15 @@ class FileSourceReader:
         if file_format == "parquet":
             schema = self._parquet_schema(table, path)
             available = {field.name: arrow_sql_type(field.type) for field in schema}
-            source_types: dict[str, Any] = {field.name: field.type for field in schema}
             origins: dict[str, str] = {}
         elif file_format == "csv":
             available, origins = self._csv_types(table, path, cfg.csv or CsvConfig())
-            source_types = {}
         else:
             suffixes = ", ".join(SourceTableConfig.FILE_SUFFIXES)
             raise SourceError(f"{self._where(table, path)}: unsupported file type (use {suffixes})")
-        wanted, missing = columns_to_read(cfg, list(available))
-        if missing:
-            raise SourceError(
-                f"{self._where(table, path)} has no column "
-                f"{', '.join(repr(m) for m in missing)} (columns: {', '.join(available)})"
-            )
+        wanted = columns_to_read(cfg, list(available), self._where(table, path))
         self._described[table] = _TableFile(path, file_format, available, origins)
-        return [SourceColumn(c, available[c], source_types.get(c)) for c in wanted]
+        return [SourceColumn(c, available[c]) for c in wanted]
 
     def read(
         self,

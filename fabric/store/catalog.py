@@ -346,28 +346,22 @@ class Catalog:
         refs: Iterable[tuple[str, SourceRef]],
         entity_type: str,
         *,
-        replace_refs: bool = True,
         previous: Mapping[str, Iterable[SourceRef]] | None = None,
     ) -> None:
         """Record new entity versions and their source keys in one transaction.
 
-        The entities' previous source keys are replaced, so a record that moved to another
-        entity is found under its new one only. With ``previous`` (entity id -> its source
-        keys before), only the difference is written: an incremental sync that adds one order
-        to an entity of thirty records writes one key, not thirty. ``replace_refs=False`` only
-        adds the given keys (a patch; a full sync rewrites them all with :meth:`rewrite`).
+        Without ``previous`` the given keys are added (a patch adds rows; a full sync writes
+        no keys here, it rewrites them all with :meth:`rewrite`). With ``previous`` (entity id
+        -> its source keys before) the entities' keys are replaced by writing only the
+        difference, so a record that moved to another entity is found under its new one only,
+        and an entity that gained one order of thirty records gets one key written.
         """
         new: dict[str, set[SourceRef]] = {r.entity_id: set() for r in records}
         for entity_id, ref in refs:
             new.setdefault(entity_id, set()).add(ref)
+        before = previous or {}
         with self._conn:
-            if replace_refs and previous is None:
-                self._conn.executemany(
-                    "DELETE FROM source_keys WHERE entity_type = ? AND entity_id = ?",
-                    [(entity_type, r.entity_id) for r in records],
-                )
-                added = [(e, ref) for e, keys in new.items() for ref in keys]
-            elif replace_refs and previous is not None:
+            if previous is not None:
                 # Guarded by the entity id: a key that moved to another entity may already
                 # have been written for that one.
                 self._conn.executemany(
@@ -376,14 +370,10 @@ class Catalog:
                     [
                         (entity_type, ref.source, ref.table, ref.key, entity_id)
                         for entity_id, keys in new.items()
-                        for ref in set(previous.get(entity_id, ())) - keys
+                        for ref in set(before.get(entity_id, ())) - keys
                     ],
                 )
-                added = [
-                    (e, ref) for e, keys in new.items() for ref in keys - set(previous.get(e, ()))
-                ]
-            else:
-                added = [(e, ref) for e, keys in new.items() for ref in keys]
+            added = [(e, ref) for e, keys in new.items() for ref in keys - set(before.get(e, ()))]
             self._conn.executemany(
                 "INSERT OR REPLACE INTO entities VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [

@@ -70,8 +70,6 @@ class BuildJob:
     started: str
     built_at: str
     known: Known
-    #: return each entity's source keys (a full sync writes them from the parent instead)
-    refs: bool = True
 
 
 @dataclass(frozen=True)
@@ -191,6 +189,6 @@ def build_partition(job: BuildJob) -> PartitionResult:
         full=job.full,
         run_id=job.run_id,
         built_at=job.built_at,
-        refs=job.refs,
+        refs=False,  # the parent wrote every source key as it placed the rows
     )
     return PartitionResult(job.partition, built, unchanged)

@@ -103,6 +103,13 @@ class _Item:
     row: Row
     key: str
     lineage: Lineage | None = None
+    #: the entity that held this row before the run (child rows of this run only)
+    held_by: str | None = None
+
+    @property
+    def ref(self) -> SourceRef:
+        """The source record this row is."""
+        return SourceRef(self.table.source, self.table.source_table, self.key)
 
 
 class EntityTypeSync:
@@ -445,17 +452,16 @@ class EntityTypeSync:
                 started,
                 now,
                 by_partition.get(p, {}),
-                refs=False,
             )
             for p in range(partitions)
         ]
         if pool is not None:
             results = pool.imap_unordered(build_partition, jobs)
             meanwhile()
-            self._write_results(results, known, now, replace_refs=False)
+            self._write_results(results, known, now)
         else:
             meanwhile()
-            self._write_results(map(build_partition, jobs), known, now, replace_refs=False)
+            self._write_results(map(build_partition, jobs), known, now)
 
     def _write_results(
         self,
@@ -463,14 +469,13 @@ class EntityTypeSync:
         known: dict[str, EntityRecord],
         now: str,
         *,
-        replace_refs: bool = True,
         refs_before: Mapping[str, Iterable[SourceRef]] | None = None,
     ) -> None:
         """Store built images and record them in the catalog, a batch per transaction.
 
-        ``replace_refs=False``: the built entities' refs are only added (a patch) or there are
-        none (a full sync writes every source key itself). ``refs_before``: entity id -> its
-        source keys before the run, so only the changes are written.
+        Without ``refs_before`` the built entities' refs are added (a patch), or there are none
+        (a full sync writes every source key itself). ``refs_before``: entity id -> its source
+        keys before the run; the entities' keys are replaced, writing only the changes.
         """
         store, catalog = self.project.store, self.project.catalog
         batch_size = self.project.config.store.batch_size
@@ -512,7 +517,6 @@ class EntityTypeSync:
                     records,
                     ((b.entity_id, SourceRef(*ref)) for b in batch for ref in b.refs),
                     self.entity_type,
-                    replace_refs=replace_refs,
                     previous=refs_before,
                 )
                 self.progress("store", len(batch), None)
@@ -615,7 +619,9 @@ class EntityTypeSync:
                     if entity is not None:
                         resolve.add(entity)
                 owner[(table.name, key)] = entity
-                placed.append((_Item(table, row, key), entity))
+                placed.append(
+                    (_Item(table, row, key, held_by=before[0] if before else None), entity)
+                )
         patch: dict[str, list[_Item]] = defaultdict(list)
         deferred: list[_Item] = []
         for item, entity in placed:
@@ -676,7 +682,7 @@ class EntityTypeSync:
                     [(i.table.source, i.table.source_table, i.key) for i in items],
                 )
             )
-        self._write_results([PartitionResult(0, built, unchanged)], known, now, replace_refs=False)
+        self._write_results([PartitionResult(0, built, unchanged)], known, now)
         if rebuild:
             self._rebuild(rebuild, run_id, started)
 
@@ -687,9 +693,7 @@ class EntityTypeSync:
         refs_before: dict[str, list[SourceRef]] = {}
         for entity_id, new_items in patch.items():
             items = {(i.table.name, i.key): i for i in stored.get(entity_id, [])}
-            refs_before[entity_id] = [
-                SourceRef(i.table.source, i.table.source_table, i.key) for i in items.values()
-            ]
+            refs_before[entity_id] = [i.ref for i in items.values()]
             items.update({(i.table.name, i.key): i for i in new_items})
             content = EntityContent(entity_id, {t.name: [] for t in self.tables}, [])
             for item in items.values():
@@ -723,7 +727,7 @@ class EntityTypeSync:
         for entity_id, items in held.items():
             for item in items:
                 merged[(item.table.name, item.key)] = item
-                ref = SourceRef(item.table.source, item.table.source_table, item.key)
+                ref = item.ref
                 previous[ref] = entity_id
                 before[entity_id].add(ref)
         # Rows of this run replace the stored ones with the same key.
@@ -830,12 +834,9 @@ class EntityTypeSync:
                 owner = found[0] if found and found[0] in keeps else None
             owner_of[(table.name, item.key)] = owner
             owners.append(owner)
-            was = catalog.find_by_source(
-                self.entity_type, table.source, table.source_table, item.key
-            )
-            if was and was[0] != owner:
+            if item.held_by is not None and item.held_by != owner:
                 # Moved: the rows below it move too, which only assembling both sides does.
-                keeps.discard(was[0])
+                keeps.discard(item.held_by)
                 if owner is not None:
                     keeps.discard(owner)
         return [owner if owner in keeps else None for owner in owners]
@@ -860,7 +861,7 @@ class EntityTypeSync:
         for entity_id, items in stored.items():
             for item in items:
                 table = item.table
-                refs_before[entity_id].append(SourceRef(table.source, table.source_table, item.key))
+                refs_before[entity_id].append(item.ref)
                 if table.parent is not None and (table.name, item.key) not in replaced:
                     children[table.name].append(item)
         for item in new_children:
@@ -948,14 +949,14 @@ class EntityTypeSync:
         if gone:
             store.delete_many(self.entity_type, gone)
             catalog.delete_entities(self.entity_type, gone)
-            history.replace_links(self.entity_type, {entity_id: [] for entity_id in gone})
             self.report.deleted += len(gone)
         cluster_of = {
             ref: entity_id
             for entity_id, members in zip(ids, clusters, strict=True)
             for ref in members
         }
-        links: dict[str, list[StoredLink]] = {entity_id: [] for entity_id in ids}
+        # Entities gone keep no links: they are replaced by none.
+        links: dict[str, list[StoredLink]] = {entity_id: [] for entity_id in (*gone, *ids)}
         for link in resolution.links:
             links[cluster_of[link.a]].append(
                 StoredLink(
