@@ -158,8 +158,9 @@ class Project:
         """Keys from the environment or the key file."""
         return load_secrets(self.config)
 
-    def check_masking(self, schema: dict[str, dict[str, list[str]]]) -> CompiledPolicies:
-        """Compile the masking rules against ``schema`` and check every role's policy exists."""
+    def check_masking(self, schema: dict[str, dict[str, list[str]]] | None) -> CompiledPolicies:
+        """Compile the masking rules against ``schema`` (None: no column checks) and check
+        every role's policy exists."""
         path = self.config.resolve(self.config.rules.masking)
         compiled = load_masking(path, self.secrets.master_key, schema)
         self._check_roles(compiled, path)
@@ -213,14 +214,12 @@ class Project:
                 if schema
                 else f"nothing, because {first}"
             )
-        masking = self.config.resolve(self.config.rules.masking)
-        load_masking(masking, self.secrets.master_key, schema)
-        checked = [masking]
+        self.check_masking(schema)
+        checked = [self.config.resolve(self.config.rules.masking)]
         for etype, ecfg in self.config.entities.items():
             path = self.config.resolve(ecfg.match)
             load_match_rules(path, etype, schema.get(etype) if schema else None)
             checked.append(path)
-        self.policies  # noqa: B018  (roles name existing policies)
         return checked, against
 
     def close(self) -> None:
