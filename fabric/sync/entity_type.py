@@ -695,11 +695,7 @@ class EntityTypeSync:
             items = {(i.table.name, i.key): i for i in stored.get(entity_id, [])}
             refs_before[entity_id] = [i.ref for i in items.values()]
             items.update({(i.table.name, i.key): i for i in new_items})
-            content = EntityContent(entity_id, {t.name: [] for t in self.tables}, [])
-            for item in items.values():
-                content.rows[item.table.name].append(item.row)
-                content.lineage.append(self._lineage(item, run_id, started))
-            contents[entity_id] = content
+            contents[entity_id] = self._content(entity_id, items.values(), run_id, started)
         known = self.project.catalog.entities_in(self.entity_type, patch)
         self._write(contents, known, run_id, refs_before)
 
@@ -992,17 +988,11 @@ class EntityTypeSync:
         started: str,
     ) -> dict[str, EntityContent]:
         """Group the records of each cluster and the child rows they own into entities."""
-        contents: dict[str, EntityContent] = {}
+        grouped: dict[str, list[_Item]] = defaultdict(list)
         entity_of: dict[tuple[str, str], str] = {}
 
         def add(entity_id: str, item: _Item) -> None:
-            content = contents.get(entity_id)
-            if content is None:
-                content = contents[entity_id] = EntityContent(
-                    entity_id, {t.name: [] for t in self.tables}, []
-                )
-            content.rows[item.table.name].append(item.row)
-            content.lineage.append(self._lineage(item, run_id, started))
+            grouped[entity_id].append(item)
             entity_of[(item.table.name, item.key)] = entity_id
 
         for entity_id, members in zip(ids, clusters, strict=True):
@@ -1022,7 +1012,17 @@ class EntityTypeSync:
                 add(owner, item)
             if orphans:
                 self.report.orphans[table.name] = self.report.orphans.get(table.name, 0) + orphans
-        return contents
+        return {e: self._content(e, items, run_id, started) for e, items in grouped.items()}
+
+    def _content(
+        self, entity_id: str, items: Iterable[_Item], run_id: int, started: str
+    ) -> EntityContent:
+        """An entity's rows and their lineage, ready to build."""
+        content = EntityContent(entity_id, {t.name: [] for t in self.tables}, [])
+        for item in items:
+            content.rows[item.table.name].append(item.row)
+            content.lineage.append(self._lineage(item, run_id, started))
+        return content
 
     def _write(
         self,
