@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fabric.store.codec import BlobCodec
-from fabric.store.microdb import EntityContent, EntitySchema, MicroDbBuilder
+from fabric.store.microdb import EntityContent, EntitySchema, MicroDbBuilder, TableDef
 from fabric.sync.report import key_text
 from fabric.sync.spill import read_stream
 
@@ -26,9 +26,15 @@ __all__ = [
     "build_entities",
     "build_partition",
     "lineage_order",
+    "new_lineage",
     "row_order",
     "sort_key",
 ]
+
+
+def new_lineage(table: TableDef, key: str, started: str, run_id: int) -> tuple[Any, ...]:
+    """The ``_lineage`` row of a row extracted in this run (see LINEAGE_COLUMNS)."""
+    return (table.name, key, table.source, table.source_table, key, started, run_id)
 
 
 def sort_key(value: Any) -> tuple[int, Any]:
@@ -165,17 +171,7 @@ def _contents(job: BuildJob) -> Iterator[EntityContent]:
             content.rows[table_name] = table_rows
             for row in table_rows:
                 key = key_text(row[key_at[table_name]])
-                content.lineage.append(
-                    (
-                        table_name,
-                        key,
-                        table.source,
-                        table.source_table,
-                        key,
-                        job.started,
-                        job.run_id,
-                    )
-                )
+                content.lineage.append(new_lineage(table, key, job.started, job.run_id))
         yield content
 
 

@@ -46,6 +46,7 @@ from fabric.sync.build import (
     PartitionResult,
     build_entities,
     build_partition,
+    new_lineage,
 )
 from fabric.sync.changes import entity_changes
 from fabric.sync.report import ProgressCallback, SyncReport, key_text
@@ -893,16 +894,7 @@ class EntityTypeSync:
     @staticmethod
     def _lineage(item: _Item, run_id: int, started: str) -> Lineage:
         """A row's lineage: kept from its image, or new when it was extracted in this run."""
-        table = item.table
-        return item.lineage or (
-            table.name,
-            item.key,
-            table.source,
-            table.source_table,
-            item.key,
-            started,
-            run_id,
-        )
+        return item.lineage or new_lineage(item.table, item.key, started, run_id)
 
     # -- applying a resolution --------------------------------------------------------------
 
