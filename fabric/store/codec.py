@@ -17,14 +17,16 @@ import threading
 import zstandard
 
 from fabric.errors import StoreError
-from fabric.store.crypto import Sealer, derive_key
+from fabric.store.crypto import KeyDeriver, Sealer
 
 __all__ = ["BlobCodec"]
 
 _local = threading.local()
 
-#: Level 3 is zstd's default: near-best ratio for these images at a small fraction of the cost.
-LEVEL = 3
+#: A fast level: on the demo's images, -1 compresses in 60% of level 3's time (13 against
+#: 23 us) for blobs 12% larger (1,976 against 1,770 bytes), and a sync compresses every
+#: image it writes.
+LEVEL = -1
 _PLAIN = b"FZ1"
 _SEALERS_KEPT = 64
 _SEALED = b"FE1"
@@ -43,19 +45,20 @@ class BlobCodec:
 
     def __init__(self, master_key: bytes | None) -> None:
         self._master = master_key
+        self._keys = None if master_key is None else KeyDeriver(master_key)
         # The last few entities' sealers: a patch decodes and encodes the same entity, and
         # deriving its key twice was a tenth of the work.
         self._sealers: dict[tuple[str, str], Sealer] = {}
 
     def _sealer(self, entity_type: str, entity_id: str) -> Sealer:
-        assert self._master is not None
+        assert self._keys is not None
         key = (entity_type, entity_id)
         sealer = self._sealers.get(key)
         if sealer is None:
             if len(self._sealers) >= _SEALERS_KEPT:
                 self._sealers.clear()
             sealer = self._sealers[key] = Sealer(
-                derive_key(self._master, f"entity\x00{entity_type}\x00{entity_id}")
+                self._keys.derive(f"entity\x00{entity_type}\x00{entity_id}")
             )
         return sealer
 

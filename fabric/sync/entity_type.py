@@ -106,6 +106,8 @@ class _Item:
     lineage: Lineage | None = None
     #: the entity that held this row before the run (child rows of this run only)
     held_by: str | None = None
+    #: no entity held this row before the run (it was looked up: child rows of this run)
+    new: bool = False
 
     @property
     def ref(self) -> SourceRef:
@@ -621,7 +623,12 @@ class EntityTypeSync:
                         resolve.add(entity)
                 owner[(table.name, key)] = entity
                 placed.append(
-                    (_Item(table, row, key, held_by=before[0] if before else None), entity)
+                    (
+                        _Item(
+                            table, row, key, held_by=before[0] if before else None, new=not before
+                        ),
+                        entity,
+                    )
                 )
         patch: dict[str, list[_Item]] = defaultdict(list)
         deferred: list[_Item] = []
@@ -665,7 +672,10 @@ class EntityTypeSync:
             version = blob.version + 1
             result = patcher.patch(
                 codec.decode(blob.blob, self.entity_type, entity_id, blob.version),
-                [PatchRow(i.table, i.row, self._lineage(i, run_id, started)) for i in items],
+                [
+                    PatchRow(i.table, i.row, self._lineage(i, run_id, started), new=i.new)
+                    for i in items
+                ],
                 {"version": version, "built_at": now, "sync_run": run_id},
                 total,
             )

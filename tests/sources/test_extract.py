@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fabric.config.models import SourceConfig
 from fabric.errors import SourceError
 from fabric.project import Project
-from fabric.sources.extract import SourceReader
+from fabric.sources.extract import SourceReader, _sqlite_datetime
 
 
 def test_full_sqlite_read_equals_the_sqlalchemy_path(demo_project: Project) -> None:
@@ -60,3 +63,17 @@ def test_sqlite_types_convert_like_sqlalchemy(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="does not fit its declared column type"):
         list(reader.read("t", columns))
     reader.close()
+
+
+@settings(max_examples=300)
+@given(
+    moment=st.datetimes(),
+    separator=st.sampled_from([" ", "T"]),
+    timespec=st.sampled_from(["seconds", "microseconds", "minutes", "milliseconds"]),
+)
+def test_sqlite_datetime_text_converts_like_python_formats_it(
+    moment: dt.datetime, separator: str, timespec: str
+) -> None:
+    # The shapes SQLAlchemy and people write; the fast path must agree with the long way.
+    text = moment.isoformat(sep=separator, timespec=timespec)
+    assert _sqlite_datetime(text) == dt.datetime.fromisoformat(text).isoformat(sep="T")

@@ -149,6 +149,28 @@ def test_microdb_patch_inserts_and_updates_rows_and_keeps_the_fingerprint_exact(
     assert patcher.patch(patched, rows, {"version": 3}, fingerprint_total(printed) or 0) is None
 
 
+def test_microdb_patch_of_rows_known_new_inserts_them_without_looking() -> None:
+    builder = MicroDbBuilder(SCHEMA)
+    before = content("e1", ["Ada"])
+    image = builder.build(before, {"entity_id": "e1", "version": 1, "sync_run": 1})
+    orders = SCHEMA.tables[1]
+    lineage = ("orders", "10", "shop", "orders", "10", "2026-02-01", 2)
+    total = fingerprint_total(before.fingerprint())
+    assert total is not None
+    patcher = MicroDbPatcher()
+    looked = patcher.patch(image, [PatchRow(orders, (10, 2), lineage)], {"version": 2}, total)
+    blind = patcher.patch(
+        image, [PatchRow(orders, (10, 2), lineage, new=True)], {"version": 2}, total
+    )
+    assert looked is not None and blind is not None
+    assert blind[1] == looked[1]
+    assert MicroDbReader().read_tables(blind[0]) == MicroDbReader().read_tables(looked[0])
+    # Known new means not looked for: the caller's word is taken, even when it is wrong.
+    again = patcher.patch(blind[0], [PatchRow(orders, (10, 2), lineage, new=True)], {}, total)
+    assert again is not None
+    assert [r["id"] for r in MicroDbReader().read_tables(again[0])[1]["orders"]] == [9, 10, 10]
+
+
 def test_microdb_reads_selected_tables_only() -> None:
     image = MicroDbBuilder(SCHEMA).build(content("e1", ["Ada"]), {"entity_id": "e1"})
     _, tables = MicroDbReader().read_tables(image, ["orders"])
