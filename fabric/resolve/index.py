@@ -17,10 +17,12 @@ from fabric.store.catalog import Catalog
 from fabric.store.crypto import KeyedHasher, derive_key
 
 __all__ = [
+    "KEY_HASH_BYTES",
     "Hashed",
     "IdentityIndex",
     "hashed",
     "hashed_keys",
+    "index_hasher",
     "index_key",
     "match_keys",
     "values_hash",
@@ -46,6 +48,15 @@ def match_keys(rules: CompiledMatchRules, values: Values) -> list[str]:
 def index_key(master_key: bytes) -> bytes:
     """The key of the index's keyed hashes, derived from the master key."""
     return derive_key(master_key, "identity-index-keys")
+
+
+#: Bytes of each keyed hash the index keeps (a record's list of them is their concatenation).
+KEY_HASH_BYTES = 16
+
+
+def index_hasher(key: bytes) -> KeyedHasher:
+    """The keyed hash of the index, given :func:`index_key`."""
+    return KeyedHasher(key, KEY_HASH_BYTES)
 
 
 def hashed_keys(rules: CompiledMatchRules, hasher: KeyedHasher, values: Values) -> list[bytes]:
@@ -83,7 +94,7 @@ class IdentityIndex:
         self._conn = catalog.connection
         self.entity_type = entity_type
         self.rules = rules
-        self._hash = KeyedHasher(index_key(master_key))
+        self._hash = index_hasher(index_key(master_key))
 
     def replace(
         self, records: Iterable[tuple[str, str, Values | Hashed]], *, everything: bool
@@ -102,7 +113,7 @@ class IdentityIndex:
             key_hashes, of_values = (
                 given if isinstance(given, tuple) else hashed(self.rules, self._hash, given)
             )
-            rows.append((self.entity_type, ref, entity_id, of_values))
+            rows.append((self.entity_type, ref, entity_id, of_values, b"".join(key_hashes)))
             keys.extend((self.entity_type, key_hash, ref) for key_hash in key_hashes)
         if everything:
             with self._catalog.rewrite("identity_records", self.entity_type) as writer:
@@ -113,7 +124,7 @@ class IdentityIndex:
         with self._conn:
             self.forget(refs, in_transaction=True)
             self._conn.executemany(
-                "INSERT OR REPLACE INTO identity_records VALUES (?, ?, ?, ?)", rows
+                "INSERT OR REPLACE INTO identity_records VALUES (?, ?, ?, ?, ?)", rows
             )
             self._conn.executemany("INSERT OR IGNORE INTO identity_keys VALUES (?, ?, ?)", keys)
 
@@ -128,14 +139,27 @@ class IdentityIndex:
 
     def forget(self, refs: Sequence[str], *, in_transaction: bool = False) -> None:
         """Remove records (gone from their source) from the index."""
-        params = [(self.entity_type, ref) for ref in refs]
 
         def run() -> None:
-            self._conn.executemany(
-                "DELETE FROM identity_records WHERE entity_type = ? AND ref = ?", params
+            conn, entity_type = self._conn, self.entity_type
+            keys: list[tuple[str, bytes, str]] = []
+            for ref in refs:
+                row = conn.execute(
+                    "SELECT key_hashes FROM identity_records WHERE entity_type = ? AND ref = ?",
+                    (entity_type, ref),
+                ).fetchone()
+                hashes = bytes(row[0] or b"") if row is not None else b""
+                keys.extend(
+                    (entity_type, hashes[at : at + KEY_HASH_BYTES], ref)
+                    for at in range(0, len(hashes), KEY_HASH_BYTES)
+                )
+            conn.executemany(
+                "DELETE FROM identity_records WHERE entity_type = ? AND ref = ?",
+                [(entity_type, ref) for ref in refs],
             )
-            self._conn.executemany(
-                "DELETE FROM identity_keys WHERE entity_type = ? AND ref = ?", params
+            conn.executemany(
+                "DELETE FROM identity_keys WHERE entity_type = ? AND key_hash = ? AND ref = ?",
+                keys,
             )
 
         if in_transaction:

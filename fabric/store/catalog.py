@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fabric.errors import StoreError
-from fabric.store.sqlite import apsw, one_row, open_database, quote_ident
+from fabric.store.sqlite import apsw, one_row, open_database
 
 __all__ = ["BulkRewrite", "Catalog", "EntityRecord", "SourceRef", "SyncRunRecord", "utc_now"]
 
@@ -131,6 +131,18 @@ _STEPS: list[list[str]] = [
         # A keyed hash of each record's match values (NULL until the next sync writes it).
         "ALTER TABLE identity_records ADD COLUMN values_hash BLOB",
     ],
+    [
+        # Two indexes a full sync rebuilt over every source key and every identity key, for
+        # deletes only. Deleting entities' source keys is now one statement that scans the
+        # type once; each identity record lists its own key hashes, so forgetting it needs
+        # no index of keys by record. Records indexed before have no list: the identity
+        # index starts again, and the next sync of each entity type runs as a full sync.
+        "DROP INDEX source_keys_by_entity",
+        "DROP INDEX identity_keys_by_ref",
+        "ALTER TABLE identity_records ADD COLUMN key_hashes BLOB",
+        "DELETE FROM identity_records",
+        "DELETE FROM identity_keys",
+    ],
 ]
 
 
@@ -193,9 +205,8 @@ class SyncRunRecord:
 class BulkRewrite:
     """One transaction that replaces every row of an entity type in one catalog table.
 
-    Readers see the old rows until it commits. The table's secondary indexes are dropped at
-    the start and built again at the end: SQLite builds an index by one sort several times
-    faster than it keeps one up to date row by row (measured on a million source keys), and
+    Readers see the old rows until it commits. The bulk tables have no secondary indexes
+    (keeping one up to date row by row cost a full sync more than the rows themselves), and
     rows go straight into the table instead of through a staging copy. No other write may
     use the connection meanwhile.
     """
@@ -206,16 +217,6 @@ class BulkRewrite:
         self._insert = f"INSERT OR REPLACE INTO main.{table} VALUES ({', '.join('?' * width)})"
         conn.execute("BEGIN IMMEDIATE")
         try:
-            self._indexes = [
-                (str(name), str(sql))
-                for name, sql in conn.execute(
-                    "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
-                    "AND sql IS NOT NULL",
-                    (table,),
-                )
-            ]
-            for name, _ in self._indexes:
-                conn.execute(f"DROP INDEX {quote_ident(name)}")
             conn.execute(f"DELETE FROM main.{table} WHERE entity_type = ?", (entity_type,))
         except BaseException:
             conn.execute("ROLLBACK")
@@ -227,15 +228,9 @@ class BulkRewrite:
         self._conn.executemany(self._insert, rows)
 
     def finish(self) -> None:
-        """Build the indexes again and commit."""
+        """Commit."""
         if not self._open:
             return
-        try:
-            for _, sql in self._indexes:
-                self._conn.execute(sql)
-        except BaseException:
-            self.abort()
-            raise
         self._conn.execute("COMMIT")
         self._open = False
 
@@ -404,8 +399,11 @@ class Catalog:
             self._conn.executemany(
                 "DELETE FROM entities WHERE entity_type = ? AND entity_id = ?", params
             )
-            self._conn.executemany(
-                "DELETE FROM source_keys WHERE entity_type = ? AND entity_id = ?", params
+            # One statement, one pass over the type's keys: they are not indexed by entity.
+            self._conn.execute(
+                "DELETE FROM source_keys WHERE entity_type = ? AND entity_id IN "
+                "(SELECT value FROM json_each(?))",
+                (entity_type, json.dumps(list(entity_ids))),
             )
 
     # -- bulk rewrites (full syncs) ---------------------------------------------------------

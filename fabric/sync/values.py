@@ -13,9 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fabric.resolve.index import Hashed, hashed
+from fabric.resolve.index import Hashed, hashed, index_hasher
 from fabric.resolve.rules import CompiledMatchRules, EntityMatchRules, compile_match_rules
-from fabric.store.crypto import KeyedHasher
 
 __all__ = ["ValuesJob", "match_values"]
 
@@ -51,7 +50,7 @@ def match_values(job: ValuesJob) -> list[tuple[Values, Hashed]]:
     keyed hashes the identity index files it under."""
     rules = _rules(job.entity_type, job.spec)
     extract = rules.extractor(job.table, set(job.columns))
-    hasher = KeyedHasher(job.index_key)
+    hasher = index_hasher(job.index_key)
     names = job.columns
     out = []
     for row in job.rows:

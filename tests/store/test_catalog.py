@@ -20,17 +20,7 @@ def keys(catalog: Catalog, entity_type: str) -> set[tuple[str, str, str, str]]:
     }
 
 
-def indexes(catalog: Catalog) -> set[str]:
-    return {
-        str(name)
-        for (name,) in catalog.connection.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'source_keys' "
-            "AND sql IS NOT NULL"
-        )
-    }
-
-
-def test_rewrite_replaces_one_entity_type_and_keeps_indexes(tmp_path: Path) -> None:
+def test_rewrite_replaces_one_entity_type(tmp_path: Path) -> None:
     catalog = Catalog(tmp_path / "catalog.db")
     with catalog.rewrite("source_keys", "customer") as writer:
         writer.add([("customer", "crm", "customers", "1", "C1")])
@@ -45,7 +35,6 @@ def test_rewrite_replaces_one_entity_type_and_keeps_indexes(tmp_path: Path) -> N
     }
     assert keys(catalog, "device") == {("iot", "devices", "1", "D1")}
     assert catalog.find_by_source("customer", "shop", "orders", "7") == ["C2"]
-    assert indexes(catalog) == {"source_keys_by_entity"}
     with catalog.rewrite("source_keys", "device"):
         pass  # nothing written: the type is emptied
     assert keys(catalog, "device") == set()
@@ -63,7 +52,6 @@ def test_rewrite_is_one_transaction_that_an_error_rolls_back(tmp_path: Path) -> 
     assert keys(reader, "customer") == {("crm", "customers", "1", "C1")}
     writer.abort()
     assert keys(catalog, "customer") == {("crm", "customers", "1", "C1")}
-    assert indexes(catalog) == {"source_keys_by_entity"}
     with pytest.raises(RuntimeError), catalog.rewrite("source_keys", "customer") as failing:
         failing.add([("customer", "crm", "customers", "3", "C3")])
         raise RuntimeError("the source went away")
@@ -75,19 +63,42 @@ def test_only_bulk_tables_can_be_rewritten(tmp_path: Path) -> None:
         Catalog(tmp_path / "catalog.db").rewrite("entities", "customer")
 
 
+def test_delete_entities_removes_their_keys_only(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "catalog.db")
+    with catalog.rewrite("source_keys", "customer") as writer:
+        writer.add(
+            [
+                ("customer", "crm", "customers", "1", "C1"),
+                ("customer", "shop", "orders", "7", "C1"),
+                ("customer", "crm", "customers", "2", "C2"),
+                ("customer", "crm", "customers", "3", "C'3"),
+            ]
+        )
+    catalog.delete_entities("customer", ["C1", "C'3", "C9"])
+    assert keys(catalog, "customer") == {("crm", "customers", "2", "C2")}
+
+
 def test_catalog_upgrades_an_older_schema_in_place(tmp_path: Path) -> None:
     path = tmp_path / "catalog.db"
     conn = Catalog(path).connection
-    # As a catalog written before the last two steps: the index one drops is still there,
-    # and the column the other adds is not.
+    # As a catalog written before the last three steps: the indexes they drop are still
+    # there, the columns they add are not, and the identity index has a record.
     conn.execute("CREATE INDEX identity_by_entity ON identity_records (entity_type, entity_id)")
+    conn.execute("CREATE INDEX source_keys_by_entity ON source_keys (entity_type, entity_id)")
+    conn.execute("CREATE INDEX identity_keys_by_ref ON identity_keys (entity_type, ref)")
     conn.execute("ALTER TABLE identity_records DROP COLUMN values_hash")
+    conn.execute("ALTER TABLE identity_records DROP COLUMN key_hashes")
+    conn.execute("INSERT INTO identity_records VALUES ('customer', 'crm.customers:1', 'C1')")
+    conn.execute("INSERT INTO identity_keys VALUES ('customer', x'00', 'crm.customers:1')")
     steps = int(conn.pragma("user_version"))
-    conn.pragma("user_version", steps - 2)
+    conn.pragma("user_version", steps - 3)
     conn.close()
     upgraded = Catalog(path).connection
     assert int(upgraded.pragma("user_version")) == steps
     names = {str(n) for (n,) in upgraded.execute("SELECT name FROM sqlite_master")}
-    assert "identity_by_entity" not in names and "identity_keys_by_ref" in names
+    assert not names & {"identity_by_entity", "source_keys_by_entity", "identity_keys_by_ref"}
     columns = {str(c[1]) for c in upgraded.execute("PRAGMA table_info(identity_records)")}
-    assert "values_hash" in columns
+    assert {"values_hash", "key_hashes"} <= columns
+    # Records indexed without their key list are dropped: the next sync starts the index again.
+    assert upgraded.execute("SELECT count(*) FROM identity_records").fetchone()[0] == 0
+    assert upgraded.execute("SELECT count(*) FROM identity_keys").fetchone()[0] == 0
