@@ -8,7 +8,6 @@ back from the candidates' encrypted entity images, so the index itself holds no 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -34,14 +33,10 @@ Values = Mapping[str, str | None]
 def match_keys(rules: CompiledMatchRules, values: Values) -> list[str]:
     """Every key under which a record can meet a candidate: one per rule key spec."""
     keys: list[str] = []
-    for rule in rules.rules:
-        for spec_index, spec in enumerate(rule.blocking):
-            parts = [values.get(name) for name in spec]
-            if all(p is not None for p in parts):
-                keys.append(
-                    f"{rule.index}\x1f{spec_index}\x1f"
-                    + "\x1f".join(p for p in parts if p is not None)
-                )
+    for prefix, spec in rules.key_specs:
+        parts = [values.get(name) for name in spec]
+        if None not in parts:
+            keys.append(prefix + "\x1f".join(parts))  # type: ignore[arg-type]
     return keys
 
 
@@ -71,8 +66,9 @@ def values_hash(hasher: KeyedHasher, values: Values) -> bytes:
     (nothing resolution compares changed), so an incremental sync patches it into its entity
     without resolving again.
     """
-    # JSON tells a missing value (null) from any text, "None" included.
-    return hasher(json.dumps(values, sort_keys=True, separators=(",", ":")))
+    # repr of the sorted (name, value) pairs tells a missing value (None) from any text,
+    # "None" included, and is several times cheaper than JSON, per identity record.
+    return hasher(repr(sorted(values.items())))
 
 
 #: What the index keeps of a record: the keyed hashes of its match keys and of its values.

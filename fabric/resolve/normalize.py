@@ -28,6 +28,9 @@ Normaliser = Callable[[str], str | None]
 
 _SPACES = re.compile(r"\s+")
 _NON_DIGITS = re.compile(r"\D+")
+# Every character str.isalpha() accepts, and a few more (superscript digits): a text it finds
+# one in only takes libphonenumber's full parse instead of the shortcut.
+_LETTER = re.compile(r"[^\W\d_]")
 _PUNCT = re.compile(r"[^\w\s]+")
 _PARAMETRISED = re.compile(r"^(prefix|suffix)_([1-9][0-9]?)$")
 _DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%Y/%m/%d", "%d.%m.%Y")
@@ -127,7 +130,7 @@ def _phone(region: str) -> Normaliser:
     nanp = region in _NANP
 
     def normalise(text: str) -> str | None:
-        if not any(c.isalpha() for c in text):
+        if _LETTER.search(text) is None:
             digits = _NON_DIGITS.sub("", text)
             international = text.lstrip().startswith("+")
             if nanp and not international and len(digits) == 10 and digits[0] not in "01":

@@ -19,6 +19,7 @@ record.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,6 +195,15 @@ class CompiledMatchRules:
     def rule_names(self) -> tuple[str, ...]:
         """Rule names, strongest first."""
         return tuple(r.name for r in self.rules)
+
+    @functools.cached_property
+    def key_specs(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """Every blocking key of every rule: the prefix that tells its keys apart, its fields."""
+        return tuple(
+            (f"{rule.index}\x1f{spec_index}\x1f", spec)
+            for rule in self.rules
+            for spec_index, spec in enumerate(rule.blocking)
+        )
 
     def extractor(self, table: str, available: set[str] | None = None) -> Extractor | None:
         """Return a function from a row of ``table`` to its normalised fields.

@@ -8,7 +8,6 @@ ciphertext to where it belongs: moved elsewhere, it fails to open.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 
@@ -62,13 +61,12 @@ class KeyedHasher:
     """HMAC-SHA256, truncated: equal inputs give equal outputs, nothing leads back."""
 
     def __init__(self, key: bytes, size: int = 16) -> None:
-        self._inner = hmac.new(key, digestmod=hashlib.sha256)
+        self._key = key
         self._size = size
 
     def __call__(self, data: str) -> bytes:
-        mac = self._inner.copy()
-        mac.update(data.encode())
-        return mac.digest()[: self._size]
+        # The one-shot C path: a copied HMAC object cost three Python-level calls per hash.
+        return hmac.digest(self._key, data.encode(), "sha256")[: self._size]
 
 
 class Sealer:
