@@ -207,7 +207,8 @@ def _print_sync(report: Any) -> None:
     type=click.IntRange(1, 64),
     default=1,
     show_default=True,
-    help="Processes that build and encrypt entities in a full sync (the first sync is one).",
+    help="Processes that build and encrypt entities in a full sync (the first sync is one), "
+    "and that patch entities in an incremental sync touching thousands of them.",
 )
 @_handles_errors
 def sync(config_path: Path, full: bool, workers: int) -> None:

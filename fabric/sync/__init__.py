@@ -60,7 +60,8 @@ def sync_project(
             only the entities they touch are re-resolved and rebuilt.
         progress: optional progress callback.
         workers: processes that build entities in a full sync (the parent process reads the
-            sources, resolves and writes; images are built and encrypted in parallel).
+            sources, resolves and writes; images are built and encrypted in parallel), and
+            that patch entities in an incremental sync touching thousands of them.
     """
     started_clock = time.perf_counter()
     # Check everything that can be checked before touching the store: sources and match rules

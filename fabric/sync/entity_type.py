@@ -33,9 +33,7 @@ from fabric.store.history import History, StoredLink
 from fabric.store.microdb import (
     EntityContent,
     EntitySchema,
-    MicroDbPatcher,
     MicroDbReader,
-    PatchRow,
     TableDef,
     fingerprint_total,
 )
@@ -49,6 +47,7 @@ from fabric.sync.build import (
     new_lineage,
 )
 from fabric.sync.changes import entity_changes
+from fabric.sync.patch import PatchBatch, PatchItem, patch_batch
 from fabric.sync.report import ProgressCallback, SyncReport, key_text
 from fabric.sync.spill import Spill, read_stream
 from fabric.sync.values import ValuesJob, match_values
@@ -59,6 +58,13 @@ __all__ = ["EntityTypeSync", "ref_text"]
 Row = tuple[Any, ...]
 Lineage = tuple[Any, ...]
 Values = Mapping[str, str | None]
+
+#: Entities per batch of an incremental patch (a worker's unit of work).
+_PATCH_BATCH = 250
+#: Fewest entities to patch for which an incremental sync starts its workers: starting them
+#: costs about half a second, and on 9,000 entities (170-270 us each) they were at best a
+#: quarter faster than this process alone (measured on the 100,000-customer demo).
+_PATCH_IN_WORKERS_FROM = 5000
 
 
 def ref_text(ref: SourceRef) -> str:
@@ -645,20 +651,19 @@ class EntityTypeSync:
         The stored image is patched in place (the new rows inserted, changed ones updated)
         and its fingerprint follows from the catalog's; an entity whose catalog entry does not
         describe its image exactly (another schema or fingerprint scheme, a version the
-        catalog missed) is rebuilt from its rows instead.
+        catalog missed) is rebuilt from its rows instead. With ``workers`` and enough
+        entities, worker processes patch batches while this process writes finished ones.
         """
         if not patch:
             return
-        catalog, store, codec = self.project.catalog, self.project.store, self.project.codec
+        catalog, store = self.project.catalog, self.project.store
         known = catalog.entities_in(self.entity_type, patch)
         blobs = store.get_many(self.entity_type, sorted(patch))
-        patcher = MicroDbPatcher()
         now = utc_now()
-        built: list[BuiltEntity] = []
-        unchanged = 0
+        items: list[PatchItem] = []
         rebuild: dict[str, list[_Item]] = {}
         for entity_id in sorted(patch):
-            items, record, blob = patch[entity_id], known.get(entity_id), blobs.get(entity_id)
+            rows, record, blob = patch[entity_id], known.get(entity_id), blobs.get(entity_id)
             total = None if record is None else fingerprint_total(record.fingerprint)
             if (
                 record is None
@@ -667,33 +672,40 @@ class EntityTypeSync:
                 or record.version != blob.version
                 or record.schema_version != self.schema.version
             ):
-                rebuild[entity_id] = items
+                rebuild[entity_id] = rows
                 continue
-            version = blob.version + 1
-            result = patcher.patch(
-                codec.decode(blob.blob, self.entity_type, entity_id, blob.version),
-                [
-                    PatchRow(i.table, i.row, self._lineage(i, run_id, started), new=i.new)
-                    for i in items
-                ],
-                {"version": version, "built_at": now, "sync_run": run_id},
-                total,
-            )
-            if result is None:
-                unchanged += 1
-                continue
-            image, printed = result
-            built.append(
-                BuiltEntity(
+            items.append(
+                PatchItem(
                     entity_id,
-                    version,
+                    blob.blob,
                     blob.version,
-                    printed,
-                    codec.encode(image, self.entity_type, entity_id, version),
-                    [(i.table.source, i.table.source_table, i.key) for i in items],
+                    total,
+                    [(i.table.name, i.row, self._lineage(i, run_id, started), i.new) for i in rows],
+                    [(i.table.source, i.table.source_table, i.key) for i in rows],
                 )
             )
-        self._write_results([PartitionResult(0, built, unchanged)], known, now)
+        blobs.clear()
+        batches = [
+            PatchBatch(
+                self.schema,
+                self.project.secrets.master_key,
+                now,
+                run_id,
+                items[start : start + _PATCH_BATCH],
+            )
+            for start in range(0, len(items), _PATCH_BATCH)
+        ]
+        with contextlib.ExitStack() as stack:
+            done: Iterable[tuple[list[BuiltEntity], int]]
+            if self.workers > 1 and len(items) >= _PATCH_IN_WORKERS_FROM:
+                context = multiprocessing.get_context("spawn")
+                pool = stack.enter_context(context.Pool(self.workers, initializer=gc.disable))
+                done = pool.imap(patch_batch, batches)
+            else:
+                done = map(patch_batch, batches)
+            self._write_results(
+                (PartitionResult(0, built, unchanged) for built, unchanged in done), known, now
+            )
         if rebuild:
             self._rebuild(rebuild, run_id, started)
 

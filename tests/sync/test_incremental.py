@@ -7,12 +7,14 @@ import sqlite3
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 from fabric.demo import DemoProject
 from fabric.entities import EntityService
 from fabric.project import Project
 from fabric.store.history import History
 from fabric.store.microdb import EntityContent, MicroDbReader
-from fabric.sync import sync_project
+from fabric.sync import entity_type, sync_project
 
 LATER = "2026-11-20 10:00:00.000000"
 
@@ -78,14 +80,17 @@ def change_sources(sources: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_incremental_reads_only_changes_and_matches_a_full_sync(
-    fresh_demo: DemoProject, tmp_path: Path
+    fresh_demo: DemoProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
 ) -> None:
+    # With workers, patches run in worker processes however few entities they touch.
+    monkeypatch.setattr(entity_type, "_PATCH_IN_WORKERS_FROM", 1)
     with Project.open(fresh_demo.config_path) as project:
         full = sync_project(project, full=True)
     change_sources(fresh_demo.directory / "sources")
     with Project.open(fresh_demo.config_path) as project:
-        incremental = sync_project(project)
+        incremental = sync_project(project, workers=workers)
         assert incremental.mode == "incremental"
         assert incremental.rows_read < full.rows_read / 20
         assert incremental.updated >= 2 and incremental.created == 0
