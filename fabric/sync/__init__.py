@@ -9,108 +9,22 @@ keep their version and are not rewritten.
 
 from __future__ import annotations
 
-import contextlib
-import gc
-import time
-from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
-from fabric.errors import FabricError
-from fabric.project import Project
-from fabric.resolve.normalize import clear_caches
-from fabric.store.catalog import Catalog, utc_now
-from fabric.sync.entity_type import EntityTypeSync
 from fabric.sync.report import ProgressCallback, SyncReport, key_text
-from fabric.sync.watermarks import Watermarks
+
+if TYPE_CHECKING:
+    from fabric.sync.run import paused_gc, sync_project
 
 __all__ = ["ProgressCallback", "SyncReport", "key_text", "paused_gc", "sync_project"]
 
 
-@contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
-    """Run without Python's cyclic garbage collector, turned back on afterwards.
+def __getattr__(name: str) -> Any:
+    # Worker processes import this package's job modules (build, patch, values), and a
+    # spawned worker spent most of its start-up importing what the sync itself needs (the
+    # sources' drivers, the config models): that is imported when first asked for instead.
+    if name in ("paused_gc", "sync_project"):
+        from fabric.sync import run
 
-    A sync holds millions of small live objects (rows, records, keys) and allocates millions
-    more; every full collection walks all of them, and resolving 250,000 records ran twice as
-    long with the collector on (measured). What a sync allocates is freed by reference
-    counting (rows, tuples and dicts form no cycles), so nothing piles up meanwhile.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def sync_project(
-    project: Project,
-    *,
-    full: bool = False,
-    progress: ProgressCallback | None = None,
-    workers: int = 1,
-) -> SyncReport:
-    """Extract, resolve, build and store every entity type of the project.
-
-    Args:
-        project: the opened project.
-        full: read every row, re-resolve every record and rewrite every entity (also deletes
-            entities whose records left the sources). Otherwise the sync is incremental once
-            a first sync has run: only rows at or past each table's watermark are read, and
-            only the entities they touch are re-resolved and rebuilt.
-        progress: optional progress callback.
-        workers: processes that build entities in a full sync (the parent process reads the
-            sources, resolves and writes; images are built and encrypted in parallel), and
-            that patch entities in an incremental sync touching thousands of them.
-    """
-    started_clock = time.perf_counter()
-    # Check everything that can be checked before touching the store: sources and match rules
-    # (in the constructors), masking rules, roles and keys.
-    syncs = [
-        EntityTypeSync(project, etype, SyncReport(0, ""), progress, full, workers)
-        for etype in project.config.entities
-    ]
-    project.check_masking({s.entity_type: s.layout() for s in syncs})
-    catalog = project.catalog
-    last = catalog.runs(1)
-    if last and last[0].status != "succeeded" and not full:
-        # A run that died part-way may have rewritten some entities and not others, and an
-        # incremental run only revisits what changed since the watermarks: start over.
-        full = True
-        for entity_sync in syncs:
-            entity_sync.full = True
-    mode = "full" if full else "incremental"
-    try:
-        with paused_gc():
-            return _run(syncs, catalog, mode, started_clock)
-    finally:
-        clear_caches()  # no source text outlives the run in this process's memory
-
-
-def _run(
-    syncs: list[EntityTypeSync], catalog: Catalog, mode: str, started_clock: float
-) -> SyncReport:
-    """Sync every entity type as one recorded run."""
-    run_id = catalog.start_run(mode)
-    report = SyncReport(run_id=run_id, mode=mode)
-    started = utc_now()
-    try:
-        modes = set()
-        for entity_sync in syncs:
-            entity_sync.report = report
-            modes.add(entity_sync.run(run_id, started))
-        # A first sync reads everything: say so, rather than the mode that was asked for.
-        report.mode = "incremental" if modes == {"incremental"} else "full"
-        marks = {k: v for s in syncs for k, v in s.watermarks().items()}
-        Watermarks(catalog).set_many(marks, run_id)
-    except FabricError as exc:
-        catalog.finish_run(
-            run_id, status="failed", counts=report.counts(), error=str(exc).splitlines()[0]
-        )
-        raise
-    except BaseException:
-        catalog.finish_run(run_id, status="failed", counts=report.counts(), error="interrupted")
-        raise
-    report.seconds = time.perf_counter() - started_clock
-    catalog.finish_run(run_id, status="succeeded", counts=report.counts(), mode=report.mode)
-    return report
+        return getattr(run, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
