@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import operator
 from collections import defaultdict
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -91,8 +91,18 @@ def _compare(rule: CompiledRule, a: Values, b: Values) -> tuple[dict[str, float]
 
 
 def _links_of_rule(
-    rule: CompiledRule, values: Sequence[Values], rules: CompiledMatchRules, stats: dict[str, int]
+    rule: CompiledRule,
+    values: Sequence[Values],
+    rules: CompiledMatchRules,
+    stats: dict[str, int],
+    find: Callable[[int], int],
 ) -> list[tuple[int, int, dict[str, float], float | None]]:
+    """The rule's links between records that stronger rules have not already put together.
+
+    ``find`` gives a record's cluster as the stronger rules left it: a pair in one cluster
+    already could only be skipped when the links are applied, so it is neither compared nor
+    kept (most pairs of a phone block share an email too). Memory holds one rule's links.
+    """
     found: list[tuple[int, int, dict[str, float], float | None]] = []
     if rule.deterministic:
         groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
@@ -120,11 +130,15 @@ def _links_of_rule(
                     (a, b, detail, None)
                     for position, a in enumerate(members)
                     for b in members[position + 1 :]
+                    if find(a) != find(b)
                 )
             else:
                 # Records are in canonical order, so members[0] is the same whatever the
                 # input order was: every member links to it.
-                found.extend((members[0], other, detail, None) for other in members[1:])
+                hub = members[0]
+                found.extend(
+                    (hub, other, detail, None) for other in members[1:] if find(hub) != find(other)
+                )
         return found
     keys_of: list[list[tuple[int, tuple[str, ...]]]] = []
     blocks: dict[tuple[int, tuple[str, ...]], list[int]] = defaultdict(list)
@@ -154,6 +168,8 @@ def _links_of_rule(
                     first = next(k for k in keys_i if k in shared)
                     if first != block_key:
                         continue
+                if find(i) == find(j):
+                    continue
                 stats["pairs_compared"] = stats.get("pairs_compared", 0) + 1
                 result = _compare(rule, values[i], values[j])
                 if result is not None:
@@ -211,32 +227,34 @@ def resolve_records(
     ordered = sorted(records, key=lambda r: str(r[0]))
     refs = [r for r, _ in ordered]
     values = [v for _, v in ordered]
-    stats: dict[str, int] = {"records": len(refs)}
-    candidates: list[tuple[int, int, int, dict[str, float], float | None]] = []
-    for rule in rules.rules:
-        for a, b, details, score in _links_of_rule(rule, values, rules, stats):
-            candidates.append((rule.index, min(a, b), max(a, b), details, score))
-    candidates.sort(key=operator.itemgetter(0, 1, 2))
-    stats["links_found"] = len(candidates)
+    stats: dict[str, int] = {"records": len(refs), "links_found": 0}
     clusters = _Clusters(len(refs))
     used: list[Link[R]] = []
     refused: list[Link[R]] = []
-    for rule_index, a, b, details, score in candidates:
-        ra, rb = clusters.find(a), clusters.find(b)
-        if ra == rb:
-            continue
-        rule_name = rules.rules[rule_index].name
-        reason = None
-        if len(clusters.members[ra]) + len(clusters.members[rb]) > rules.max_cluster_size:
-            reason = f"max_cluster_size {rules.max_cluster_size} would be exceeded"
-        else:
-            reason = _conflict(rules, clusters.members[ra], clusters.members[rb], values)
-        link = Link(refs[a], refs[b], rule_name, details, score, reason)
-        if reason is None:
-            clusters.union(a, b)
-            used.append(link)
-        else:
-            refused.append(link)
+    # Strongest rule first, each rule's links in record order: the same order whatever the
+    # input order was. A rule's links are found once the stronger rules' are applied.
+    for rule in rules.rules:
+        candidates = [
+            (min(a, b), max(a, b), details, score)
+            for a, b, details, score in _links_of_rule(rule, values, rules, stats, clusters.find)
+        ]
+        candidates.sort(key=operator.itemgetter(0, 1))
+        stats["links_found"] += len(candidates)
+        for a, b, details, score in candidates:
+            ra, rb = clusters.find(a), clusters.find(b)
+            if ra == rb:
+                continue
+            reason = None
+            if len(clusters.members[ra]) + len(clusters.members[rb]) > rules.max_cluster_size:
+                reason = f"max_cluster_size {rules.max_cluster_size} would be exceeded"
+            else:
+                reason = _conflict(rules, clusters.members[ra], clusters.members[rb], values)
+            link = Link(refs[a], refs[b], rule.name, details, score, reason)
+            if reason is None:
+                clusters.union(a, b)
+                used.append(link)
+            else:
+                refused.append(link)
     groups = sorted(clusters.members.values(), key=min)
     stats["clusters"] = len(groups)
     stats["links_refused"] = len(refused)
