@@ -562,7 +562,8 @@ class EntityTypeSync:
             resolve,
             {(r[2].table.name, r[2].key): entity_id for entity_id, r in kept},
         )
-        stored = self.project.store.versions(
+        # Read once here, for the patch: the blobs of the entities it may patch.
+        stored = self.project.store.get_many(
             self.entity_type, sorted({*patch, *(e for e, _ in kept)})
         )
         # Catalogued but not stored (a run died between the two): resolved again.
@@ -578,7 +579,8 @@ class EntityTypeSync:
             resolve |= set(index.entity_of(index.candidates(v for _, v, _ in back)).values())
         for entity_id, (_, _, item) in kept:
             patch[entity_id].append(item)
-        self._patch(patch, run_id, started)
+        self._patch(patch, run_id, started, stored)
+        stored.clear()
         if resolve or identity or deferred:
             self._resolve_again(resolve, identity, deferred, index, run_id, started)
         self.report.entities[self.entity_type] = self.project.catalog.count(self.entity_type)
@@ -645,7 +647,13 @@ class EntityTypeSync:
                 patch[entity].append(item)
         return patch, deferred
 
-    def _patch(self, patch: Mapping[str, list[_Item]], run_id: int, started: str) -> None:
+    def _patch(
+        self,
+        patch: Mapping[str, list[_Item]],
+        run_id: int,
+        started: str,
+        blobs: dict[str, StoredBlob] | None = None,
+    ) -> None:
         """Put child rows into entities whose records did not change, without resolving.
 
         The stored image is patched in place (the new rows inserted, changed ones updated)
@@ -653,12 +661,14 @@ class EntityTypeSync:
         describe its image exactly (another schema or fingerprint scheme, a version the
         catalog missed) is rebuilt from its rows instead. With ``workers`` and enough
         entities, worker processes patch batches while this process writes finished ones.
+        ``blobs``: the entities' stored blobs, when the caller has read them already.
         """
         if not patch:
             return
         catalog, store = self.project.catalog, self.project.store
         known = catalog.entities_in(self.entity_type, patch)
-        blobs = store.get_many(self.entity_type, sorted(patch))
+        if blobs is None:
+            blobs = store.get_many(self.entity_type, sorted(patch))
         now = utc_now()
         items: list[PatchItem] = []
         rebuild: dict[str, list[_Item]] = {}
