@@ -142,17 +142,24 @@ def _links_of_rule(
         return found
     keys_of: list[list[tuple[int, tuple[str, ...]]]] = []
     blocks: dict[tuple[int, tuple[str, ...]], list[int]] = defaultdict(list)
-    for index, record in enumerate(values):
-        keys = []
-        for spec_index, spec in enumerate(rule.blocking):
+    # With one blocking key per record, two records share at most one block: no pair can be
+    # met twice, so the keys of each record are not kept for the check below (a set per pair).
+    single = len(rule.blocking) == 1
+    if single:
+        (spec,) = rule.blocking
+        for index, record in enumerate(values):
             key = _key(record, spec)
             if key is not None:
-                keys.append((spec_index, key))
-                blocks[(spec_index, key)].append(index)
-        keys_of.append(keys)
-    # With one blocking key per record, two records share at most one block: no pair can be
-    # met twice, and the check below (a set per pair) is skipped.
-    single = len(rule.blocking) == 1
+                blocks[(0, key)].append(index)
+    else:
+        for index, record in enumerate(values):
+            keys = []
+            for spec_index, spec in enumerate(rule.blocking):
+                key = _key(record, spec)
+                if key is not None:
+                    keys.append((spec_index, key))
+                    blocks[(spec_index, key)].append(index)
+            keys_of.append(keys)
     for block_key, members in blocks.items():
         if len(members) < 2:
             continue
@@ -160,12 +167,11 @@ def _links_of_rule(
             stats["blocks_skipped"] = stats.get("blocks_skipped", 0) + 1
             continue
         for position, i in enumerate(members):
-            keys_i = keys_of[i]
             for j in members[position + 1 :]:
                 # Compare each pair once: in the block of the first key both records share.
                 if not single:
                     shared = set(keys_of[j])
-                    first = next(k for k in keys_i if k in shared)
+                    first = next(k for k in keys_of[i] if k in shared)
                     if first != block_key:
                         continue
                 if find(i) == find(j):
