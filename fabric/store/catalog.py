@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from fabric.errors import StoreError
 from fabric.store.sqlite import apsw, one_row, open_database
@@ -158,9 +159,13 @@ def utc_now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
-@dataclass(frozen=True)
-class SourceRef:
-    """One source record: which system, table and primary key."""
+class SourceRef(NamedTuple):
+    """One source record: which system, table and primary key.
+
+    A named tuple rather than a frozen dataclass: a sync hashes and compares refs millions of
+    times (dict keys of resolution and the identity index), and a tuple does both in C, three
+    to four times faster than the dataclass's generated methods (same hash values).
+    """
 
     source: str
     table: str
