@@ -276,7 +276,9 @@ class SourceReader:
         try:
             with self.engine.connect() as conn:
                 if since is None and self.engine.dialect.name == "sqlite":
-                    yield from self._read_sqlite(conn, query, [types.get(c) for c in columns])
+                    yield from self._read_sqlite(
+                        conn, query, [types.get(c) for c in columns], batch_rows
+                    )
                     return
                 result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(
                     query

@@ -358,7 +358,6 @@ class EntityTypeSync:
         keys = catalog.rewrite("source_keys", self.entity_type)
         try:
             self._place_rows(spill, owner, place, keys)
-            identity_refs = {ref for ref, _ in identity}
             identity.clear()
 
             def record() -> None:
@@ -367,7 +366,7 @@ class EntityTypeSync:
                     resolution,
                     ids,
                     resolution.clusters,
-                    {ref: e for ref, e in previous.items() if ref in identity_refs},
+                    {ref: e for ref, e in previous.items() if ref in hashes},  # records still read
                     hashes,
                     run_id,
                     started,
@@ -409,6 +408,7 @@ class EntityTypeSync:
             key_at = table.column_names.index(table.key)
             fk_at = table.column_names.index(table.foreign_key)
             orphans = 0
+            is_parent = table.name in parents
             for batch in self._stream(table):
                 refs = []
                 for row in batch:
@@ -417,7 +417,7 @@ class EntityTypeSync:
                         orphans += 1  # its parent is not in the source: nothing to join
                         continue
                     key = key_text(row[key_at])
-                    if table.name in parents:
+                    if is_parent:
                         owner[(table.name, key)] = found
                     spill.add(place(found), (found, table.name, row))
                     refs.append((self.entity_type, table.source, table.source_table, key, found))
@@ -694,7 +694,6 @@ class EntityTypeSync:
                     [(i.table.source, i.table.source_table, i.key) for i in rows],
                 )
             )
-        blobs.clear()
         batches = [
             PatchBatch(
                 self.schema,
