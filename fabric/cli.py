@@ -376,6 +376,127 @@ def entity_show(
 
 
 @main.group()
+def store() -> None:
+    """Check, measure and re-key the entity store."""
+
+
+@store.command("verify")
+@config_option
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    default=50,
+    show_default=True,
+    help="Faults to list (all are counted).",
+)
+@_handles_errors
+def store_verify(config_path: Path, limit: int) -> None:
+    """Check every stored entity; exit 1 listing each fault.
+
+    Each blob is decrypted and decompressed, its image passes SQLite's integrity check, its
+    _meta names the entity and version it is stored as, and the catalog agrees. States an
+    interrupted sync leaves (an image committed before the catalog recorded it) are counted
+    as notices, not faults: readers get the whole committed image and the next sync settles
+    them.
+    """
+    from fabric.project import Project
+    from fabric.store.verify import verify_store
+
+    with Project.open(config_path) as project, _progress() as progress:
+        report = verify_store(project, progress)
+    keys = ", ".join(f"{n} under key {k}" for k, n in sorted(report.key_ids.items()))
+    click.echo(f"checked {report.checked} entities" + (f" ({keys})" if keys else ""))
+    for notice, count in sorted(report.notices.items()):
+        click.echo(f"  notice: {count} {notice}")
+    for fault in report.faults[:limit]:
+        click.echo(f"fault: {fault}", err=True)
+    if report.faults:
+        more = len(report.faults) - limit
+        _fail(
+            f"{len(report.faults)} of {report.checked} entities failed verification"
+            + (f" ({more} more not listed; --limit)" if more > 0 else "")
+        )
+    click.echo("ok: every entity verified")
+
+
+@store.command("stats")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@_handles_errors
+def store_stats(config_path: Path, as_json: bool) -> None:
+    """Print entity counts and the store's sizes."""
+    from fabric.project import Project
+
+    with Project.open(config_path) as project:
+        stats = project.store.stats()
+        catalog_path = project.store_dir / "catalog.db"
+        catalog_bytes = sum(
+            p.stat().st_size for p in catalog_path.parent.glob("catalog.db*") if p.is_file()
+        )
+        counts = {t: project.catalog.count(t) for t in project.config.entities}
+        runs = project.catalog.runs(1)
+    figures = {
+        "entities": counts,
+        "stored_entities": stats.entities,
+        "blob_bytes": stats.blob_bytes,
+        "shard_file_bytes": stats.file_bytes,
+        "catalog_file_bytes": catalog_bytes,
+        "shards": stats.partitions,
+        "bytes_per_entity": round(stats.file_bytes / stats.entities) if stats.entities else 0,
+        "last_sync": None
+        if not runs
+        else {"id": runs[0].id, "status": runs[0].status, "finished_at": runs[0].finished_at},
+    }
+    if as_json:
+        click.echo(json.dumps(figures, indent=2))
+        return
+    for entity_type, count in counts.items():
+        click.echo(f"{entity_type}: {count} entities")
+    click.echo(
+        f"store: {stats.entities} images, {stats.blob_bytes:,} bytes of blobs in "
+        f"{stats.partitions} shards ({stats.file_bytes:,} bytes on disk, "
+        f"{figures['bytes_per_entity']:,} per entity); catalog {catalog_bytes:,} bytes"
+    )
+    if runs:
+        click.echo(f"last sync: run {runs[0].id}, {runs[0].status}, {runs[0].finished_at}")
+
+
+@store.command("rotate-key")
+@config_option
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Do not add a key: re-seal under the current one (after an interrupted rotation, "
+    "or after putting a new key first in the environment variable).",
+)
+@_handles_errors
+def store_rotate_key(config_path: Path, resume: bool) -> None:
+    """Encrypt the store under a new key, then retire the old one.
+
+    A new random key goes first in the key file (secrets.file) and every entity is
+    re-encrypted under it, a batch per transaction. Until the end, old keys stay in the key
+    file, so every entity opens at any moment; stop it any time and run it again with
+    --resume. Keys are never printed: only their ids.
+    """
+    from fabric.project import Project
+    from fabric.store.rotate import rotate_store_key
+
+    with Project.open(config_path) as project, _progress() as progress:
+        report = rotate_store_key(project, new_key=not resume, progress=progress)
+    click.echo(
+        f"store key {report.key_id}: re-encrypted {report.resealed} entities "
+        f"({report.already} already under it)"
+    )
+    if report.retired:
+        click.echo(f"retired key ids (removed from the key file): {', '.join(report.retired)}")
+    if report.unused:
+        click.echo(
+            f"key ids no entity uses any more: {', '.join(report.unused)}; remove them from "
+            "where they are configured"
+        )
+
+
+@main.group()
 def rules() -> None:
     """Work with rule files."""
 

@@ -9,12 +9,18 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from cachetools import LRUCache
+
 from fabric.errors import EntityNotFoundError, FabricError
 from fabric.project import Project
+from fabric.store.base import StoredBlob
 from fabric.store.history import History
-from fabric.store.microdb import MicroDbReader, UnknownTableError
+from fabric.store.microdb import MicroDbReader
 
 __all__ = ["EntityService", "InvalidRequestError"]
+
+#: An entity as read from its image: ``_meta``, and every table's rows, unmasked.
+Read = tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]
 
 #: Longest id or key accepted from a caller; anything longer is not one of ours.
 MAX_ID_LENGTH = 256
@@ -37,12 +43,36 @@ class EntityService:
     def __init__(self, project: Project) -> None:
         self.project = project
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._cache: LRUCache[tuple[str, str, int], Read] = LRUCache(
+            maxsize=project.config.store.cache_entities
+        )
 
     def _reader(self) -> MicroDbReader:
         reader: MicroDbReader | None = getattr(self._local, "reader", None)
         if reader is None:
             reader = self._local.reader = MicroDbReader()
         return reader
+
+    def _read(self, stored: StoredBlob) -> Read:
+        """An entity's ``_meta`` and every table, decoded once per version while it is hot.
+
+        The cache is keyed by version: a rebuilt entity has a new one, so a stale image is
+        never served; a re-keyed one keeps its version and its content.
+        """
+        key = (stored.entity_type, stored.entity_id, stored.version)
+        with self._lock:
+            found = self._cache.get(key)
+        if found is not None:
+            return found
+        image = self.project.codec.decode(
+            stored.blob, stored.entity_type, stored.entity_id, stored.version
+        )
+        found = self._reader().read_tables(image)
+        if self._cache.maxsize:
+            with self._lock:
+                self._cache[key] = found
+        return found
 
     def _entity_type(self, entity_type: str) -> None:
         if entity_type not in self.project.config.entities:
@@ -81,15 +111,18 @@ class EntityService:
                     f"no {entity_type} entities are stored yet: run `fabric sync` first"
                 )
             raise EntityNotFoundError(f"no {entity_type} entity with this id")
-        image = self.project.codec.decode(stored.blob, entity_type, entity_id, stored.version)
-        reader = self._reader()
-        try:
-            meta, rows = reader.read_tables(image, tables)
-        except UnknownTableError as exc:
+        meta, every_table = self._read(stored)
+        unknown = [t for t in tables or () if t not in every_table]
+        if unknown:
             raise InvalidRequestError(
-                f"unknown table(s) {', '.join(repr(t[:64]) for t in exc.unknown)} "
-                f"(tables: {', '.join(exc.known)})"
-            ) from exc
+                f"unknown table(s) {', '.join(repr(t[:64]) for t in unknown)} "
+                f"(tables: {', '.join(every_table)})"
+            )
+        # Copies: masking rewrites rows in place, and the cached ones stay unmasked.
+        rows = {
+            name: [dict(row) for row in every_table[name]]
+            for name in (tables if tables is not None else every_table)
+        }
         policy.apply(entity_type, rows)
         document: dict[str, Any] = {
             "entity_type": entity_type,

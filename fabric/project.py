@@ -151,7 +151,7 @@ class Project:
     @cached_property
     def codec(self) -> BlobCodec:
         """Compression and encryption of entity images (encrypted whenever a key is set)."""
-        return BlobCodec(self.secrets.master_key)
+        return BlobCodec(self.secrets.key_ring)
 
     @cached_property
     def secrets(self) -> Secrets:

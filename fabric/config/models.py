@@ -148,6 +148,12 @@ class StoreConfig(StrictModel):
     path: Path = Path("store")
     shards: int = Field(8, ge=1, le=4096, description="shard files; fixed once data is stored")
     batch_size: int = Field(500, ge=1, le=100_000, description="entities per write transaction")
+    cache_entities: int = Field(
+        1000,
+        ge=0,
+        le=1_000_000,
+        description="recently read entities kept decoded in memory, by version (0: none)",
+    )
 
 
 class SecretsConfig(StrictModel):
@@ -155,6 +161,11 @@ class SecretsConfig(StrictModel):
 
     file: Path | None = Field(None, description="YAML key file (mode 0600)")
     master_key_env: str = "FABRIC_MASTER_KEY"
+    store_keys_env: str = Field(
+        "FABRIC_STORE_KEYS",
+        description="environment variable with the store keys, 'ID:BASE64,ID:BASE64', the "
+        "current one first; wins over the key file's store_keys",
+    )
 
 
 class RulesConfig(StrictModel):

@@ -1,7 +1,9 @@
 """Keys: where they come from, and the key file `fabric demo` writes.
 
-Secrets never live in fabric.yaml or in rule files. The master key (masking HMACs, later
-encryption at rest) comes from an environment variable or from the key file the config names;
+Secrets never live in fabric.yaml or in rule files. The master key (masking HMACs, the identity
+index, and encryption at rest until a store key is rotated in) comes from an environment
+variable or from the key file the config names; store keys (encryption at rest, rotated by
+`fabric store rotate-key`) likewise;
 API keys are in the config only as SHA-256 hashes. The key file must be private (mode 0600),
 like an SSH key, and its contents are never printed or logged.
 """
@@ -12,17 +14,30 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 import secrets
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from fabric.config.models import ProjectConfig
 from fabric.errors import ConfigError
+from fabric.store.crypto import MASTER_KEY_ID, KeyRing
 
-__all__ = ["Secrets", "generate_key_file", "hash_api_key", "load_secrets"]
+__all__ = [
+    "Secrets",
+    "add_store_key",
+    "generate_key_file",
+    "hash_api_key",
+    "load_secrets",
+    "retire_store_keys",
+]
+
+_KEY_FILE_FIELDS = {"master_key", "api_keys", "store_keys"}
+_KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 @dataclass(frozen=True, repr=False)
@@ -31,9 +46,32 @@ class Secrets:
 
     master_key: bytes | None
     api_keys: dict[str, str] = field(default_factory=dict)
+    #: store keys in order, the current one first (without the master key)
+    store_keys: tuple[tuple[str, bytes], ...] = ()
+    #: where the store keys came from: "file", "env" or "" (none: the master key encrypts)
+    store_keys_from: str = ""
 
     def __repr__(self) -> str:
-        return f"Secrets(master_key={'set' if self.master_key else 'unset'}, api_keys=...)"
+        ids = [key_id for key_id, _ in self.store_keys]
+        return (
+            f"Secrets(master_key={'set' if self.master_key else 'unset'}, "
+            f"store_key_ids={ids}, api_keys=...)"
+        )
+
+    @property
+    def key_ring(self) -> KeyRing | None:
+        """The keys of encryption at rest (None: no key at all, blobs are only compressed).
+
+        The master key stays in the ring as key "0" so blobs sealed before the first
+        rotation still open.
+        """
+        keys = dict(self.store_keys)
+        if self.master_key:
+            keys.setdefault(MASTER_KEY_ID, self.master_key)
+        if not keys:
+            return None
+        current = self.store_keys[0][0] if self.store_keys else MASTER_KEY_ID
+        return KeyRing(current, keys)
 
 
 def hash_api_key(key: str) -> str:
@@ -41,14 +79,14 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _decode_key(text: str, where: str) -> bytes:
+def _decode_key(text: str, where: str, what: str = "master key") -> bytes:
     try:
         key = base64.b64decode(text.strip(), validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ConfigError(f"{where}: master key is not valid base64") from exc
+        raise ConfigError(f"{where}: {what} is not valid base64") from exc
     if len(key) < 32:
         raise ConfigError(
-            f"{where}: master key must be at least 32 bytes (base64 of 32 random "
+            f"{where}: {what} must be at least 32 bytes (base64 of 32 random "
             "bytes, e.g. `python -c 'import os,base64;print(base64.b64encode("
             "os.urandom(32)).decode())'`)"
         )
@@ -60,6 +98,8 @@ def load_secrets(config: ProjectConfig) -> Secrets:
     env_name = config.secrets.master_key_env
     master: bytes | None = None
     api_keys: dict[str, str] = {}
+    store_keys: list[tuple[str, bytes]] = []
+    store_from = ""
     if config.secrets.file is not None:
         path = config.resolve(config.secrets.file)
         try:
@@ -76,8 +116,13 @@ def load_secrets(config: ProjectConfig) -> Secrets:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"{path}: cannot read key file ({type(exc).__name__})") from exc
-        if not isinstance(data, dict) or not set(data) <= {"master_key", "api_keys"}:
-            raise ConfigError(f"{path}: key file must hold only 'master_key' and 'api_keys'")
+        if not isinstance(data, dict) or not set(data) <= _KEY_FILE_FIELDS:
+            raise ConfigError(
+                f"{path}: key file must hold only {', '.join(sorted(_KEY_FILE_FIELDS))}"
+            )
+        store_keys = _file_store_keys(data.get("store_keys"), path)
+        if store_keys:
+            store_from = "file"
         if data.get("master_key"):
             master = _decode_key(str(data["master_key"]), str(path))
         raw_keys = data.get("api_keys") or {}
@@ -86,7 +131,119 @@ def load_secrets(config: ProjectConfig) -> Secrets:
         api_keys = {str(k): str(v) for k, v in raw_keys.items()}
     if os.environ.get(env_name):
         master = _decode_key(os.environ[env_name], f"environment variable {env_name}")
-    return Secrets(master_key=master, api_keys=api_keys)
+    store_env = config.secrets.store_keys_env
+    if os.environ.get(store_env):
+        store_keys = _env_store_keys(os.environ[store_env], store_env)
+        store_from = "env"
+    return Secrets(
+        master_key=master,
+        api_keys=api_keys,
+        store_keys=tuple(store_keys),
+        store_keys_from=store_from,
+    )
+
+
+def _key_id(value: object, where: str) -> str:
+    text = str(value)
+    if not _KEY_ID.fullmatch(text) or text == MASTER_KEY_ID:
+        raise ConfigError(
+            f"{where}: store key id {text[:40]!r} must be 1-32 letters, digits, '_' or '-', "
+            f"and not '{MASTER_KEY_ID}' (the master key's id)"
+        )
+    return text
+
+
+def _checked(keys: list[tuple[str, bytes]], where: str) -> list[tuple[str, bytes]]:
+    ids = [key_id for key_id, _ in keys]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{where}: store key ids must be unique")
+    return keys
+
+
+def _file_store_keys(raw: object, path: Path) -> list[tuple[str, bytes]]:
+    """``store_keys: [{id: ..., key: ...}, ...]``, the current key first."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError(f"{path}: store_keys must be a list of {{id, key}}, current first")
+    keys = []
+    for at, item in enumerate(raw):
+        where = f"{path}: store_keys[{at}]"
+        if not isinstance(item, dict) or set(item) != {"id", "key"}:
+            raise ConfigError(f"{where} must have exactly 'id' and 'key'")
+        keys.append((_key_id(item["id"], where), _decode_key(str(item["key"]), where, "store key")))
+    return _checked(keys, f"{path}: store_keys")
+
+
+def _env_store_keys(text: str, name: str) -> list[tuple[str, bytes]]:
+    """``ID:BASE64,ID:BASE64``, the current key first."""
+    keys = []
+    for at, part in enumerate(p for p in text.split(",") if p.strip()):
+        where = f"environment variable {name} (entry {at + 1})"
+        key_id, sep, key = part.strip().partition(":")
+        if not sep:
+            raise ConfigError(f"{where}: expected ID:BASE64")
+        keys.append((_key_id(key_id, where), _decode_key(key, where, "store key")))
+    return _checked(keys, f"environment variable {name}")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically, readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+_HEADER = "# fabric key file: keep it private (mode 0600) and out of version control.\n"
+
+
+def _key_file(config: ProjectConfig) -> tuple[Path, dict[str, Any]]:
+    if config.secrets.file is None:
+        raise ConfigError(
+            "rotating the store key needs a key file (fabric.yaml secrets.file) to hold the "
+            f"new key; or put the new key first in {config.secrets.store_keys_env} and run "
+            "`fabric store rotate-key --resume`"
+        )
+    path = config.resolve(config.secrets.file)
+    load_secrets(config)  # the file's checks: exists, private, well formed
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return path, data
+
+
+def add_store_key(config: ProjectConfig) -> str:
+    """Put a new random store key first in the key file; return its id.
+
+    The older keys stay (blobs sealed under them must still open until they are re-sealed).
+    """
+    path, data = _key_file(config)
+    raw = list(data.get("store_keys") or [])
+    numbers = [int(str(k["id"])[1:]) for k in raw if re.fullmatch(r"k\d+", str(k["id"]))]
+    key_id = f"k{max(numbers, default=0) + 1}"
+    raw.insert(0, {"id": key_id, "key": base64.b64encode(os.urandom(32)).decode()})
+    data["store_keys"] = raw
+    _write_private(path, _HEADER + yaml.safe_dump(data, sort_keys=False))
+    return key_id
+
+
+def retire_store_keys(config: ProjectConfig, in_use: set[str]) -> list[str]:
+    """Drop the key file's store keys no blob is sealed under (never the current one).
+
+    Returns the ids dropped. The master key is never dropped: it has other uses.
+    """
+    path, data = _key_file(config)
+    raw = list(data.get("store_keys") or [])
+    kept = [k for at, k in enumerate(raw) if at == 0 or str(k["id"]) in in_use]
+    dropped = [str(k["id"]) for k in raw if k not in kept]
+    if dropped:
+        data["store_keys"] = kept
+        _write_private(path, _HEADER + yaml.safe_dump(data, sort_keys=False))
+    return dropped
 
 
 def generate_key_file(path: Path, key_names: list[str]) -> dict[str, str]:
@@ -102,12 +259,5 @@ def generate_key_file(path: Path, key_names: list[str]) -> dict[str, str]:
         },
         sort_keys=False,
     )
-    header = "# fabric key file: keep it private (mode 0600) and out of version control.\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(header + body)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    _write_private(path, _HEADER + body)
     return api_keys

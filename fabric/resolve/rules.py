@@ -20,6 +20,7 @@ record.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,6 +196,14 @@ class CompiledMatchRules:
     def rule_names(self) -> tuple[str, ...]:
         """Rule names, strongest first."""
         return tuple(r.name for r in self.rules)
+
+    @functools.cached_property
+    def version(self) -> str:
+        """A short hash of the rules as written: recorded in each image's ``_meta``, so an
+        entity tells which rule set put its records together."""
+        if self.spec is None:
+            return ""
+        return hashlib.sha256(self.spec.model_dump_json().encode()).hexdigest()[:16]
 
     @functools.cached_property
     def key_specs(self) -> tuple[tuple[str, tuple[str, ...]], ...]:

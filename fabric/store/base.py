@@ -69,7 +69,7 @@ class StoreStats:
 
 
 class EntityStore(abc.ABC):
-    """Where entity images live. Implementations must make each ``put_many`` atomic per call."""
+    """Where entity images live. Each entity's write is atomic; see ``put_many``."""
 
     partitions: int
 
@@ -96,7 +96,11 @@ class EntityStore(abc.ABC):
 
     @abc.abstractmethod
     def put_many(self, blobs: Sequence[StoredBlob]) -> None:
-        """Write blobs, checking each ``expected_version``; all or nothing.
+        """Write blobs, checking each ``expected_version`` before anything is written.
+
+        Each entity's write is atomic (readers see its old image or its new one). A backend
+        may commit a call in parts (the local store commits shard by shard): a failure
+        part-way leaves each entity at its old or its new version, never a mix.
 
         Raises:
             StaleWriteError: some stored version differs from the expected one.

@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import hmac
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from fabric.errors import ConfigError, StoreError
 
-__all__ = ["KeyDeriver", "KeyedHasher", "Sealer", "derive_key", "require_master_key"]
+__all__ = [
+    "MASTER_KEY_ID",
+    "KeyDeriver",
+    "KeyRing",
+    "KeyedHasher",
+    "Sealer",
+    "derive_key",
+    "require_master_key",
+]
 
 _NONCE = 12
 
@@ -55,6 +65,35 @@ class KeyDeriver:
 def derive_key(master: bytes, purpose: str) -> bytes:
     """A 256-bit key for one purpose, derived from the master key with HKDF-SHA256."""
     return KeyDeriver(master).derive(purpose)
+
+
+#: The id of the master key when it also encrypts the store (no store keys configured).
+MASTER_KEY_ID = "0"
+
+
+@dataclass(frozen=True, repr=False)
+class KeyRing:
+    """The keys that encrypt the store at rest: the current one, and older ones still read.
+
+    Every blob names the id of the key it was sealed under, so a rotation can re-seal blobs
+    one batch at a time while the others keep opening under their old key. ``repr`` hides
+    the keys so no log line can carry them.
+    """
+
+    current: str
+    keys: Mapping[str, bytes]
+
+    def __post_init__(self) -> None:
+        if self.current not in self.keys:
+            raise ValueError(f"the current key id {self.current!r} is not in the key ring")
+
+    def __repr__(self) -> str:
+        return f"KeyRing(current={self.current!r}, ids={sorted(self.keys)!r})"
+
+    @classmethod
+    def of_master(cls, master: bytes) -> KeyRing:
+        """The ring of a project with no store keys: the master key alone, as key "0"."""
+        return cls(MASTER_KEY_ID, {MASTER_KEY_ID: master})
 
 
 class KeyedHasher:

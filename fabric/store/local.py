@@ -8,6 +8,7 @@ thread (a handful of shards, not thousands of files), which keeps prepared state
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections import defaultdict
@@ -173,10 +174,16 @@ class LocalShardStore(EntityStore):
                     begun[0].execute("COMMIT")
                     begun.pop(0)
             except apsw.Error as exc:
-                raise StoreError(f"cannot write to the entity store at {self.path}: {exc}") from exc
+                raise StoreError(
+                    f"cannot write to the entity store at {self.path}: {exc} "
+                    f"({type(exc).__name__}); every entity is at its last committed version"
+                ) from exc
             finally:
                 for conn in begun:
-                    conn.execute("ROLLBACK")
+                    # SQLite may have rolled back already (an I/O error at commit does): the
+                    # error that matters is the one raised above, not this one.
+                    with contextlib.suppress(apsw.Error):
+                        conn.execute("ROLLBACK")
 
     def delete_many(self, entity_type: str, entity_ids: Sequence[str]) -> int:
         deleted = 0
@@ -187,10 +194,16 @@ class LocalShardStore(EntityStore):
         with self._write_lock:
             for shard, keys in by_shard.items():
                 conn = self._conn(shard)
-                with conn:
-                    for key in keys:
-                        conn.execute("DELETE FROM blobs WHERE key = ?", (key,))
-                        deleted += conn.changes()
+                try:
+                    with conn:
+                        for key in keys:
+                            conn.execute("DELETE FROM blobs WHERE key = ?", (key,))
+                            deleted += conn.changes()
+                except apsw.Error as exc:
+                    raise StoreError(
+                        f"cannot delete from the entity store at {self.path}: {exc} "
+                        f"({type(exc).__name__})"
+                    ) from exc
         return deleted
 
     def scan(self, entity_type: str, partition: int | None = None) -> Iterator[StoredBlob]:

@@ -308,10 +308,8 @@ class MicroDbPatcher:
                 )
             if not changed:
                 return None
-            conn.executemany(
-                "UPDATE _meta SET value = ? WHERE key = ?",
-                [(value, key) for key, value in meta.items()],
-            )
+            # Insert or replace: a key an older image lacks (rules_version) is added.
+            conn.executemany("INSERT OR REPLACE INTO _meta VALUES (?, ?)", meta.items())
         image_out: bytes = conn.serialize("main")
         return image_out, fingerprint(total)
 

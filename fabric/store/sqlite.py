@@ -48,8 +48,11 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def open_database(path: Path, *, readonly: bool = False) -> apsw.Connection:
-    """Open (or create) a fabric SQLite file with the project's connection settings."""
+def open_database(path: Path, *, readonly: bool = False, vfs: str | None = None) -> apsw.Connection:
+    """Open (or create) a fabric SQLite file with the project's connection settings.
+
+    ``vfs``: a registered SQLite VFS to open it through (the default one otherwise).
+    """
     flags = (
         apsw.SQLITE_OPEN_READONLY
         if readonly
@@ -59,7 +62,11 @@ def open_database(path: Path, *, readonly: bool = False) -> apsw.Connection:
         # Entity data is personal data: the file (and the -wal/-shm files, which SQLite gives
         # the same mode) is readable by its owner only.
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    conn = apsw.Connection(str(path), flags=flags)
+    conn = (
+        apsw.Connection(str(path), flags=flags, vfs=vfs)
+        if vfs
+        else apsw.Connection(str(path), flags=flags)
+    )
     if not readonly:
         conn.pragma("synchronous", "NORMAL")  # durable at checkpoints under WAL; much faster
         app_id = conn.pragma("application_id")

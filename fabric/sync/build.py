@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fabric.store.codec import BlobCodec
+from fabric.store.crypto import KeyRing
 from fabric.store.microdb import EntityContent, EntitySchema, MicroDbBuilder, TableDef
 from fabric.sync.report import key_text
 from fabric.sync.spill import read_stream
@@ -70,12 +71,14 @@ class BuildJob:
     spill_path: Path
     spill_key: bytes
     schema: EntitySchema
-    master_key: bytes | None
+    keys: KeyRing | None
     full: bool
     run_id: int
     started: str
     built_at: str
     known: Known
+    #: the match rules' version, for ``_meta``
+    rules_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ def build_entities(
     run_id: int,
     built_at: str,
     refs: bool = True,
+    rules_version: str = "",
 ) -> tuple[list[BuiltEntity], int]:
     """Build and encode every entity whose content or schema changed; count the others.
 
@@ -146,6 +150,7 @@ def build_entities(
                 "entity_id": entity_id,
                 "version": version,
                 "schema_version": schema.version,
+                "rules_version": rules_version,
                 "built_at": built_at,
                 "sync_run": run_id,
             },
@@ -180,11 +185,12 @@ def build_partition(job: BuildJob) -> PartitionResult:
     built, unchanged = build_entities(
         _contents(job),
         job.schema,
-        BlobCodec(job.master_key),
+        BlobCodec(job.keys),
         job.known,
         full=job.full,
         run_id=job.run_id,
         built_at=job.built_at,
+        rules_version=job.rules_version,
         refs=False,  # the parent wrote every source key as it placed the rows
     )
     return PartitionResult(job.partition, built, unchanged)

@@ -331,6 +331,7 @@ class EntityTypeSync:
             [(t.source, t.source_table) for t in self.tables if t.parent is None],
         )
         known = catalog.entities(self.entity_type)
+        stored = set(self.project.store.all_versions(self.entity_type))
         ids = assign_entity_ids(
             self.entity_type,
             resolution.clusters,
@@ -370,7 +371,8 @@ class EntityTypeSync:
                     hashes,
                     run_id,
                     started,
-                    affected=set(known),
+                    # with images a crashed run stored and never catalogued
+                    affected=set(known) | stored,
                     index=index,
                     everything=True,
                 )
@@ -455,12 +457,13 @@ class EntityTypeSync:
                 spill.path(str(p)),
                 spill.key,
                 self.schema,
-                self.project.secrets.master_key,
+                self.project.secrets.key_ring,
                 self.full,
                 run_id,
                 started,
                 now,
                 by_partition.get(p, {}),
+                rules_version=self.rules.version,
             )
             for p in range(partitions)
         ]
@@ -697,10 +700,11 @@ class EntityTypeSync:
         batches = [
             PatchBatch(
                 self.schema,
-                self.project.secrets.master_key,
+                self.project.secrets.key_ring,
                 now,
                 run_id,
                 items[start : start + _PATCH_BATCH],
+                rules_version=self.rules.version,
             )
             for start in range(0, len(items), _PATCH_BATCH)
         ]
@@ -966,8 +970,10 @@ class EntityTypeSync:
         )
         catalog.record_schema(self.entity_type, self.schema.version, self.layout())
         if gone:
-            store.delete_many(self.entity_type, gone)
+            # Catalog first: a crash between the two leaves an image no catalog entry names
+            # (a full sync removes it), never an entry whose image is gone.
             catalog.delete_entities(self.entity_type, gone)
+            store.delete_many(self.entity_type, gone)
             self.report.deleted += len(gone)
         cluster_of = {
             ref: entity_id
@@ -1065,6 +1071,7 @@ class EntityTypeSync:
             full=self.full,
             run_id=run_id,
             built_at=now,
+            rules_version=self.rules.version,
         )
         self._write_results(
             [PartitionResult(0, built, unchanged)], known, now, refs_before=refs_before

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fabric.store.codec import BlobCodec
+from fabric.store.crypto import KeyRing
 from fabric.store.microdb import EntitySchema, MicroDbPatcher, PatchRow
 from fabric.sync.build import BuiltEntity
 
@@ -41,10 +42,12 @@ class PatchBatch:
     """Entities of one type to patch, with what their ``_meta`` gets."""
 
     schema: EntitySchema
-    master_key: bytes | None
+    keys: KeyRing | None
     built_at: str
     run_id: int
     items: Sequence[PatchItem]
+    #: the match rules' version, for ``_meta``
+    rules_version: str = ""
 
 
 def patch_batch(batch: PatchBatch) -> tuple[list[BuiltEntity], int]:
@@ -52,7 +55,7 @@ def patch_batch(batch: PatchBatch) -> tuple[list[BuiltEntity], int]:
     already held every row."""
     entity_type = batch.schema.entity_type
     tables = {t.name: t for t in batch.schema.tables}
-    codec = BlobCodec(batch.master_key)
+    codec = BlobCodec(batch.keys)
     patcher = MicroDbPatcher()
     built: list[BuiltEntity] = []
     unchanged = 0
@@ -64,7 +67,12 @@ def patch_batch(batch: PatchBatch) -> tuple[list[BuiltEntity], int]:
                 PatchRow(tables[name], row, lineage, new=new)
                 for name, row, lineage, new in item.rows
             ],
-            {"version": version, "built_at": batch.built_at, "sync_run": batch.run_id},
+            {
+                "version": version,
+                "rules_version": batch.rules_version,
+                "built_at": batch.built_at,
+                "sync_run": batch.run_id,
+            },
             item.total,
         )
         if result is None:

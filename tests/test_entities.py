@@ -1,0 +1,63 @@
+"""The read path's cache: decoded once per version, never a stale image, masks never cached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fabric.demo import DemoProject
+from fabric.entities import EntityService
+from fabric.project import Project
+from fabric.store.codec import BlobCodec
+from fabric.sync import sync_project
+
+
+@pytest.fixture
+def synced(fresh_demo: DemoProject) -> Path:
+    with Project.open(fresh_demo.config_path) as project:
+        sync_project(project, full=True)
+    return fresh_demo.config_path
+
+
+def test_hot_entities_are_decoded_once_per_version(
+    synced: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[tuple[str, int]] = []
+    real = BlobCodec.decode
+
+    def counting(self: BlobCodec, blob: bytes, etype: str, eid: str, version: int) -> bytes:
+        decoded.append((eid, version))
+        return real(self, blob, etype, eid, version)
+
+    monkeypatch.setattr(BlobCodec, "decode", counting)
+    with Project.open(synced) as project:
+        service = EntityService(project)
+        entity_id = sorted(project.catalog.entities("customer"))[0]
+        clear = service.document("customer", entity_id, role="steward")
+        masked = service.document("customer", entity_id, role="analyst")
+        again = service.document("customer", entity_id, role="steward", tables=["crm_customers"])
+        assert len(decoded) == 1
+        # Masking one read did not leak into the cached rows, nor the other way round.
+        assert again["tables"]["crm_customers"] == clear["tables"]["crm_customers"]
+        assert masked["tables"] != clear["tables"]
+        # A new version (here: a full sync rewrites every entity) is decoded afresh.
+        sync_project(project, full=True)
+        newer = service.document("customer", entity_id, role="steward")
+        assert newer["version"] == clear["version"] + 1
+        assert decoded == [(entity_id, clear["version"]), (entity_id, newer["version"])]
+
+
+def test_the_cache_can_be_turned_off(synced: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced.write_text(
+        synced.read_text().replace("batch_size: 500", "batch_size: 500\n  cache_entities: 0")
+    )
+    calls = []
+    real = BlobCodec.decode
+    monkeypatch.setattr(BlobCodec, "decode", lambda self, *a: calls.append(a[2]) or real(self, *a))
+    with Project.open(synced) as project:
+        service = EntityService(project)
+        entity_id = sorted(project.catalog.entities("customer"))[0]
+        for _ in range(3):
+            service.document("customer", entity_id)
+    assert len(calls) == 3
