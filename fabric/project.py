@@ -19,7 +19,7 @@ from fabric.sources.extract import SourceReader
 from fabric.sources.files import FileSourceReader
 from fabric.store.base import EntityStore
 from fabric.store.catalog import Catalog
-from fabric.store.codec import BlobCodec
+from fabric.store.codec import BlobCodec, Dictionaries
 from fabric.store.local import LocalShardStore
 from fabric.store.microdb import ColumnDef, EntitySchema, TableDef
 
@@ -150,8 +150,23 @@ class Project:
 
     @cached_property
     def codec(self) -> BlobCodec:
-        """Compression and encryption of entity images (encrypted whenever a key is set)."""
-        return BlobCodec(self.secrets.key_ring)
+        """Compression and encryption of entity images (encrypted whenever a key is set).
+
+        It knows every compression dictionary in the catalog, and looks up ones a sync in
+        another process trains later; a sync sets the one new images use.
+        """
+        codec = BlobCodec(self.secrets.key_ring)
+
+        def lookup(dict_id: str) -> bytes | None:
+            sealed = self.catalog.dictionary(dict_id)
+            return None if sealed is None else codec.open_dictionary(dict_id, sealed)
+
+        known = {}
+        if (self.store_dir / "catalog.db").exists():
+            for record in self.catalog.dictionaries():
+                known[record.dict_id] = codec.open_dictionary(record.dict_id, record.sealed)
+        codec.dictionaries = Dictionaries(known, lookup=lookup)
+        return codec
 
     @cached_property
     def secrets(self) -> Secrets:

@@ -17,7 +17,15 @@ from typing import NamedTuple
 from fabric.errors import StoreError
 from fabric.store.sqlite import apsw, one_row, open_database
 
-__all__ = ["BulkRewrite", "Catalog", "EntityRecord", "SourceRef", "SyncRunRecord", "utc_now"]
+__all__ = [
+    "BulkRewrite",
+    "Catalog",
+    "DictionaryRecord",
+    "EntityRecord",
+    "SourceRef",
+    "SyncRunRecord",
+    "utc_now",
+]
 
 # Schema steps: step N brings a catalog from user_version N to N + 1. Never edit a step that
 # has shipped; append a new one.
@@ -144,6 +152,18 @@ _STEPS: list[list[str]] = [
         "DELETE FROM identity_records",
         "DELETE FROM identity_keys",
     ],
+    [
+        # zstd dictionaries images are compressed with, sealed (they hold fragments of the
+        # images they were trained on); blobs name theirs by id.
+        """CREATE TABLE dictionaries (
+            dict_id TEXT PRIMARY KEY,
+            entity_type TEXT NOT NULL,
+            schema_version TEXT NOT NULL,
+            samples INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            sealed BLOB NOT NULL
+        )""",
+    ],
 ]
 
 
@@ -186,6 +206,21 @@ class EntityRecord:
     schema_version: str
     created_at: str
     updated_at: str
+
+
+@dataclass(frozen=True, repr=False)
+class DictionaryRecord:
+    """A compression dictionary as the catalog keeps it (sealed)."""
+
+    dict_id: str
+    entity_type: str
+    schema_version: str
+    samples: int
+    created_at: str
+    sealed: bytes
+
+    def __repr__(self) -> str:
+        return f"DictionaryRecord({self.dict_id!r}, {self.entity_type!r}, samples={self.samples})"
 
 
 @dataclass(frozen=True)
@@ -482,6 +517,50 @@ class Catalog:
             str(t): json.loads(str(layout))
             for t, layout in self._conn.execute("SELECT entity_type, layout FROM schemas")
         }
+
+    # -- compression dictionaries ------------------------------------------------------------
+
+    def put_dictionary(
+        self, dict_id: str, entity_type: str, schema_version: str, samples: int, sealed: bytes
+    ) -> None:
+        """Keep a sealed dictionary (joins a transaction the caller has open)."""
+        with self._conn:
+            self._conn.execute(
+                "INSERT INTO dictionaries VALUES (?, ?, ?, ?, ?, ?)",
+                (dict_id, entity_type, schema_version, samples, utc_now(), sealed),
+            )
+
+    def reseal_dictionary(self, dict_id: str, sealed: bytes) -> None:
+        """Replace a dictionary's sealed bytes (a key rotation)."""
+        with self._conn:
+            self._conn.execute(
+                "UPDATE dictionaries SET sealed = ? WHERE dict_id = ?", (sealed, dict_id)
+            )
+
+    def dictionaries(self) -> list[DictionaryRecord]:
+        """Every dictionary, oldest first."""
+        return [
+            DictionaryRecord(str(d), str(t), str(v), int(n), str(c), bytes(b))
+            for d, t, v, n, c, b in self._conn.execute(
+                "SELECT * FROM dictionaries ORDER BY created_at, rowid"
+            )
+        ]
+
+    def latest_dictionary(self, entity_type: str, schema_version: str) -> DictionaryRecord | None:
+        """The newest dictionary of one entity type and schema."""
+        found = [
+            d
+            for d in self.dictionaries()
+            if d.entity_type == entity_type and d.schema_version == schema_version
+        ]
+        return found[-1] if found else None
+
+    def dictionary(self, dict_id: str) -> bytes | None:
+        """One dictionary's sealed bytes."""
+        row = self._conn.execute(
+            "SELECT sealed FROM dictionaries WHERE dict_id = ?", (dict_id,)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
 
     # -- sync runs --------------------------------------------------------------------------
 

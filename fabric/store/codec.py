@@ -1,71 +1,237 @@
 """Turn micro-database images into stored blobs and back: compress, then encrypt.
 
-Images are mostly empty pages and repeated column values, so zstd shrinks them several times
-over. The compressed image is then sealed with AES-256-GCM under a key derived for that one
-entity from the master key, with the entity type, id and version as associated data: a blob
-copied onto another entity, or replayed as another version, fails to open. zstd objects are not
-thread-safe and costly to create, so each thread keeps its own.
+Images are mostly empty pages, SQLite's own structures and repeated column values. zstd with a
+dictionary trained on images of the same entity type (see :class:`Dictionaries`) shrinks them
+about 20 times (about 3 times without one), and faster. The compressed image is then sealed
+with AES-256-GCM under a key derived for that one entity from the current store key, with the
+entity type, id, version, key id and dictionary id as associated data: a blob copied onto
+another entity, replayed as another version, or whose header was edited, fails to open.
 
-Blob layout: ``b"FZ1"`` + compressed image (no master key: compression only), or
-``b"FE2"`` + key id length (one byte) + key id + nonce + ciphertext, the key id bound as
-associated data too, so a blob whose header was edited to name another key fails to open.
-``b"FE1"`` + nonce + ciphertext is the layout before key ids (sealed under the master key,
-key id "0"); it is still read, never written.
+Blob layouts (one byte of length before each id):
+
+- ``b"FE2"`` + key id + dictionary id (empty: none) + nonce + ciphertext;
+- ``b"FZ2"`` + dictionary id + compressed image (no key at all: compression only);
+- ``b"FE1"`` + nonce + ciphertext and ``b"FZ1"`` + compressed image: the layouts before key
+  and dictionary ids (the master key, key id "0", no dictionary); still read, never written.
+
+Dictionaries hold fragments of the images they were trained on, so they are sealed too
+(``b"FD2"`` + key id + nonce + ciphertext, or ``b"FD0"`` + dictionary without a key).
 """
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import zstandard
 
 from fabric.errors import StoreError
 from fabric.store.crypto import MASTER_KEY_ID, KeyDeriver, KeyRing, Sealer
 
-__all__ = ["BlobCodec", "key_id_of"]
+__all__ = [
+    "BlobCodec",
+    "Dictionaries",
+    "dictionary_id_of",
+    "key_id_of",
+    "new_dictionary_id",
+    "train_dictionary",
+]
 
-_local = threading.local()
-
-#: A fast level: on the demo's images, -1 compresses in 60% of level 3's time (13 against
-#: 23 us) for blobs 12% larger (1,976 against 1,770 bytes), and a sync compresses every
-#: image it writes.
+#: Without a dictionary, a fast level: on the demo's images, -1 compresses in 60% of level
+#: 3's time (13 against 23 us) for blobs 12% larger (1,976 against 1,770 bytes).
 LEVEL = -1
-_PLAIN = b"FZ1"
+#: With one, level 1: 661 bytes a blob against 755 at -1, in about the same time (measured
+#: on 20,000 images of the 100,000-customer demo, a 32 KiB dictionary).
+DICTIONARY_LEVEL = 1
+#: Dictionary size: 32 KiB compressed better than 16 KiB and as well as 110 KiB.
+DICTIONARY_BYTES = 32 * 1024
+#: Images to train on: 1,000 train in about 0.4 s, within 1% of 2,000 (0.8 s).
+DICTIONARY_SAMPLES = 1000
+#: Fewer images than this are not worth a dictionary.
+DICTIONARY_MIN_SAMPLES = 50
+
 _SEALERS_KEPT = 64
-_SEALED_V1 = b"FE1"
-_SEALED = b"FE2"
+_PLAIN_V1, _PLAIN = b"FZ1", b"FZ2"
+_SEALED_V1, _SEALED = b"FE1", b"FE2"
+_DICT_PLAIN, _DICT_SEALED = b"FD0", b"FD2"
+
+
+def _field(blob: bytes, at: int) -> tuple[str, int]:
+    """A length-prefixed id at ``at``, and the offset after it."""
+    if at >= len(blob):
+        raise ValueError("truncated header")
+    end = at + 1 + blob[at]
+    if end > len(blob):
+        raise ValueError("truncated header")
+    return blob[at + 1 : end].decode("ascii", "replace"), end
+
+
+def _id_field(text: str) -> bytes:
+    data = text.encode("ascii")
+    return bytes([len(data)]) + data
+
+
+def _parse(blob: bytes) -> tuple[str | None, str, int]:
+    """(key id or None, dictionary id or "", offset of the body) of a blob's header."""
+    head = blob[:3]
+    if head == _SEALED:
+        key_id, at = _field(blob, 3)
+        dict_id, at = _field(blob, at)
+        return key_id, dict_id, at
+    if head == _PLAIN:
+        dict_id, at = _field(blob, 3)
+        return None, dict_id, at
+    if head == _SEALED_V1:
+        return MASTER_KEY_ID, "", 3
+    if head == _PLAIN_V1:
+        return None, "", 3
+    raise ValueError("not a fabric blob")
 
 
 def key_id_of(blob: bytes) -> str | None:
     """The id of the key a blob is sealed under, from its header (None: not encrypted)."""
-    head = blob[:3]
-    if head == _SEALED_V1:
-        return MASTER_KEY_ID
-    if head == _SEALED and len(blob) > 4:
-        return blob[4 : 4 + blob[3]].decode("ascii", "replace")
-    return None
+    try:
+        return _parse(blob)[0]
+    except ValueError:
+        return None
 
 
-def _codecs() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
-    codecs = getattr(_local, "codecs", None)
-    if codecs is None:
-        codecs = (zstandard.ZstdCompressor(level=LEVEL), zstandard.ZstdDecompressor())
-        _local.codecs = codecs
-    return codecs
+def dictionary_id_of(blob: bytes) -> str:
+    """The id of the dictionary a blob was compressed with ("": none, or not a blob)."""
+    try:
+        return _parse(blob)[1]
+    except ValueError:
+        return ""
+
+
+def new_dictionary_id() -> str:
+    """A fresh dictionary id: random, so it says nothing about what it was trained on."""
+    return os.urandom(6).hex()
+
+
+def train_dictionary(samples: Sequence[bytes]) -> bytes | None:
+    """A zstd dictionary trained on some images, or None when they are too few to help."""
+    if len(samples) < DICTIONARY_MIN_SAMPLES:
+        return None
+    try:
+        trained = zstandard.train_dictionary(DICTIONARY_BYTES, list(samples))
+    except zstandard.ZstdError:
+        return None  # zstd found nothing worth a dictionary in them
+    return bytes(trained.as_bytes())
+
+
+class Dictionaries:
+    """zstd dictionaries by id, and the one each entity type compresses with now.
+
+    ``lookup`` finds a dictionary this process has not loaded (one trained by a sync in
+    another process since): readers call it for an id they do not know. It is not carried
+    to worker processes, which are given every dictionary they need.
+    """
+
+    def __init__(
+        self,
+        known: Mapping[str, bytes] | None = None,
+        current: Mapping[str, str] | None = None,
+        lookup: Callable[[str], bytes | None] | None = None,
+    ) -> None:
+        self._known = dict(known or {})
+        self._current = dict(current or {})
+        self._lookup = lookup
+        self._lock = threading.Lock()
+        # zstd objects are not thread-safe and costly to make: each thread keeps its own.
+        self._local = threading.local()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"known": self._known, "current": self._current}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["known"], state["current"])  # type: ignore[misc]
+
+    def current_for(self, entity_type: str) -> str:
+        """The dictionary new images of ``entity_type`` use ("": none)."""
+        return self._current.get(entity_type, "")
+
+    def add(self, dict_id: str, data: bytes, *, current_for: str | None = None) -> None:
+        """Know a dictionary; make it the current one of ``current_for``."""
+        with self._lock:
+            self._known[dict_id] = data
+            if current_for is not None:
+                self._current[current_for] = dict_id
+
+    def get(self, dict_id: str) -> bytes:
+        """The dictionary ``dict_id``.
+
+        Raises:
+            StoreError: no such dictionary, here or through ``lookup``.
+        """
+        data = self._known.get(dict_id)
+        if data is None and self._lookup is not None:
+            found = self._lookup(dict_id)
+            if found is not None:
+                self.add(dict_id, found)
+                data = found
+        if data is None:
+            raise StoreError(
+                f"compression dictionary {dict_id} is missing from the catalog; rebuild the "
+                "entities that use it with `fabric sync --full`"
+            )
+        return data
+
+    def compressor(self, dict_id: str) -> zstandard.ZstdCompressor:
+        """This thread's compressor for ``dict_id`` ("": none)."""
+        cache: dict[str, zstandard.ZstdCompressor] | None = getattr(self._local, "c", None)
+        if cache is None:
+            cache = self._local.c = {}
+        found = cache.get(dict_id)
+        if found is None:
+            if dict_id:
+                data = zstandard.ZstdCompressionDict(self.get(dict_id))
+                found = zstandard.ZstdCompressor(level=DICTIONARY_LEVEL, dict_data=data)
+            else:
+                found = zstandard.ZstdCompressor(level=LEVEL)
+            cache[dict_id] = found
+        return found
+
+    def decompressor(self, dict_id: str) -> zstandard.ZstdDecompressor:
+        """This thread's decompressor for ``dict_id`` ("": none)."""
+        cache: dict[str, zstandard.ZstdDecompressor] | None = getattr(self._local, "d", None)
+        if cache is None:
+            cache = self._local.d = {}
+        found = cache.get(dict_id)
+        if found is None:
+            if dict_id:
+                data = zstandard.ZstdCompressionDict(self.get(dict_id))
+                found = zstandard.ZstdDecompressor(dict_data=data)
+            else:
+                found = zstandard.ZstdDecompressor()
+            cache[dict_id] = found
+        return found
+
+    def subset(self, entity_type: str, also: Iterable[str] = ()) -> Dictionaries:
+        """The current dictionary of one type, and those ``also`` names ("" ignored): what a
+        worker process needs to build (and patch) images."""
+        current = self.current_for(entity_type)
+        wanted = {d for d in (current, *also) if d}
+        return Dictionaries(
+            {d: self.get(d) for d in wanted}, {entity_type: current} if current else {}
+        )
 
 
 class BlobCodec:
     """Encode and decode entity images for one key ring (None: compression only)."""
 
-    def __init__(self, keys: KeyRing | None) -> None:
+    def __init__(self, keys: KeyRing | None, dictionaries: Dictionaries | None = None) -> None:
         self.keys = keys
+        self.dictionaries = dictionaries if dictionaries is not None else Dictionaries()
         self._derivers = {} if keys is None else {k: KeyDeriver(v) for k, v in keys.keys.items()}
         # The last few entities' sealers: a patch decodes and encodes the same entity, and
         # deriving its key twice was a tenth of the work.
-        self._sealers: dict[tuple[str, str, str], Sealer] = {}
+        self._sealers: dict[tuple[str, str], Sealer] = {}
 
-    def _sealer(self, key_id: str, entity_type: str, entity_id: str, what: str) -> Sealer:
-        key = (key_id, entity_type, entity_id)
+    def _sealer(self, key_id: str, purpose: str, what: str) -> Sealer:
+        key = (key_id, purpose)
         sealer = self._sealers.get(key)
         if sealer is None:
             deriver = self._derivers.get(key_id)
@@ -77,26 +243,27 @@ class BlobCodec:
                 )
             if len(self._sealers) >= _SEALERS_KEPT:
                 self._sealers.clear()
-            sealer = self._sealers[key] = Sealer(
-                deriver.derive(f"entity\x00{entity_type}\x00{entity_id}")
-            )
+            sealer = self._sealers[key] = Sealer(deriver.derive(purpose))
         return sealer
 
     @staticmethod
-    def _aad(entity_type: str, entity_id: str, version: int, key_id: str | None) -> bytes:
+    def _aad(
+        entity_type: str, entity_id: str, version: int, key_id: str | None, dict_id: str
+    ) -> bytes:
         if key_id is None:  # the layout before key ids
             return f"{entity_type}\x00{entity_id}\x00{version}".encode()
-        return f"{entity_type}\x00{entity_id}\x00{version}\x00{key_id}".encode()
+        return f"{entity_type}\x00{entity_id}\x00{version}\x00{key_id}\x00{dict_id}".encode()
 
     def encode(self, image: bytes, entity_type: str, entity_id: str, version: int) -> bytes:
-        """Compress, and encrypt under the current key when there is a key ring."""
-        compressed: bytes = _codecs()[0].compress(image)
+        """Compress (with the type's current dictionary), and seal under the current key."""
+        dict_id = self.dictionaries.current_for(entity_type)
+        compressed: bytes = self.dictionaries.compressor(dict_id).compress(image)
         if self.keys is None:
-            return _PLAIN + compressed
+            return _PLAIN + _id_field(dict_id) + compressed
         key_id = self.keys.current
-        sealer = self._sealer(key_id, entity_type, entity_id, "")
-        header = _SEALED + bytes([len(key_id)]) + key_id.encode("ascii")
-        return header + sealer.seal(compressed, self._aad(entity_type, entity_id, version, key_id))
+        sealer = self._sealer(key_id, f"entity\x00{entity_type}\x00{entity_id}", "")
+        aad = self._aad(entity_type, entity_id, version, key_id, dict_id)
+        return _SEALED + _id_field(key_id) + _id_field(dict_id) + sealer.seal(compressed, aad)
 
     def decode(self, blob: bytes, entity_type: str, entity_id: str, version: int) -> bytes:
         """Decrypt and decompress a stored blob.
@@ -105,24 +272,66 @@ class BlobCodec:
             StoreError: naming the entity, if the blob was changed, moved or is unreadable.
         """
         what = f"stored image of {entity_type} {entity_id}"
-        head = blob[:3]
-        if head in (_SEALED, _SEALED_V1):
+        try:
+            key_id, dict_id, at = _parse(blob)
+        except ValueError:
+            raise StoreError(
+                f"{what} is not a fabric image; rebuild it with `fabric sync --full`"
+            ) from None
+        body = blob[at:]
+        if key_id is not None:
             if self.keys is None:
                 raise StoreError(f"{what} is encrypted and no master key is configured")
-            key_id = key_id_of(blob)
-            assert key_id is not None
-            if head == _SEALED:
-                body, aad = blob[4 + blob[3] :], self._aad(entity_type, entity_id, version, key_id)
-            else:
-                body, aad = blob[3:], self._aad(entity_type, entity_id, version, None)
-            body = self._sealer(key_id, entity_type, entity_id, what).open(body, aad, what=what)
-        elif head == _PLAIN:
-            body = blob[3:]
-        else:
-            raise StoreError(f"{what} is not a fabric image; rebuild it with `fabric sync --full`")
+            legacy = blob[:3] == _SEALED_V1
+            aad = self._aad(entity_type, entity_id, version, None if legacy else key_id, dict_id)
+            sealer = self._sealer(key_id, f"entity\x00{entity_type}\x00{entity_id}", what)
+            body = sealer.open(body, aad, what=what)
         try:
-            return _codecs()[1].decompress(body)
+            return self.dictionaries.decompressor(dict_id).decompress(body)
         except zstandard.ZstdError as exc:
             raise StoreError(
                 f"{what} is corrupt ({exc}); rebuild it with `fabric sync --full`"
             ) from exc
+
+    # -- dictionaries at rest ---------------------------------------------------------------
+
+    def seal_dictionary(self, dict_id: str, data: bytes) -> bytes:
+        """A dictionary as the catalog keeps it: sealed under the current key, if any."""
+        if self.keys is None:
+            return _DICT_PLAIN + data
+        key_id = self.keys.current
+        sealer = self._sealer(key_id, f"dictionary\x00{dict_id}", "")
+        aad = f"dictionary\x00{dict_id}\x00{key_id}".encode()
+        return _DICT_SEALED + _id_field(key_id) + sealer.seal(data, aad)
+
+    def open_dictionary(self, dict_id: str, sealed: bytes) -> bytes:
+        """The dictionary kept as ``sealed``.
+
+        Raises:
+            StoreError: it was changed, or its key is not configured.
+        """
+        what = f"compression dictionary {dict_id}"
+        head = sealed[:3]
+        if head == _DICT_PLAIN:
+            return sealed[3:]
+        if head != _DICT_SEALED:
+            raise StoreError(f"{what} is not a fabric dictionary")
+        if self.keys is None:
+            raise StoreError(f"{what} is encrypted and no master key is configured")
+        try:
+            key_id, at = _field(sealed, 3)
+        except ValueError:
+            raise StoreError(f"{what} is not a fabric dictionary") from None
+        sealer = self._sealer(key_id, f"dictionary\x00{dict_id}", what)
+        aad = f"dictionary\x00{dict_id}\x00{key_id}".encode()
+        return sealer.open(sealed[at:], aad, what=what)
+
+    @staticmethod
+    def dictionary_key_id(sealed: bytes) -> str | None:
+        """The key id a sealed dictionary is under (None: not sealed)."""
+        if sealed[:3] != _DICT_SEALED:
+            return None
+        try:
+            return _field(sealed, 3)[0]
+        except ValueError:
+            return None

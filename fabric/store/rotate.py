@@ -92,12 +92,26 @@ def _reseal_pass(
     return left
 
 
+def _reseal_dictionaries(project: Project, codec: BlobCodec) -> None:
+    """Seal every compression dictionary under the current key (they are few and small)."""
+    assert codec.keys is not None
+    for record in project.catalog.dictionaries():
+        if BlobCodec.dictionary_key_id(record.sealed) != codec.keys.current:
+            data = codec.open_dictionary(record.dict_id, record.sealed)
+            project.catalog.reseal_dictionary(
+                record.dict_id, codec.seal_dictionary(record.dict_id, data)
+            )
+
+
 def _key_ids_in_use(project: Project) -> set[str]:
-    return {
+    found = {
         key_id_of(stored.blob) or ""
         for entity_type in project.config.entities
         for stored in project.store.scan(entity_type)
     }
+    for record in project.catalog.dictionaries():
+        found.add(BlobCodec.dictionary_key_id(record.sealed) or "")
+    return found
 
 
 def rotate_store_key(
@@ -128,8 +142,9 @@ def rotate_store_key(
     ring = secrets.key_ring
     if ring is None:
         raise ConfigError("no store key is configured: nothing to rotate to")
-    codec = BlobCodec(ring)
+    codec = BlobCodec(ring, project.codec.dictionaries)
     report = RotationReport(ring.current)
+    _reseal_dictionaries(project, codec)
     for _ in range(_PASSES):
         if _reseal_pass(project, codec, report, progress) == 0:
             break

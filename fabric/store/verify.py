@@ -75,6 +75,13 @@ def verify_store(project: Project, progress: Progress | None = None) -> VerifyRe
     store, catalog, codec = project.store, project.catalog, project.codec
     reader = MicroDbReader()
     report = VerifyReport()
+    for dictionary in catalog.dictionaries():
+        try:
+            codec.open_dictionary(dictionary.dict_id, dictionary.sealed)
+        except StoreError as exc:
+            report.faults.append(
+                Fault(dictionary.entity_type, f"(dictionary {dictionary.dict_id})", str(exc))
+            )
     for entity_type in project.config.entities:
         known = catalog.entities(entity_type)
         seen: set[str] = set()

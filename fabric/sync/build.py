@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fabric.store.codec import BlobCodec
+from fabric.store.codec import BlobCodec, Dictionaries
 from fabric.store.crypto import KeyRing
 from fabric.store.microdb import EntityContent, EntitySchema, MicroDbBuilder, TableDef
 from fabric.sync.report import key_text
@@ -28,6 +28,7 @@ __all__ = [
     "build_partition",
     "lineage_order",
     "new_lineage",
+    "partition_contents",
     "row_order",
     "sort_key",
 ]
@@ -79,6 +80,8 @@ class BuildJob:
     known: Known
     #: the match rules' version, for ``_meta``
     rules_version: str = ""
+    #: the compression dictionary new images use (and, patching, the ones they had)
+    dictionaries: Dictionaries = field(default_factory=Dictionaries)
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,7 @@ def build_entities(
     return built, unchanged
 
 
-def _contents(job: BuildJob) -> Iterator[EntityContent]:
+def partition_contents(job: BuildJob) -> Iterator[EntityContent]:
     """The partition's entities, from its spill stream, with this run's lineage."""
     tables = {t.name: t for t in job.schema.tables}
     key_at = {t.name: t.column_names.index(t.key) for t in job.schema.tables}
@@ -183,9 +186,9 @@ def _contents(job: BuildJob) -> Iterator[EntityContent]:
 def build_partition(job: BuildJob) -> PartitionResult:
     """Group the partition's rows by entity, and build and encode what changed."""
     built, unchanged = build_entities(
-        _contents(job),
+        partition_contents(job),
         job.schema,
-        BlobCodec(job.keys),
+        BlobCodec(job.keys, job.dictionaries),
         job.known,
         full=job.full,
         run_id=job.run_id,

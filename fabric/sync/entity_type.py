@@ -28,11 +28,18 @@ from fabric.resolve.engine import Resolution, resolve_records
 from fabric.resolve.index import Hashed, IdentityIndex, index_key
 from fabric.store.base import StoredBlob, entity_key, partition_of
 from fabric.store.catalog import BulkRewrite, EntityRecord, SourceRef, utc_now
+from fabric.store.codec import (
+    DICTIONARY_SAMPLES,
+    dictionary_id_of,
+    new_dictionary_id,
+    train_dictionary,
+)
 from fabric.store.crypto import require_master_key
 from fabric.store.history import History, StoredLink
 from fabric.store.microdb import (
     EntityContent,
     EntitySchema,
+    MicroDbBuilder,
     MicroDbReader,
     TableDef,
     fingerprint_total,
@@ -45,6 +52,7 @@ from fabric.sync.build import (
     build_entities,
     build_partition,
     new_lineage,
+    partition_contents,
 )
 from fabric.sync.changes import entity_changes
 from fabric.sync.patch import PatchBatch, PatchItem, patch_batch
@@ -237,11 +245,78 @@ class EntityTypeSync:
             and index.has_records()
             and self.project.catalog.schemas().get(self.entity_type) == self.layout()
         )
+        latest = self.project.catalog.latest_dictionary(self.entity_type, self.schema.version)
+        if latest is not None:
+            self.project.codec.dictionaries.add(
+                latest.dict_id,
+                self.project.codec.dictionaries.get(latest.dict_id),
+                current_for=self.entity_type,
+            )
         if has_state:
             self._run_incremental(index, run_id, started)
             return "incremental"
         self._run_full(index, run_id, started)
         return "full"
+
+    def _train_dictionary(
+        self, spill: Spill, partitions: int, entities: int, run_id: int, started: str
+    ) -> None:
+        """Train the compression dictionary of this type and schema, when it needs one.
+
+        A dictionary is trained once per schema from images of this run (built from the first
+        partitions' spilled rows, never stored), and again only when the one there was
+        trained on fewer images than this run has. Before any image uses it, it is sealed
+        into the catalog within the transaction the run has open there, so no committed
+        blob ever names a dictionary the catalog lacks.
+        """
+        latest = self.project.catalog.latest_dictionary(self.entity_type, self.schema.version)
+        wanted = min(DICTIONARY_SAMPLES, entities)
+        if latest is not None and latest.samples >= wanted:
+            return
+        builder = MicroDbBuilder(self.schema)
+        samples: list[bytes] = []
+        for partition in range(partitions):
+            job = BuildJob(
+                partition,
+                spill.path(str(partition)),
+                spill.key,
+                self.schema,
+                None,
+                True,
+                run_id,
+                started,
+                started,
+                {},
+            )
+            for content in partition_contents(job):
+                meta: dict[str, int | str] = {
+                    "entity_type": self.entity_type,
+                    "entity_id": content.entity_id,
+                    "version": 1,
+                    "schema_version": self.schema.version,
+                    "rules_version": self.rules.version,
+                    "built_at": started,
+                    "sync_run": run_id,
+                }
+                samples.append(builder.build(content, meta))
+                if len(samples) >= wanted:
+                    break
+            if len(samples) >= wanted:
+                break
+        trained, count = train_dictionary(samples), len(samples)
+        samples.clear()  # images of real entities: not kept a moment longer
+        if trained is None:
+            return
+        codec = self.project.codec
+        dict_id = new_dictionary_id()
+        self.project.catalog.put_dictionary(
+            dict_id,
+            self.entity_type,
+            self.schema.version,
+            count,
+            codec.seal_dictionary(dict_id, trained),
+        )
+        codec.dictionaries.add(dict_id, trained, current_for=self.entity_type)
 
     def _run_full(self, index: IdentityIndex, run_id: int, started: str) -> None:
         """Stream every table through partition spill files and build partitions in workers.
@@ -360,6 +435,7 @@ class EntityTypeSync:
         try:
             self._place_rows(spill, owner, place, keys)
             identity.clear()
+            self._train_dictionary(spill, partitions, len(ids), run_id, started)
 
             def record() -> None:
                 keys.finish()
@@ -451,6 +527,7 @@ class EntityTypeSync:
             by_partition[partition_of(entity_key(self.entity_type, entity_id), partitions)][
                 entity_id
             ] = entry
+        dictionaries = self.project.codec.dictionaries.subset(self.entity_type)
         jobs = [
             BuildJob(
                 p,
@@ -464,6 +541,7 @@ class EntityTypeSync:
                 now,
                 by_partition.get(p, {}),
                 rules_version=self.rules.version,
+                dictionaries=dictionaries,
             )
             for p in range(partitions)
         ]
@@ -705,6 +783,10 @@ class EntityTypeSync:
                 run_id,
                 items[start : start + _PATCH_BATCH],
                 rules_version=self.rules.version,
+                dictionaries=self.project.codec.dictionaries.subset(
+                    self.entity_type,
+                    {dictionary_id_of(i.blob) for i in items[start : start + _PATCH_BATCH]},
+                ),
             )
             for start in range(0, len(items), _PATCH_BATCH)
         ]

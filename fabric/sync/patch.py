@@ -10,10 +10,10 @@ store and the catalog.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from fabric.store.codec import BlobCodec
+from fabric.store.codec import BlobCodec, Dictionaries
 from fabric.store.crypto import KeyRing
 from fabric.store.microdb import EntitySchema, MicroDbPatcher, PatchRow
 from fabric.sync.build import BuiltEntity
@@ -48,6 +48,8 @@ class PatchBatch:
     items: Sequence[PatchItem]
     #: the match rules' version, for ``_meta``
     rules_version: str = ""
+    #: the compression dictionary new images use (and, patching, the ones they had)
+    dictionaries: Dictionaries = field(default_factory=Dictionaries)
 
 
 def patch_batch(batch: PatchBatch) -> tuple[list[BuiltEntity], int]:
@@ -55,7 +57,7 @@ def patch_batch(batch: PatchBatch) -> tuple[list[BuiltEntity], int]:
     already held every row."""
     entity_type = batch.schema.entity_type
     tables = {t.name: t for t in batch.schema.tables}
-    codec = BlobCodec(batch.keys)
+    codec = BlobCodec(batch.keys, batch.dictionaries)
     patcher = MicroDbPatcher()
     built: list[BuiltEntity] = []
     unchanged = 0

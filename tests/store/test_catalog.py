@@ -81,8 +81,8 @@ def test_delete_entities_removes_their_keys_only(tmp_path: Path) -> None:
 def test_catalog_upgrades_an_older_schema_in_place(tmp_path: Path) -> None:
     path = tmp_path / "catalog.db"
     conn = Catalog(path).connection
-    # As a catalog written before the last three steps: the indexes they drop are still
-    # there, the columns they add are not, and the identity index has a record.
+    # As a catalog written before the last four steps: the indexes they drop are still
+    # there, the columns and table they add are not, and the identity index has a record.
     conn.execute("CREATE INDEX identity_by_entity ON identity_records (entity_type, entity_id)")
     conn.execute("CREATE INDEX source_keys_by_entity ON source_keys (entity_type, entity_id)")
     conn.execute("CREATE INDEX identity_keys_by_ref ON identity_keys (entity_type, ref)")
@@ -90,8 +90,9 @@ def test_catalog_upgrades_an_older_schema_in_place(tmp_path: Path) -> None:
     conn.execute("ALTER TABLE identity_records DROP COLUMN key_hashes")
     conn.execute("INSERT INTO identity_records VALUES ('customer', 'crm.customers:1', 'C1')")
     conn.execute("INSERT INTO identity_keys VALUES ('customer', x'00', 'crm.customers:1')")
+    conn.execute("DROP TABLE dictionaries")
     steps = int(conn.pragma("user_version"))
-    conn.pragma("user_version", steps - 3)
+    conn.pragma("user_version", steps - 4)
     conn.close()
     upgraded = Catalog(path).connection
     assert int(upgraded.pragma("user_version")) == steps
@@ -99,6 +100,7 @@ def test_catalog_upgrades_an_older_schema_in_place(tmp_path: Path) -> None:
     assert not names & {"identity_by_entity", "source_keys_by_entity", "identity_keys_by_ref"}
     columns = {str(c[1]) for c in upgraded.execute("PRAGMA table_info(identity_records)")}
     assert {"values_hash", "key_hashes"} <= columns
+    assert "dictionaries" in names
     # Records indexed without their key list are dropped: the next sync starts the index again.
     assert upgraded.execute("SELECT count(*) FROM identity_records").fetchone()[0] == 0
     assert upgraded.execute("SELECT count(*) FROM identity_keys").fetchone()[0] == 0

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import zstandard
 
 from fabric.errors import StoreError
-from fabric.store.codec import BlobCodec, key_id_of
+from fabric.store.codec import (
+    BlobCodec,
+    Dictionaries,
+    dictionary_id_of,
+    key_id_of,
+    train_dictionary,
+)
 from fabric.store.crypto import KeyDeriver, KeyRing, Sealer
 
 MASTER = b"m" * 32
@@ -64,3 +72,69 @@ def test_key_ring_repr_never_shows_keys() -> None:
     assert "111" not in repr(ring) and "mmm" not in repr(ring)
     with pytest.raises(ValueError, match="not in the key ring"):
         KeyRing("k2", {"k1": K1})
+
+
+def _images(count: int) -> list[bytes]:
+    return [
+        b"SQLite format 3\x00"
+        + f"customer {i} name-{i % 17} city-{i % 5} ".encode() * 30
+        + bytes(300)
+        for i in range(count)
+    ]
+
+
+def test_images_compress_with_their_types_dictionary() -> None:
+    images = _images(300)
+    trained = train_dictionary(images)
+    assert trained is not None
+    dictionaries = Dictionaries({"d1": trained}, {"customer": "d1"})
+    codec = BlobCodec(KeyRing.of_master(MASTER), dictionaries)
+    blob = codec.encode(images[7], "customer", "e7", 1)
+    assert dictionary_id_of(blob) == "d1" and key_id_of(blob) == "0"
+    plain = BlobCodec(KeyRing.of_master(MASTER)).encode(images[7], "customer", "e7", 1)
+    assert len(blob) < len(plain) and dictionary_id_of(plain) == ""
+    assert codec.decode(blob, "customer", "e7", 1) == images[7]
+    # Other types have no dictionary of their own.
+    assert dictionary_id_of(codec.encode(images[7], "device", "e7", 1)) == ""
+    # The dictionary id is bound as associated data, like the key id.
+    dictionaries.add("d2", trained)
+    with pytest.raises(StoreError, match="failed its integrity check"):
+        codec.decode(blob.replace(b"d1", b"d2", 1), "customer", "e7", 1)
+
+
+def test_an_unknown_dictionary_is_looked_up_once_then_a_clear_error() -> None:
+    images = _images(100)
+    trained = train_dictionary(images)
+    assert trained is not None
+    writer = BlobCodec(None, Dictionaries({"d1": trained}, {"customer": "d1"}))
+    blob = writer.encode(images[0], "customer", "e0", 1)
+    asked: list[str] = []
+
+    def lookup(dict_id: str) -> bytes | None:
+        asked.append(dict_id)
+        return trained if dict_id == "d1" else None
+
+    reader = BlobCodec(None, Dictionaries(lookup=lookup))
+    assert reader.decode(blob, "customer", "e0", 1) == images[0]
+    assert reader.decode(blob, "customer", "e0", 1) == images[0]
+    assert asked == ["d1"]
+    with pytest.raises(StoreError, match="compression dictionary d1 is missing"):
+        BlobCodec(None).decode(blob, "customer", "e0", 1)
+    # Worker processes get the dictionaries, never the lookup (it holds a catalog).
+    copied = pickle.loads(pickle.dumps(reader.dictionaries.subset("customer", {"d1"})))
+    assert copied.get("d1") == trained and copied.current_for("customer") == ""
+
+
+def test_dictionaries_are_sealed_at_rest() -> None:
+    trained = train_dictionary(_images(100))
+    assert trained is not None
+    codec = BlobCodec(KeyRing("k1", {"k1": K1, "0": MASTER}))
+    sealed = codec.seal_dictionary("d1", trained)
+    assert trained[-64:] not in sealed and BlobCodec.dictionary_key_id(sealed) == "k1"
+    assert codec.open_dictionary("d1", sealed) == trained
+    with pytest.raises(StoreError, match="failed its integrity check"):
+        codec.open_dictionary("d2", sealed)  # bound to its id
+
+
+def test_too_few_images_make_no_dictionary() -> None:
+    assert train_dictionary(_images(3)) is None

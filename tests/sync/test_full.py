@@ -198,3 +198,26 @@ def test_sync_spill_files_are_removed(fresh_demo: DemoProject) -> None:
     with Project.open(fresh_demo.config_path) as project:
         sync_project(project, full=True)
     assert set(Path(tempfile.gettempdir()).glob("fabric-sync-*")) == before
+
+
+def test_a_first_sync_trains_one_compression_dictionary_and_later_ones_reuse_it(
+    fresh_demo: DemoProject,
+) -> None:
+    from fabric.store.codec import dictionary_id_of
+
+    with Project.open(fresh_demo.config_path) as project:
+        sync_project(project, full=True)
+        (dictionary,) = project.catalog.dictionaries()
+        entities = project.catalog.count("customer")
+        assert dictionary.samples == entities  # a small store: every entity is a sample
+        assert dictionary.entity_type == "customer"
+        blobs = list(project.store.scan("customer"))
+        assert {dictionary_id_of(b.blob) for b in blobs} == {dictionary.dict_id}
+        sync_project(project, full=True)
+        sync_project(project)
+        assert project.catalog.dictionaries() == [dictionary]
+    # Another process (the API, say) opens them without being told.
+    with Project.open(fresh_demo.config_path) as project:
+        entity_id = sorted(project.catalog.entities("customer"))[0]
+        doc = EntityService(project).document("customer", entity_id, role="steward")
+        assert doc["entity_id"] == entity_id and doc["tables"]["crm_customers"] is not None
