@@ -258,19 +258,12 @@ class BlobCodec:
         """Compress (with the type's current dictionary), and seal under the current key."""
         dict_id = self.dictionaries.current_for(entity_type)
         compressed: bytes = self.dictionaries.compressor(dict_id).compress(image)
-        if self.keys is None:
-            return _PLAIN + _id_field(dict_id) + compressed
-        key_id = self.keys.current
-        sealer = self._sealer(key_id, f"entity\x00{entity_type}\x00{entity_id}", "")
-        aad = self._aad(entity_type, entity_id, version, key_id, dict_id)
-        return _SEALED + _id_field(key_id) + _id_field(dict_id) + sealer.seal(compressed, aad)
+        return self._seal(compressed, dict_id, entity_type, entity_id, version)
 
-    def decode(self, blob: bytes, entity_type: str, entity_id: str, version: int) -> bytes:
-        """Decrypt and decompress a stored blob.
-
-        Raises:
-            StoreError: naming the entity, if the blob was changed, moved or is unreadable.
-        """
+    def _open(
+        self, blob: bytes, entity_type: str, entity_id: str, version: int
+    ) -> tuple[str, bytes]:
+        """(dictionary id, compressed image) of a blob, decrypted and checked."""
         what = f"stored image of {entity_type} {entity_id}"
         try:
             key_id, dict_id, at = _parse(blob)
@@ -286,11 +279,36 @@ class BlobCodec:
             aad = self._aad(entity_type, entity_id, version, None if legacy else key_id, dict_id)
             sealer = self._sealer(key_id, f"entity\x00{entity_type}\x00{entity_id}", what)
             body = sealer.open(body, aad, what=what)
+        return dict_id, body
+
+    def _seal(
+        self, compressed: bytes, dict_id: str, entity_type: str, entity_id: str, version: int
+    ) -> bytes:
+        if self.keys is None:
+            return _PLAIN + _id_field(dict_id) + compressed
+        key_id = self.keys.current
+        sealer = self._sealer(key_id, f"entity\x00{entity_type}\x00{entity_id}", "")
+        aad = self._aad(entity_type, entity_id, version, key_id, dict_id)
+        return _SEALED + _id_field(key_id) + _id_field(dict_id) + sealer.seal(compressed, aad)
+
+    def reseal(self, blob: bytes, entity_type: str, entity_id: str, version: int) -> bytes:
+        """The same compressed image, sealed under the current key (a key rotation)."""
+        dict_id, compressed = self._open(blob, entity_type, entity_id, version)
+        return self._seal(compressed, dict_id, entity_type, entity_id, version)
+
+    def decode(self, blob: bytes, entity_type: str, entity_id: str, version: int) -> bytes:
+        """Decrypt and decompress a stored blob.
+
+        Raises:
+            StoreError: naming the entity, if the blob was changed, moved or is unreadable.
+        """
+        dict_id, body = self._open(blob, entity_type, entity_id, version)
         try:
             return self.dictionaries.decompressor(dict_id).decompress(body)
         except zstandard.ZstdError as exc:
             raise StoreError(
-                f"{what} is corrupt ({exc}); rebuild it with `fabric sync --full`"
+                f"stored image of {entity_type} {entity_id} is corrupt ({exc}); rebuild it "
+                "with `fabric sync --full`"
             ) from exc
 
     # -- dictionaries at rest ---------------------------------------------------------------

@@ -73,8 +73,8 @@ def _reseal_pass(
                 if key_id_of(stored.blob) == current:
                     report.already += 1
                     continue
-                image = codec.decode(stored.blob, entity_type, stored.entity_id, stored.version)
-                blob = codec.encode(image, entity_type, stored.entity_id, stored.version)
+                # Only the encryption changes: the compressed image stays byte for byte.
+                blob = codec.reseal(stored.blob, entity_type, stored.entity_id, stored.version)
                 batch.append(
                     StoredBlob(
                         entity_type,

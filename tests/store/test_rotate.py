@@ -16,7 +16,7 @@ from fabric.demo import DemoProject
 from fabric.entities import EntityService
 from fabric.errors import ConfigError
 from fabric.project import Project
-from fabric.store.codec import key_id_of
+from fabric.store.codec import dictionary_id_of, key_id_of
 from fabric.store.rotate import rotate_store_key
 from fabric.store.verify import verify_store
 from fabric.sync import sync_project
@@ -47,13 +47,21 @@ def _key_file(config: Path) -> Path:
     return config.parent / "fabric.keys"
 
 
+def _dictionary_ids(config: Path) -> dict[str, str]:
+    with Project.open(config) as project:
+        return {b.entity_id: dictionary_id_of(b.blob) for b in project.store.scan("customer")}
+
+
 def test_rotation_reseals_everything_and_retires_the_old_key(synced: Path) -> None:
     before = _documents(synced)
+    compressed_with = _dictionary_ids(synced)
+    assert all(compressed_with.values())
     result = CliRunner().invoke(main, ["store", "rotate-key", "-c", str(synced)])
     assert result.exit_code == 0, result.output
     assert "store key k1: re-encrypted" in result.output
     assert _key_ids(synced) == {"k1"}
     assert _documents(synced) == before
+    assert _dictionary_ids(synced) == compressed_with  # re-sealed, not recompressed
     # The key file stays private, keeps the master key, and never reached the output.
     key_file = _key_file(synced)
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
