@@ -36,6 +36,7 @@ test: lint typecheck pytest
 
 bench: install
 	$(BIN)/python benchmarks/sync_bench.py
+	$(BIN)/python benchmarks/store_bench.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

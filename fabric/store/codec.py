@@ -160,6 +160,12 @@ class Dictionaries:
             if current_for is not None:
                 self._current[current_for] = dict_id
 
+    def use(self, entity_type: str, dict_id: str) -> None:
+        """Make a known (or findable) dictionary the current one of ``entity_type``."""
+        self.get(dict_id)
+        with self._lock:
+            self._current[entity_type] = dict_id
+
     def get(self, dict_id: str) -> bytes:
         """The dictionary ``dict_id``.
 

@@ -245,13 +245,11 @@ class EntityTypeSync:
             and index.has_records()
             and self.project.catalog.schemas().get(self.entity_type) == self.layout()
         )
+        # New images compress with the newest dictionary of this schema (a full sync may
+        # train a better one).
         latest = self.project.catalog.latest_dictionary(self.entity_type, self.schema.version)
         if latest is not None:
-            self.project.codec.dictionaries.add(
-                latest.dict_id,
-                self.project.codec.dictionaries.get(latest.dict_id),
-                current_for=self.entity_type,
-            )
+            self.project.codec.dictionaries.use(self.entity_type, latest.dict_id)
         if has_state:
             self._run_incremental(index, run_id, started)
             return "incremental"

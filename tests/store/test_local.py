@@ -86,3 +86,44 @@ def test_local_files_are_private(tmp_path: Path) -> None:
         }
     assert modes and all(mode & 0o077 == 0 for mode in modes.values()), modes
     assert stat.S_IMODE((tmp_path / "s").stat().st_mode) & 0o077 == 0
+
+
+def test_local_readers_in_threads_see_whole_versions_while_a_writer_writes(
+    tmp_path: Path,
+) -> None:
+    """WAL: readers never wait for the writer, and each read is one committed version."""
+    import threading
+
+    ids = [f"e{i}" for i in range(40)]
+
+    def image(entity_id: str, version: int) -> bytes:
+        return f"{entity_id}@{version};".encode() * 200
+
+    with LocalShardStore(tmp_path, shards=4) as store:
+        store.put_many([blob(e, 1, 0, image(e, 1)) for e in ids])
+        done = threading.Event()
+        problems: list[str] = []
+        reads = [0]
+
+        def read() -> None:
+            while not done.is_set():
+                for entity_id in ids:
+                    got = store.get("customer", entity_id)
+                    if got is None or got.blob != image(entity_id, got.version):
+                        problems.append(f"{entity_id}: a mixed or missing image")
+                    reads[0] += 1
+
+        readers = [threading.Thread(target=read) for _ in range(3)]
+        for reader in readers:
+            reader.start()
+        try:
+            for version in range(2, 30):
+                store.put_many([blob(e, version, version - 1, image(e, version)) for e in ids])
+        finally:
+            done.set()
+            for reader in readers:
+                reader.join()
+        assert not problems, problems[:3]
+        assert reads[0] > len(ids)
+        final = store.get("customer", ids[0])
+        assert final is not None and final.version == 29
