@@ -123,7 +123,7 @@ class EntityService:
             name: [dict(row) for row in every_table[name]]
             for name in (tables if tables is not None else every_table)
         }
-        policy.apply(entity_type, rows)
+        policy.apply(entity_type, rows, entity_id)
         document: dict[str, Any] = {
             "entity_type": entity_type,
             "entity_id": entity_id,

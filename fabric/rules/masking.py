@@ -20,7 +20,9 @@ from fabric.config.loader import read_yaml
 from fabric.errors import RuleError
 from fabric.rules.operators import (
     KeepOp,
+    MaskContext,
     MaskFunction,
+    MaskingKeys,
     NullOp,
     OperatorSpec,
     RedactOp,
@@ -63,19 +65,41 @@ class MaskingPolicy:
     tables: Mapping[tuple[str, str], Mapping[str, MaskFunction | None]]
     #: applied to every column the policy does not list (None: keep)
     unlisted: MaskFunction | None = None
+    #: some operator looks at the entity's own names (``free_text``)
+    needs_names: bool = False
 
-    def apply(self, entity_type: str, tables: dict[str, list[dict[str, Any]]]) -> None:
-        """Mask rows in place (the caller owns them)."""
+    def apply(
+        self, entity_type: str, tables: dict[str, list[dict[str, Any]]], entity_id: str = ""
+    ) -> None:
+        """Mask rows in place (the caller owns them); ``entity_id`` keys per-entity operators."""
         if self.clear:
             return
+        ctx = MaskContext(entity_type, entity_id)
+        if self.needs_names:
+            ctx.names = _names(tables)
         unlisted = self.unlisted
         for table, rows in tables.items():
             plan = self.tables.get((entity_type, table), {})
-            for row in rows:
-                for column, value in row.items():
-                    mask = plan.get(column, unlisted)
-                    if mask is not None and value is not None:
-                        row[column] = mask(value)
+            for at, row in enumerate(rows):
+                ctx.row = row  # the original: operators that read other columns see them unmasked
+                rows[at] = {
+                    column: value
+                    if value is None or (mask := plan.get(column, unlisted)) is None
+                    else mask(value, ctx)
+                    for column, value in row.items()
+                }
+
+
+def _names(tables: Mapping[str, list[dict[str, Any]]]) -> tuple[str, ...]:
+    """The entity's own names: every text value of a column whose name ends in "name"."""
+    found = {
+        value
+        for rows in tables.values()
+        for row in rows
+        for column, value in row.items()
+        if isinstance(value, str) and column.lower().endswith("name")
+    }
+    return tuple(sorted(found))
 
 
 @dataclass(frozen=True)
@@ -199,7 +223,9 @@ def load_masking(
             )
         )
     compiled: dict[str, MaskingPolicy] = {}
+    keys = MaskingKeys(key) if key else None
     for pname, policy in model.policies.items():
+        needs_names = False
         tables: dict[tuple[str, str], dict[str, MaskFunction | None]] = {}
         for etype, per_table in policy.entities.items():
             for table, columns in per_table.items():
@@ -208,18 +234,25 @@ def load_masking(
                 for column, spec in columns.items():
                     loc = (*base, column)
                     try:
-                        fn = compile_operator(spec, key)
+                        fn = compile_operator(spec, keys, column)
                     except ValueError as exc:
+                        hint = (
+                            ": set the environment variable named by secrets.master_key_env "
+                            "or a key file in fabric.yaml"
+                            if keys is None
+                            else ""
+                        )
                         problems.append(
                             format_issue(
                                 path,
                                 doc.line_of(loc),
                                 (*loc, "op"),
-                                f"'{spec.op}' {exc}: set the environment variable named by "
-                                "secrets.master_key_env or a key file in fabric.yaml",
+                                f"'{spec.op}' {exc}{hint}",
                             )
                         )
                         continue
+                    if spec.op == "free_text":
+                        needs_names = True
                     plan[column] = fn
                 tables[(etype, table)] = plan
         unlisted = compile_operator(
@@ -228,9 +261,9 @@ def load_masking(
             else NullOp(op="null")
             if policy.unlisted == "null"
             else KeepOp(op="keep"),
-            key,
+            keys,
         )
-        compiled[pname] = MaskingPolicy(pname, policy.clear, tables, unlisted)
+        compiled[pname] = MaskingPolicy(pname, policy.clear, tables, unlisted, needs_names)
         masks_something = unlisted is not None or any(
             fn is not None for plan in tables.values() for fn in plan.values()
         )
