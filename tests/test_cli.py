@@ -114,10 +114,10 @@ def test_cli_rules_check(runner: CliRunner, demo_dir: Path, tmp_path: Path) -> N
     copy = tmp_path / "p"
     shutil.copytree(demo_dir, copy)
     masking = copy / "rules" / "masking.yaml"
-    masking.write_text(masking.read_text().replace("{op: hash, truncate: 16}", "{op: hsah}", 1))
+    masking.write_text(masking.read_text().replace("{op: tokenize,", "{op: tokenise,", 1))
     bad = runner.invoke(main, ["rules", "check", "-c", str(copy / "fabric.yaml")])
     assert bad.exit_code == 1
-    assert "masking.yaml:" in bad.output and "did you mean 'hash'" in bad.output
+    assert "masking.yaml:" in bad.output and "did you mean 'tokenize'" in bad.output
     assert os.path.exists(copy / "store")
 
 

@@ -27,6 +27,7 @@ __all__ = ["POOL_SIZE", "Fakes", "known_locale", "known_provider"]
 POOL_SIZE = 2048
 _lock = threading.Lock()
 _EMAIL_UNSAFE = re.compile(r"[^a-z0-9]+")
+_WORDS = re.compile(r"[^\W\d_]+")
 #: Domains reserved for examples (RFC 2606): a fake email never reaches a real mailbox.
 _DOMAINS = ("example.com", "example.org", "example.net")
 
@@ -40,6 +41,7 @@ def _pool(provider: str, locale: str, seed: int) -> tuple[str, ...]:
         return tuple(str(make()) for _ in range(POOL_SIZE))
 
 
+@functools.lru_cache(maxsize=256)
 def known_locale(locale: str) -> bool:
     """Does Faker know this locale?"""
     try:
@@ -49,6 +51,7 @@ def known_locale(locale: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1024)
 def known_provider(provider: str, locale: str) -> bool:
     """Is ``provider`` a value-making method of Faker for ``locale``?"""
     if provider.startswith("_") or provider in {"seed", "seed_instance", "seed_locale"}:
@@ -78,15 +81,32 @@ class Fakes:
         digest = hmac.digest(self._key, f"{provider}\x00{value}".encode(), "sha256")
         return int.from_bytes(digest[:8], "big") % POOL_SIZE
 
-    def value(self, provider: str, locale: str, original: object) -> str:
-        """The fake ``provider`` value (``first_name``, ``city``...) standing for ``original``."""
-        return _pool(provider, locale, self._seed)[self._index(provider, original)]
+    def value(
+        self, provider: str, locale: str, original: object, avoid: frozenset[str] = frozenset()
+    ) -> str:
+        """The fake ``provider`` value (``first_name``, ``city``...) standing for ``original``.
 
-    def email_from(self, locale: str, first: object, last: object) -> str:
+        Never the original itself, nor a value sharing a word with ``avoid`` (the entity's own
+        names, lowercased): a pool of real-looking names holds real names, and a person drawn
+        their own would see it unmasked. The next value of the pool is taken instead.
+        """
+        pool = _pool(provider, locale, self._seed)
+        at = self._index(provider, original)
+        own = str(original).strip().lower()
+        for step in range(len(pool)):
+            fake = pool[(at + step) % len(pool)]
+            lowered = fake.lower()
+            if lowered != own and not (avoid and avoid.intersection(_WORDS.findall(lowered))):
+                return fake
+        return "*" * len(own)  # every value of the pool is one of the entity's names
+
+    def email_from(
+        self, locale: str, first: object, last: object, avoid: frozenset[str] = frozenset()
+    ) -> str:
         """A fake email built from the fake first and last names of these originals."""
         parts: Sequence[str] = (
-            self.value("first_name", locale, first),
-            self.value("last_name", locale, last),
+            self.value("first_name", locale, first, avoid),
+            self.value("last_name", locale, last, avoid),
         )
         local = ".".join(_EMAIL_UNSAFE.sub("", p.lower()) for p in parts if p) or "someone"
         domain = _DOMAINS[self._index("email-domain", f"{first}\x00{last}") % len(_DOMAINS)]

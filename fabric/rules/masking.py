@@ -7,6 +7,7 @@ a policy sees the file's ``default_policy``: privacy by default.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,7 @@ class MaskingPolicy:
         ctx = MaskContext(entity_type, entity_id)
         if self.needs_names:
             ctx.names = _names(tables)
+            ctx.name_words = frozenset(w.lower() for n in ctx.names for w in _WORD.findall(n))
         unlisted = self.unlisted
         for table, rows in tables.items():
             plan = self.tables.get((entity_type, table), {})
@@ -88,6 +90,9 @@ class MaskingPolicy:
                     else mask(value, ctx)
                     for column, value in row.items()
                 }
+
+
+_WORD = re.compile(r"[^\W\d_]+")
 
 
 def _names(tables: Mapping[str, list[dict[str, Any]]]) -> tuple[str, ...]:
@@ -251,7 +256,7 @@ def load_masking(
                             )
                         )
                         continue
-                    if spec.op == "free_text":
+                    if spec.op in ("free_text", "fake"):
                         needs_names = True
                     plan[column] = fn
                 tables[(etype, table)] = plan

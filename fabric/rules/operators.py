@@ -51,6 +51,8 @@ class MaskContext:
     row: Mapping[str, Any] = field(default_factory=dict)
     #: the entity's own names (from its columns ending in "name"), for ``free_text``
     names: tuple[str, ...] = ()
+    #: the words of those names, lowercased: ``fake`` never hands an entity one of them
+    name_words: frozenset[str] = frozenset()
 
 
 MaskFunction = Callable[[Any, MaskContext], Any]
@@ -336,15 +338,15 @@ def _fake(spec: FakeOp, keys: MaskingKeys, column: str) -> MaskFunction:
             first = row.get(first_col) if first_col else None
             last = row.get(last_col) if last_col else None
             if first is None and last is None:
-                return fakes.value("safe_email", locale, value)
-            return fakes.email_from(locale, first, last)
+                return fakes.value("safe_email", locale, value, ctx.name_words)
+            return fakes.email_from(locale, first, last, ctx.name_words)
 
         return coherent
     if not known_provider(provider, locale):
         raise ValueError(f"unknown Faker provider '{provider}' (for example first_name, city)")
 
     def mask(value: Any, ctx: MaskContext) -> Any:
-        return fakes.value(provider, locale, value)
+        return fakes.value(provider, locale, value, ctx.name_words)
 
     return mask
 
