@@ -37,6 +37,7 @@ test: lint typecheck pytest
 bench: install
 	$(BIN)/python benchmarks/sync_bench.py
 	$(BIN)/python benchmarks/store_bench.py
+	$(BIN)/python benchmarks/mask_bench.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

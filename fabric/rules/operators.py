@@ -413,11 +413,14 @@ def _generalize(spec: GeneralizeOp) -> MaskFunction:
 
         return ranges
     keep = spec.keep or 0
+    stars = ["*" * n for n in range(65)]
 
     def prefix(value: Any, ctx: MaskContext) -> Any:
         text = str(value)
-        kept = min(keep, max(len(text) - 1, 0))  # never the whole value
-        return text[:kept] + "*" * (len(text) - kept)
+        size = len(text)
+        kept = keep if size > keep else max(size - 1, 0)  # never the whole value
+        hidden = size - kept
+        return text[:kept] + (stars[hidden] if hidden <= 64 else "*" * hidden)
 
     return prefix
 
