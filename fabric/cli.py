@@ -540,6 +540,85 @@ def rules_check(config_path: Path, files: tuple[Path, ...]) -> None:
         raise RuleError("\n".join(problems))
 
 
+@rules.command("preview")
+@config_option
+@click.argument("entity_type")
+@click.argument("entity_id")
+@click.option("--role", default=None, help="Role whose policy applies (default: default_role).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_handles_errors
+def rules_preview(
+    config_path: Path, entity_type: str, entity_id: str, role: str | None, as_json: bool
+) -> None:
+    """Show one entity before and after the rules of a role, column by column.
+
+    Clear values are shown: this is for stewards with the project's key file at hand, and the
+    API offers nothing like it.
+    """
+    from fabric.entities import EntityService
+    from fabric.project import Project
+
+    with Project.open(config_path) as project:
+        preview = EntityService(project).preview(entity_type, entity_id, role=role)
+    if as_json:
+        click.echo(json.dumps(preview, indent=2, ensure_ascii=False, default=_json_default))
+        return
+    click.echo(f"{entity_type} {preview['entity_id']}: policy {preview['policy']}")
+
+    def shown(value: object) -> str:
+        text = "null" if value is None else str(value).replace("\n", " ")
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    for table, rows in preview["tables"].items():
+        for number, row in enumerate(rows, 1):
+            click.echo(f"\n{table} row {number}")
+            width = max(len(c["column"]) for c in row)
+            before_width = min(max(len(shown(c["before"])) for c in row), 60)
+            for cell in row:
+                click.echo(
+                    f"  {cell['column']:<{width}}  {shown(cell['before']):<{before_width}}  ->  "
+                    f"{shown(cell['after'])}  ({cell['op']})"
+                )
+
+
+@rules.command("suggest")
+@config_option
+@click.option(
+    "--rows",
+    type=click.IntRange(1, 1_000_000),
+    default=1000,
+    show_default=True,
+    help="Rows sampled from each source table.",
+)
+@click.option("--name", default="suggested", show_default=True, help="Name of the policy.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the policy to this file (default: print it).",
+)
+@_handles_errors
+def rules_suggest(config_path: Path, rows: int, name: str, out: Path | None) -> None:
+    """Scan source samples for personal data and print a masking policy covering it.
+
+    Columns are judged by name (email, phone, card, iban, birth, name, street, zip...) and by
+    sampled values (emails, phone numbers, Luhn-valid cards, mod-97 IBANs, free text holding
+    them). Every column is listed, with the evidence as a comment; review it before use.
+    """
+    from fabric.project import Project
+    from fabric.rules.suggest import suggest_policy
+
+    with Project.open(config_path) as project:
+        text = suggest_policy(project, rows=rows, name=name)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    if out.exists():
+        _fail(f"{out} exists; choose another --out (nothing was written)")
+    out.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {out}")
+
+
 def _fabric_command() -> str:
     """How to run this very fabric again: the script beside this interpreter, if any."""
     script = Path(sys.executable).parent / "fabric"

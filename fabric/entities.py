@@ -80,24 +80,12 @@ class EntityService:
                 f"unknown entity type (types: {', '.join(self.project.config.entities)})"
             )
 
-    def document(
-        self,
-        entity_type: str,
-        entity_id: str,
-        *,
-        role: str | None = None,
-        tables: list[str] | None = None,
-    ) -> dict[str, Any]:
-        """Return one entity with its tables and rows, masked for ``role``.
-
-        Raises:
-            EntityNotFoundError: no such entity type or entity.
-            InvalidRequestError: malformed id or unknown table name.
-        """
+    def _load(
+        self, entity_type: str, entity_id: str, tables: list[str] | None
+    ) -> tuple[str, dict[str, Any], dict[str, list[dict[str, Any]]]]:
+        """(id of the entity found, ``_meta``, copies of the asked tables' rows), unmasked."""
         self._entity_type(entity_type)
         _check_id(entity_id, "entity id")
-        policy = self.project.policy_for(role)
-        requested = entity_id
         stored = self.project.store.get(entity_type, entity_id)
         if stored is None:
             # An id merged into another entity still answers, with the survivor.
@@ -123,18 +111,77 @@ class EntityService:
             name: [dict(row) for row in every_table[name]]
             for name in (tables if tables is not None else every_table)
         }
-        policy.apply(entity_type, rows, entity_id)
+        return entity_id, meta, rows
+
+    def document(
+        self,
+        entity_type: str,
+        entity_id: str,
+        *,
+        role: str | None = None,
+        tables: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Return one entity with its tables and rows, masked for ``role``.
+
+        Raises:
+            EntityNotFoundError: no such entity type or entity.
+            InvalidRequestError: malformed id or unknown table name.
+        """
+        policy = self.project.policy_for(role)
+        found, meta, rows = self._load(entity_type, entity_id, tables)
+        policy.apply(entity_type, rows, found)
         document: dict[str, Any] = {
             "entity_type": entity_type,
-            "entity_id": entity_id,
+            "entity_id": found,
             "version": int(meta["version"]),
             "built_at": meta["built_at"],
             "policy": policy.name,
             "tables": rows,
         }
-        if requested != entity_id:
-            document["merged_from"] = requested
+        if found != entity_id:
+            document["merged_from"] = entity_id
         return document
+
+    def preview(
+        self, entity_type: str, entity_id: str, *, role: str | None = None
+    ) -> dict[str, Any]:
+        """One entity before and after the role's policy, column by column.
+
+        For stewards checking rules (`fabric rules preview`): it shows clear values, so it is
+        offered where the key file is at hand (the CLI), never over the API.
+
+        Returns:
+            ``{"entity_type", "entity_id", "policy", "tables": {table: [[{"column", "op",
+            "before", "after"}, ...] per row]}}``.
+
+        Raises:
+            EntityNotFoundError: no such entity type or entity.
+        """
+        policy = self.project.policy_for(role)
+        found, _, before = self._load(entity_type, entity_id, None)
+        after = {name: [dict(row) for row in rows] for name, rows in before.items()}
+        policy.apply(entity_type, after, found)
+        tables = {
+            table: [
+                [
+                    {
+                        "column": column,
+                        "op": policy.op_of(entity_type, table, column),
+                        "before": value,
+                        "after": masked_row.get(column),
+                    }
+                    for column, value in row.items()
+                ]
+                for row, masked_row in zip(rows, after[table], strict=True)
+            ]
+            for table, rows in before.items()
+        }
+        return {
+            "entity_type": entity_type,
+            "entity_id": found,
+            "policy": policy.name,
+            "tables": tables,
+        }
 
     def find(self, entity_type: str, source: str, key: str, table: str | None = None) -> str:
         """Return the id of the entity holding a source record.

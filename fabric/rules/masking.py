@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,8 +66,18 @@ class MaskingPolicy:
     tables: Mapping[tuple[str, str], Mapping[str, MaskFunction | None]]
     #: applied to every column the policy does not list (None: keep)
     unlisted: MaskFunction | None = None
-    #: some operator looks at the entity's own names (``free_text``)
+    #: some operator looks at the entity's own names (``free_text``, ``fake``)
     needs_names: bool = False
+    #: per (entity type, table): column -> operator name, for previews and the catalog
+    ops: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
+    #: the operator name of columns the policy does not list
+    unlisted_op: str = "keep"
+
+    def op_of(self, entity_type: str, table: str, column: str) -> str:
+        """The operator this policy applies to a column ("clear" for the clear view)."""
+        if self.clear:
+            return CLEAR
+        return self.ops.get((entity_type, table), {}).get(column, self.unlisted_op)
 
     def apply(
         self, entity_type: str, tables: dict[str, list[dict[str, Any]]], entity_id: str = ""
@@ -232,6 +242,11 @@ def load_masking(
     for pname, policy in model.policies.items():
         needs_names = False
         tables: dict[tuple[str, str], dict[str, MaskFunction | None]] = {}
+        ops = {
+            (etype, table): {column: spec.op for column, spec in columns.items()}
+            for etype, per_table in policy.entities.items()
+            for table, columns in per_table.items()
+        }
         for etype, per_table in policy.entities.items():
             for table, columns in per_table.items():
                 base = ("policies", pname, etype, table)
@@ -268,7 +283,9 @@ def load_masking(
             else KeepOp(op="keep"),
             keys,
         )
-        compiled[pname] = MaskingPolicy(pname, policy.clear, tables, unlisted, needs_names)
+        compiled[pname] = MaskingPolicy(
+            pname, policy.clear, tables, unlisted, needs_names, ops, policy.unlisted
+        )
         masks_something = unlisted is not None or any(
             fn is not None for plan in tables.values() for fn in plan.values()
         )
