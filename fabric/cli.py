@@ -445,7 +445,12 @@ def store_stats(config_path: Path, as_json: bool) -> None:
         "bytes_per_entity": round(stats.file_bytes / stats.entities) if stats.entities else 0,
         "last_sync": None
         if not runs
-        else {"id": runs[0].id, "status": runs[0].status, "finished_at": runs[0].finished_at},
+        else {
+            "id": runs[0].id,
+            "status": runs[0].status,
+            "finished_at": runs[0].finished_at,
+            "rules_version": runs[0].rules_version,
+        },
     }
     if as_json:
         click.echo(json.dumps(figures, indent=2))
@@ -458,7 +463,10 @@ def store_stats(config_path: Path, as_json: bool) -> None:
         f"{figures['bytes_per_entity']:,} per entity); catalog {catalog_bytes:,} bytes"
     )
     if runs:
-        click.echo(f"last sync: run {runs[0].id}, {runs[0].status}, {runs[0].finished_at}")
+        click.echo(
+            f"last sync: run {runs[0].id}, {runs[0].status}, {runs[0].finished_at}, "
+            f"rules {runs[0].rules_version}"
+        )
 
 
 @store.command("rotate-key")
@@ -579,6 +587,35 @@ def rules_preview(
                     f"  {cell['column']:<{width}}  {shown(cell['before']):<{before_width}}  ->  "
                     f"{shown(cell['after'])}  ({cell['op']})"
                 )
+
+
+@rules.command("reveal")
+@config_option
+@click.argument("value")
+@click.option("--role", default=None, help="Your role: it must have detokenize: true.")
+@click.option("--column", default=None, help="TYPE.TABLE.COLUMN the value was masked in.")
+@click.option("--domain", default=None, help="The token's domain, instead of --column.")
+@click.option("--policy", default=None, help="The policy that masked it (default: the default).")
+@_handles_errors
+def rules_reveal(
+    config_path: Path,
+    value: str,
+    role: str | None,
+    column: str | None,
+    domain: str | None,
+    policy: str | None,
+) -> None:
+    """Turn a token or an FPE ciphertext back into its value (roles with detokenize: true).
+
+    A token (tok_...) opens in its domain: give --domain, or --column to use the column's.
+    A format-preserving value needs --column: the policy's fpe operator for that column says
+    how it was encrypted.
+    """
+    from fabric.project import Project
+    from fabric.rules.reveal import reveal
+
+    with Project.open(config_path) as project:
+        click.echo(reveal(project, value, role=role, column=column, domain=domain, policy=policy))
 
 
 @rules.command("suggest")

@@ -104,8 +104,11 @@ def render_demo_config(
         + "}"
         for name, (system, table, parent, fk) in _DEMO_TABLES.items()
     )
+    # The roles that see clear data may also turn tokens back into values.
     roles = "\n".join(
-        f"  {role}: {{policy: {policy}, routes: [{', '.join(routes)}]}}"
+        f"  {role}: {{policy: {policy}, routes: [{', '.join(routes)}]"
+        + (", detokenize: true" if policy == "steward" else "")
+        + "}"
         for _, role, policy, routes in DEMO_ROLES
     )
     keys = "\n".join(
@@ -150,8 +153,9 @@ secrets:
 rules:
   masking: rules/masking.yaml
 
-# Caller roles: the masking policy each sees and the API routes it may use. A caller with no
-# role sees the default policy of the masking file (least privilege).
+# Caller roles: the masking policy each sees, the API routes it may use, and whether it may
+# turn tokens back into values (detokenize). A caller with no role sees the default policy of
+# the masking file (least privilege).
 roles:
 {roles}
 default_role: analyst    # used by CLI commands when --role is not given

@@ -6,10 +6,13 @@ way. Parts are opened lazily: serving never needs the sources, `rules check` nee
 
 from __future__ import annotations
 
+import hashlib
+import json
 from functools import cached_property
 from pathlib import Path
 
 from fabric.config import ProjectConfig, load_config
+from fabric.config.loader import read_yaml
 from fabric.config.secrets import Secrets, load_secrets
 from fabric.errors import ConfigError, SourceError, SourceUnavailableError, StoreError
 from fabric.resolve.rules import CompiledMatchRules, load_match_rules
@@ -147,6 +150,21 @@ class Project:
             etype: {t.name: list(t.column_names) for t in self.schema(etype).tables}
             for etype in self.config.entities
         }
+
+    def rules_version(self) -> str:
+        """A short hash of every rule file as parsed (match rules, masking): comments and
+        layout aside, changing a rule changes it. Recorded with each sync run and export."""
+        parts = [
+            json.dumps(
+                read_yaml(self.config.resolve(c.match), what="match rules").data,
+                sort_keys=True,
+                default=str,
+            )
+            for _, c in sorted(self.config.entities.items())
+        ]
+        masking = read_yaml(self.config.resolve(self.config.rules.masking), what="masking rules")
+        parts.append(json.dumps(masking.data, sort_keys=True, default=str))
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
     @cached_property
     def codec(self) -> BlobCodec:

@@ -184,6 +184,11 @@ class RoleConfig(StrictModel):
 
     policy: str = Field(description="masking policy name, or 'clear' for unmasked data")
     routes: list[Route] = Field(default_factory=lambda: list(DEFAULT_ROUTES))
+    detokenize: bool = Field(
+        False,
+        description="may turn tokens and format-preserving ciphertexts back into the values "
+        "they stand for (`fabric rules reveal`)",
+    )
 
 
 class ApiKeyConfig(StrictModel):

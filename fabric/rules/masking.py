@@ -20,6 +20,7 @@ from fabric.config._yaml import YamlDocument
 from fabric.config.loader import read_yaml
 from fabric.errors import RuleError
 from fabric.rules.operators import (
+    AnyOp,
     KeepOp,
     MaskContext,
     MaskFunction,
@@ -68,8 +69,9 @@ class MaskingPolicy:
     unlisted: MaskFunction | None = None
     #: some operator looks at the entity's own names (``free_text``, ``fake``)
     needs_names: bool = False
-    #: per (entity type, table): column -> operator name, for previews and the catalog
-    ops: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
+    #: per (entity type, table): column -> its operator as written (previews, the catalog,
+    #: revealing tokens and FPE values)
+    specs: Mapping[tuple[str, str], Mapping[str, AnyOp]] = field(default_factory=dict)
     #: the operator name of columns the policy does not list
     unlisted_op: str = "keep"
 
@@ -77,7 +79,8 @@ class MaskingPolicy:
         """The operator this policy applies to a column ("clear" for the clear view)."""
         if self.clear:
             return CLEAR
-        return self.ops.get((entity_type, table), {}).get(column, self.unlisted_op)
+        spec = self.specs.get((entity_type, table), {}).get(column)
+        return spec.op if spec is not None else self.unlisted_op
 
     def apply(
         self, entity_type: str, tables: dict[str, list[dict[str, Any]]], entity_id: str = ""
@@ -242,8 +245,8 @@ def load_masking(
     for pname, policy in model.policies.items():
         needs_names = False
         tables: dict[tuple[str, str], dict[str, MaskFunction | None]] = {}
-        ops = {
-            (etype, table): {column: spec.op for column, spec in columns.items()}
+        specs: dict[tuple[str, str], dict[str, AnyOp]] = {
+            (etype, table): dict(columns)
             for etype, per_table in policy.entities.items()
             for table, columns in per_table.items()
         }
@@ -284,7 +287,7 @@ def load_masking(
             keys,
         )
         compiled[pname] = MaskingPolicy(
-            pname, policy.clear, tables, unlisted, needs_names, ops, policy.unlisted
+            pname, policy.clear, tables, unlisted, needs_names, specs, policy.unlisted
         )
         masks_something = unlisted is not None or any(
             fn is not None for plan in tables.values() for fn in plan.values()

@@ -34,11 +34,13 @@ from fabric.store.crypto import KeyDeriver
 
 __all__ = [
     "FPE_MIN_DOMAIN",
+    "AnyOp",
     "MaskContext",
     "MaskFunction",
     "MaskingKeys",
     "OperatorSpec",
     "compile_operator",
+    "fpe_reveal",
 ]
 
 
@@ -321,6 +323,33 @@ def _fpe(spec: FpeOp, keys: MaskingKeys, column: str) -> MaskFunction:
         return "".join(out)
 
     return mask
+
+
+def fpe_reveal(spec: FpeOp, keys: MaskingKeys, column: str) -> Callable[[str], str]:
+    """The inverse of an ``fpe`` mask: a masked value back to the original.
+
+    Raises (from the returned function):
+        ValueError: the value is too short to have been encrypted (it was masked with ``*``).
+    """
+    chars = spec.characters
+    cipher = FF1(keys.ff1_key, len(chars))
+    tweak = (spec.tweak if spec.tweak is not None else column).encode()
+    to_numeral = {c: DIGITS[i] for i, c in enumerate(chars)}
+    from_numeral = {DIGITS[i]: c for i, c in enumerate(chars)}
+    first, last, shortest = spec.keep_first, spec.keep_last, max(spec.shortest, cipher.min_length())
+
+    def reveal(masked: str) -> str:
+        at = [i for i, c in enumerate(masked) if c in to_numeral]
+        middle = at[first : len(at) - last] if last else at[first:]
+        if len(middle) < shortest:
+            raise ValueError("too short to have been encrypted: it was masked, not encrypted")
+        decrypted = cipher.decrypt("".join(to_numeral[masked[i]] for i in middle), tweak)
+        out = list(masked)
+        for i, numeral in zip(middle, decrypted, strict=True):
+            out[i] = from_numeral[numeral]
+        return "".join(out)
+
+    return reveal
 
 
 def _fake(spec: FakeOp, keys: MaskingKeys, column: str) -> MaskFunction:

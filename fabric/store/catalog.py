@@ -164,6 +164,10 @@ _STEPS: list[list[str]] = [
             sealed BLOB NOT NULL
         )""",
     ],
+    [
+        # The rule set (match, masking) each run ran under: changing a rule changes it.
+        "ALTER TABLE sync_runs ADD COLUMN rules_version TEXT",
+    ],
 ]
 
 
@@ -240,6 +244,7 @@ class SyncRunRecord:
     error: str | None
     merged: int = 0
     split: int = 0
+    rules_version: str | None = None
 
 
 class BulkRewrite:
@@ -564,12 +569,13 @@ class Catalog:
 
     # -- sync runs --------------------------------------------------------------------------
 
-    def start_run(self, mode: str) -> int:
-        """Record the start of a sync run and return its id."""
+    def start_run(self, mode: str, rules_version: str | None = None) -> int:
+        """Record the start of a sync run (under a rule-set version) and return its id."""
         with self._conn:
             self._conn.execute(
-                "INSERT INTO sync_runs (started_at, status, mode) VALUES (?, 'running', ?)",
-                (utc_now(), mode),
+                "INSERT INTO sync_runs (started_at, status, mode, rules_version) "
+                "VALUES (?, 'running', ?, ?)",
+                (utc_now(), mode, rules_version),
             )
             run_id = int(self._conn.last_insert_rowid())
         return run_id

@@ -78,16 +78,20 @@ def sync_project(
     mode = "full" if full else "incremental"
     try:
         with paused_gc():
-            return _run(syncs, catalog, mode, started_clock)
+            return _run(syncs, catalog, mode, started_clock, project.rules_version())
     finally:
         clear_caches()  # no source text outlives the run in this process's memory
 
 
 def _run(
-    syncs: list[EntityTypeSync], catalog: Catalog, mode: str, started_clock: float
+    syncs: list[EntityTypeSync],
+    catalog: Catalog,
+    mode: str,
+    started_clock: float,
+    rules_version: str,
 ) -> SyncReport:
-    """Sync every entity type as one recorded run."""
-    run_id = catalog.start_run(mode)
+    """Sync every entity type as one recorded run, under a rule-set version."""
+    run_id = catalog.start_run(mode, rules_version)
     report = SyncReport(run_id=run_id, mode=mode)
     started = utc_now()
     try:

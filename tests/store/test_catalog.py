@@ -81,7 +81,7 @@ def test_delete_entities_removes_their_keys_only(tmp_path: Path) -> None:
 def test_catalog_upgrades_an_older_schema_in_place(tmp_path: Path) -> None:
     path = tmp_path / "catalog.db"
     conn = Catalog(path).connection
-    # As a catalog written before the last four steps: the indexes they drop are still
+    # As a catalog written before the last five steps: the indexes they drop are still
     # there, the columns and table they add are not, and the identity index has a record.
     conn.execute("CREATE INDEX identity_by_entity ON identity_records (entity_type, entity_id)")
     conn.execute("CREATE INDEX source_keys_by_entity ON source_keys (entity_type, entity_id)")
@@ -91,8 +91,9 @@ def test_catalog_upgrades_an_older_schema_in_place(tmp_path: Path) -> None:
     conn.execute("INSERT INTO identity_records VALUES ('customer', 'crm.customers:1', 'C1')")
     conn.execute("INSERT INTO identity_keys VALUES ('customer', x'00', 'crm.customers:1')")
     conn.execute("DROP TABLE dictionaries")
+    conn.execute("ALTER TABLE sync_runs DROP COLUMN rules_version")
     steps = int(conn.pragma("user_version"))
-    conn.pragma("user_version", steps - 4)
+    conn.pragma("user_version", steps - 5)
     conn.close()
     upgraded = Catalog(path).connection
     assert int(upgraded.pragma("user_version")) == steps
@@ -101,6 +102,8 @@ def test_catalog_upgrades_an_older_schema_in_place(tmp_path: Path) -> None:
     columns = {str(c[1]) for c in upgraded.execute("PRAGMA table_info(identity_records)")}
     assert {"values_hash", "key_hashes"} <= columns
     assert "dictionaries" in names
+    runs = {str(c[1]) for c in upgraded.execute("PRAGMA table_info(sync_runs)")}
+    assert "rules_version" in runs
     # Records indexed without their key list are dropped: the next sync starts the index again.
     assert upgraded.execute("SELECT count(*) FROM identity_records").fetchone()[0] == 0
     assert upgraded.execute("SELECT count(*) FROM identity_keys").fetchone()[0] == 0
