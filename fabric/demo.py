@@ -152,6 +152,7 @@ secrets:
 # Rule files applied on every way out (API, CLI, exports).
 rules:
   masking: rules/masking.yaml
+  transforms: rules/transforms.yaml   # applied at ingest: trim, lowercase, derived columns
 
 # Caller roles: the masking policy each sees, the API routes it may use, and whether it may
 # turn tokens back into values (detokenize). A caller with no role sees the default policy of

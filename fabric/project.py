@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from fabric.config import ProjectConfig, load_config
 from fabric.config.loader import read_yaml
 from fabric.config.secrets import Secrets, load_secrets
-from fabric.errors import ConfigError, SourceError, SourceUnavailableError, StoreError
+from fabric.errors import ConfigError, RuleError, SourceError, SourceUnavailableError, StoreError
 from fabric.resolve.rules import CompiledMatchRules, load_match_rules
 from fabric.rules.masking import CompiledPolicies, MaskingPolicy, load_masking
+from fabric.rules.transforms import Transforms, load_transforms
 from fabric.sources.base import TableReader
 from fabric.sources.extract import SourceReader
 from fabric.sources.files import FileSourceReader
@@ -28,6 +31,8 @@ from fabric.store.microdb import ColumnDef, EntitySchema, TableDef
 
 __all__ = ["Project"]
 
+Row = tuple[Any, ...]
+
 
 class Project:
     """An opened project. Close it (or use ``with``) to release files and connections."""
@@ -36,6 +41,7 @@ class Project:
         self.config = config
         self._sources: dict[str, TableReader] = {}
         self._schemas: dict[str, EntitySchema] = {}
+        self._row_transforms: dict[tuple[str, str], Callable[[Row], Row]] = {}
 
     @classmethod
     def open(cls, path: Path) -> Project:
@@ -94,19 +100,34 @@ class Project:
             return cached
         self.entity_type(entity_type)
         tables = []
-        for name, table in self.config.entities[entity_type].tables.items():
+        transforms = self.transforms
+        declared = self.config.entities[entity_type].tables
+        for name, table in declared.items():
             reader = self.source(table.source)
             columns = reader.describe(table.table)
             table_cfg = reader.config.tables[table.table]
+            stored = [(c.name, c.sql_type) for c in columns]
+            source_columns: tuple[str, ...] | None = None
+            if transforms is not None:
+                protected = {table_cfg.primary_key: "primary key"}
+                if table_cfg.watermark:
+                    protected[table_cfg.watermark] = "watermark"
+                if table.foreign_key:
+                    protected[table.foreign_key] = "foreign key"
+                compiled = transforms.for_table(entity_type, name, stored, protected)
+                if compiled is not None:
+                    self._row_transforms[(entity_type, name)] = compiled.apply
+                    stored, source_columns = list(compiled.columns), compiled.source_columns
             tables.append(
                 TableDef(
                     name=name,
                     source=table.source,
                     source_table=table.table,
                     key=table_cfg.primary_key,
-                    columns=tuple(ColumnDef(c.name, c.sql_type) for c in columns),
+                    columns=tuple(ColumnDef(n, t) for n, t in stored),
                     parent=table.parent,
                     foreign_key=table.foreign_key,
+                    source_columns=source_columns,
                 )
             )
         for table_def in tables:
@@ -121,8 +142,37 @@ class Project:
                         f"{table_def.source_table}.columns)"
                     )
                 seen[column.lower()] = column
-        schema = self._schemas[entity_type] = EntitySchema(entity_type, tuple(tables))
+        if transforms is not None:
+            # After the sources: a missing source table is the first thing to fix.
+            unknown = sorted(transforms.tables(entity_type) - set(declared))
+            if unknown:
+                raise RuleError(
+                    f"{transforms.path.name}: {entity_type}: unknown table(s) "
+                    f"{', '.join(unknown)} (tables: {', '.join(declared)})"
+                )
+        rules = self._canonical(self.config.entities[entity_type].match, "match rules")
+        if transforms is not None:
+            rules += "\n" + transforms.version(entity_type)
+        schema = self._schemas[entity_type] = EntitySchema(
+            entity_type, tuple(tables), hashlib.sha256(rules.encode()).hexdigest()[:16]
+        )
         return schema
+
+    def row_transform(self, entity_type: str, table: str) -> Callable[[Row], Row] | None:
+        """The function from a source row to the stored row of a table (None: as read)."""
+        self.schema(entity_type)
+        return self._row_transforms.get((entity_type, table))
+
+    @cached_property
+    def transforms(self) -> Transforms | None:
+        """The transforms applied at ingest, when fabric.yaml names a file of them."""
+        path = self.config.rules.transforms
+        return None if path is None else load_transforms(self.config.resolve(path))
+
+    def _canonical(self, path: Path, what: str) -> str:
+        """A rule file as parsed, in canonical JSON: comments and layout aside."""
+        data = read_yaml(self.config.resolve(path), what=what, error=RuleError).data
+        return json.dumps(data, sort_keys=True, default=str)
 
     def match_rules(self, entity_type: str) -> CompiledMatchRules:
         """Load and compile the match rules of an entity type, checked against its schema."""
@@ -155,15 +205,11 @@ class Project:
         """A short hash of every rule file as parsed (match rules, masking): comments and
         layout aside, changing a rule changes it. Recorded with each sync run and export."""
         parts = [
-            json.dumps(
-                read_yaml(self.config.resolve(c.match), what="match rules").data,
-                sort_keys=True,
-                default=str,
-            )
-            for _, c in sorted(self.config.entities.items())
+            self._canonical(c.match, "match rules") for _, c in sorted(self.config.entities.items())
         ]
-        masking = read_yaml(self.config.resolve(self.config.rules.masking), what="masking rules")
-        parts.append(json.dumps(masking.data, sort_keys=True, default=str))
+        parts.append(self._canonical(self.config.rules.masking, "masking rules"))
+        if self.config.rules.transforms is not None:
+            parts.append(self._canonical(self.config.rules.transforms, "transforms"))
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
     @cached_property

@@ -172,6 +172,9 @@ class RulesConfig(StrictModel):
     """Rule files applied on the way out."""
 
     masking: Path = Field(description="masking policies file; every read goes through it")
+    transforms: Path | None = Field(
+        None, description="transforms applied at ingest (trim, cast, parse dates, derive, drop)"
+    )
 
 
 Route = Literal["entities", "lineage", "features", "exports", "catalog", "admin"]

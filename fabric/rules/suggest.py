@@ -182,7 +182,12 @@ def suggest_policy(project: Project, rows: int = 1000, name: str = "suggested") 
         for table in project.schema(entity_type).tables:
             reader = project.source(table.source)
             sample: list[tuple[Any, ...]] = []
-            for batch in reader.read(table.source_table, table.column_names, batch_rows=rows):
+            # Judged as stored: after the transforms at ingest, which the policy will see.
+            transform = project.row_transform(entity_type, table.name)
+            read = table.source_columns or table.column_names
+            for batch in reader.read(table.source_table, read, batch_rows=rows):
+                if transform is not None:
+                    batch = [transform(row) for row in batch]
                 sample.extend(batch)
                 if len(sample) >= rows:
                     break

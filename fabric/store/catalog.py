@@ -516,6 +516,13 @@ class Catalog:
                 (entity_type, version, json.dumps(layout)),
             )
 
+    def schema_version(self, entity_type: str) -> str | None:
+        """The schema version entities of a type were last built with (None: never built)."""
+        row = self._conn.execute(
+            "SELECT version FROM schemas WHERE entity_type = ?", (entity_type,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     def schemas(self) -> dict[str, dict[str, list[str]]]:
         """Entity type -> table -> columns, as of the last sync."""
         return {

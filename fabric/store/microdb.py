@@ -71,6 +71,8 @@ class TableDef:
     columns: tuple[ColumnDef, ...]
     parent: str | None = None
     foreign_key: str | None = None
+    #: the columns read from the source, when transforms make them differ from the stored ones
+    source_columns: tuple[str, ...] | None = None
 
     @cached_property
     def column_names(self) -> tuple[str, ...]:
@@ -84,6 +86,9 @@ class EntitySchema:
 
     entity_type: str
     tables: tuple[TableDef, ...]
+    #: the version of the rules that shape stored rows (match rules, transforms at ingest):
+    #: part of the schema version, so changing them rebuilds every entity on the next sync
+    rules: str = ""
 
     def table(self, name: str) -> TableDef:
         """Return the table called ``name``."""
@@ -107,8 +112,10 @@ class EntitySchema:
 
     @cached_property
     def version(self) -> str:
-        """A short hash of the DDL: entities built under another schema must be rebuilt."""
-        return hashlib.sha256("\n".join(self.ddl()).encode()).hexdigest()[:16]
+        """A short hash of the DDL and the rules: entities built under another schema or other
+        ingest rules must be rebuilt."""
+        text = "\n".join([*self.ddl(), *([self.rules] if self.rules else [])])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass

@@ -180,7 +180,13 @@ class EntityTypeSync:
         nulls = repeats = count = 0
         newest = since
         filter_ = (column, since) if column is not None and since is not None else None
-        for batch in reader.read(table.source_table, table.column_names, since=filter_):
+        transform = self.project.row_transform(self.entity_type, table.name)
+        read = table.source_columns or table.column_names
+        for batch in reader.read(table.source_table, read, since=filter_):
+            if transform is not None:
+                # Transforms at ingest: every later step sees the rows as they are stored
+                # (keys, foreign keys and watermarks are never transformed).
+                batch = [transform(row) for row in batch]
             for row in batch:
                 key = row[key_at]
                 if key is None:
@@ -244,6 +250,8 @@ class EntityTypeSync:
             and self.project.catalog.count(self.entity_type) > 0
             and index.has_records()
             and self.project.catalog.schemas().get(self.entity_type) == self.layout()
+            # other match rules or transforms: what is stored no longer follows from them
+            and self.project.catalog.schema_version(self.entity_type) == self.schema.version
         )
         # New images compress with the newest dictionary of this schema (a full sync may
         # train a better one).
@@ -292,7 +300,7 @@ class EntityTypeSync:
                     "entity_id": content.entity_id,
                     "version": 1,
                     "schema_version": self.schema.version,
-                    "rules_version": self.rules.version,
+                    "rules_version": self.schema.rules,
                     "built_at": started,
                     "sync_run": run_id,
                 }
@@ -538,7 +546,7 @@ class EntityTypeSync:
                 started,
                 now,
                 by_partition.get(p, {}),
-                rules_version=self.rules.version,
+                rules_version=self.schema.rules,
                 dictionaries=dictionaries,
             )
             for p in range(partitions)
@@ -780,7 +788,7 @@ class EntityTypeSync:
                 now,
                 run_id,
                 items[start : start + _PATCH_BATCH],
-                rules_version=self.rules.version,
+                rules_version=self.schema.rules,
                 dictionaries=self.project.codec.dictionaries.subset(
                     self.entity_type,
                     {dictionary_id_of(i.blob) for i in items[start : start + _PATCH_BATCH]},
@@ -1151,7 +1159,7 @@ class EntityTypeSync:
             full=self.full,
             run_id=run_id,
             built_at=now,
-            rules_version=self.rules.version,
+            rules_version=self.schema.rules,
         )
         self._write_results(
             [PartitionResult(0, built, unchanged)], known, now, refs_before=refs_before
