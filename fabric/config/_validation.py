@@ -55,10 +55,34 @@ def _model_in(annotation: Any) -> Any:
     return annotation
 
 
+def _union_member(annotation: Any, tag: Any) -> Any:
+    """The member of a discriminated union of models whose tag is ``tag`` (None: not one)."""
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return None
+    for arg in typing.get_args(annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            for info in arg.model_fields.values():
+                if typing.get_origin(info.annotation) is typing.Literal and tag in typing.get_args(
+                    info.annotation
+                ):
+                    return arg
+    return None
+
+
 def _type_at(model: type[BaseModel], loc: Loc) -> Any:
-    """Walk the model's annotations along ``loc``; None when the path leaves known types."""
+    """Walk the model's annotations along ``loc``; None when the path leaves known types.
+
+    ``loc`` is pydantic's: a discriminated union adds its tag (an operator's ``op``) as a
+    step of its own, which picks the member model here.
+    """
     current: Any = model
     for part in loc:
+        member = _union_member(current, part)
+        if member is not None:
+            current = member
+            continue
         current = _model_in(current)
         origin = typing.get_origin(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
@@ -109,8 +133,32 @@ def _describe(model: type[BaseModel], err: Any) -> str:
             f"{hint}(allowed: {', '.join(options)})"
         )
     message = str(err["msg"])
+    if kind == "value_error":
+        return message.removeprefix("Value error, ")  # our own words, written as shown
     # Never echo the offending value: it may be a secret or a piece of source data.
     return message[0].lower() + message[1:] if message else kind
+
+
+def _in_document(data: Any, loc: Loc) -> Loc:
+    """``loc`` as a path in the file: the tags pydantic adds for unions are not in it."""
+    shown: list[str | int] = []
+    node = data
+    for at, part in enumerate(loc):
+        inside = (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        )
+        if inside:
+            node = node[part]
+        elif isinstance(node, dict) and part in node.values():
+            continue  # a union's tag (an operator's op): pydantic's step, not the file's
+        elif at == len(loc) - 1 or not isinstance(node, dict | list):
+            shown.append(part)  # a key that is wrong or missing: name it
+            node = None
+            continue
+        else:
+            continue  # a union's tag: a step of pydantic's, not of the file
+        shown.append(part)
+    return tuple(shown)
 
 
 def validate_document(
@@ -125,6 +173,8 @@ def validate_document(
             loc: Loc = tuple(p for p in err["loc"] if not str(p).startswith("function-"))
             if err["type"] == "union_tag_invalid":
                 loc = (*loc, str(err.get("ctx", {}).get("discriminator", "")).strip("'"))
-            line = doc.line_of(loc)
-            problems.append(format_issue(doc.path, line, loc, _describe(model, err)))
+            err = {**err, "loc": loc}
+            shown = _in_document(doc.data, loc)
+            line = doc.line_of(shown)
+            problems.append(format_issue(doc.path, line, shown, _describe(model, err)))
         return None, problems

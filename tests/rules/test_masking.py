@@ -152,3 +152,65 @@ def test_partial_never_returns_the_original(value: str, first: int, last: int) -
     assert "*" in masked
     if "*" not in value:
         assert masked != value
+
+
+def test_operator_parameters_are_checked_with_file_line_and_path(tmp_path: Path) -> None:
+    text = """default_policy: analyst
+policies:
+  analyst:
+    customer:
+      people:
+        phone: {op: fpe, alphabet: digits, min_length: 4}
+        email: {op: tokenize, domian: email}
+        name: {op: generalize, to: range}
+  steward: {clear: true}
+"""
+    with pytest.raises(RuleError) as info:
+        load_masking(write(tmp_path, text), KEY, SCHEMA)
+    lines = str(info.value).splitlines()
+    assert any(
+        "masking.yaml:6 policies.analyst.customer.people.phone: FPE domain too small: 10^4" in line
+        for line in lines
+    ), lines
+    assert any(
+        "masking.yaml:7 policies.analyst.customer.people.email.domian: unknown key; "
+        "did you mean 'domain'? (allowed: domain, op)" in line
+        for line in lines
+    ), lines
+    assert any(
+        "masking.yaml:8 policies.analyst.customer.people.name: to: range needs size" in line
+        for line in lines
+    ), lines
+    faker = text.replace(
+        "{op: fpe, alphabet: digits, min_length: 4}", "{op: fake, provider: frist_name}"
+    )
+    faker = faker.replace("domian", "domain").replace("to: range}", "to: range, size: 10}")
+    with pytest.raises(
+        RuleError, match=r"masking.yaml:6 .*phone.op: 'fake' unknown Faker provider"
+    ):
+        load_masking(write(tmp_path, faker), KEY, SCHEMA)
+
+
+def test_joins_on_masked_data_still_work_across_systems(demo_dir: Path) -> None:
+    """The same email in CRM, billing and support masks to the same token in each table."""
+    from fabric.entities import EntityService
+    from fabric.project import Project
+
+    joined = 0
+    with Project.open(demo_dir / "fabric.yaml") as project:
+        service = EntityService(project)
+        for entity_id in sorted(project.catalog.entities("customer"))[:150]:
+            clear = service.document("customer", entity_id, role="steward")["tables"]
+            masked = service.document("customer", entity_id)["tables"]
+            pairs = [
+                (row["email"], masked_row["email"])
+                for table in ("crm_customers", "billing_accounts", "support_tickets")
+                for row, masked_row in zip(clear[table], masked[table], strict=True)
+                if row.get("email")
+            ]
+            for value, token in pairs:
+                assert token != value
+                same = {t for v, t in pairs if v == value}
+                assert same == {token}, "one email, several tokens"
+                joined += sum(1 for v, _ in pairs if v == value) > 1
+    assert joined > 50  # many people's email is in more than one system
