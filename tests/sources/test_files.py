@@ -429,7 +429,7 @@ def test_files_config_accepts_path_file_and_csv_options(tmp_path: Path) -> None:
         ),
         (
             "    path: exports\n    tables:\n      people: {csv: {encoding: klingon}}",
-            "sources.files.tables.people.csv.encoding: value error, unknown text encoding",
+            "sources.files.tables.people.csv.encoding: unknown text encoding",
         ),
     ],
 )
