@@ -167,7 +167,10 @@ class Project:
     def transforms(self) -> Transforms | None:
         """The transforms applied at ingest, when fabric.yaml names a file of them."""
         path = self.config.rules.transforms
-        return None if path is None else load_transforms(self.config.resolve(path))
+        if path is None:
+            return None
+        # Steps are checked as each table compiles, with its columns: every problem at once.
+        return load_transforms(self.config.resolve(path), check_steps=False)
 
     def _canonical(self, path: Path, what: str) -> str:
         """A rule file as parsed, in canonical JSON: comments and layout aside."""
@@ -299,6 +302,10 @@ class Project:
             path = self.config.resolve(ecfg.match)
             load_match_rules(path, etype, schema.get(etype) if schema else None)
             checked.append(path)
+        if self.config.rules.transforms is not None:
+            # Compiled against the sources by reflected_schema() above when they were reached.
+            checked.append(self.config.resolve(self.config.rules.transforms))
+            load_transforms(checked[-1])
         return checked, against
 
     def close(self) -> None:

@@ -111,6 +111,7 @@ def test_cli_rules_check(runner: CliRunner, demo_dir: Path, tmp_path: Path) -> N
 
     ok = runner.invoke(main, ["rules", "check", "-c", str(demo_dir / "fabric.yaml")])
     assert ok.exit_code == 0, ok.output
+    assert "transforms.yaml" in ok.output and "masking.yaml" in ok.output
     copy = tmp_path / "p"
     shutil.copytree(demo_dir, copy)
     masking = copy / "rules" / "masking.yaml"

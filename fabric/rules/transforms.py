@@ -412,12 +412,13 @@ def _steps(
 
 def _derived(
     entry: dict[str, Any],
-    names: Sequence[str],
+    names: Sequence[str] | None,
     doc: _Doc,
     loc: tuple[str | int, ...],
     problems: list[str],
 ) -> tuple[str, Callable[[dict[str, Any]], Any]] | None:
-    """(storage class, function of the row's source values) of a derived column."""
+    """(storage class, function of the row's values) of a derived column; ``names`` None:
+    the columns are not known yet, only the rest is checked."""
     allowed = {"derive", "builtin", "from", "type"}
     if set(entry) - allowed or ("derive" in entry and "builtin" in entry):
         problems.append(
@@ -448,7 +449,7 @@ def _derived(
                 )
             )
             return None
-        unknown = [s for s in sources if s not in names]
+        unknown = [s for s in sources if names is not None and s not in names]
         if unknown or not sources:
             problems.append(
                 doc.issue(
@@ -471,7 +472,8 @@ def _derived(
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
     }
     used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - called
-    unknown_names = sorted(used - set(names) - {"None", "True", "False"})
+    known = set(names) if names is not None else used
+    unknown_names = sorted(used - known - {"None", "True", "False"})
     unknown_calls = sorted(called - set(FUNCTIONS))
     if any(isinstance(n, ast.Attribute) for n in ast.walk(tree)):
         problems.append(doc.issue((*loc, "derive"), "attribute access (x.y) is not allowed"))
@@ -480,7 +482,7 @@ def _derived(
         parts = []
         if unknown_names:
             parts.append(
-                f"unknown column(s) {', '.join(unknown_names)} (columns: {', '.join(names)})"
+                f"unknown column(s) {', '.join(unknown_names)} (columns: {', '.join(names or ())})"
             )
         if unknown_calls:
             parts.append(
@@ -499,11 +501,12 @@ def _derived(
     return sql_type, derive
 
 
-def load_transforms(path: Path) -> Transforms:
+def load_transforms(path: Path, *, check_steps: bool = True) -> Transforms:
     """Read a transforms file: entity type -> table -> column -> transform.
 
-    The shape is checked here; each table's columns are checked when it is compiled against
-    its source (:meth:`Transforms.for_table`).
+    The shape is checked here, and the steps and expressions unless ``check_steps`` is False
+    (a caller about to compile every table against its source, which checks them too and
+    reports them with the column problems, all at once: :meth:`Transforms.for_table`).
 
     Raises:
         RuleError: naming file, line and path.
@@ -529,6 +532,19 @@ def load_transforms(path: Path) -> Transforms:
                         "must map columns to transforms",
                     )
                 )
+    if not problems and check_steps:
+        # Steps and expressions are checked now; column names when the sources are reflected.
+        checker = _Doc(path)
+        for etype, tables in data.items():
+            for table, columns in tables.items():
+                for column, entry in columns.items():
+                    loc = (str(etype), str(table), str(column))
+                    if entry == "drop":
+                        continue
+                    if isinstance(entry, dict) and ("derive" in entry or "builtin" in entry):
+                        _derived(entry, None, checker, loc, problems)
+                    else:
+                        _steps(entry, checker, loc, problems)
     if problems:
         raise RuleError("\n".join(problems))
     return Transforms(data, path)

@@ -30,7 +30,10 @@ PROTECTED = {"id": "primary key"}
 def compile_table(tmp_path: Path, text: str) -> Any:
     path = tmp_path / "transforms.yaml"
     path.write_text(text)
-    return load_transforms(path).for_table("customer", "people", SOURCE, PROTECTED)
+    # As a project loads them: steps are checked with the columns, all problems at once.
+    return load_transforms(path, check_steps=False).for_table(
+        "customer", "people", SOURCE, PROTECTED
+    )
 
 
 def test_steps_drops_and_derived_columns(tmp_path: Path) -> None:
@@ -148,3 +151,14 @@ def test_transforms_of_an_unknown_table_are_an_error(fresh_demo: DemoProject) ->
         pytest.raises(RuleError, match="unknown table"),
     ):
         project.schema("customer")
+
+
+def test_a_file_alone_has_its_steps_checked(tmp_path: Path) -> None:
+    """Without sources (`fabric rules check FILE`), steps and expressions are still checked."""
+    path = tmp_path / "transforms.yaml"
+    path.write_text("customer:\n  people:\n    email: [lowercsae]\n    x: {derive: 'a.b'}\n")
+    with pytest.raises(RuleError) as info:
+        load_transforms(path)
+    message = str(info.value)
+    assert "transforms.yaml:3 customer.people.email.0: unknown step 'lowercsae'" in message
+    assert "transforms.yaml:4 customer.people.x.derive: attribute access" in message
