@@ -375,6 +375,60 @@ def entity_show(
     click.echo(json.dumps(doc, indent=2, ensure_ascii=False, default=_json_default))
 
 
+@main.command("export")
+@config_option
+@click.argument("view")
+@click.option(
+    "--spine",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CSV or Parquet with entity_id (an id or source:key), event_timestamp and labels. "
+    "Without it: every entity, as of now.",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="The file to write.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["parquet", "csv", "jsonl"]),
+    default=None,
+    help="Default: from --out's suffix, else parquet.",
+)
+@click.option("--role", default=None, help="Role whose masking applies (default: default_role).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes (exports run in this process for now; the option is accepted for scripts).",
+)
+@_handles_errors
+def export(
+    config_path: Path,
+    view: str,
+    spine: Path | None,
+    out: Path,
+    fmt: str | None,
+    role: str | None,
+    workers: int,
+) -> None:
+    """Export a feature view over a spine: a point-in-time-correct training set.
+
+    Every feature of the row for time t is computed only from rows whose event time is
+    strictly before t; labels pass through; output rows keep the spine's order. A key no
+    entity holds is counted and gets the defaults with found=false. FILE.manifest.json beside
+    the output records the view, rules, store state and spine it was made from.
+    """
+    from fabric.features.export import export_view
+    from fabric.project import Project
+
+    with Project.open(config_path) as project, _progress() as progress:
+        report = export_view(project, view, out, spine=spine, fmt=fmt, role=role, progress=progress)
+    click.echo(
+        f"wrote {report.rows} rows ({report.entities} entities, {report.not_found} keys not "
+        f"found) to {report.out} in {report.seconds:.1f} s; manifest {report.manifest}"
+    )
+
+
 @main.group()
 def store() -> None:
     """Check, measure and re-key the entity store."""

@@ -153,6 +153,7 @@ secrets:
 rules:
   masking: rules/masking.yaml
   transforms: rules/transforms.yaml   # applied at ingest: trim, lowercase, derived columns
+  features: rules/features.yaml       # feature views, for `fabric export` and the API
 
 # Caller roles: the masking policy each sees, the API routes it may use, and whether it may
 # turn tokens back into values (detokenize). A caller with no role sees the default policy of

@@ -17,6 +17,7 @@ from fabric.config import ProjectConfig, load_config
 from fabric.config.loader import read_yaml
 from fabric.config.secrets import Secrets, load_secrets
 from fabric.errors import ConfigError, RuleError, SourceError, SourceUnavailableError, StoreError
+from fabric.features.spec import FeatureView, load_views
 from fabric.resolve.rules import CompiledMatchRules, load_match_rules
 from fabric.rules.masking import CompiledPolicies, MaskingPolicy, load_masking
 from fabric.rules.transforms import Transforms, load_transforms
@@ -42,6 +43,7 @@ class Project:
         self._sources: dict[str, TableReader] = {}
         self._schemas: dict[str, EntitySchema] = {}
         self._row_transforms: dict[tuple[str, str], Callable[[Row], Row]] = {}
+        self._views: dict[str, FeatureView] | None = None
 
     @classmethod
     def open(cls, path: Path) -> Project:
@@ -163,6 +165,18 @@ class Project:
         self.schema(entity_type)
         return self._row_transforms.get((entity_type, table))
 
+    def views(self) -> dict[str, FeatureView]:
+        """The feature views of the project ({} when fabric.yaml names no features file),
+        checked against the schema of the last sync, or of the sources before one."""
+        if self._views is None:
+            path = self.config.rules.features
+            if path is None:
+                self._views = {}
+            else:
+                schema = self.known_schema() or self.reflected_schema()
+                self._views = load_views(self.config.resolve(path), schema)
+        return self._views
+
     @cached_property
     def transforms(self) -> Transforms | None:
         """The transforms applied at ingest, when fabric.yaml names a file of them."""
@@ -213,6 +227,8 @@ class Project:
         parts.append(self._canonical(self.config.rules.masking, "masking rules"))
         if self.config.rules.transforms is not None:
             parts.append(self._canonical(self.config.rules.transforms, "transforms"))
+        if self.config.rules.features is not None:
+            parts.append(self._canonical(self.config.rules.features, "feature views"))
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
     @cached_property

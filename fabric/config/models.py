@@ -175,6 +175,7 @@ class RulesConfig(StrictModel):
     transforms: Path | None = Field(
         None, description="transforms applied at ingest (trim, cast, parse dates, derive, drop)"
     )
+    features: Path | None = Field(None, description="feature views (windowed aggregates...)")
 
 
 Route = Literal["entities", "lineage", "features", "exports", "catalog", "admin"]

@@ -1,0 +1,1 @@
+"""Feature views: declared in YAML, computed point-in-time correct, served and exported."""
