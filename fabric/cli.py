@@ -399,7 +399,7 @@ def entity_show(
     type=click.IntRange(1, 64),
     default=1,
     show_default=True,
-    help="Processes (exports run in this process for now; the option is accepted for scripts).",
+    help="Processes computing partitions of entities in parallel.",
 )
 @_handles_errors
 def export(

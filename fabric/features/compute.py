@@ -78,19 +78,50 @@ class _Events:
         self.rows = [r for _, r in ordered]
 
 
-class _Filter:
+class _Expression:
+    """An expression parsed once (per process), evaluated many times with new names."""
+
     def __init__(self, expression: str) -> None:
         self.evaluator = SimpleEval(functions=FUNCTIONS)
         self.expression = expression
         self.parsed = self.evaluator.parse(expression)
         self.uses_as_of = "as_of" in expression
 
+    def __call__(self, names: dict[str, Any]) -> Any:
+        self.evaluator.names = names
+        return self.evaluator.eval(self.expression, previously_parsed=self.parsed)
+
+
+_parsed: dict[str, _Expression] = {}
+
+
+def _expression(text: str) -> _Expression:
+    found = _parsed.get(text)
+    if found is None:
+        found = _parsed[text] = _Expression(text)
+    return found
+
+
+class _Filter:
+    """A row filter; rows are judged once when the filter does not read ``as_of``."""
+
+    def __init__(self, expression: str) -> None:
+        self.expression = _expression(expression)
+        self._judged: dict[int, bool] = {}
+
     def __call__(self, row: Mapping[str, Any], as_of: str) -> bool:
-        self.evaluator.names = {**row, "as_of": as_of}
+        uses_as_of = self.expression.uses_as_of
+        if not uses_as_of:
+            found = self._judged.get(id(row))
+            if found is not None:
+                return found
         try:
-            return bool(self.evaluator.eval(self.expression, previously_parsed=self.parsed))
+            verdict = bool(self.expression({**row, "as_of": as_of}))
         except Exception:  # a row the filter cannot judge (a NULL compared): not counted
-            return False
+            verdict = False
+        if not uses_as_of:
+            self._judged[id(row)] = verdict  # rows live as long as this compute() call
+        return verdict
 
 
 def compute(
@@ -113,7 +144,6 @@ def compute(
         if feature.filter and feature.filter not in filters:
             filters[feature.filter] = _Filter(feature.filter)
     born = min(earliest) if earliest else None
-    derive = SimpleEval(functions=FUNCTIONS)
     out = []
     for moment in times:
         existed = born is not None and born < moment
@@ -123,7 +153,7 @@ def compute(
             if not existed:
                 values[feature.name] = feature.default
                 continue
-            value = _one(feature, events, filters, moment, as_of, values, derive)
+            value = _one(feature, events, filters, moment, as_of, values)
             values[feature.name] = _cast(value, feature.type, feature.default)
         out.append((existed, values))
     return out
@@ -136,13 +166,11 @@ def _one(
     moment: datetime,
     as_of: str,
     values: Mapping[str, Any],
-    derive: SimpleEval,
 ) -> Any:
     kind = feature.kind
     if kind == "derive":
-        derive.names = dict(values)
         try:
-            return derive.eval(feature.expression)
+            return _expression(feature.expression)(dict(values))
         except Exception:  # division by zero, a NULL in arithmetic: the feature's default
             return None
     if kind == "age":
