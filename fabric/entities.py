@@ -80,10 +80,21 @@ class EntityService:
                 f"unknown entity type (types: {', '.join(self.project.config.entities)})"
             )
 
-    def _load(
-        self, entity_type: str, entity_id: str, tables: list[str] | None
-    ) -> tuple[str, dict[str, Any], dict[str, list[dict[str, Any]]]]:
-        """(id of the entity found, ``_meta``, copies of the asked tables' rows), unmasked."""
+    def shared_tables(
+        self, entity_type: str, entity_id: str
+    ) -> tuple[str, dict[str, list[dict[str, Any]]]]:
+        """(id of the entity found, every table's rows), unmasked and shared with the read
+        cache: for computations that only read them (feature views). Never hand these rows
+        to a caller, and never change them.
+
+        Raises:
+            EntityNotFoundError: no such entity type or entity.
+        """
+        found, stored = self._stored(entity_type, entity_id)
+        return found, self._read(stored)[1]
+
+    def _stored(self, entity_type: str, entity_id: str) -> tuple[str, StoredBlob]:
+        """The entity's stored blob, following an alias to the survivor of a merge."""
         self._entity_type(entity_type)
         _check_id(entity_id, "entity id")
         stored = self.project.store.get(entity_type, entity_id)
@@ -99,6 +110,13 @@ class EntityService:
                     f"no {entity_type} entities are stored yet: run `fabric sync` first"
                 )
             raise EntityNotFoundError(f"no {entity_type} entity with this id")
+        return entity_id, stored
+
+    def _load(
+        self, entity_type: str, entity_id: str, tables: list[str] | None
+    ) -> tuple[str, dict[str, Any], dict[str, list[dict[str, Any]]]]:
+        """(id of the entity found, ``_meta``, copies of the asked tables' rows), unmasked."""
+        entity_id, stored = self._stored(entity_type, entity_id)
         meta, every_table = self._read(stored)
         unknown = [t for t in tables or () if t not in every_table]
         if unknown:

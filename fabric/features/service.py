@@ -82,7 +82,7 @@ class FeatureService:
             if parsed is None:
                 raise BadTimeError("as_of must be an ISO 8601 time, e.g. 2026-01-31T00:00:00Z")
             moment = parsed
-        found, _, tables = self.entities._load(view.entity_type, entity_id, None)
+        found, tables = self.entities.shared_tables(view.entity_type, entity_id)
         ((existed, values),) = compute(view, tables, [moment])
         mask_attributes(view, policy, found, values)
         vector: dict[str, Any] = {
