@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from simpleeval import SimpleEval
+from simpleeval import EvalWithCompoundTypes
 
 from fabric.errors import FabricError
 from fabric.features.spec import AGGREGATES, Feature, FeatureView
@@ -82,7 +82,7 @@ class _Expression:
     """An expression parsed once (per process), evaluated many times with new names."""
 
     def __init__(self, expression: str) -> None:
-        self.evaluator = SimpleEval(functions=FUNCTIONS)
+        self.evaluator = EvalWithCompoundTypes(functions=FUNCTIONS)
         self.expression = expression
         self.parsed = self.evaluator.parse(expression)
         self.uses_as_of = "as_of" in expression

@@ -28,10 +28,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from simpleeval import EvalWithCompoundTypes
+
 from fabric.config._validation import format_issue, suggest
 from fabric.config.loader import read_yaml
 from fabric.errors import RuleError
-from fabric.rules.transforms import FUNCTIONS
+from fabric.rules.transforms import FUNCTIONS, unsupported
 
 __all__ = ["AGGREGATES", "Feature", "FeatureView", "load_views"]
 
@@ -226,6 +228,10 @@ def _feature(
                 f"unknown function(s) {', '.join(bad_calls)} (functions: {', '.join(FUNCTIONS)})",
             )
             return None
+        problem = _refused(expression, reads)
+        if problem:
+            issue((*loc, "derive"), problem)
+            return None
         return Feature(
             name,
             kind,
@@ -285,6 +291,10 @@ def _feature(
                 ),
             )
             return None
+        problem = _refused(_sql_equals(filter_text), reads)
+        if problem:
+            issue((*loc, "filter"), problem)
+            return None
     return Feature(
         name,
         kind,
@@ -296,6 +306,12 @@ def _feature(
         type=ftype,
         default=default,
     )
+
+
+def _refused(expression: str, names: set[str]) -> str | None:
+    """What the evaluator refuses in an expression, found at load (see ``unsupported``)."""
+    evaluator = EvalWithCompoundTypes(functions=FUNCTIONS)
+    return unsupported(evaluator, expression, evaluator.parse(expression), names)
 
 
 def _sql_equals(text: str) -> str:

@@ -11,7 +11,7 @@ A transforms file maps entity type -> table -> column to one of:
   ``{default: VALUE}`` (for NULL), ``{map: {old: new, ...}}``;
 - for a column the source does not have, a derived one: ``{derive: EXPRESSION, type: T}`` (a
   small expression over the row's columns as transformed, and dropped ones as read, evaluated
-  by ``simpleeval``: arithmetic,
+  by ``simpleeval`` with lists and tuples (``x in ('a', 'b')``): arithmetic,
   comparisons, ``x if c else y`` and the functions of :data:`FUNCTIONS`; no attribute access,
   no imports) or ``{builtin: NAME, from: [COLUMNS], type: T}``.
 
@@ -26,21 +26,21 @@ import ast
 import difflib
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import phonenumbers
-from simpleeval import SimpleEval
+from simpleeval import EvalWithCompoundTypes, FeatureNotAvailable
 
 from fabric.config._validation import format_issue
 from fabric.config._yaml import YamlDocument
 from fabric.config.loader import read_yaml
 from fabric.errors import RuleError, SourceError
 
-__all__ = ["FUNCTIONS", "TableTransform", "Transforms", "load_transforms"]
+__all__ = ["FUNCTIONS", "TableTransform", "Transforms", "load_transforms", "unsupported"]
 
 Row = tuple[Any, ...]
 Step = Callable[[Any], Any]
@@ -491,14 +491,33 @@ def _derived(
             )
         problems.append(doc.issue((*loc, "derive"), "; ".join(parts)))
         return None
-    evaluator = SimpleEval(functions=FUNCTIONS)
+    evaluator = EvalWithCompoundTypes(functions=FUNCTIONS)
     parsed = evaluator.parse(expression)
+    problem = unsupported(evaluator, expression, parsed, used)
+    if problem:
+        problems.append(doc.issue((*loc, "derive"), problem))
+        return None
 
     def derive(values: dict[str, Any]) -> Any:
         evaluator.names = values
         return evaluator.eval(expression, previously_parsed=parsed)
 
     return sql_type, derive
+
+
+def unsupported(
+    evaluator: EvalWithCompoundTypes, expression: str, parsed: Any, names: Iterable[str]
+) -> str | None:
+    """What ``simpleeval`` refuses in an expression (a construct it does not evaluate), found
+    by one trial with every name NULL: at load, not on the first row of a sync."""
+    evaluator.names = dict.fromkeys(names)
+    try:
+        evaluator.eval(expression, previously_parsed=parsed)
+    except FeatureNotAvailable as exc:
+        return f"not allowed in an expression: {exc}"
+    except Exception:  # NULLs in arithmetic and the like: a question for real rows
+        return None
+    return None
 
 
 def load_transforms(path: Path, *, check_steps: bool = True) -> Transforms:
