@@ -405,8 +405,14 @@ def _write(
     schema: pa.Schema | None = None
     try:
         with tmp.open("wb") as handle:
+            expected = 0
             for batch in batches:
                 chunk = [next(merged) for _ in range(batch.num_rows)]
+                # Every spine row comes back exactly once, in order: labels must never meet
+                # another row's features.
+                if [r["index"] for r in chunk] != list(range(expected, expected + len(chunk))):
+                    raise FabricError("internal error: exported rows out of spine order")
+                expected += len(chunk)
                 columns = {
                     f.name: pa.array([r[f.name] for r in chunk], f.type)
                     for f in feature_schema
