@@ -76,6 +76,21 @@ class _Events:
         ordered = sorted(((t, r) for t, r in timed if t is not None), key=lambda x: x[0])
         self.times = [t for t, _ in ordered]
         self.rows = [r for _, r in ordered]
+        self._prefixes: dict[int, tuple[list[int], list[int]]] = {}
+
+    def prefix(self, keep: _Filter | None) -> tuple[list[int], list[int]]:
+        """For a filter that does not read ``as_of`` (or none): how many of the first ``i``
+        rows pass it, and the index of the last of them that passes (-1: none)."""
+        key = id(keep)
+        found = self._prefixes.get(key)
+        if found is None:
+            passing, last = [0], [-1]
+            for at, row in enumerate(self.rows):
+                ok = keep is None or keep(row, "")
+                passing.append(passing[-1] + ok)
+                last.append(at if ok else last[-1])
+            found = self._prefixes[key] = (passing, last)
+        return found
 
 
 class _Expression:
@@ -183,6 +198,21 @@ def _one(
     found = events[(feature.table, feature.timestamp)]
     high = bisect.bisect_left(found.times, moment)  # strictly before t
     low = 0 if feature.window is None else bisect.bisect_left(found.times, moment - feature.window)
+    keep = filters.get(feature.filter) if feature.filter else None
+    if kind in ("count", "recency", "attribute", "last") and (
+        keep is None or not keep.expression.uses_as_of
+    ):
+        # Counting and taking the last row need no walk over the window's rows: prefix
+        # counts of the rows that pass the filter, computed once per entity.
+        passing, last_passing = found.prefix(keep)
+        if kind == "count":
+            return passing[high] - passing[low]
+        at = last_passing[high]
+        if at < low:
+            return None
+        if kind == "recency":
+            return (moment - found.times[at]).days
+        return found.rows[at].get(feature.column)
     rows = found.rows[low:high]
     if feature.filter:
         keep = filters[feature.filter]
