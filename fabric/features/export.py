@@ -176,7 +176,7 @@ def _compute_with(project: Project, job: _Job) -> int:
         if entity_id == _MISSING:
             results = [(False, {f.name: f.default for f in view.features})] * len(times)
         else:
-            _, tables = service.entities.shared_tables(view.entity_type, entity_id)
+            _, tables = service.entities.shared_tables(view.entity_type, entity_id, view.tables)
             results = compute(view, tables, times)
         for at, (existed, values) in zip(positions, results, strict=True):
             if entity_id != _MISSING:

@@ -82,6 +82,13 @@ class FeatureView:
         text = json.dumps(self.definition, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
+    @property
+    def tables(self) -> list[str]:
+        """The entity tables the view's features read, in a stable order."""
+        found = {f.table for f in self.features if f.table}
+        found.update(table for f in self.features for table, _ in f.times)
+        return sorted(found)
+
     def feature(self, name: str) -> Feature:
         """One feature by name."""
         for item in self.features:
