@@ -11,13 +11,20 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import statistics
 import sys
+import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fabric.project import Project
 
 __all__ = [
     "MIB",
@@ -31,6 +38,7 @@ __all__ = [
     "reset_peak_rss",
     "sig",
     "sqlite_bytes",
+    "synced_demo",
 ]
 
 #: Significant digits kept in printed floats: more would only print noise.
@@ -233,3 +241,30 @@ class DescendantMemory:
         self._stop.set()
         self._thread.join()
         self._sample()
+
+
+@contextmanager
+def synced_demo(
+    name: str, customers: int, seed: int, workdir: Path | None = None
+) -> Iterator[tuple[Project, Path]]:
+    """A demo project of ``customers``, generated and fully synced (not timed), opened.
+
+    Yields the project and its scratch directory, which is removed afterwards unless it was
+    made under ``workdir`` (to keep the files).
+    """
+    from fabric.demo import create_demo_project
+    from fabric.project import Project
+    from fabric.sync import sync_project
+
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix=f"fabric-{name}-bench-", dir=workdir))
+    try:
+        log(f"generating and syncing {customers} customers in {root}")
+        demo = create_demo_project(root / "project", customers=customers, seed=seed)
+        with Project.open(demo.config_path) as project:
+            sync_project(project, full=True, workers=2)
+            yield project, root
+    finally:
+        if workdir is None:
+            shutil.rmtree(root, ignore_errors=True)

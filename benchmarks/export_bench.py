@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -36,14 +34,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import MIB, DescendantMemory, Timings, emit, log, peak_rss_bytes, rate, reset_peak_rss
+from _common import (
+    MIB,
+    DescendantMemory,
+    Timings,
+    emit,
+    log,
+    peak_rss_bytes,
+    rate,
+    reset_peak_rss,
+    synced_demo,
+)
 
-from fabric.demo import create_demo_project
 from fabric.entities import EntityService
 from fabric.features.export import export_view
 from fabric.features.service import FeatureService
 from fabric.project import Project
-from fabric.sync import sync_project
 
 VIEW = "customer_360"
 
@@ -113,75 +119,67 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
     rows = args.rows or 10 * args.customers
-    root = Path(tempfile.mkdtemp(prefix="fabric-export-bench-"))
-    try:
-        log(f"generating and syncing {args.customers} customers in {root}")
-        demo = create_demo_project(root / "project", customers=args.customers, seed=args.seed)
-        with Project.open(demo.config_path) as project:
-            sync_project(project, full=True, workers=2)
-            ids = sorted(project.catalog.entities("customer"))
-            spine = root / "spine.parquet"
-            write_spine(ids, rows, spine, args.seed)
-            log(f"spine of {rows} rows over {len(ids)} entities; exporting {args.repeat} times")
-            runs, peaks, worker_peaks = [], [], []
-            for attempt in range(args.repeat):
-                reset_peak_rss()
-                with DescendantMemory() as memory:
-                    started = time.perf_counter()
-                    export_view(
-                        project,
-                        VIEW,
-                        root / f"out{attempt}.parquet",
-                        spine=spine,
-                        workers=args.workers,
-                    )
-                    runs.append(time.perf_counter() - started)
-                peaks.append(peak_rss_bytes())
-                worker_peaks.append(memory.peak_descendant_bytes)
-                log(f"  export {attempt + 1}: {runs[-1]:.1f} s")
-            timed = Timings.of(runs)
-            base_seconds, base_rows = plain_baseline(project, ids, spine, root / "plain.db")
-            emit(
-                {
-                    "what": "export",
-                    "view": VIEW,
-                    "rows": rows,
-                    "entities": len(ids),
-                    "workers": args.workers,
-                    **timed.fields(),
-                    "rows_per_s": rate(rows, timed.median),
-                    "target_rows_per_s": 100_000,
-                    "peak_rss_mib": max(peaks) / MIB,
-                    "worker_peak_rss_mib": max(worker_peaks) / MIB,
-                    "peak_total_rss_mib_bound": (max(peaks) + args.workers * max(worker_peaks))
-                    / MIB,
-                    "target_peak_mib": 1024,
-                    "baseline_one_sql_query_seconds": base_seconds,
-                    "baseline_rows_per_s": rate(base_rows, base_seconds),
-                    "baseline_note": "count and sum of orders in [t - 90d, t): 2 of 10 features",
-                }
-            )
-            service = FeatureService(project)
-            sample = random.Random(args.seed).choices(ids, k=2000)
-            latencies = []
-            for entity_id in sample:
-                service.entities._cache.clear()  # cold: decode the entity every time
+    with synced_demo("export", args.customers, args.seed) as (project, root):
+        ids = sorted(project.catalog.entities("customer"))
+        spine = root / "spine.parquet"
+        write_spine(ids, rows, spine, args.seed)
+        log(f"spine of {rows} rows over {len(ids)} entities; exporting {args.repeat} times")
+        runs, peaks, worker_peaks = [], [], []
+        for attempt in range(args.repeat):
+            reset_peak_rss()
+            with DescendantMemory() as memory:
                 started = time.perf_counter()
-                service.vector(VIEW, entity_id, as_of="2026-06-01T00:00:00Z")
-                latencies.append(time.perf_counter() - started)
-            ordered = sorted(latencies)
-            emit(
-                {
-                    "what": "online_vector",
-                    "view": VIEW,
-                    "n": len(latencies),
-                    "median_us": statistics.median(latencies) * 1e6,
-                    "p99_us": ordered[int(0.99 * len(ordered))] * 1e6,
-                    "target_median_us": 1000,
-                }
-            )
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+                export_view(
+                    project,
+                    VIEW,
+                    root / f"out{attempt}.parquet",
+                    spine=spine,
+                    workers=args.workers,
+                )
+                runs.append(time.perf_counter() - started)
+            peaks.append(peak_rss_bytes())
+            worker_peaks.append(memory.peak_descendant_bytes)
+            log(f"  export {attempt + 1}: {runs[-1]:.1f} s")
+        timed = Timings.of(runs)
+        base_seconds, base_rows = plain_baseline(project, ids, spine, root / "plain.db")
+        emit(
+            {
+                "what": "export",
+                "view": VIEW,
+                "rows": rows,
+                "entities": len(ids),
+                "workers": args.workers,
+                **timed.fields(),
+                "rows_per_s": rate(rows, timed.median),
+                "target_rows_per_s": 100_000,
+                "peak_rss_mib": max(peaks) / MIB,
+                "worker_peak_rss_mib": max(worker_peaks) / MIB,
+                "peak_total_rss_mib_bound": (max(peaks) + args.workers * max(worker_peaks)) / MIB,
+                "target_peak_mib": 1024,
+                "baseline_one_sql_query_seconds": base_seconds,
+                "baseline_rows_per_s": rate(base_rows, base_seconds),
+                "baseline_note": "count and sum of orders in [t - 90d, t): 2 of 10 features",
+            }
+        )
+        service = FeatureService(project)
+        sample = random.Random(args.seed).choices(ids, k=2000)
+        latencies = []
+        for entity_id in sample:
+            service.entities._cache.clear()  # cold: decode the entity every time
+            started = time.perf_counter()
+            service.vector(VIEW, entity_id, as_of="2026-06-01T00:00:00Z")
+            latencies.append(time.perf_counter() - started)
+        ordered = sorted(latencies)
+        emit(
+            {
+                "what": "online_vector",
+                "view": VIEW,
+                "n": len(latencies),
+                "median_us": statistics.median(latencies) * 1e6,
+                "p99_us": ordered[int(0.99 * len(ordered))] * 1e6,
+                "target_median_us": 1000,
+            }
+        )
 
 
 if __name__ == "__main__":

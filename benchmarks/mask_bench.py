@@ -21,24 +21,20 @@ import argparse
 import copy
 import itertools
 import random
-import shutil
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Timings, emit, log, rate
+from _common import Timings, emit, log, rate, synced_demo
 
-from fabric.demo import create_demo_project
 from fabric.entities import EntityService
 from fabric.project import Project
 from fabric.rules.operators import MaskContext, MaskFunction, MaskingKeys, compile_operator
-from fabric.sync import sync_project
 
 #: operator name -> (spec, source db, table, column, target values/s)
 CASES: dict[str, tuple[dict[str, Any], str, str, str, int]] = {
@@ -104,18 +100,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="fabric-mask-bench-"))
-    try:
-        log(f"generating and syncing {args.customers} customers in {root}")
-        demo = create_demo_project(root / "project", customers=args.customers, seed=args.seed)
-        with Project.open(demo.config_path) as project:
-            sync_project(project, full=True, workers=2)
-            master = project.secrets.master_key
-            assert master is not None
-            operators(demo.directory / "sources", MaskingKeys(master), args)
-            entities(project, args)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with synced_demo("mask", args.customers, args.seed) as (project, root):
+        master = project.secrets.master_key
+        assert master is not None
+        operators(root / "project" / "sources", MaskingKeys(master), args)
+        entities(project, args)
 
 
 def operators(sources: Path, keys: MaskingKeys, args: argparse.Namespace) -> None:

@@ -31,7 +31,6 @@ import random
 import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -40,9 +39,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Timings, emit, log, rate, sqlite_bytes
+from _common import Timings, emit, log, rate, sqlite_bytes, synced_demo
 
-from fabric.demo import create_demo_project
 from fabric.entities import EntityService
 from fabric.project import Project
 from fabric.store.base import StoredBlob
@@ -50,7 +48,6 @@ from fabric.store.codec import BlobCodec
 from fabric.store.local import LocalShardStore
 from fabric.store.microdb import EntitySchema, MicroDbReader
 from fabric.store.sqlite import apsw, open_database, quote_ident
-from fabric.sync import sync_project
 
 ENTITY_TYPE = "customer"
 
@@ -231,20 +228,10 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="keep files here")
     args = parser.parse_args()
 
-    if args.workdir is not None:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="fabric-store-bench-", dir=args.workdir))
-    try:
-        log(f"generating and syncing {args.customers} customers in {root}")
-        demo = create_demo_project(root / "project", customers=args.customers, seed=args.seed)
-        with Project.open(demo.config_path) as project:
-            sync_project(project, full=True, workers=2)
-            entities, schema = prebuilt(project)
-            shards, batch = project.config.store.shards, project.config.store.batch_size
-            run(project, entities, schema, shards, batch, root, args)
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(root, ignore_errors=True)
+    with synced_demo("store", args.customers, args.seed, args.workdir) as (project, root):
+        entities, schema = prebuilt(project)
+        shards, batch = project.config.store.shards, project.config.store.batch_size
+        run(project, entities, schema, shards, batch, root, args)
 
 
 def run(

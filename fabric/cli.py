@@ -119,6 +119,19 @@ def main() -> None:
     """
 
 
+#: The role whose masking policy applies to what a command prints or writes.
+role_option = click.option(
+    "--role", default=None, help="Role whose masking applies (default: default_role)."
+)
+
+
+def _workers_option(help_text: str) -> Callable[[F], F]:
+    """``--workers N``: processes, 1 to 64."""
+    return click.option(
+        "--workers", type=click.IntRange(1, 64), default=1, show_default=True, help=help_text
+    )
+
+
 def _customers_option(default: int) -> Callable[[F], F]:
     return click.option(
         "--customers",
@@ -202,13 +215,9 @@ def _print_sync(report: Any) -> None:
     help="Read every row and re-resolve and rewrite every entity; also removes records and "
     "entities gone from the sources.",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    help="Processes that build and encrypt entities in a full sync (the first sync is one), "
-    "and that patch entities in an incremental sync touching thousands of them.",
+@_workers_option(
+    "Processes that build and encrypt entities in a full sync (the first sync is one), "
+    "and that patch entities in an incremental sync touching thousands of them."
 )
 @_handles_errors
 def sync(config_path: Path, full: bool, workers: int) -> None:
@@ -268,13 +277,7 @@ def _serve(config_path: Path, host: str, port: int, workers: int) -> None:
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=None, help="Port (default: api.port, 8000)."
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    help="Server worker processes.",
-)
+@_workers_option("Server worker processes.")
 @_handles_errors
 def serve(config_path: Path, host: str | None, port: int | None, workers: int) -> None:
     """Serve the HTTP API (entity lookups) for the project."""
@@ -359,7 +362,7 @@ def entity() -> None:
 @config_option
 @click.argument("entity_type")
 @click.argument("entity_id")
-@click.option("--role", default=None, help="Role whose masking applies (default: default_role).")
+@role_option
 @click.option("--tables", default=None, help="Comma-separated tables to show.")
 @_handles_errors
 def entity_show(
@@ -393,14 +396,8 @@ def entity_show(
     default=None,
     help="Default: from --out's suffix, else parquet.",
 )
-@click.option("--role", default=None, help="Role whose masking applies (default: default_role).")
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    help="Processes computing partitions of entities in parallel.",
-)
+@role_option
+@_workers_option("Processes computing partitions of entities in parallel.")
 @_handles_errors
 def export(
     config_path: Path,
@@ -606,7 +603,7 @@ def rules_check(config_path: Path, files: tuple[Path, ...]) -> None:
 @config_option
 @click.argument("entity_type")
 @click.argument("entity_id")
-@click.option("--role", default=None, help="Role whose policy applies (default: default_role).")
+@role_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @_handles_errors
 def rules_preview(

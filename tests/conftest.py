@@ -47,6 +47,14 @@ def fresh_demo(tmp_path: Path) -> DemoProject:
 
 
 @pytest.fixture
+def synced(fresh_demo: DemoProject) -> Path:
+    """A new demo project of the test's own, fully synced: its fabric.yaml."""
+    with Project.open(fresh_demo.config_path) as project:
+        sync_project(project, full=True)
+    return fresh_demo.config_path
+
+
+@pytest.fixture
 def demo_project(demo_dir: Path) -> Iterator[Project]:
     """The shared demo project, opened."""
     with Project.open(demo_dir / "fabric.yaml") as project:

@@ -6,6 +6,7 @@ import csv
 import sqlite3
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 #: (system, table) -> entity table of the demo customer
 DEMO_TABLES = {
@@ -59,3 +60,16 @@ def cleanly_linkable_people(sources: Path) -> list[tuple[int, set[tuple[str, str
         if in_crm and len(ident) == 1 and len(systems) >= 3 and owners[next(iter(ident))] == {pid}:
             chosen.append((pid, records))
     return chosen
+
+
+def clear_tables(config: Path) -> dict[str, Any]:
+    """Every customer entity's tables as the clear role reads them (versions, times aside)."""
+    from fabric.entities import EntityService
+    from fabric.project import Project
+
+    with Project.open(config) as project:
+        service = EntityService(project)
+        return {
+            entity_id: service.document("customer", entity_id, role="steward")["tables"]
+            for entity_id in sorted(project.catalog.entities("customer"))
+        }

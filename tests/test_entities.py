@@ -6,18 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from fabric.demo import DemoProject
 from fabric.entities import EntityService
 from fabric.project import Project
 from fabric.store.codec import BlobCodec
 from fabric.sync import sync_project
-
-
-@pytest.fixture
-def synced(fresh_demo: DemoProject) -> Path:
-    with Project.open(fresh_demo.config_path) as project:
-        sync_project(project, full=True)
-    return fresh_demo.config_path
 
 
 def test_hot_entities_are_decoded_once_per_version(

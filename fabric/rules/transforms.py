@@ -39,6 +39,7 @@ from fabric.config._validation import format_issue
 from fabric.config._yaml import YamlDocument
 from fabric.config.loader import read_yaml
 from fabric.errors import RuleError, SourceError
+from fabric.resolve.normalize import make_normaliser
 
 __all__ = ["FUNCTIONS", "TableTransform", "Transforms", "load_transforms", "unsupported"]
 
@@ -56,8 +57,19 @@ _SIMPLE_STEPS = (
     "empty_to_null",
 )
 _MAPPED_STEPS = ("cast", "parse_date", "parse_datetime", "normalize", "default", "map")
-_SPACES = re.compile(r"\s+")
-_NOT_DIGITS = re.compile(r"\D+")
+# The resolver's normalisers, shared: text steps of transforms and match fields agree.
+_TRIM = make_normaliser("trim")
+_COLLAPSE = make_normaliser("collapse_spaces")
+_DIGITS = make_normaliser("digits_only")
+
+
+def _on_text(normalise: Callable[[str], str | None]) -> Step:
+    """A text normaliser as a step: other values (numbers, NULL) pass through."""
+    return lambda v: normalise(v) if isinstance(v, str) else v
+
+
+def _digits(value: Any) -> str | None:
+    return None if value is None else _DIGITS(str(value))
 
 
 def _text(value: Any) -> str | None:
@@ -121,7 +133,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "days_between": _days_between,
     "email_domain": _email_domain,
     "full_name": _full_name,
-    "digits": lambda s: None if s is None else _NOT_DIGITS.sub("", str(s)),
+    "digits": _digits,
 }
 
 
@@ -285,12 +297,12 @@ def _step(
     column = str(loc[2])
     if isinstance(item, str):
         simple: dict[str, Step] = {
-            "trim": lambda v: v.strip() if isinstance(v, str) else v,
+            "trim": _on_text(_TRIM),
             "lowercase": lambda v: v.lower() if isinstance(v, str) else v,
             "uppercase": lambda v: v.upper() if isinstance(v, str) else v,
             "title": lambda v: v.title() if isinstance(v, str) else v,
-            "collapse_spaces": lambda v: _SPACES.sub(" ", v).strip() if isinstance(v, str) else v,
-            "digits_only": lambda v: None if v is None else _NOT_DIGITS.sub("", str(v)),
+            "collapse_spaces": _on_text(_COLLAPSE),
+            "digits_only": _digits,
             "empty_to_null": lambda v: None if isinstance(v, str) and not v.strip() else v,
         }
         if item in simple:
@@ -367,7 +379,7 @@ def _step(
         if arg == "email":
             return (lambda v: v.strip().lower() if isinstance(v, str) else v), None
         if arg == "whitespace":
-            return (lambda v: _SPACES.sub(" ", v).strip() if isinstance(v, str) else v), None
+            return _on_text(_COLLAPSE), None
         if arg == "phone":
             region = str(item.get("region", "US"))
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from fabric.errors import StoreError
 from fabric.store.sqlite import apsw, one_row, open_database
@@ -245,6 +245,14 @@ class SyncRunRecord:
     merged: int = 0
     split: int = 0
     rules_version: str | None = None
+
+
+def _dictionary(row: Sequence[Any]) -> DictionaryRecord:
+    """A ``dictionaries`` row as a record."""
+    dict_id, entity_type, version, samples, created, sealed = row
+    return DictionaryRecord(
+        str(dict_id), str(entity_type), str(version), int(samples), str(created), bytes(sealed)
+    )
 
 
 class BulkRewrite:
@@ -552,20 +560,18 @@ class Catalog:
     def dictionaries(self) -> list[DictionaryRecord]:
         """Every dictionary, oldest first."""
         return [
-            DictionaryRecord(str(d), str(t), str(v), int(n), str(c), bytes(b))
-            for d, t, v, n, c, b in self._conn.execute(
-                "SELECT * FROM dictionaries ORDER BY created_at, rowid"
-            )
+            _dictionary(row)
+            for row in self._conn.execute("SELECT * FROM dictionaries ORDER BY created_at, rowid")
         ]
 
     def latest_dictionary(self, entity_type: str, schema_version: str) -> DictionaryRecord | None:
         """The newest dictionary of one entity type and schema."""
-        found = [
-            d
-            for d in self.dictionaries()
-            if d.entity_type == entity_type and d.schema_version == schema_version
-        ]
-        return found[-1] if found else None
+        row = self._conn.execute(
+            "SELECT * FROM dictionaries WHERE entity_type = ? AND schema_version = ? "
+            "ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            (entity_type, schema_version),
+        ).fetchone()
+        return None if row is None else _dictionary(row)
 
     def dictionary(self, dict_id: str) -> bytes | None:
         """One dictionary's sealed bytes."""

@@ -185,34 +185,30 @@ class Dictionaries:
             )
         return data
 
+    def _for_thread(self, kind: str, dict_id: str) -> Any:
+        """This thread's zstd object of ``kind`` ("c": compressor, "d": decompressor)."""
+        cache: dict[tuple[str, str], Any] | None = getattr(self._local, "zstd", None)
+        if cache is None:
+            cache = self._local.zstd = {}
+        found = cache.get((kind, dict_id))
+        if found is None:
+            data = zstandard.ZstdCompressionDict(self.get(dict_id)) if dict_id else None
+            if kind == "c":
+                level = DICTIONARY_LEVEL if data is not None else LEVEL
+                found = zstandard.ZstdCompressor(level=level, dict_data=data)
+            else:
+                found = zstandard.ZstdDecompressor(dict_data=data)
+            cache[(kind, dict_id)] = found
+        return found
+
     def compressor(self, dict_id: str) -> zstandard.ZstdCompressor:
         """This thread's compressor for ``dict_id`` ("": none)."""
-        cache: dict[str, zstandard.ZstdCompressor] | None = getattr(self._local, "c", None)
-        if cache is None:
-            cache = self._local.c = {}
-        found = cache.get(dict_id)
-        if found is None:
-            if dict_id:
-                data = zstandard.ZstdCompressionDict(self.get(dict_id))
-                found = zstandard.ZstdCompressor(level=DICTIONARY_LEVEL, dict_data=data)
-            else:
-                found = zstandard.ZstdCompressor(level=LEVEL)
-            cache[dict_id] = found
+        found: zstandard.ZstdCompressor = self._for_thread("c", dict_id)
         return found
 
     def decompressor(self, dict_id: str) -> zstandard.ZstdDecompressor:
         """This thread's decompressor for ``dict_id`` ("": none)."""
-        cache: dict[str, zstandard.ZstdDecompressor] | None = getattr(self._local, "d", None)
-        if cache is None:
-            cache = self._local.d = {}
-        found = cache.get(dict_id)
-        if found is None:
-            if dict_id:
-                data = zstandard.ZstdCompressionDict(self.get(dict_id))
-                found = zstandard.ZstdDecompressor(dict_data=data)
-            else:
-                found = zstandard.ZstdDecompressor()
-            cache[dict_id] = found
+        found: zstandard.ZstdDecompressor = self._for_thread("d", dict_id)
         return found
 
     def subset(self, entity_type: str, also: Iterable[str] = ()) -> Dictionaries:

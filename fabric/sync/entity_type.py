@@ -412,7 +412,8 @@ class EntityTypeSync:
             [(t.source, t.source_table) for t in self.tables if t.parent is None],
         )
         known = catalog.entities(self.entity_type)
-        stored = set(self.project.store.all_versions(self.entity_type))
+        # Read once: the images a crashed run left uncatalogued, and the builders' versions.
+        stored = self.project.store.all_versions(self.entity_type)
         ids = assign_entity_ids(
             self.entity_type,
             resolution.clusters,
@@ -454,12 +455,12 @@ class EntityTypeSync:
                     run_id,
                     started,
                     # with images a crashed run stored and never catalogued
-                    affected=set(known) | stored,
+                    affected=set(known) | set(stored),
                     index=index,
                     everything=True,
                 )
 
-            self._build_and_write(spill, partitions, known, run_id, started, record, pool)
+            self._build_and_write(spill, partitions, known, stored, run_id, started, record, pool)
         finally:
             keys.abort()  # nothing once finished
 
@@ -516,6 +517,7 @@ class EntityTypeSync:
         spill: Spill,
         partitions: int,
         known: dict[str, EntityRecord],
+        stored: Mapping[str, int],
         run_id: int,
         started: str,
         meanwhile: Callable[[], None],
@@ -523,11 +525,12 @@ class EntityTypeSync:
     ) -> None:
         """Build the partitions (in worker processes when asked) and write what changed.
 
-        ``meanwhile`` is the parent's own catalog work (links, identity index, history): it
-        runs while the workers build, instead of after them.
+        ``stored``: every stored entity's version. ``meanwhile`` is the parent's own catalog
+        work (links, identity index, history): it runs while the workers build, instead of
+        after them.
         """
         now = utc_now()
-        versions = _versions(known, self.project.store.all_versions(self.entity_type))
+        versions = _versions(known, stored)
         by_partition: dict[int, Known] = defaultdict(dict)
         for entity_id, entry in versions.items():
             by_partition[partition_of(entity_key(self.entity_type, entity_id), partitions)][

@@ -17,10 +17,10 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+
+from e2e_helpers import clear_tables
 
 from fabric.demo import create_demo_project
-from fabric.entities import EntityService
 from fabric.project import Project
 from fabric.store.verify import verify_store
 
@@ -53,16 +53,6 @@ def _when_storing(child: subprocess.Popen[bytes]) -> threading.Event:
     return storing
 
 
-def _entities(config: Path) -> dict[str, Any]:
-    """Every entity's tables as the clear role reads them (versions and times aside)."""
-    with Project.open(config) as project:
-        service = EntityService(project)
-        return {
-            entity_id: service.document("customer", entity_id, role="steward")["tables"]
-            for entity_id in sorted(project.catalog.entities("customer"))
-        }
-
-
 def test_sigkill_at_random_moments_leaves_a_consistent_store(tmp_path: Path) -> None:
     project_dir = tmp_path / "killed"
     config = create_demo_project(project_dir, customers=CUSTOMERS, seed=5).config_path
@@ -77,7 +67,7 @@ def test_sigkill_at_random_moments_leaves_a_consistent_store(tmp_path: Path) -> 
     _, err = uninterrupted.communicate(timeout=300)
     duration = time.perf_counter() - started
     assert uninterrupted.returncode == 0, err.decode()
-    expected = _entities(reference)
+    expected = clear_tables(reference)
     assert len(expected) > CUSTOMERS * 0.9
 
     # The first kill at a random moment of reading and resolving; the others at a random
@@ -110,4 +100,4 @@ def test_sigkill_at_random_moments_leaves_a_consistent_store(tmp_path: Path) -> 
     with Project.open(config) as project:
         report = verify_store(project)
         assert report.ok and not report.notices, (report.faults[:5], report.notices)
-    assert _entities(config) == expected
+    assert clear_tables(config) == expected

@@ -16,11 +16,10 @@ from typing import Any
 import apsw
 import pytest
 from click.testing import CliRunner
+from e2e_helpers import clear_tables
 
 import fabric.store.local
 from fabric.cli import main
-from fabric.demo import DemoProject
-from fabric.entities import EntityService
 from fabric.errors import StoreError
 from fabric.project import Project
 from fabric.store.sqlite import open_database
@@ -81,22 +80,6 @@ def faulty_vfs() -> Iterator[_FaultyVFS]:
     vfs.unregister()
 
 
-@pytest.fixture
-def synced(fresh_demo: DemoProject) -> Path:
-    with Project.open(fresh_demo.config_path) as project:
-        sync_project(project, full=True)
-    return fresh_demo.config_path
-
-
-def _tables(config: Path) -> dict[str, Any]:
-    with Project.open(config) as project:
-        service = EntityService(project)
-        return {
-            e: service.document("customer", e, role="steward")["tables"]
-            for e in sorted(project.catalog.entities("customer"))
-        }
-
-
 @pytest.mark.parametrize(
     ("kind", "fail_at"), [("write", 1), ("write", 7), ("write", 40), ("sync", 1), ("sync", 3)]
 )
@@ -107,7 +90,7 @@ def test_a_failing_shard_write_leaves_the_store_consistent(
     kind: str,
     fail_at: int,
 ) -> None:
-    before = _tables(synced)
+    before = clear_tables(synced)
     # Small batches: many transactions, so the fault lands between commits as well.
     synced.write_text(synced.read_text().replace("batch_size: 500", "batch_size: 20"))
     monkeypatch.setattr(
@@ -127,12 +110,12 @@ def test_a_failing_shard_write_leaves_the_store_consistent(
         report = verify_store(project)
         assert report.ok, [str(f) for f in report.faults[:5]]
         assert project.catalog.runs(1)[0].status == "failed"
-    assert _tables(synced) == before
+    assert clear_tables(synced) == before
     with Project.open(synced) as project:
         sync_project(project)  # a failed run is followed by a full one
         report = verify_store(project)
         assert report.ok and not report.notices
-    assert _tables(synced) == before
+    assert clear_tables(synced) == before
 
 
 def test_the_cli_reports_an_io_fault_in_one_line(

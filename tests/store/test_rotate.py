@@ -12,7 +12,6 @@ import yaml
 from click.testing import CliRunner
 
 from fabric.cli import main
-from fabric.demo import DemoProject
 from fabric.entities import EntityService
 from fabric.errors import ConfigError
 from fabric.project import Project
@@ -20,13 +19,6 @@ from fabric.store.codec import dictionary_id_of, key_id_of
 from fabric.store.rotate import rotate_store_key
 from fabric.store.verify import verify_store
 from fabric.sync import sync_project
-
-
-@pytest.fixture
-def synced(fresh_demo: DemoProject) -> Path:
-    with Project.open(fresh_demo.config_path) as project:
-        sync_project(project, full=True)
-    return fresh_demo.config_path
 
 
 def _documents(config: Path) -> dict[str, object]:

@@ -8,21 +8,12 @@ import pytest
 from click.testing import CliRunner
 
 from fabric.cli import main
-from fabric.demo import DemoProject
 from fabric.entities import EntityService
 from fabric.errors import StoreError
 from fabric.project import Project
 from fabric.store.base import StoredBlob, entity_key, partition_of
 from fabric.store.sqlite import one_row, open_database
 from fabric.store.verify import verify_store
-from fabric.sync import sync_project
-
-
-@pytest.fixture
-def synced(fresh_demo: DemoProject) -> Path:
-    with Project.open(fresh_demo.config_path) as project:
-        sync_project(project, full=True)
-    return fresh_demo.config_path
 
 
 def _flip_a_byte(project: Project, entity_type: str, entity_id: str) -> None:
