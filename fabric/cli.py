@@ -419,7 +419,16 @@ def export(
     from fabric.project import Project
 
     with Project.open(config_path) as project, _progress() as progress:
-        report = export_view(project, view, out, spine=spine, fmt=fmt, role=role, progress=progress)
+        report = export_view(
+            project,
+            view,
+            out,
+            spine=spine,
+            fmt=fmt,
+            role=role,
+            workers=workers,
+            progress=progress,
+        )
     click.echo(
         f"wrote {report.rows} rows ({report.entities} entities, {report.not_found} keys not "
         f"found) to {report.out} in {report.seconds:.1f} s; manifest {report.manifest}"

@@ -1,31 +1,66 @@
-"""Compute a view's features for one entity at any number of times: online and offline alike.
+"""Compute a view's features for many (entity, time) pairs at once: online and offline alike.
 
-The one code path behind `GET /v1/features` (one time: now, or ``as_of``) and `fabric export`
-(every time of the entity's spine rows). As of *t*, a feature sees only rows whose event time
-is strictly before *t*; a window ``w`` is ``[t - w, t)``. An entity with no time at all before
-*t* (no row of any table the view reads) did not exist yet: it gets every default and
-``existed = False``.
+The one code path behind `GET /v1/features` (one entity at one time: now, or ``as_of``) and
+`fabric export` (thousands of entities, each at the times of its spine rows). As of *t*, a
+feature sees only rows whose event time is strictly before *t*; a window ``w`` is
+``[t - w, t)``. An entity with no event before *t* in any table the view reads did not exist
+yet: it gets every default and ``existed = False``.
 
 Times are ISO 8601; source times without a zone are taken as UTC, and times with one are
-converted to UTC.
+converted to UTC. Internally a time is a whole number of microseconds since 1970.
+
+How: each (table, timestamp column) a view reads becomes one array of events of every entity,
+sorted by (entity, time). A time is replaced by its rank among the event times, so that
+``entity * ranks + rank`` orders events and query times alike, and one ``searchsorted`` finds,
+for every query at once, where its window starts and ends. Counts, the last row and recency
+come from prefix sums over the events that pass the feature's filter; sums, averages, minima,
+maxima and distinct counts from the (query, event) pairs inside each window, added up by
+``bincount`` in event order, the order a plain loop would add them. A filter that reads
+``as_of`` is judged per (query, event) pair. Filters and derived features are compiled once
+(:mod:`fabric.features.expressions`).
 """
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from simpleeval import EvalWithCompoundTypes
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from fabric.errors import FabricError
-from fabric.features.spec import AGGREGATES, Feature, FeatureView
-from fabric.rules.transforms import FUNCTIONS
+from fabric.features.expressions import compile_expression
+from fabric.features.spec import Feature, FeatureView, names_in
 
-__all__ = ["BadTimeError", "compute", "parse_time"]
+__all__ = [
+    "ARROW_TYPES",
+    "BadTimeError",
+    "Computed",
+    "columns_read",
+    "compute",
+    "compute_many",
+    "micros",
+    "parse_time",
+]
 
-Tables = Mapping[str, Sequence[Mapping[str, Any]]]
+Rows = Sequence[tuple[Any, ...]]
+Ints = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
+
+ARROW_TYPES = {
+    "INTEGER": pa.int64(),
+    "REAL": pa.float64(),
+    "TEXT": pa.string(),
+    "BOOLEAN": pa.bool_(),
+}
+_EPOCH = datetime(1970, 1, 1)
+_MICRO = timedelta(microseconds=1)
+_DAY = 86_400_000_000
 
 
 class BadTimeError(FabricError):
@@ -53,6 +88,48 @@ def parse_time(value: Any) -> datetime | None:
     return moment
 
 
+def micros(moment: datetime) -> int:
+    """Microseconds since 1970 of a naive UTC datetime."""
+    return (moment - _EPOCH) // _MICRO
+
+
+def _event_micros(value: Any) -> int | None:
+    moment = parse_time(value)
+    return None if moment is None else (moment - _EPOCH) // _MICRO
+
+
+def _parse_many(values: list[Any]) -> tuple[Ints, Bools]:
+    """Times as microseconds, and which values are times at all.
+
+    Arrow parses the usual ISO 8601 forms in C, all without a zone or all with one (to
+    UTC); anything else (a mix, other forms, spaces) goes through :func:`parse_time`.
+    """
+    with contextlib.suppress(pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        text = pa.array(values, pa.string()) if values else pa.array([], pa.string())
+        for kind in (pa.timestamp("us"), pa.timestamp("us", tz="UTC")):
+            with contextlib.suppress(pa.ArrowInvalid):
+                parsed = pc.cast(text, kind).cast(pa.int64())
+                valid = parsed.is_valid().to_numpy(zero_copy_only=False)
+                return parsed.fill_null(0).to_numpy(), valid
+    out = [_event_micros(v) for v in values]
+    valid = np.fromiter((m is not None for m in out), np.bool_, len(out))
+    return np.array([0 if m is None else m for m in out], np.int64), valid
+
+
+def _iso(moments: Ints) -> list[str]:
+    """``datetime.isoformat()`` of each time (microseconds only when there are some)."""
+    stamps = moments.astype("datetime64[us]")
+    whole = moments % 1_000_000 == 0
+    if whole.all():
+        return [str(t) for t in np.datetime_as_string(stamps, unit="s").tolist()]
+    text = np.where(
+        whole,
+        np.datetime_as_string(stamps, unit="s"),
+        np.datetime_as_string(stamps, unit="us"),
+    )
+    return [str(t) for t in text.tolist()]
+
+
 def _cast(value: Any, kind: str, default: Any) -> Any:
     if value is None:
         return default
@@ -64,178 +141,436 @@ def _cast(value: Any, kind: str, default: Any) -> Any:
         if kind == "BOOLEAN":
             return bool(value)
         return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
 
 
+@dataclass
+class _Source:
+    """Events of one (table, timestamp column): the table's position, where a row's time is."""
+
+    table: int
+    time_at: int
+
+
+@dataclass
+class _Step:
+    """One feature, compiled: the source it reads, the column's position, its filter."""
+
+    feature: Feature
+    source: int = -1
+    column_at: int = -1
+    #: row values..., as_of -> kept?
+    filter: Callable[..., Any] | None = None
+    filter_uses_as_of: bool = False
+    #: sources of an ``age`` feature
+    sources: tuple[int, ...] = ()
+    derive: Callable[..., Any] | None = None
+
+
+@dataclass
+class _Plan:
+    """A view compiled for computing: the columns read per table, a step per feature."""
+
+    columns: dict[str, list[str]] = field(default_factory=dict)
+    sources: list[_Source] = field(default_factory=list)
+    steps: list[_Step] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, view: FeatureView) -> _Plan:
+        plan = cls()
+        index: dict[tuple[str, str], int] = {}
+
+        def column(table: str, name: str) -> int:
+            # A row is (table position, order, *columns): the first column is at 2.
+            names = plan.columns.setdefault(table, [])
+            if name not in names:
+                names.append(name)
+            return 2 + names.index(name)
+
+        def source(table: str, timestamp: str) -> int:
+            if (table, timestamp) not in index:
+                at = column(table, timestamp)
+                index[(table, timestamp)] = len(plan.sources)
+                plan.sources.append(_Source(list(plan.columns).index(table), at))
+            return index[(table, timestamp)]
+
+        for feature in view.features:
+            step = _Step(feature)
+            if feature.kind == "derive":
+                step.derive = compile_expression(feature.expression, feature.reads)
+            elif feature.kind == "age":
+                step.sources = tuple(source(t, c) for t, c in feature.times)
+            else:
+                step.source = source(feature.table, feature.timestamp)
+                if feature.column:
+                    step.column_at = column(feature.table, feature.column)
+                if feature.filter:
+                    names, _ = names_in(feature.filter)
+                    for name in sorted(names - {"as_of"}):
+                        column(feature.table, name)
+                    step.filter_uses_as_of = "as_of" in names
+            plan.steps.append(step)
+        # Filters are functions of as_of and a whole row (every column read of its table),
+        # so they are compiled once every column is known.
+        for step in plan.steps:
+            if step.feature.filter:
+                params = ["as_of", "\x00table", "\x00order", *plan.columns[step.feature.table]]
+                step.filter = compile_expression(step.feature.filter, params, more=True)
+        return plan
+
+
+_plans: dict[int, tuple[FeatureView, _Plan]] = {}
+
+
+def _plan(view: FeatureView) -> _Plan:
+    found = _plans.get(id(view))
+    if found is None or found[0] is not view:
+        found = _plans[id(view)] = (view, _Plan.of(view))
+    return found[1]
+
+
+def columns_read(view: FeatureView) -> dict[str, list[str]]:
+    """Table -> the columns the view's features read. :func:`compute_many` takes an
+    entity's rows as tuples ``(table position in this mapping, order, *these columns)``, the
+    form :meth:`fabric.store.microdb.MicroDbReader.flat` reads."""
+    return {table: list(names) for table, names in _plan(view).columns.items()}
+
+
+@dataclass
 class _Events:
-    """One table's rows in event-time order, for bisecting by time."""
+    """One source's events of every entity, sorted by (entity, time)."""
 
-    def __init__(self, rows: Sequence[Mapping[str, Any]], timestamp: str) -> None:
-        timed = [(parse_time(r.get(timestamp)), r) for r in rows]
-        ordered = sorted(((t, r) for t, r in timed if t is not None), key=lambda x: x[0])
-        self.times = [t for t, _ in ordered]
-        self.rows = [r for _, r in ordered]
-        self._prefixes: dict[int, tuple[list[int], list[int]]] = {}
+    owners: Ints
+    times: Ints
+    rows: list[tuple[Any, ...]]
+    #: per query: first event of its entity, first event at or after its time
+    start: Ints = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: per event: entity * width + rank of its time (sorted)
+    keys: Ints = field(default_factory=lambda: np.zeros(0, np.int64))
+    high: Ints = field(default_factory=lambda: np.zeros(0, np.int64))
+    _judged: dict[int, Bools] = field(default_factory=dict)
+    _numbers: dict[int, tuple[npt.NDArray[np.float64], Bools, bool]] = field(default_factory=dict)
 
-    def prefix(self, keep: _Filter | None) -> tuple[list[int], list[int]]:
-        """For a filter that does not read ``as_of`` (or none): how many of the first ``i``
-        rows pass it, and the index of the last of them that passes (-1: none)."""
-        key = id(keep)
-        found = self._prefixes.get(key)
+    @classmethod
+    def of(cls, tables: Sequence[tuple[list[int], Rows]], source: _Source) -> _Events:
+        owners, rows = tables[source.table]
+        at = source.time_at
+        times, timed = _parse_many([row[at] for row in rows])
+        owner_array = np.array(owners, np.int64)[timed]
+        time_array = times[timed]
+        if not timed.all():
+            rows = [row for row, ok in zip(rows, timed.tolist(), strict=True) if ok]
+        order_array = np.array([row[1] for row in rows], np.int64)
+        # Rows at the same time keep their order in the image (insertion order).
+        order = np.lexsort((order_array, time_array, owner_array))
+        return cls(owner_array[order], time_array[order], [rows[i] for i in order.tolist()])
+
+    def judged(self, step: _Step) -> Bools:
+        """Whether each event passes the step's filter (one that does not read ``as_of``)."""
+        key = id(step.filter)
+        found = self._judged.get(key)
         if found is None:
-            passing, last = [0], [-1]
-            for at, row in enumerate(self.rows):
-                ok = keep is None or keep(row, "")
-                passing.append(passing[-1] + ok)
-                last.append(at if ok else last[-1])
-            found = self._prefixes[key] = (passing, last)
+            keep = step.filter
+            if keep is None:
+                found = np.ones(len(self.rows), np.bool_)
+            else:
+                found = np.fromiter(
+                    (_judge(keep, "", row) for row in self.rows), np.bool_, len(self.rows)
+                )
+            self._judged[key] = found
+        return found
+
+    def numbers(self, at: int) -> tuple[npt.NDArray[np.float64], Bools, bool]:
+        """Column ``at`` as floats, which events hold a number, and whether every value that
+        is not NULL is a number (so minima and maxima can be taken as floats)."""
+        found = self._numbers.get(at)
+        if found is None:
+            values = np.zeros(len(self.rows), np.float64)
+            present = np.zeros(len(self.rows), np.bool_)
+            only_numbers = True
+            for i, row in enumerate(self.rows):
+                value = row[at]
+                if value is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    only_numbers = False
+                try:
+                    values[i] = float(value)
+                except (TypeError, ValueError, OverflowError):
+                    continue
+                present[i] = True
+            found = self._numbers[at] = (values, present, only_numbers)
         return found
 
 
-class _Expression:
-    """An expression parsed once (per process), evaluated many times with new names."""
-
-    def __init__(self, expression: str) -> None:
-        self.evaluator = EvalWithCompoundTypes(functions=FUNCTIONS)
-        self.expression = expression
-        self.parsed = self.evaluator.parse(expression)
-        self.uses_as_of = "as_of" in expression
-
-    def __call__(self, names: dict[str, Any]) -> Any:
-        self.evaluator.names = names
-        return self.evaluator.eval(self.expression, previously_parsed=self.parsed)
+def _judge(keep: Callable[..., Any], as_of: str, row: tuple[Any, ...]) -> bool:
+    try:
+        return bool(keep(as_of, *row))
+    except Exception:  # a row the filter cannot judge (a NULL compared): not counted
+        return False
 
 
-_parsed: dict[str, _Expression] = {}
+@dataclass
+class Computed:
+    """Features of many (entity, time) queries, in query order."""
+
+    existed: Bools
+    columns: dict[str, pa.Array]
+
+    def vector(self, at: int) -> tuple[bool, dict[str, Any]]:
+        """One query's ``(existed, {feature: value})`` as Python values."""
+        return bool(self.existed[at]), {n: c[at].as_py() for n, c in self.columns.items()}
 
 
-def _expression(text: str) -> _Expression:
-    found = _parsed.get(text)
-    if found is None:
-        found = _parsed[text] = _Expression(text)
-    return found
+def compute_many(
+    view: FeatureView,
+    entities: Sequence[Rows],
+    owners: Sequence[int] | Ints,
+    times: Sequence[int] | Ints,
+) -> Computed:
+    """Features of entity ``entities[owners[i]]`` as of ``times[i]`` (microseconds), for
+    every ``i``. An entity is its rows as tuples ``(table position, order, *columns)`` of
+    :func:`columns_read`'s tables and columns."""
+    plan = _plan(view)
+    # Queries in (entity, time) order: every search below then walks its array forward.
+    arrival = np.lexsort((np.asarray(times, np.int64), np.asarray(owners, np.int64)))
+    owner = np.asarray(owners, np.int64)[arrival]
+    when = np.asarray(times, np.int64)[arrival]
+    queries = len(owner)
+    # Every entity's rows, table by table, with the entity each came from.
+    tables: list[tuple[list[int], list[tuple[Any, ...]]]] = [([], []) for _ in plan.columns]
+    for at, rows in enumerate(entities):
+        for row in rows:
+            owners_of, rows_of = tables[row[0]]
+            owners_of.append(at)
+            rows_of.append(row)
+    events = [_Events.of(tables, source) for source in plan.sources]
+    every = [e.times for e in events if len(e.times)]
+    ranked = np.unique(np.concatenate(every)) if every else np.zeros(0, np.int64)
+    width = len(ranked) + 1
+
+    def keys(moments: Ints) -> Ints:
+        # entity * width + rank: orders (entity, time) with every event time ranked exactly.
+        ranks: Ints = np.searchsorted(ranked, moments, "left").astype(np.int64)
+        return owner * width + ranks
+
+    query_keys = keys(when)
+    existed = np.zeros(queries, np.bool_)
+    for found in events:
+        found.keys = found.owners * width + np.searchsorted(ranked, found.times, "left")
+        found.start = np.searchsorted(found.keys, owner * width, "left")
+        found.high = np.searchsorted(found.keys, query_keys, "left")
+        existed |= found.high > found.start
+
+    def as_of(asked: Ints) -> list[str]:
+        # What a filter reading as_of sees, for each of the queries asked: the time in
+        # ISO 8601, made once per distinct query.
+        distinct, inverse = np.unique(asked, return_inverse=True)
+        text = _iso(when[distinct])
+        return [text[i] for i in inverse.tolist()]
+
+    columns: dict[str, pa.Array] = {}
+    for step in plan.steps:
+        feature = step.feature
+        raw: Any
+        if feature.kind == "derive":
+            raw, valid = _derived(step, columns, queries)
+        elif feature.kind == "age":
+            raw, valid = _age([events[s] for s in step.sources], when)
+        else:
+            found = events[step.source]
+            low = found.start
+            if feature.window is not None:
+                low = np.searchsorted(found.keys, keys(when - feature.window // _MICRO), "left")
+            raw, valid = _aggregate(step, found, low, when, as_of)
+        columns[feature.name] = _finish(feature, raw, valid & existed)
+    back = pa.array(np.argsort(arrival))
+    return Computed(existed[np.argsort(arrival)], {n: c.take(back) for n, c in columns.items()})
 
 
-class _Filter:
-    """A row filter; rows are judged once when the filter does not read ``as_of``."""
+def _aggregate(
+    step: _Step, found: _Events, low: Ints, when: Ints, as_of: Callable[[Ints], list[str]]
+) -> tuple[Any, Bools]:
+    """A windowed feature's raw values (numbers or a list) and which queries have one."""
+    feature = step.feature
+    kind = feature.kind
+    high = found.high
+    queries = len(when)
+    if kind in ("count", "recency", "attribute", "last") and not step.filter_uses_as_of:
+        # No walk over each window: prefix counts of the passing events, and the position
+        # of the last passing event before each position.
+        passing = found.judged(step)
+        if kind == "count":
+            prefix = np.concatenate(([0], np.cumsum(passing, dtype=np.int64)))
+            return prefix[high] - prefix[low], np.ones(queries, np.bool_)
+        positions = np.where(passing, np.arange(len(passing)), -1)
+        last = np.concatenate(([-1], np.maximum.accumulate(positions)))[high]
+        return _last(step, found, last, last >= low, when)
+    # (query, event) pairs inside each window, queries in order, events in time order.
+    sizes = high - low
+    pair_query = np.repeat(np.arange(queries), sizes)
+    offsets = np.cumsum(sizes) - sizes
+    pair_event = np.arange(len(pair_query)) - np.repeat(offsets, sizes) + np.repeat(low, sizes)
+    if step.filter_uses_as_of and step.filter is not None:
+        keep = step.filter
+        rows = found.rows
+        kept = np.fromiter(
+            (
+                _judge(keep, moment, rows[e])
+                for e, moment in zip(pair_event.tolist(), as_of(pair_query), strict=True)
+            ),
+            np.bool_,
+            len(pair_query),
+        )
+    else:
+        kept = found.judged(step)[pair_event]
+    if kind == "count":
+        return np.bincount(pair_query[kept], minlength=queries), np.ones(queries, np.bool_)
+    if kind in ("recency", "attribute", "last"):
+        last = np.full(queries, -1, np.int64)
+        np.maximum.at(last, pair_query[kept], pair_event[kept])
+        return _last(step, found, last, last >= 0, when)
+    values, present, only_numbers = found.numbers(step.column_at)
+    if kind == "distinct" or (kind in ("min", "max") and not only_numbers):
+        return _by_python(step, found, pair_query[kept], pair_event[kept], queries)
+    chosen = kept & present[pair_event]
+    group, members = pair_query[chosen], pair_event[chosen]
+    counts = np.bincount(group, minlength=queries)
+    valid = counts > 0
+    if kind in ("sum", "avg"):
+        sums = np.bincount(group, weights=values[members], minlength=queries)
+        if kind == "sum":
+            return sums, valid
+        return sums / np.maximum(counts, 1), valid
+    extreme = np.full(queries, np.inf if kind == "min" else -np.inf)
+    (np.minimum if kind == "min" else np.maximum).at(extreme, group, values[members])
+    return extreme, valid
 
-    def __init__(self, expression: str) -> None:
-        self.expression = _expression(expression)
-        self._judged: dict[int, bool] = {}
 
-    def __call__(self, row: Mapping[str, Any], as_of: str) -> bool:
-        uses_as_of = self.expression.uses_as_of
-        if not uses_as_of:
-            found = self._judged.get(id(row))
-            if found is not None:
-                return found
+def _last(step: _Step, found: _Events, last: Ints, valid: Bools, when: Ints) -> tuple[Any, Bools]:
+    """Recency, or the value of the last passing row, from each query's last event."""
+    if step.feature.kind == "recency":
+        safe = np.where(valid, last, 0)
+        stamps = found.times[safe] if len(found.times) else np.zeros(len(when), np.int64)
+        return (when - stamps) // _DAY, valid
+    at = step.column_at
+    rows = found.rows
+    values = [
+        rows[i][at] if ok else None for i, ok in zip(last.tolist(), valid.tolist(), strict=True)
+    ]
+    return values, valid & np.fromiter((v is not None for v in values), np.bool_, len(values))
+
+
+def _by_python(
+    step: _Step, found: _Events, group: Ints, members: Ints, queries: int
+) -> tuple[list[Any], Bools]:
+    """Distinct counts, and minima and maxima of values that are not all numbers."""
+    at = step.column_at
+    seen: list[list[Any]] = [[] for _ in range(queries)]
+    for q, e in zip(group.tolist(), members.tolist(), strict=True):
+        value = found.rows[e][at]
+        if value is not None:
+            seen[q].append(value)
+    kind = step.feature.kind
+    out: list[Any] = []
+    for values in seen:
+        if kind == "distinct":
+            out.append(len(set(values)))
+        elif not values:
+            out.append(None)
+        else:
+            try:
+                out.append(min(values) if kind == "min" else max(values))
+            except TypeError:  # values that do not compare (text and numbers)
+                out.append(None)
+    return out, np.fromiter((v is not None for v in out), np.bool_, len(out))
+
+
+def _age(sources: Sequence[_Events], when: Ints) -> tuple[Ints, Bools]:
+    """Days since the earliest event before each query's time, over the ``age`` sources."""
+    earliest = np.full(len(when), np.iinfo(np.int64).max, np.int64)
+    for found in sources:
+        if not len(found.times):
+            continue
+        before = found.high > found.start
+        first = found.times[np.minimum(found.start, len(found.times) - 1)]
+        earliest = np.where(before, np.minimum(earliest, first), earliest)
+    valid = earliest != np.iinfo(np.int64).max
+    return (when - np.where(valid, earliest, when)) // _DAY, valid
+
+
+def _derived(step: _Step, columns: Mapping[str, pa.Array], queries: int) -> tuple[list[Any], Bools]:
+    """A derived feature, evaluated once per distinct combination of the values it reads
+    (an expression is a pure function of them, and most rows share a few combinations)."""
+    assert step.derive is not None
+    derive = step.derive
+    codes = np.zeros(queries, np.int64)
+    choices: list[list[Any]] = []
+    for name in step.feature.reads:
+        encoded = pc.dictionary_encode(columns[name])
+        values = [*encoded.dictionary.to_pylist(), None]
+        index = encoded.indices.fill_null(len(values) - 1).to_numpy(zero_copy_only=False)
+        codes = codes * len(values) + index
+        choices.append(values)
+    distinct, inverse = np.unique(codes, return_inverse=True)
+    results: list[Any] = []
+    for code in distinct.tolist():
+        args = []
+        for values in reversed(choices):
+            code, at = divmod(code, len(values))
+            args.append(values[at])
         try:
-            verdict = bool(self.expression({**row, "as_of": as_of}))
-        except Exception:  # a row the filter cannot judge (a NULL compared): not counted
-            verdict = False
-        if not uses_as_of:
-            self._judged[id(row)] = verdict  # rows live as long as this compute() call
-        return verdict
+            results.append(derive(*reversed(args)))
+        except Exception:  # division by zero, a NULL in arithmetic: the feature's default
+            results.append(None)
+    out = [results[i] for i in inverse.tolist()]
+    return out, np.fromiter((v is not None for v in out), np.bool_, len(out))
+
+
+def _finish(feature: Feature, raw: Any, valid: Bools) -> pa.Array:
+    """The declared type, with the default where there is no value."""
+    kind = feature.type
+    default = _cast(feature.default, kind, None)
+    arrow = ARROW_TYPES[kind]
+    if isinstance(raw, np.ndarray) and kind != "TEXT":
+        if kind == "INTEGER":
+            numbers = raw if raw.dtype == np.int64 else np.trunc(np.where(valid, raw, 0))
+            values: npt.NDArray[Any] = numbers.astype(np.int64)
+        elif kind == "REAL":
+            values = raw.astype(np.float64)
+        else:
+            values = raw != 0
+        if default is not None:
+            values = np.where(valid, values, default)
+            return pa.array(values, arrow)
+        return pa.array(values, arrow, mask=~valid)
+    items = raw.tolist() if isinstance(raw, np.ndarray) else raw
+    try:
+        # Values that already have the declared type convert in C; Arrow refuses what
+        # would need a cast (text for a number, 3.7 for a whole number): those go below.
+        made = pa.array(items, arrow, mask=~valid)
+        return made if default is None else made.fill_null(default)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+        pass
+    return pa.array(
+        [
+            _cast(value, kind, default) if ok else default
+            for value, ok in zip(items, valid.tolist(), strict=True)
+        ],
+        arrow,
+    )
 
 
 def compute(
-    view: FeatureView, tables: Tables, times: Sequence[datetime]
+    view: FeatureView, tables: Mapping[str, Sequence[Mapping[str, Any]]], times: Sequence[datetime]
 ) -> list[tuple[bool, dict[str, Any]]]:
-    """``(existed, {feature: value})`` of one entity at each of ``times`` (naive UTC)."""
-    events: dict[tuple[str, str], _Events] = {}
-    filters: dict[str, _Filter] = {}
-    earliest: list[datetime] = []
-    for feature in view.features:
-        if feature.table and (feature.table, feature.timestamp) not in events:
-            found = events[(feature.table, feature.timestamp)] = _Events(
-                tables.get(feature.table, ()), feature.timestamp
-            )
-            earliest.extend(found.times[:1])
-        for table, column in feature.times:
-            if (table, column) not in events:
-                found = events[(table, column)] = _Events(tables.get(table, ()), column)
-                earliest.extend(found.times[:1])
-        if feature.filter and feature.filter not in filters:
-            filters[feature.filter] = _Filter(feature.filter)
-    born = min(earliest) if earliest else None
-    out = []
-    for moment in times:
-        existed = born is not None and born < moment
-        values: dict[str, Any] = {}
-        as_of = moment.isoformat()
-        for feature in view.features:
-            if not existed:
-                values[feature.name] = feature.default
-                continue
-            value = _one(feature, events, filters, moment, as_of, values)
-            values[feature.name] = _cast(value, feature.type, feature.default)
-        out.append((existed, values))
-    return out
-
-
-def _one(
-    feature: Feature,
-    events: Mapping[tuple[str, str], _Events],
-    filters: Mapping[str, _Filter],
-    moment: datetime,
-    as_of: str,
-    values: Mapping[str, Any],
-) -> Any:
-    kind = feature.kind
-    if kind == "derive":
-        try:
-            return _expression(feature.expression)(dict(values))
-        except Exception:  # division by zero, a NULL in arithmetic: the feature's default
-            return None
-    if kind == "age":
-        starts = [
-            e.times[0]
-            for e in (events[t] for t in feature.times)
-            if e.times and e.times[0] < moment
-        ]
-        return (moment - min(starts)).days if starts else None
-    found = events[(feature.table, feature.timestamp)]
-    high = bisect.bisect_left(found.times, moment)  # strictly before t
-    low = 0 if feature.window is None else bisect.bisect_left(found.times, moment - feature.window)
-    keep = filters.get(feature.filter) if feature.filter else None
-    if kind in ("count", "recency", "attribute", "last") and (
-        keep is None or not keep.expression.uses_as_of
-    ):
-        # Counting and taking the last row need no walk over the window's rows: prefix
-        # counts of the rows that pass the filter, computed once per entity.
-        passing, last_passing = found.prefix(keep)
-        if kind == "count":
-            return passing[high] - passing[low]
-        at = last_passing[high]
-        if at < low:
-            return None
-        if kind == "recency":
-            return (moment - found.times[at]).days
-        return found.rows[at].get(feature.column)
-    rows = found.rows[low:high]
-    if feature.filter:
-        keep = filters[feature.filter]
-        rows = [r for r in rows if keep(r, as_of)]
-    if kind == "count":
-        return len(rows)
-    if kind == "recency":
-        if not rows:
-            return None
-        last = parse_time(rows[-1].get(feature.timestamp))
-        return None if last is None else (moment - last).days
-    if kind in ("attribute", "last"):
-        return rows[-1].get(feature.column) if rows else None
-    numbers: list[Any] = [r[feature.column] for r in rows if r.get(feature.column) is not None]
-    if kind == "distinct":
-        return len(set(numbers))
-    if not numbers:
-        return None
-    if kind == "sum":
-        return sum(float(n) for n in numbers)
-    if kind == "avg":
-        return sum(float(n) for n in numbers) / len(numbers)
-    if kind == "min":
-        return min(numbers)
-    assert kind in AGGREGATES
-    return max(numbers)
+    """``(existed, {feature: value})`` of one entity, given its rows as dicts, at each of
+    ``times`` (naive UTC): :func:`compute_many` for one entity."""
+    entity = [
+        (position, order, *(row.get(c) for c in names))
+        for position, (table, names) in enumerate(columns_read(view).items())
+        for order, row in enumerate(tables.get(table, ()))
+    ]
+    done = compute_many(view, [entity], [0] * len(times), [micros(t) for t in times])
+    return [done.vector(at) for at in range(len(times))]

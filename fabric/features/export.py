@@ -3,9 +3,9 @@
 The spine (CSV or Parquet) has ``entity_id`` (an entity id, or a source key ``source:key``
 like ``crm:42``), ``event_timestamp`` (ISO 8601) and any label columns, carried through
 untouched. Output rows keep the spine's order; rows are grouped by entity so each entity is
-decoded once, and every entity's times go through :func:`fabric.features.compute.compute`,
-the code path online lookups use. A key no entity holds is counted, not fatal: its row gets
-the defaults and ``found = false``.
+decoded once, and every (entity, time) goes through
+:func:`fabric.features.compute.compute_many`, the code path online lookups use. A key no
+entity holds is counted, not fatal: its row gets the defaults and ``found = false``.
 
 The data file is written to a temporary name and renamed when complete; the same spine over
 the same store state gives a byte-identical file. ``FILE.manifest.json`` beside it records
@@ -15,38 +15,39 @@ what it was made from.
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
-import heapq
-import io
+import itertools
 import json
+import math
 import multiprocessing
+import multiprocessing.pool
 import os
 import tempfile
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from fabric import __version__
 from fabric.errors import FabricError
-from fabric.features.compute import compute, parse_time
-from fabric.features.service import FeatureService, mask_attributes
+from fabric.features.compute import ARROW_TYPES, columns_read, compute_many, micros, parse_time
+from fabric.features.service import FeatureService, mask_columns
 from fabric.features.spec import FeatureView
 from fabric.project import Project
-from fabric.store.base import entity_key, partition_of
 from fabric.store.history import History
 
 __all__ = ["FORMATS", "ExportReport", "SpineError", "export_view"]
 
 FORMATS = ("parquet", "csv", "jsonl")
-_ARROW = {"INTEGER": pa.int64(), "REAL": pa.float64(), "TEXT": pa.string(), "BOOLEAN": pa.bool_()}
 Progress = Callable[[str, int, int | None], None]
 
 
@@ -70,6 +71,13 @@ class ExportReport:
 
 #: Spine rows per batch read and per output row group slice.
 _BATCH = 65_536
+#: Spine rows per partition, about: a worker holds one partition's rows and results.
+_PARTITION_ROWS = 50_000
+#: Entities decoded and computed together (their rows are held at once).
+_CHUNK_ENTITIES = 2_000
+#: The partition of spine rows whose key no entity holds.
+_MISSING = "\x00missing"
+_ROWS = pa.schema([("index", pa.int64()), ("entity_id", pa.string()), ("time", pa.int64())])
 
 
 def _spine_batches(path: Path) -> Iterator[pa.RecordBatch]:
@@ -82,8 +90,6 @@ def _spine_batches(path: Path) -> Iterator[pa.RecordBatch]:
             names = parquet.schema_arrow.names
             batches: Iterator[pa.RecordBatch] = parquet.iter_batches(batch_size=_BATCH)
         else:
-            import pyarrow.csv as pcsv
-
             reader = pcsv.open_csv(
                 path,
                 read_options=pcsv.ReadOptions(block_size=8 << 20),
@@ -111,17 +117,100 @@ def _spine_batches(path: Path) -> Iterator[pa.RecordBatch]:
         ) from exc
 
 
-def _resolve(project: Project, service: FeatureService, entity_type: str, key: str) -> str | None:
-    """The entity id a spine key names (an id, an alias, or ``source:key``), or None."""
-    source, sep, rest = key.partition(":")
-    if sep and source in project.config.sources:
-        try:
-            return service.entities.find(entity_type, source, rest)
-        except FabricError:
-            return None
-    if project.store.get(entity_type, key) is not None:
-        return key
-    return History(project.catalog).alias_target(entity_type, key)
+def _estimated_rows(path: Path) -> int:
+    """Spine rows, from Parquet's metadata or (CSV) the file's size: to size partitions."""
+    with contextlib.suppress(pa.ArrowInvalid, OSError):
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return int(pq.ParquetFile(path).metadata.num_rows)
+    try:
+        return path.stat().st_size // 32
+    except OSError:
+        return 0
+
+
+def _times(column: pa.ChunkedArray | pa.Array, spine: Path | None, first: int) -> Any:
+    """Spine times as microseconds since 1970 (UTC); the row of the first bad one named.
+
+    Arrow parses the usual ISO 8601 forms in C, either all without a zone or all with one;
+    anything else (a mix, compact forms) goes through :func:`parse_time` row by row.
+    """
+    if pa.types.is_timestamp(column.type):
+        if column.null_count:
+            return _times(pc.cast(column, pa.string()), spine, first)
+        return pc.cast(column, pa.timestamp("us", tz=column.type.tz)).cast(pa.int64())
+    text = column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
+    if not text.null_count:
+        for kind in (pa.timestamp("us"), pa.timestamp("us", tz="UTC")):
+            with contextlib.suppress(pa.ArrowInvalid):
+                return pc.cast(text, kind).cast(pa.int64())
+    out = []
+    for at, value in enumerate(text.to_pylist()):
+        moment = parse_time(value)
+        if moment is None:
+            raise SpineError(
+                f"{spine}: row {first + at + 1}: event_timestamp is not an ISO 8601 time"
+            )
+        out.append(micros(moment))
+    return pa.array(out, pa.int64())
+
+
+class _Resolver:
+    """Spine keys -> entity ids and partitions: an id, an alias, or ``source:key``.
+
+    The keys seen so far are an Arrow array beside their entity ids and partitions, so a
+    batch of spine rows is matched to them in C; only keys not seen before are looked up
+    (ids in one catalog query). Past a million keys it starts afresh: memory stays bounded
+    whatever the spine.
+    """
+
+    #: stands for a missing key (ids never hold NUL)
+    _NULL = "\x00null"
+
+    def __init__(
+        self, project: Project, service: FeatureService, entity_type: str, partitions: int
+    ) -> None:
+        self.project = project
+        self.service = service
+        self.entity_type = entity_type
+        self.partitions = partitions
+        self.history = History(project.catalog)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.keys = pa.array([self._NULL], pa.string())
+        self.ids = pa.array([_MISSING], pa.string())
+        self.places = np.array([-1], np.int64)
+
+    def batch(self, keys: pa.Array) -> tuple[pa.Array, Any]:
+        """Each row's entity id (``_MISSING`` when no entity holds its key) and partition
+        (-1 for those)."""
+        keys = keys.fill_null(self._NULL)
+        at = pc.index_in(keys, value_set=self.keys)
+        if at.null_count:
+            new = pc.unique(keys.filter(at.is_null())).to_pylist()
+            if len(self.keys) + len(new) > 1_000_000:
+                self._reset()
+            stored = self.project.catalog.existing(self.entity_type, new)
+            found = [key if key in stored else self._one(key) for key in new]
+            # Any placement that puts an entity in one partition will do: the file is in
+            # spine order whatever the partitions. Python's string hash is the cheapest.
+            places = [-1 if e is None else hash(e) % self.partitions for e in found]
+            self.keys = pa.concat_arrays([self.keys, pa.array(new, pa.string())])
+            self.ids = pa.concat_arrays(
+                [self.ids, pa.array([_MISSING if e is None else e for e in found], pa.string())]
+            )
+            self.places = np.concatenate([self.places, np.array(places, np.int64)])
+            at = pc.index_in(keys, value_set=self.keys)
+        return self.ids.take(at), self.places[at.to_numpy(zero_copy_only=False)]
+
+    def _one(self, key: str) -> str | None:
+        source, sep, rest = key.partition(":")
+        if sep and source in self.project.config.sources:
+            try:
+                return self.service.entities.find(self.entity_type, source, rest)
+            except FabricError:
+                return None
+        return self.history.alias_target(self.entity_type, key)
 
 
 @dataclass(frozen=True)
@@ -141,7 +230,7 @@ def _feature_schema(view: FeatureView) -> pa.Schema:
             pa.field("index", pa.int64()),
             pa.field("found", pa.bool_()),
             pa.field("existed", pa.bool_()),
-            *(pa.field(f.name, _ARROW[f.type]) for f in view.features),
+            *(pa.field(f.name, ARROW_TYPES[f.type]) for f in view.features),
         ]
     )
 
@@ -150,50 +239,83 @@ def _feature_schema(view: FeatureView) -> pa.Schema:
 _projects: dict[Path, Project] = {}
 
 
-def _compute_partition(job: _Job) -> int:
+def _open_project(config: Path) -> None:
+    """Open the project in a worker as it starts, while the parent reads the spine."""
+    if config not in _projects:
+        _projects[config] = Project.open(config)
+
+
+def _start_pool(workers: int, config: Path) -> multiprocessing.pool.Pool:
+    """Worker processes with the project open. They fork from a server process that imports
+    fabric once (spawning each cost a second of imports, on the cores reading the spine),
+    and nothing of this process (its open databases) reaches them."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context.Pool(workers, initializer=_open_project, initargs=(config,))
+
+
+def _stop_pool(starting: Future[multiprocessing.pool.Pool]) -> None:
+    # A pool that failed to start has nothing to stop, and its error is not this one's.
+    with contextlib.suppress(Exception):
+        starting.result().terminate()
+
+
+def _compute_partition(job: _Job) -> tuple[int, int]:
     """Compute a partition in a worker process (the project opened once per process)."""
-    project = _projects.get(job.config)
-    if project is None:
-        project = _projects[job.config] = Project.open(job.config)
-    return _compute_with(project, job)
+    _open_project(job.config)
+    return _compute_with(_projects[job.config], job)
 
 
-def _compute_with(project: Project, job: _Job) -> int:
-    """Compute a partition's rows; write them sorted by spine index."""
+def _compute_with(project: Project, job: _Job) -> tuple[int, int]:
+    """Compute a partition's rows and write them sorted by spine index.
+
+    Returns (rows, entities).
+    """
     service = FeatureService(project)
     view = service.view(job.view)
     policy = project.policy_for(job.role)
-    rows = ipc.open_file(job.rows).read_all().to_pydict()
-    by_entity: dict[str, list[int]] = defaultdict(list)
-    for at, entity_id in enumerate(rows["entity_id"]):
-        by_entity[entity_id].append(at)
-    names = [f.name for f in view.features]
-    count = len(rows["index"])
-    out: dict[str, list[Any]] = {n: [None] * count for n in ("found", "existed", *names)}
-    for entity_id in sorted(by_entity):
-        positions = by_entity[entity_id]
-        times = [datetime.fromisoformat(rows["time"][i]) for i in positions]
-        if entity_id == _MISSING:
-            results = [(False, {f.name: f.default for f in view.features})] * len(times)
-        else:
-            _, tables = service.entities.shared_tables(view.entity_type, entity_id, view.tables)
-            results = compute(view, tables, times)
-        for at, (existed, values) in zip(positions, results, strict=True):
-            if entity_id != _MISSING:
-                mask_attributes(view, policy, entity_id, values)
-            out["found"][at] = entity_id != _MISSING
-            out["existed"][at] = existed
-            for name in names:
-                out[name][at] = values[name]
-    table = pa.table({"index": rows["index"], **out}, schema=_feature_schema(view))
+    layout = columns_read(view)
+    rows = ipc.open_file(job.rows).read_all()
+    ids = rows.column("entity_id").to_pylist()
+    numbers: dict[str, int] = {}
+    owner = np.fromiter((numbers.setdefault(i, len(numbers)) for i in ids), np.int64, len(ids))
+    entities = list(numbers)
+    times = rows.column("time").to_numpy()
+    index = rows.column("index").to_numpy()
+    # Rows of each chunk of entities together, to hold only that chunk's entities' rows.
+    chunk_of = owner // _CHUNK_ENTITIES
+    order = np.argsort(chunk_of, kind="stable")
+    bounds = np.searchsorted(chunk_of[order], np.arange(-(-len(entities) // _CHUNK_ENTITIES) + 1))
+    parts: list[pa.Table] = []
+    schema = _feature_schema(view)
+    for begin, end in itertools.pairwise(bounds):
+        if begin == end:
+            continue
+        picked = order[begin:end]
+        first = int(owner[picked[0]]) // _CHUNK_ENTITIES * _CHUNK_ENTITIES
+        chunk = entities[first : first + _CHUNK_ENTITIES]
+        stored = [e for e in chunk if e != _MISSING]
+        read = iter(service.entities.stored_rows(view.entity_type, stored, layout))
+        tables = [[] if e == _MISSING else next(read) for e in chunk]
+        done = compute_many(view, tables, owner[picked] - first, times[picked])
+        entity_of = [chunk[o] for o in (owner[picked] - first).tolist()]
+        mask_columns(view, policy, entity_of, done.columns)
+        found = np.fromiter((e != _MISSING for e in entity_of), np.bool_, len(entity_of))
+        parts.append(
+            pa.table(
+                {
+                    "index": pa.array(index[picked], pa.int64()),
+                    "found": pa.array(found),
+                    "existed": pa.array(done.existed),
+                    **done.columns,
+                }
+            )
+        )
+    table = pa.concat_tables(parts, promote_options="permissive") if parts else schema.empty_table()
     table = table.sort_by("index")
     with ipc.new_file(job.results, table.schema) as writer:
         writer.write_table(table, max_chunksize=_BATCH)
-    return count
-
-
-#: The partition of spine rows whose key no entity holds.
-_MISSING = "\x00missing"
+    return len(ids), len(entities) - (_MISSING in numbers)
 
 
 def export_view(
@@ -209,10 +331,10 @@ def export_view(
 ) -> ExportReport:
     """Export ``view_name`` over ``spine`` (None: every entity, as of now) to ``out``.
 
-    Three streaming passes, so memory holds batches and one partition, never the spine:
-    the spine's keys are resolved and its rows sent to partition files by entity; each
-    partition is computed (in ``workers`` processes) and written sorted by spine row; the
-    partitions are merged back in spine order next to the spine's own columns.
+    Three streaming passes, so memory holds batches and one partition per worker, never the
+    spine: the spine's keys are resolved and its rows sent to partition files by entity;
+    each partition is computed (in ``workers`` processes) and written sorted by spine row;
+    the partitions are merged back in spine order next to the spine's own columns.
 
     Raises:
         SpineError: a spine column is missing or a time does not parse (row named).
@@ -240,11 +362,24 @@ def export_view(
             chunk = ids[begin : begin + _BATCH]
             yield pa.record_batch({"entity_id": chunk, "event_timestamp": [now] * len(chunk)})
 
-    partitions = max(4, 4 * workers)
-    with tempfile.TemporaryDirectory(prefix="fabric-export-") as tmp:
+    estimate = (
+        _estimated_rows(spine) if spine is not None else project.catalog.count(view.entity_type)
+    )
+    partitions = min(4096, max(4 * workers, math.ceil(estimate / _PARTITION_ROWS)))
+    with (
+        tempfile.TemporaryDirectory(prefix="fabric-export-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        starting = None
+        if workers > 1:
+            # Started first, from a thread: the workers start while the spine is read.
+            starting = stack.enter_context(ThreadPoolExecutor(1)).submit(
+                _start_pool, workers, project.config.path
+            )
+            stack.callback(_stop_pool, starting)
         work = Path(tmp)
-        total, entities, not_found = _place(
-            project, service, view, batches(), work, partitions, spine
+        total, not_found = _place(
+            project, service, view, batches(), work, partitions, spine, progress, estimate
         )
         jobs = [
             _Job(
@@ -257,15 +392,16 @@ def export_view(
             for p in [*range(partitions), "missing"]
             if (work / f"rows-{p}.arrow").exists()
         ]
-        with contextlib.ExitStack() as stack:
-            if workers > 1 and len(jobs) > 1:
-                pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers))
-                done: Iterable[int] = pool.imap_unordered(_compute_partition, jobs)
-            else:
-                done = (_compute_with(project, job) for job in jobs)
-            for count in done:
-                progress("export rows", count, total)
-        schema = _write(batches(), [j.results for j in jobs], view, out, fmt)
+        entities = 0
+        done: Iterable[tuple[int, int]]
+        if starting is not None and len(jobs) > 1:
+            done = starting.result().imap_unordered(_compute_partition, jobs)
+        else:
+            done = (_compute_with(project, job) for job in jobs)
+        for count, found in done:
+            entities += found
+            progress("export: computing features", count, total)
+        schema = _write(batches(), [j.results for j in jobs], view, out, fmt, progress, total)
     finished = datetime.now(UTC)
     runs = [r for r in project.catalog.runs(50) if r.status == "succeeded"]
     manifest = out.with_name(out.name + ".manifest.json")
@@ -313,71 +449,77 @@ def _place(
     work: Path,
     partitions: int,
     spine: Path | None,
-) -> tuple[int, int, int]:
+    progress: Progress,
+    estimate: int,
+) -> tuple[int, int]:
     """Pass one: resolve keys, check times, send rows to partition files by entity.
 
-    Returns (rows, entities, rows whose key no entity holds).
+    Returns (rows, rows whose key no entity holds).
     """
-    schema = pa.schema([("index", pa.int64()), ("entity_id", pa.string()), ("time", pa.string())])
-    writers: dict[str, ipc.RecordBatchFileWriter] = {}
-    buffers: dict[str, dict[str, list[Any]]] = {}
-    resolved: dict[str, str | None] = {}
-    seen: set[str] = set()
+    writers: dict[int, ipc.RecordBatchFileWriter] = {}
+    resolver = _Resolver(project, service, view.entity_type, partitions)
     index = not_found = 0
-
-    def flush(name: str) -> None:
-        buffer = buffers.pop(name, None)
-        if not buffer or not buffer["index"]:
-            return
-        writer = writers.get(name)
-        if writer is None:
-            writer = writers[name] = ipc.new_file(work / f"rows-{name}.arrow", schema)
-        writer.write_batch(pa.record_batch(buffer, schema=schema))
-
     try:
         for batch in batches:
-            keys = batch.column("entity_id").to_pylist()
-            stamps = batch.column("event_timestamp").to_pylist()
-            for key, stamp in zip(keys, stamps, strict=True):
-                moment = parse_time(stamp)
-                if moment is None:
-                    raise SpineError(
-                        f"{spine}: row {index + 1}: event_timestamp is not an ISO 8601 time"
-                    )
-                text = None if key is None else str(key)
-                if text is not None and text not in resolved:
-                    resolved[text] = _resolve(project, service, view.entity_type, text)
-                entity_id = None if text is None else resolved[text]
-                if entity_id is None:
-                    name, entity_id = "missing", _MISSING
-                    not_found += 1
-                else:
-                    seen.add(entity_id)
-                    name = str(partition_of(entity_key(view.entity_type, entity_id), partitions))
-                buffer = buffers.setdefault(name, {"index": [], "entity_id": [], "time": []})
-                buffer["index"].append(index)
-                buffer["entity_id"].append(entity_id)
-                buffer["time"].append(moment.isoformat())
-                if len(buffer["index"]) >= _BATCH:
-                    flush(name)
-                index += 1
-        for name in list(buffers):
-            flush(name)
+            count = batch.num_rows
+            when = _times(batch.column("event_timestamp"), spine, index)
+            keys = pc.cast(batch.column("entity_id"), pa.string())
+            if isinstance(keys, pa.ChunkedArray):
+                keys = keys.combine_chunks()
+            entity_ids, places = resolver.batch(keys)
+            not_found += int(np.count_nonzero(places < 0))
+            rows = pa.table(
+                {
+                    "index": pa.array(np.arange(index, index + count, dtype=np.int64)),
+                    "entity_id": entity_ids,
+                    "time": when,
+                },
+                schema=_ROWS,
+            )
+            order = np.argsort(places, kind="stable")
+            sorted_places = places[order]
+            for place in np.unique(sorted_places).tolist():
+                begin, end = np.searchsorted(sorted_places, [place, place + 1])
+                writer = writers.get(place)
+                if writer is None:
+                    name = "missing" if place < 0 else str(place)
+                    writer = writers[place] = ipc.new_file(work / f"rows-{name}.arrow", _ROWS)
+                writer.write_table(rows.take(pa.array(order[begin:end])))
+            index += count
+            progress("export: reading spine", count, max(estimate, index))
     finally:
         for writer in writers.values():
             writer.close()
-    return index, len(seen), not_found
+    return index, not_found
 
 
-def _merged(results: Sequence[Path]) -> Iterator[dict[str, Any]]:
-    """Every result row in spine order: the partitions' sorted files, merged."""
+class _Merge:
+    """The partitions' result files (each sorted by spine index) read back in spine order."""
 
-    def rows(path: Path) -> Iterator[dict[str, Any]]:
-        reader = ipc.open_file(path)
-        for at in range(reader.num_record_batches):
-            yield from reader.get_batch(at).to_pylist()
+    def __init__(self, results: Sequence[Path]) -> None:
+        self.readers = [ipc.open_file(p) for p in results]
+        self.next = [0] * len(results)
+        self.pending: list[pa.Table | None] = [None] * len(results)
 
-    return heapq.merge(*(rows(p) for p in results), key=lambda r: int(r["index"]))
+    def take(self, end: int) -> pa.Table:
+        """Every result row with an index below ``end`` not taken yet, in index order."""
+        pieces = []
+        for at, reader in enumerate(self.readers):
+            while True:
+                table = self.pending[at]
+                if table is None or table.num_rows == 0:
+                    if self.next[at] >= reader.num_record_batches:
+                        break
+                    table = pa.Table.from_batches([reader.get_batch(self.next[at])])
+                    self.next[at] += 1
+                index = table.column("index").to_numpy()
+                cut = int(np.searchsorted(index, end, "left"))
+                pieces.append(table.slice(0, cut))
+                self.pending[at] = table.slice(cut)
+                if cut < table.num_rows:
+                    break
+        merged = pa.concat_tables(pieces, promote_options="permissive")
+        return merged.take(pc.sort_indices(merged.column("index")))
 
 
 def _atomic(path: Path, data: bytes) -> None:
@@ -392,6 +534,8 @@ def _write(
     view: FeatureView,
     out: Path,
     fmt: str,
+    progress: Progress,
+    total: int,
 ) -> pa.Schema:
     """Pass three: the spine's columns and the features, in spine order, to ``out``.
 
@@ -399,58 +543,47 @@ def _write(
     """
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    merged = _merged(results)
-    feature_schema = _feature_schema(view)
+    merge = _Merge(results)
     parquet: pq.ParquetWriter | None = None
+    csv_writer: pcsv.CSVWriter | None = None
     schema: pa.Schema | None = None
     try:
         with tmp.open("wb") as handle:
             expected = 0
             for batch in batches:
-                chunk = [next(merged) for _ in range(batch.num_rows)]
+                features = merge.take(expected + batch.num_rows)
                 # Every spine row comes back exactly once, in order: labels must never meet
                 # another row's features.
-                if [r["index"] for r in chunk] != list(range(expected, expected + len(chunk))):
+                index = features.column("index").to_numpy()
+                if not np.array_equal(index, np.arange(expected, expected + batch.num_rows)):
                     raise FabricError("internal error: exported rows out of spine order")
-                expected += len(chunk)
-                columns = {
-                    f.name: pa.array([r[f.name] for r in chunk], f.type)
-                    for f in feature_schema
-                    if f.name != "index"
-                }
+                expected += batch.num_rows
                 table = pa.Table.from_batches([batch])
-                for name, column in columns.items():
-                    table = table.append_column(name, column)
+                for name in features.column_names[1:]:
+                    table = table.append_column(name, features.column(name))
                 if schema is None:
                     schema = table.schema
                     if fmt == "parquet":
                         parquet = pq.ParquetWriter(handle, schema, compression="zstd")
                     elif fmt == "csv":
-                        handle.write((",".join(_csv_cell(n) for n in schema.names) + "\n").encode())
+                        csv_writer = pcsv.CSVWriter(handle, schema)
                 table = table.cast(schema)
                 if parquet is not None:
                     parquet.write_table(table, row_group_size=_BATCH)
-                elif fmt == "csv":
-                    text = io.StringIO()
-                    writer = csv.writer(text, lineterminator="\n")
-                    for row in table.to_pylist():
-                        writer.writerow(["" if v is None else v for v in row.values()])
-                    handle.write(text.getvalue().encode())
+                elif csv_writer is not None:
+                    csv_writer.write_table(table)
                 else:
                     for row in table.to_pylist():
                         line = json.dumps(row, ensure_ascii=False, default=str) + "\n"
                         handle.write(line.encode())
+                progress("export: writing", batch.num_rows, total)
             if parquet is not None:
                 parquet.close()
+            if csv_writer is not None:
+                csv_writer.close()
         if schema is None:
             raise SpineError("the spine has no rows")
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     return schema
-
-
-def _csv_cell(text: str) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="").writerow([text])
-    return buffer.getvalue()

@@ -8,9 +8,11 @@ numbers computed from the rows and carry no value of them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+import pyarrow as pa
 
 from fabric.entities import EntityService
 from fabric.errors import EntityNotFoundError
@@ -20,7 +22,7 @@ from fabric.project import Project
 from fabric.rules.masking import MaskingPolicy
 from fabric.rules.operators import MaskContext
 
-__all__ = ["FeatureService", "mask_attributes"]
+__all__ = ["FeatureService", "mask_attributes", "mask_columns"]
 
 
 def mask_attributes(
@@ -37,6 +39,41 @@ def mask_attributes(
         mask = plan.get(feature.column, policy.unlisted)
         if mask is not None:
             values[feature.name] = mask(values[feature.name], ctx)
+
+
+def mask_columns(
+    view: FeatureView, policy: MaskingPolicy, entity_of: Sequence[str], columns: dict[str, pa.Array]
+) -> None:
+    """Mask the view's attribute columns in place; ``entity_of`` names each row's entity.
+
+    Each distinct (entity, value) is masked once: an entity's rows at many times mostly
+    share the value. A masked value that no longer fits the declared type (a number
+    generalised to a range) makes the column text.
+    """
+    if policy.clear:
+        return
+    for feature in view.features:
+        if feature.kind not in ("attribute", "last"):
+            continue
+        plan: Mapping[str, Any] = policy.tables.get((view.entity_type, feature.table), {})
+        mask = plan.get(feature.column, policy.unlisted)
+        if mask is None:
+            continue
+        masked: dict[tuple[str, Any], Any] = {}
+        values = []
+        for entity_id, value in zip(entity_of, columns[feature.name].to_pylist(), strict=True):
+            if value is not None:
+                key = (entity_id, value)
+                if key not in masked:
+                    masked[key] = mask(value, MaskContext(view.entity_type, entity_id))
+                value = masked[key]
+            values.append(value)
+        try:
+            columns[feature.name] = pa.array(values, columns[feature.name].type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            columns[feature.name] = pa.array(
+                [None if v is None else str(v) for v in values], pa.string()
+            )
 
 
 class FeatureService:

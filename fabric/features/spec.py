@@ -35,7 +35,7 @@ from fabric.config.loader import read_yaml
 from fabric.errors import RuleError
 from fabric.rules.transforms import FUNCTIONS, unsupported
 
-__all__ = ["AGGREGATES", "Feature", "FeatureView", "load_views"]
+__all__ = ["AGGREGATES", "Feature", "FeatureView", "load_views", "names_in"]
 
 AGGREGATES = ("count", "sum", "avg", "min", "max", "distinct", "last")
 _KINDS = (*AGGREGATES, "recency", "age", "attribute", "derive")
@@ -97,7 +97,7 @@ class FeatureView:
         raise KeyError(name)
 
 
-def _names_in(expression: str) -> tuple[set[str], set[str]]:
+def names_in(expression: str) -> tuple[set[str], set[str]]:
     """(names read, functions called) of an expression."""
     tree = ast.parse(expression, mode="eval")
     called = {
@@ -224,7 +224,7 @@ def _feature(
     if kind == "derive":
         expression = str(target)
         try:
-            reads, called = _names_in(expression)
+            reads, called = names_in(expression)
         except SyntaxError as exc:
             issue((*loc, "derive"), f"not an expression ({exc.msg})")
             return None
@@ -283,7 +283,7 @@ def _feature(
     filter_text = str(spec.get("filter", ""))
     if filter_text:
         try:
-            reads, called = _names_in(_sql_equals(filter_text))
+            reads, called = names_in(_sql_equals(filter_text))
         except SyntaxError as exc:
             issue((*loc, "filter"), f"not an expression ({exc.msg})")
             return None

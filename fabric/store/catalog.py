@@ -361,11 +361,26 @@ class Catalog:
     def entities_in(self, entity_type: str, entity_ids: Iterable[str]) -> dict[str, EntityRecord]:
         """Return the given entities' rows (missing ones are left out)."""
         found: dict[str, EntityRecord] = {}
-        for entity_id in set(entity_ids):
-            record = self.entity(entity_type, entity_id)
-            if record is not None:
-                found[entity_id] = record
+        wanted = sorted(set(entity_ids))
+        for begin in range(0, len(wanted), 500):  # well under SQLite's bound on parameters
+            chunk = wanted[begin : begin + 500]
+            marks = ", ".join("?" * len(chunk))
+            for row in self._conn.execute(
+                f"SELECT * FROM entities WHERE entity_type = ? AND entity_id IN ({marks})",
+                (entity_type, *chunk),
+            ):
+                found[row[1]] = EntityRecord(*row)
         return found
+
+    def existing(self, entity_type: str, entity_ids: Sequence[str]) -> set[str]:
+        """Which of ``entity_ids`` are catalogued: one query (the ids go in as one JSON
+        array), so a spine's hundred thousand keys cost one index probe each, in C."""
+        rows = self._conn.execute(
+            "SELECT entity_id FROM entities WHERE entity_type = ? "
+            "AND entity_id IN (SELECT value FROM json_each(?))",
+            (entity_type, json.dumps(list(entity_ids))),
+        )
+        return {row[0] for row in rows}
 
     def count(self, entity_type: str | None = None) -> int:
         """Number of entities (of one type, or all)."""

@@ -114,6 +114,25 @@ class LocalShardStore(EntityStore):
             return None
         return StoredBlob(entity_type, entity_id, int(row[0]), bytes(row[1]))
 
+    def get_many(self, entity_type: str, entity_ids: Sequence[str]) -> dict[str, StoredBlob]:
+        # One statement per shard: the keys go in as one JSON array of hex, and SQLite
+        # probes its index for each in C (a statement per entity cost about 10 us each).
+        by_shard: dict[int, dict[bytes, str]] = {}
+        for entity_id in entity_ids:
+            key = entity_key(entity_type, entity_id)
+            by_shard.setdefault(partition_of(key, self.partitions), {})[key] = entity_id
+        found: dict[str, StoredBlob] = {}
+        for shard, keys in by_shard.items():
+            rows = self._conn(shard).execute(
+                "SELECT key, version, blob FROM blobs "
+                "WHERE key IN (SELECT unhex(value) FROM json_each(?))",
+                (json.dumps([k.hex() for k in keys]),),
+            )
+            for key, version, blob in rows:
+                entity_id = keys[bytes(key)]
+                found[entity_id] = StoredBlob(entity_type, entity_id, int(version), bytes(blob))
+        return found
+
     def versions(self, entity_type: str, entity_ids: Sequence[str]) -> dict[str, int]:
         found: dict[str, int] = {}
         for entity_id in entity_ids:

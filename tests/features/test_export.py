@@ -231,3 +231,80 @@ def test_cli_export_writes_csv_and_jsonl(demo_dir: Path, tmp_path: Path) -> None
         ["export", "nope", "--out", str(tmp_path / "n.csv"), "-c", str(demo_dir / "fabric.yaml")],
     )
     assert unknown.exit_code == 1 and "unknown feature view" in unknown.output
+
+
+def test_small_chunks_and_partitions_give_the_same_file(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fabric.features.export as export
+
+    ids = sorted(project.catalog.entities("customer"))
+    keys = [ids[(i * 7) % len(ids)] for i in range(500)]
+    spine = tmp_path / "spine.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "entity_id": keys,
+                "event_timestamp": [f"2026-{1 + i % 12:02d}-01T00:00:00" for i in range(500)],
+            }
+        ),
+        spine,
+    )
+    whole = export_view(project, "customer_360", tmp_path / "whole.parquet", spine=spine)
+    # Entities decoded seven at a time, rows read in batches of 64, many small partitions.
+    monkeypatch.setattr(export, "_CHUNK_ENTITIES", 7)
+    monkeypatch.setattr(export, "_BATCH", 64)
+    monkeypatch.setattr(export, "_PARTITION_ROWS", 50)
+    small = export_view(project, "customer_360", tmp_path / "small.parquet", spine=spine)
+    assert whole.entities == small.entities == len(set(keys))
+    assert pq.read_table(tmp_path / "whole.parquet").equals(
+        pq.read_table(tmp_path / "small.parquet")
+    )
+
+
+def test_spine_times_in_any_iso_form_and_typed_columns(project: Project, tmp_path: Path) -> None:
+    entity_id = sorted(project.catalog.entities("customer"))[0]
+    # Zoned and unzoned times mixed: read row by row; the same instants, the same features.
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text(
+        "entity_id,event_timestamp\n"
+        f"{entity_id},2026-03-01T12:00:00\n"
+        f"{entity_id},2026-03-01T14:00:00+02:00\n"
+        f"{entity_id}, 2026-03-01T12:00:00Z \n"
+    )
+    export_view(project, "customer_360", tmp_path / "mixed.parquet", spine=mixed)
+    rows = pq.read_table(tmp_path / "mixed.parquet").drop_columns(["event_timestamp"]).to_pylist()
+    assert rows[0] == rows[1] == rows[2]
+    # A Parquet spine whose times are timestamps, not text; keys that are missing.
+    typed = tmp_path / "typed.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "entity_id": [entity_id, None],
+                "event_timestamp": pa.array(
+                    [datetime(2026, 3, 1, 12), datetime(2026, 3, 1, 12)], pa.timestamp("ms")
+                ),
+            }
+        ),
+        typed,
+    )
+    report = export_view(project, "customer_360", tmp_path / "typed.parquet.out", spine=typed)
+    out = pq.read_table(tmp_path / "typed.parquet.out").to_pylist()
+    assert report.not_found == 1 and out[1]["found"] is False
+    assert {k: v for k, v in out[0].items() if k != "event_timestamp"} == {
+        k: v for k, v in rows[0].items() if k in out[0] and k != "event_timestamp"
+    }
+
+
+def test_a_bad_time_in_a_later_batch_names_its_row(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fabric.features.export as export
+
+    monkeypatch.setattr(export, "_BATCH", 4)
+    lines = ["entity_id,event_timestamp"] + ["crm:1,2026-01-01"] * 9 + ["crm:1,31/12/2026"]
+    bad = tmp_path / "spine.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SpineError, match=r"row 10: event_timestamp is not an ISO 8601 time"):
+        export_view(project, "customer_360", tmp_path / "x.parquet", spine=bad)
+    assert not (tmp_path / "x.parquet").exists() and not list(tmp_path.glob(".x.parquet*"))

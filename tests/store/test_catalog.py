@@ -107,3 +107,17 @@ def test_catalog_upgrades_an_older_schema_in_place(tmp_path: Path) -> None:
     # Records indexed without their key list are dropped: the next sync starts the index again.
     assert upgraded.execute("SELECT count(*) FROM identity_records").fetchone()[0] == 0
     assert upgraded.execute("SELECT count(*) FROM identity_keys").fetchone()[0] == 0
+
+
+def test_existing_and_entities_in_find_catalogued_ids_in_bulk(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "catalog.db")
+    with catalog.connection:
+        catalog.connection.executemany(
+            "INSERT INTO entities VALUES (?, ?, 1, 'f', 's', 'c', 'u')",
+            [("customer", f"C{i}") for i in range(1200)] + [("device", "C5000")],
+        )
+    asked = [f"C{i}" for i in range(0, 5001, 5)] + ['it\'s "quoted"', "C1"]
+    expected = {f"C{i}" for i in range(0, 1200, 5)} | {"C1"}
+    assert catalog.existing("customer", asked) == expected
+    assert set(catalog.entities_in("customer", asked)) == expected  # more than one chunk of ids
+    assert catalog.existing("customer", []) == set()

@@ -33,7 +33,9 @@ def _sync(config: Path) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "fabric", "sync", "-c", str(config)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env={**os.environ, "FABRIC_PROGRESS": "1"},  # stage names on stderr, to aim at
+        # Stage names on stderr, to aim at; a killed sync leaves its spill directory behind,
+        # so it goes under the test's own directory rather than the machine's /tmp.
+        env={**os.environ, "FABRIC_PROGRESS": "1", "TMPDIR": str(config.parent)},
     )
 
 

@@ -20,7 +20,12 @@ def test_local_put_get_roundtrip(tmp_path: Path) -> None:
         got = store.get("customer", "a")
         assert got is not None and got.blob == b"one" and got.version == 1
         assert store.get("customer", "missing") is None
-        assert set(store.get_many("customer", ["a", "b", "zz"])) == {"a", "b"}
+        many = store.get_many("customer", ["a", "b", "zz", "a"])
+        assert {k: (v.blob, v.version) for k, v in many.items()} == {
+            "a": (b"one", 1),
+            "b": (b"two", 1),
+        }
+        assert store.get_many("customer", []) == {}
 
 
 def test_local_stale_writer_fails_and_writes_nothing(tmp_path: Path) -> None:

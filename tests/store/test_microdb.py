@@ -178,6 +178,26 @@ def test_microdb_reads_selected_tables_only() -> None:
     assert list(tables) == ["orders"]
 
 
+def test_microdb_flat_reads_rows_in_one_list_and_follows_each_image_layout() -> None:
+    reader = MicroDbReader()
+    layout = {"orders": ["person_id", "missing"], "people": ["name"], "nowhere": ["x"]}
+    image = MicroDbBuilder(SCHEMA).build(content("e1", ["Ada", "Bob"]), {"entity_id": "e1"})
+    rows = reader.flat(image, layout)
+    # (table position in the layout, rowid, columns...): NULL for what the image lacks.
+    assert sorted(r[:3] for r in rows) == [(0, 1, 1), (1, 1, "Ada"), (1, 2, "Bob")]
+    assert all(r[3] is None for r in rows if r[0] == 0)
+    # An image of another layout (built before the orders table existed) is read right.
+    older = EntitySchema("customer", SCHEMA.tables[:1])
+    only_people = EntityContent("e2", {"people": [(1, "Cy", 1.0)]}, [])
+    old_image = MicroDbBuilder(older).build(only_people, {"entity_id": "e2"})
+    assert [r[:3] for r in reader.flat(old_image, layout)] == [(1, 1, "Cy")]
+    assert sorted(r[:3] for r in reader.flat(image, layout)) == sorted(r[:3] for r in rows)
+    # So are whole reads, from one layout to the other and back.
+    for each in (image, old_image, image):
+        assert "people" in reader.read_tables(each)[1]
+    assert list(reader.read_tables(old_image)[1]) == ["people"]
+
+
 def test_microdb_schema_version_changes_with_schema() -> None:
     other = EntitySchema("customer", SCHEMA.tables[:1])
     assert other.version != SCHEMA.version
