@@ -135,6 +135,20 @@ def _proc_status_bytes(field: str, pid: str = "self") -> int | None:
     return None
 
 
+def _pss_bytes(pid: str = "self") -> int | None:
+    """Proportional set size of a process (/proc/PID/smaps_rollup): its resident memory, with
+    pages shared between processes (a forked worker's imports) split among them, so a sum over
+    processes counts each page once."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def reset_peak_rss() -> bool:
     """Reset this process's resident-set high-water mark to its current size, if possible.
 
@@ -207,6 +221,8 @@ class DescendantMemory:
         self.peak_descendant_bytes = 0
         #: largest sampled resident total of this process and its descendants, in bytes
         self.peak_total_bytes = 0
+        #: largest sampled proportional total (shared pages counted once), in bytes
+        self.peak_total_pss_bytes = 0
         #: distinct descendants seen
         self.descendants = 0
         self._seen: set[str] = set()
@@ -215,12 +231,15 @@ class DescendantMemory:
 
     def _sample(self) -> None:
         total = current_rss_bytes() or 0
+        proportional = _pss_bytes() or 0
         for pid in _descendants(str(os.getpid())):
             self._seen.add(pid)
             total += _proc_status_bytes("VmRSS", pid) or 0
+            proportional += _pss_bytes(pid) or 0
             hwm = _proc_status_bytes("VmHWM", pid) or 0
             self.peak_descendant_bytes = max(self.peak_descendant_bytes, hwm)
         self.peak_total_bytes = max(self.peak_total_bytes, total)
+        self.peak_total_pss_bytes = max(self.peak_total_pss_bytes, proportional)
         self.descendants = len(self._seen)
 
     def _run(self) -> None:

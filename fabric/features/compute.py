@@ -40,12 +40,14 @@ from fabric.features.spec import Feature, FeatureView, names_in
 __all__ = [
     "ARROW_TYPES",
     "BadTimeError",
+    "Column",
     "Computed",
     "columns_read",
     "compute",
     "compute_many",
     "micros",
     "parse_time",
+    "parse_times",
 ]
 
 Rows = Sequence[tuple[Any, ...]]
@@ -98,22 +100,46 @@ def _event_micros(value: Any) -> int | None:
     return None if moment is None else (moment - _EPOCH) // _MICRO
 
 
-def _parse_many(values: list[Any]) -> tuple[Ints, Bools]:
-    """Times as microseconds, and which values are times at all.
+#: ISO 8601 forms that Arrow and :func:`parse_time` read alike: a date, a time to the
+#: minute, second or microsecond, all without a zone or all with ``Z`` or ``+hh:mm``.
+_DATE = r"^\d{4}-\d{2}-\d{2}"
+_TIME = r"[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?"
+_FORMS = (
+    (_DATE + f"({_TIME})?$", pa.timestamp("us")),
+    (_DATE + _TIME + r"(Z|[+-]\d{2}:\d{2})$", pa.timestamp("us", tz="UTC")),
+)
 
-    Arrow parses the usual ISO 8601 forms in C, all without a zone or all with one (to
-    UTC); anything else (a mix, other forms, spaces) goes through :func:`parse_time`.
+
+def parse_times(values: Sequence[Any] | pa.Array) -> tuple[Ints, Bools]:
+    """Times as microseconds since 1970 (UTC), and which values are times at all.
+
+    Many values in the forms of ``_FORMS`` are parsed by Arrow in C; anything else (a mix of
+    forms, other forms, spaces, a few values) goes value by value through
+    :func:`parse_time`. Both read those forms alike, so a value gets the same time whichever
+    way it goes, and a feature online (a few rows) equals the same feature in an export.
     """
-    with contextlib.suppress(pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        text = pa.array(values, pa.string()) if values else pa.array([], pa.string())
-        for kind in (pa.timestamp("us"), pa.timestamp("us", tz="UTC")):
-            with contextlib.suppress(pa.ArrowInvalid):
-                parsed = pc.cast(text, kind).cast(pa.int64())
-                valid = parsed.is_valid().to_numpy(zero_copy_only=False)
-                return parsed.fill_null(0).to_numpy(), valid
+    if len(values) > _SMALL:
+        text = values if isinstance(values, pa.Array) else _text(values)
+        if text is not None and not text.null_count:
+            for form, kind in _FORMS:
+                if not pc.all(pc.match_substring_regex(text, form)).as_py():
+                    continue
+                with contextlib.suppress(pa.ArrowInvalid):  # a date like 2026-02-30
+                    parsed = pc.cast(text, kind)
+                    numbers: Ints = parsed.cast(pa.int64()).to_numpy()
+                    return numbers, np.ones(len(numbers), np.bool_)
+        if isinstance(values, pa.Array):
+            values = values.to_pylist()
     out = [_event_micros(v) for v in values]
     valid = np.fromiter((m is not None for m in out), np.bool_, len(out))
     return np.array([0 if m is None else m for m in out], np.int64), valid
+
+
+def _text(values: Sequence[Any]) -> pa.Array | None:
+    try:
+        return pa.array(values, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all text
+        return None
 
 
 def _iso(moments: Ints) -> list[str]:
@@ -256,7 +282,7 @@ class _Events:
     def of(cls, tables: Sequence[tuple[list[int], Rows]], source: _Source) -> _Events:
         owners, rows = tables[source.table]
         at = source.time_at
-        times, timed = _parse_many([row[at] for row in rows])
+        times, timed = parse_times([row[at] for row in rows])
         owner_array = np.array(owners, np.int64)[timed]
         time_array = times[timed]
         if not timed.all():
@@ -311,16 +337,71 @@ def _judge(keep: Callable[..., Any], as_of: str, row: tuple[Any, ...]) -> bool:
         return False
 
 
+#: Below this many values, Python beats the fixed cost of a call into Arrow.
+_SMALL = 64
+
+
+@dataclass
+class Column:
+    """One feature's values for every query, in the declared type: numbers in an array
+    (``null`` marks queries without a value), other values in a list or an Arrow array."""
+
+    type: str
+    values: Any
+    null: Bools | None = None
+
+    def value(self, at: int) -> Any:
+        """One query's value as a Python value."""
+        if isinstance(self.values, np.ndarray):
+            return None if self.null is not None and self.null[at] else self.values[at].item()
+        if isinstance(self.values, list):
+            return self.values[at]
+        return self.values[at].as_py()
+
+    def to_pylist(self) -> list[Any]:
+        """Every query's value as a Python value."""
+        if isinstance(self.values, np.ndarray):
+            out: list[Any] = self.values.tolist()
+            if self.null is not None:
+                out = [None if n else v for v, n in zip(out, self.null.tolist(), strict=True)]
+            return out
+        if isinstance(self.values, list):
+            return self.values
+        found: list[Any] = self.values.to_pylist()
+        return found
+
+    def arrow(self) -> pa.Array:
+        """The values as an Arrow array of the declared type; text if masking made them
+        values of another type (a number generalised to a range)."""
+        if isinstance(self.values, np.ndarray):
+            return pa.array(self.values, ARROW_TYPES[self.type], mask=self.null)
+        if isinstance(self.values, list):
+            try:
+                return pa.array(self.values, ARROW_TYPES[self.type])
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+                return pa.array([None if v is None else str(v) for v in self.values], pa.string())
+        return self.values
+
+    def take(self, order: Ints) -> Column:
+        """The values in another order."""
+        if isinstance(self.values, np.ndarray):
+            null = None if self.null is None else self.null[order]
+            return Column(self.type, self.values[order], null)
+        if isinstance(self.values, list):
+            return Column(self.type, [self.values[i] for i in order.tolist()])
+        return Column(self.type, self.values.take(pa.array(order)))
+
+
 @dataclass
 class Computed:
     """Features of many (entity, time) queries, in query order."""
 
     existed: Bools
-    columns: dict[str, pa.Array]
+    columns: dict[str, Column]
 
     def vector(self, at: int) -> tuple[bool, dict[str, Any]]:
         """One query's ``(existed, {feature: value})`` as Python values."""
-        return bool(self.existed[at]), {n: c[at].as_py() for n, c in self.columns.items()}
+        return bool(self.existed[at]), {n: c.value(at) for n, c in self.columns.items()}
 
 
 def compute_many(
@@ -370,7 +451,7 @@ def compute_many(
         text = _iso(when[distinct])
         return [text[i] for i in inverse.tolist()]
 
-    columns: dict[str, pa.Array] = {}
+    columns: dict[str, Column] = {}
     for step in plan.steps:
         feature = step.feature
         raw: Any
@@ -385,8 +466,10 @@ def compute_many(
                 low = np.searchsorted(found.keys, keys(when - feature.window // _MICRO), "left")
             raw, valid = _aggregate(step, found, low, when, as_of)
         columns[feature.name] = _finish(feature, raw, valid & existed)
-    back = pa.array(np.argsort(arrival))
-    return Computed(existed[np.argsort(arrival)], {n: c.take(back) for n, c in columns.items()})
+    if np.all(arrival[1:] > arrival[:-1]):  # asked in (entity, time) order already
+        return Computed(existed, columns)
+    back = np.argsort(arrival)
+    return Computed(existed[back], {n: c.take(back) for n, c in columns.items()})
 
 
 def _aggregate(
@@ -500,39 +583,48 @@ def _age(sources: Sequence[_Events], when: Ints) -> tuple[Ints, Bools]:
     return (when - np.where(valid, earliest, when)) // _DAY, valid
 
 
-def _derived(step: _Step, columns: Mapping[str, pa.Array], queries: int) -> tuple[list[Any], Bools]:
+def _derived(step: _Step, columns: Mapping[str, Column], queries: int) -> tuple[list[Any], Bools]:
     """A derived feature, evaluated once per distinct combination of the values it reads
     (an expression is a pure function of them, and most rows share a few combinations)."""
     assert step.derive is not None
     derive = step.derive
-    codes = np.zeros(queries, np.int64)
-    choices: list[list[Any]] = []
-    for name in step.feature.reads:
-        encoded = pc.dictionary_encode(columns[name])
-        values = [*encoded.dictionary.to_pylist(), None]
-        index = encoded.indices.fill_null(len(values) - 1).to_numpy(zero_copy_only=False)
-        codes = codes * len(values) + index
-        choices.append(values)
-    distinct, inverse = np.unique(codes, return_inverse=True)
-    results: list[Any] = []
-    for code in distinct.tolist():
-        args = []
-        for values in reversed(choices):
-            code, at = divmod(code, len(values))
-            args.append(values[at])
+
+    def evaluate(args: Sequence[Any]) -> Any:
         try:
-            results.append(derive(*reversed(args)))
+            return derive(*args)
         except Exception:  # division by zero, a NULL in arithmetic: the feature's default
-            results.append(None)
-    out = [results[i] for i in inverse.tolist()]
+            return None
+
+    if queries <= _SMALL:
+        inputs = [columns[name].to_pylist() for name in step.feature.reads]
+        out = [evaluate(args) for args in zip(*inputs, strict=True)] if inputs else []
+        if not inputs:
+            out = [evaluate(()) for _ in range(queries)]
+    else:
+        codes = np.zeros(queries, np.int64)
+        choices: list[list[Any]] = []
+        for name in step.feature.reads:
+            encoded = pc.dictionary_encode(columns[name].arrow())
+            values = [*encoded.dictionary.to_pylist(), None]
+            index = encoded.indices.fill_null(len(values) - 1).to_numpy(zero_copy_only=False)
+            codes = codes * len(values) + index
+            choices.append(values)
+        distinct, inverse = np.unique(codes, return_inverse=True)
+        results: list[Any] = []
+        for code in distinct.tolist():
+            args = []
+            for values in reversed(choices):
+                code, at = divmod(code, len(values))
+                args.append(values[at])
+            results.append(evaluate(args[::-1]))
+        out = [results[i] for i in inverse.tolist()]
     return out, np.fromiter((v is not None for v in out), np.bool_, len(out))
 
 
-def _finish(feature: Feature, raw: Any, valid: Bools) -> pa.Array:
+def _finish(feature: Feature, raw: Any, valid: Bools) -> Column:
     """The declared type, with the default where there is no value."""
     kind = feature.type
     default = _cast(feature.default, kind, None)
-    arrow = ARROW_TYPES[kind]
     if isinstance(raw, np.ndarray) and kind != "TEXT":
         if kind == "INTEGER":
             numbers = raw if raw.dtype == np.int64 else np.trunc(np.where(valid, raw, 0))
@@ -542,23 +634,22 @@ def _finish(feature: Feature, raw: Any, valid: Bools) -> pa.Array:
         else:
             values = raw != 0
         if default is not None:
-            values = np.where(valid, values, default)
-            return pa.array(values, arrow)
-        return pa.array(values, arrow, mask=~valid)
+            return Column(kind, np.where(valid, values, default).astype(values.dtype))
+        return Column(kind, values, ~valid)
     items = raw.tolist() if isinstance(raw, np.ndarray) else raw
-    try:
+    if len(items) > _SMALL:
         # Values that already have the declared type convert in C; Arrow refuses what
-        # would need a cast (text for a number, 3.7 for a whole number): those go below.
-        made = pa.array(items, arrow, mask=~valid)
-        return made if default is None else made.fill_null(default)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
-        pass
-    return pa.array(
+        # would need a cast (text for a number, 3.7 for a whole number): those go below,
+        # to the same casts.
+        with contextlib.suppress(pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+            made = pa.array(items, ARROW_TYPES[kind], mask=~valid)
+            return Column(kind, made if default is None else made.fill_null(default))
+    return Column(
+        kind,
         [
             _cast(value, kind, default) if ok else default
             for value, ok in zip(items, valid.tolist(), strict=True)
         ],
-        arrow,
     )
 
 

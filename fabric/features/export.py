@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from fabric import __version__
 from fabric.errors import FabricError
-from fabric.features.compute import ARROW_TYPES, columns_read, compute_many, micros, parse_time
+from fabric.features.compute import ARROW_TYPES, columns_read, compute_many, parse_times
 from fabric.features.service import FeatureService, mask_columns
 from fabric.features.spec import FeatureView
 from fabric.project import Project
@@ -73,6 +73,9 @@ class ExportReport:
 _BATCH = 65_536
 #: Spine rows per partition, about: a worker holds one partition's rows and results.
 _PARTITION_ROWS = 50_000
+#: At most this many partitions (each is an open file while the spine is read). Past
+#: 256 x 50,000 spine rows, partitions grow instead, and with them a worker's memory.
+_MAX_PARTITIONS = 256
 #: Entities decoded and computed together (their rows are held at once).
 _CHUNK_ENTITIES = 2_000
 #: The partition of spine rows whose key no entity holds.
@@ -128,30 +131,19 @@ def _estimated_rows(path: Path) -> int:
         return 0
 
 
-def _times(column: pa.ChunkedArray | pa.Array, spine: Path | None, first: int) -> Any:
-    """Spine times as microseconds since 1970 (UTC); the row of the first bad one named.
-
-    Arrow parses the usual ISO 8601 forms in C, either all without a zone or all with one;
-    anything else (a mix, compact forms) goes through :func:`parse_time` row by row.
-    """
-    if pa.types.is_timestamp(column.type):
-        if column.null_count:
-            return _times(pc.cast(column, pa.string()), spine, first)
+def _times(column: pa.ChunkedArray | pa.Array, spine: Path | None, first: int) -> pa.Array:
+    """Spine times as microseconds since 1970 (UTC); the row of the first bad one named."""
+    if pa.types.is_timestamp(column.type) and not column.null_count:
+        # Instants are stored in UTC; a time without a zone is taken as UTC.
         return pc.cast(column, pa.timestamp("us", tz=column.type.tz)).cast(pa.int64())
     text = column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
-    if not text.null_count:
-        for kind in (pa.timestamp("us"), pa.timestamp("us", tz="UTC")):
-            with contextlib.suppress(pa.ArrowInvalid):
-                return pc.cast(text, kind).cast(pa.int64())
-    out = []
-    for at, value in enumerate(text.to_pylist()):
-        moment = parse_time(value)
-        if moment is None:
-            raise SpineError(
-                f"{spine}: row {first + at + 1}: event_timestamp is not an ISO 8601 time"
-            )
-        out.append(micros(moment))
-    return pa.array(out, pa.int64())
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    numbers, valid = parse_times(text)
+    if not valid.all():
+        row = first + int(np.argmin(valid)) + 1
+        raise SpineError(f"{spine}: row {row}: event_timestamp is not an ISO 8601 time")
+    return pa.array(numbers, pa.int64())
 
 
 class _Resolver:
@@ -199,8 +191,11 @@ class _Resolver:
             self.ids = pa.concat_arrays(
                 [self.ids, pa.array([_MISSING if e is None else e for e in found], pa.string())]
             )
+            offset = len(self.places)
             self.places = np.concatenate([self.places, np.array(places, np.int64)])
-            at = pc.index_in(keys, value_set=self.keys)
+            # Only the rows of new keys are looked up again, among the new keys alone.
+            again = pc.index_in(keys, value_set=pa.array(new, pa.string()))
+            at = pc.if_else(at.is_null(), pc.add(again, offset), at)
         return self.ids.take(at), self.places[at.to_numpy(zero_copy_only=False)]
 
     def _one(self, key: str) -> str | None:
@@ -222,6 +217,7 @@ class _Job:
     role: str | None
     rows: Path
     results: Path
+    partitions: int
 
 
 def _feature_schema(view: FeatureView) -> pa.Schema:
@@ -307,14 +303,16 @@ def _compute_with(project: Project, job: _Job) -> tuple[int, int]:
                     "index": pa.array(index[picked], pa.int64()),
                     "found": pa.array(found),
                     "existed": pa.array(done.existed),
-                    **done.columns,
+                    **{name: column.arrow() for name, column in done.columns.items()},
                 }
             )
         )
     table = pa.concat_tables(parts, promote_options="permissive") if parts else schema.empty_table()
     table = table.sort_by("index")
     with ipc.new_file(job.results, table.schema) as writer:
-        writer.write_table(table, max_chunksize=_BATCH)
+        # The merge holds one chunk of every partition at a time: chunks a few times what a
+        # partition gives each batch of the spine keep that near a few batches.
+        writer.write_table(table, max_chunksize=max(1024, 4 * _BATCH // job.partitions))
     return len(ids), len(entities) - (_MISSING in numbers)
 
 
@@ -365,7 +363,7 @@ def export_view(
     estimate = (
         _estimated_rows(spine) if spine is not None else project.catalog.count(view.entity_type)
     )
-    partitions = min(4096, max(4 * workers, math.ceil(estimate / _PARTITION_ROWS)))
+    partitions = min(_MAX_PARTITIONS, max(4 * workers, math.ceil(estimate / _PARTITION_ROWS)))
     with (
         tempfile.TemporaryDirectory(prefix="fabric-export-") as tmp,
         contextlib.ExitStack() as stack,
@@ -388,6 +386,7 @@ def export_view(
                 role,
                 work / f"rows-{p}.arrow",
                 work / f"results-{p}.arrow",
+                partitions,
             )
             for p in [*range(partitions), "missing"]
             if (work / f"rows-{p}.arrow").exists()

@@ -12,11 +12,9 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import pyarrow as pa
-
 from fabric.entities import EntityService
 from fabric.errors import EntityNotFoundError
-from fabric.features.compute import BadTimeError, compute, parse_time
+from fabric.features.compute import BadTimeError, Column, compute, parse_time
 from fabric.features.spec import FeatureView
 from fabric.project import Project
 from fabric.rules.masking import MaskingPolicy
@@ -42,13 +40,12 @@ def mask_attributes(
 
 
 def mask_columns(
-    view: FeatureView, policy: MaskingPolicy, entity_of: Sequence[str], columns: dict[str, pa.Array]
+    view: FeatureView, policy: MaskingPolicy, entity_of: Sequence[str], columns: dict[str, Column]
 ) -> None:
     """Mask the view's attribute columns in place; ``entity_of`` names each row's entity.
 
     Each distinct (entity, value) is masked once: an entity's rows at many times mostly
-    share the value. A masked value that no longer fits the declared type (a number
-    generalised to a range) makes the column text.
+    share the value.
     """
     if policy.clear:
         return
@@ -68,12 +65,7 @@ def mask_columns(
                     masked[key] = mask(value, MaskContext(view.entity_type, entity_id))
                 value = masked[key]
             values.append(value)
-        try:
-            columns[feature.name] = pa.array(values, columns[feature.name].type)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-            columns[feature.name] = pa.array(
-                [None if v is None else str(v) for v in values], pa.string()
-            )
+        columns[feature.name] = Column(feature.type, values)
 
 
 class FeatureService:

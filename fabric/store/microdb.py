@@ -19,6 +19,7 @@ from functools import cached_property
 from typing import Any
 
 from fabric.store.sqlite import apsw, one_row, open_memory, quote_ident
+from fabric.store.swap import ImageSwap
 
 __all__ = [
     "FINGERPRINT_SCHEME",
@@ -408,13 +409,22 @@ class MicroDbReader:
 
     def __init__(self) -> None:
         self._conn = open_memory()
+        self._swap = ImageSwap()
         #: what was asked -> the plan for the layout last seen with it
         self._plans: dict[Any, _Plan] = {}
+        #: id of a layout given to :meth:`flat` -> (that layout, its key in ``_plans``)
+        self._asked: dict[int, tuple[Mapping[str, Sequence[str]], Any]] = {}
 
     def load(self, image: bytes) -> apsw.Connection:
-        """Deserialize ``image`` into this reader's connection and return it."""
+        """Deserialize ``image`` into this reader's connection and return it: a database of
+        its own, for checks of the whole file (``PRAGMA integrity_check``)."""
         self._conn.deserialize("main", image)
         return self._conn
+
+    def close(self) -> None:
+        """Close the reader's connections."""
+        self._swap.close()
+        self._conn.close()
 
     def _read(
         self,
@@ -424,7 +434,7 @@ class MicroDbReader:
     ) -> tuple[_Plan, list[list[tuple[Any, ...]]], dict[str, Any]]:
         """Load ``image`` and read it with the plan for ``asked`` (made from ``want`` of the
         image's layout when the last one does not fit)."""
-        conn = self.load(image)
+        conn = self._swap.load(image)
         plan = self._plans.get(asked)
         if plan is not None:
             # The plan of the last layout: it fails, or its _meta says, when this image
@@ -454,8 +464,12 @@ class MicroDbReader:
         *columns)``, columns in the layout's order (padded with NULLs): for computations over
         many entities, which sort rows themselves and pay for nothing more. Tables or columns
         the image lacks read as empty or NULL."""
-        asked = ("flat", tuple((name, tuple(cols)) for name, cols in layout.items()))
-        conn = self.load(image)
+        known = self._asked.get(id(layout))
+        if known is None or known[0] is not layout:
+            asked_now = ("flat", tuple((name, tuple(cols)) for name, cols in layout.items()))
+            known = self._asked[id(layout)] = (layout, asked_now)
+        asked = known[1]
+        conn = self._swap.load(image)
         plan = self._plans.get(asked)
         rows = []
         if plan is not None:
@@ -510,7 +524,7 @@ class MicroDbReader:
 
     def lineage(self, image: bytes) -> list[dict[str, Any]]:
         """Return every lineage row of an image."""
-        conn = self.load(image)
+        conn = self._swap.load(image)
         return [
             dict(zip(LINEAGE_COLUMNS, row, strict=True))
             for row in conn.execute("SELECT * FROM _lineage ORDER BY rowid")
