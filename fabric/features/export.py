@@ -238,6 +238,10 @@ _projects: dict[Path, Project] = {}
 def _open_project(config: Path) -> None:
     """Open the project in a worker as it starts, while the parent reads the spine."""
     if config not in _projects:
+        # The system allocator: Arrow's default (mimalloc) keeps what each partition freed.
+        # Everything with the system one measured 295 against 350 MiB at the peak of an
+        # exporting process, at the same speed.
+        pa.set_memory_pool(pa.system_memory_pool())
         _projects[config] = Project.open(config)
 
 
@@ -500,8 +504,9 @@ class _Merge:
         self.next = [0] * len(results)
         self.pending: list[pa.Table | None] = [None] * len(results)
 
-    def take(self, end: int) -> pa.Table:
-        """Every result row with an index below ``end`` not taken yet, in index order."""
+    def take(self, start: int, end: int) -> pa.Table:
+        """The result rows of indices ``start`` (the first not taken yet) to ``end``, in
+        index order."""
         pieces = []
         for at, reader in enumerate(self.readers):
             while True:
@@ -518,7 +523,12 @@ class _Merge:
                 if cut < table.num_rows:
                     break
         merged = pa.concat_tables(pieces, promote_options="permissive")
-        return merged.take(pc.sort_indices(merged.column("index")))
+        # Every index below ``end`` not taken before is here once: each row's place is its
+        # index less the first, so the rows are put in order without a sort.
+        index = merged.column("index").to_numpy()
+        order = np.empty(len(index), np.int64)
+        order[index - start] = np.arange(len(index))
+        return merged.take(pa.array(order))
 
 
 def _atomic(path: Path, data: bytes) -> None:
@@ -550,7 +560,7 @@ def _write(
         with tmp.open("wb") as handle:
             expected = 0
             for batch in batches:
-                features = merge.take(expected + batch.num_rows)
+                features = merge.take(expected, expected + batch.num_rows)
                 # Every spine row comes back exactly once, in order: labels must never meet
                 # another row's features.
                 index = features.column("index").to_numpy()
@@ -563,7 +573,12 @@ def _write(
                 if schema is None:
                     schema = table.schema
                     if fmt == "parquet":
-                        parquet = pq.ParquetWriter(handle, schema, compression="zstd")
+                        # zstd without dictionary pages: features and times rarely repeat,
+                        # and trying dictionaries first made the file larger and the write
+                        # twice as slow (measured on a 1,000,000-row export).
+                        parquet = pq.ParquetWriter(
+                            handle, schema, compression="zstd", use_dictionary=False
+                        )
                     elif fmt == "csv":
                         csv_writer = pcsv.CSVWriter(handle, schema)
                 table = table.cast(schema)
