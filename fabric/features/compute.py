@@ -277,20 +277,59 @@ class _Events:
     high: Ints = field(default_factory=lambda: np.zeros(0, np.int64))
     _judged: dict[int, Bools] = field(default_factory=dict)
     _numbers: dict[int, tuple[npt.NDArray[np.float64], Bools, bool]] = field(default_factory=dict)
+    #: per filter: passing events before each position, and the last passing one
+    _prefixes: dict[int, tuple[Ints, Ints]] = field(default_factory=dict)
+    #: per window: each query's first event in it
+    _lows: dict[timedelta, Ints] = field(default_factory=dict)
 
     @classmethod
     def of(cls, tables: Sequence[tuple[list[int], Rows]], source: _Source) -> _Events:
         owners, rows = tables[source.table]
         at = source.time_at
         times, timed = parse_times([row[at] for row in rows])
+        if len(rows) <= _SMALL:
+            # A few rows (an online lookup): sorted in Python, cheaper than numpy's calls.
+            # Rows at the same time keep their order in the image (insertion order).
+            picked = sorted(
+                (o, t, row[1], i)
+                for i, (o, t, ok, row) in enumerate(
+                    zip(owners, times.tolist(), timed.tolist(), rows, strict=True)
+                )
+                if ok
+            )
+            return cls(
+                np.array([p[0] for p in picked], np.int64),
+                np.array([p[1] for p in picked], np.int64),
+                [rows[p[3]] for p in picked],
+            )
         owner_array = np.array(owners, np.int64)[timed]
         time_array = times[timed]
         if not timed.all():
             rows = [row for row, ok in zip(rows, timed.tolist(), strict=True) if ok]
         order_array = np.array([row[1] for row in rows], np.int64)
-        # Rows at the same time keep their order in the image (insertion order).
         order = np.lexsort((order_array, time_array, owner_array))
         return cls(owner_array[order], time_array[order], [rows[i] for i in order.tolist()])
+
+    def prefixes(self, step: _Step) -> tuple[Ints, Ints]:
+        """For a filter that does not read ``as_of`` (or none): how many of the first ``i``
+        events pass it, and the last of them that passes (-1: none)."""
+        key = id(step.filter)
+        found = self._prefixes.get(key)
+        if found is None:
+            passing = self.judged(step)
+            counts = np.concatenate(([0], np.cumsum(passing, dtype=np.int64)))
+            positions = np.where(passing, np.arange(len(passing)), -1)
+            last = np.concatenate(([-1], np.maximum.accumulate(positions))).astype(np.int64)
+            found = self._prefixes[key] = (counts, last)
+        return found
+
+    def low(self, window: timedelta, when: Ints, keys: Callable[[Ints], Ints]) -> Ints:
+        """Each query's first event in ``window`` before its time (once per window)."""
+        found = self._lows.get(window)
+        if found is None:
+            starts = keys(when - window // _MICRO)
+            found = self._lows[window] = np.searchsorted(self.keys, starts, "left")
+        return found
 
     def judged(self, step: _Step) -> Bools:
         """Whether each event passes the step's filter (one that does not read ``as_of``)."""
@@ -463,7 +502,7 @@ def compute_many(
             found = events[step.source]
             low = found.start
             if feature.window is not None:
-                low = np.searchsorted(found.keys, keys(when - feature.window // _MICRO), "left")
+                low = found.low(feature.window, when, keys)
             raw, valid = _aggregate(step, found, low, when, as_of)
         columns[feature.name] = _finish(feature, raw, valid & existed)
     if np.all(arrival[1:] > arrival[:-1]):  # asked in (entity, time) order already
@@ -483,12 +522,10 @@ def _aggregate(
     if kind in ("count", "recency", "attribute", "last") and not step.filter_uses_as_of:
         # No walk over each window: prefix counts of the passing events, and the position
         # of the last passing event before each position.
-        passing = found.judged(step)
+        counts, last_passing = found.prefixes(step)
         if kind == "count":
-            prefix = np.concatenate(([0], np.cumsum(passing, dtype=np.int64)))
-            return prefix[high] - prefix[low], np.ones(queries, np.bool_)
-        positions = np.where(passing, np.arange(len(passing)), -1)
-        last = np.concatenate(([-1], np.maximum.accumulate(positions)))[high]
+            return counts[high] - counts[low], np.ones(queries, np.bool_)
+        last = last_passing[high]
         return _last(step, found, last, last >= low, when)
     # (query, event) pairs inside each window, queries in order, events in time order.
     sizes = high - low
