@@ -15,7 +15,7 @@ from fabric.errors import EntityNotFoundError, FabricError
 from fabric.project import Project
 from fabric.store.base import StoredBlob
 from fabric.store.history import History
-from fabric.store.microdb import MicroDbReader, UnknownTableError
+from fabric.store.microdb import MicroDbReader
 
 __all__ = ["EntityService", "InvalidRequestError"]
 
@@ -81,30 +81,17 @@ class EntityService:
             )
 
     def shared_tables(
-        self, entity_type: str, entity_id: str, tables: list[str] | None = None
+        self, entity_type: str, entity_id: str
     ) -> tuple[str, dict[str, list[dict[str, Any]]]]:
-        """(id of the entity found, its tables' rows), unmasked, for computations that only
-        read them (feature views). Never hand these rows to a caller, and never change them.
-
-        Without ``tables`` the rows are the read cache's own. With them, only those tables
-        are read, past the cache: an export reads each entity once, and a statement over
-        fewer tables and rows is cheaper to prepare and to turn into dicts.
+        """(id of the entity found, its tables' rows), unmasked: the read cache's own rows,
+        for computations that only read them (online feature vectors). Never hand these rows
+        to a caller, and never change them.
 
         Raises:
             EntityNotFoundError: no such entity type or entity.
         """
         found, stored = self._stored(entity_type, entity_id)
-        if tables is None:
-            return found, self._read(stored)[1]
-        image = self.project.codec.decode(
-            stored.blob, stored.entity_type, stored.entity_id, stored.version
-        )
-        try:
-            return found, self._reader().read_tables(image, tables)[1]
-        except UnknownTableError:
-            # An image built before a table existed: the tables it has; the rest are empty.
-            every = self._reader().read_tables(image)[1]
-            return found, {t: every.get(t, []) for t in tables}
+        return found, self._read(stored)[1]
 
     def stored_rows(
         self, entity_type: str, entity_ids: list[str], layout: dict[str, list[str]]

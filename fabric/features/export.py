@@ -406,7 +406,7 @@ def export_view(
             progress("export: computing features", count, total)
         schema = _write(batches(), [j.results for j in jobs], view, out, fmt, progress, total)
     finished = datetime.now(UTC)
-    runs = [r for r in project.catalog.runs(50) if r.status == "succeeded"]
+    last_run = project.catalog.last_succeeded_run()
     manifest = out.with_name(out.name + ".manifest.json")
     manifest_doc = {
         "view": view.name,
@@ -416,7 +416,7 @@ def export_view(
         "role": role or project.config.default_role,
         "policy": policy.name,
         "store_state": {
-            "sync_run": runs[0].id if runs else None,
+            "sync_run": None if last_run is None else last_run.id,
             "entities": project.catalog.count(view.entity_type),
         },
         "spine": None if spine is None else str(spine),

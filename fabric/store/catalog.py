@@ -641,6 +641,13 @@ class Catalog:
             )
         self._conn.pragma("optimize")  # what apsw's best practice did on every open
 
+    def last_succeeded_run(self) -> SyncRunRecord | None:
+        """The latest sync run that succeeded: the state the store is in."""
+        row = self._conn.execute(
+            "SELECT * FROM sync_runs WHERE status = 'succeeded' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else SyncRunRecord(*row)
+
     def runs(self, limit: int = 10) -> list[SyncRunRecord]:
         """The latest sync runs, newest first."""
         return [

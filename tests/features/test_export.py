@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -190,8 +191,10 @@ def test_export_keeps_spine_order_and_labels_and_is_byte_identical(
     for row in out[:10]:
         online = service.vector("customer_360", row["entity_id"], as_of=row["event_timestamp"])
         assert {k: row[k] for k in online["features"]} == online["features"]
-    manifest = (tmp_path / "a.parquet.manifest.json").read_text()
-    assert '"spine_sha256"' in manifest and '"rows": 43' in manifest
+    manifest = json.loads((tmp_path / "a.parquet.manifest.json").read_text())
+    assert manifest["rows"] == 43 and len(manifest["spine_sha256"]) == 64
+    last = project.catalog.last_succeeded_run()
+    assert last is not None and manifest["store_state"]["sync_run"] == last.id
 
 
 def test_spine_errors_name_the_file_and_row(project: Project, tmp_path: Path) -> None:
