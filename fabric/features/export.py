@@ -78,6 +78,8 @@ _PARTITION_ROWS = 50_000
 _MAX_PARTITIONS = 256
 #: Entities decoded and computed together (their rows are held at once).
 _CHUNK_ENTITIES = 2_000
+#: Spine keys remembered with their entities; past this many the resolver starts afresh.
+_KNOWN_KEYS = 1_000_000
 #: The partition of spine rows whose key no entity holds.
 _MISSING = "\x00missing"
 _ROWS = pa.schema([("index", pa.int64()), ("entity_id", pa.string()), ("time", pa.int64())])
@@ -151,8 +153,8 @@ class _Resolver:
 
     The keys seen so far are an Arrow array beside their entity ids and partitions, so a
     batch of spine rows is matched to them in C; only keys not seen before are looked up
-    (ids in one catalog query). Past a million keys it starts afresh: memory stays bounded
-    whatever the spine.
+    (ids in one catalog query). Past ``_KNOWN_KEYS`` keys it starts afresh: memory stays
+    bounded whatever the spine.
     """
 
     #: stands for a missing key (ids never hold NUL)
@@ -180,8 +182,9 @@ class _Resolver:
         at = pc.index_in(keys, value_set=self.keys)
         if at.null_count:
             new = pc.unique(keys.filter(at.is_null())).to_pylist()
-            if len(self.keys) + len(new) > 1_000_000:
+            if len(self.keys) + len(new) > _KNOWN_KEYS:
                 self._reset()
+                return self.batch(keys)  # every key of the batch is new again
             stored = self.project.catalog.existing(self.entity_type, new)
             found = [key if key in stored else self._one(key) for key in new]
             # Any placement that puts an entity in one partition will do: the file is in

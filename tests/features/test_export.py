@@ -258,6 +258,7 @@ def test_small_chunks_and_partitions_give_the_same_file(
     monkeypatch.setattr(export, "_CHUNK_ENTITIES", 7)
     monkeypatch.setattr(export, "_BATCH", 64)
     monkeypatch.setattr(export, "_PARTITION_ROWS", 50)
+    monkeypatch.setattr(export, "_KNOWN_KEYS", 100)  # keys forgotten and looked up again
     small = export_view(project, "customer_360", tmp_path / "small.parquet", spine=spine)
     assert whole.entities == small.entities == len(set(keys))
     assert pq.read_table(tmp_path / "whole.parquet").equals(
