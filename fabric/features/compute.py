@@ -156,6 +156,10 @@ def _iso(moments: Ints) -> list[str]:
     return [str(t) for t in text.tolist()]
 
 
+def _iso_one(moment: int) -> str:
+    return (_EPOCH + timedelta(microseconds=moment)).isoformat()
+
+
 def _cast(value: Any, kind: str, default: Any) -> Any:
     if value is None:
         return default
@@ -286,22 +290,21 @@ class _Events:
     def of(cls, tables: Sequence[tuple[list[int], Rows]], source: _Source) -> _Events:
         owners, rows = tables[source.table]
         at = source.time_at
-        times, timed = parse_times([row[at] for row in rows])
         if len(rows) <= _SMALL:
-            # A few rows (an online lookup): sorted in Python, cheaper than numpy's calls.
-            # Rows at the same time keep their order in the image (insertion order).
+            # A few rows (an online lookup): parsed and sorted in Python, cheaper than
+            # numpy's calls. Rows at the same time keep their order in the image.
+            stamps = [_event_micros(row[at]) for row in rows]
             picked = sorted(
                 (o, t, row[1], i)
-                for i, (o, t, ok, row) in enumerate(
-                    zip(owners, times.tolist(), timed.tolist(), rows, strict=True)
-                )
-                if ok
+                for i, (o, t, row) in enumerate(zip(owners, stamps, rows, strict=True))
+                if t is not None
             )
             return cls(
                 np.array([p[0] for p in picked], np.int64),
                 np.array([p[1] for p in picked], np.int64),
                 [rows[p[3]] for p in picked],
             )
+        times, timed = parse_times([row[at] for row in rows])
         owner_array = np.array(owners, np.int64)[timed]
         time_array = times[timed]
         if not timed.all():
@@ -486,6 +489,8 @@ def compute_many(
     def as_of(asked: Ints) -> list[str]:
         # What a filter reading as_of sees, for each of the queries asked: the time in
         # ISO 8601, made once per distinct query.
+        if len(asked) <= _SMALL:
+            return [_iso_one(m) for m in when[asked].tolist()]
         distinct, inverse = np.unique(asked, return_inverse=True)
         text = _iso(when[distinct])
         return [text[i] for i in inverse.tolist()]

@@ -14,12 +14,21 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fabric.errors import RuleError
-from fabric.features.compute import columns_read, compute, compute_many, micros, parse_time
+from fabric.features.compute import (
+    _iso,
+    _iso_one,
+    columns_read,
+    compute,
+    compute_many,
+    micros,
+    parse_time,
+)
 from fabric.features.spec import FeatureView, load_views
 
 SCHEMA = {
@@ -298,3 +307,10 @@ def test_cycles_in_derived_features_are_named(tmp_path: Path) -> None:
     )
     with pytest.raises(RuleError, match=r"cycle: (a -> b -> a|b -> a -> b)"):
         _load(tmp_path, text)
+
+
+@given(st.lists(st.integers(-(10**15), 4 * 10**15), min_size=1, max_size=200))
+def test_times_in_iso_form_read_as_python_writes_them(moments: list[int]) -> None:
+    # Whole seconds, and times with microseconds: one form each, as datetime.isoformat().
+    moments += [m - m % 1_000_000 for m in moments]
+    assert _iso(np.array(moments, np.int64)) == [_iso_one(m) for m in moments]
