@@ -428,6 +428,7 @@ def export_view(
         "entities": entities,
         "keys_not_found": not_found,
         "format": fmt,
+        "workers": workers,
         "schema": {field.name: str(field.type) for field in schema},
         "fabric_version": __version__,
         "started_at": started.isoformat(),

@@ -229,6 +229,36 @@ def test_cli_export_writes_csv_and_jsonl(demo_dir: Path, tmp_path: Path) -> None
         assert result.exit_code == 0, result.output
         text = out.read_text()
         assert "churned" in text and "order_count_90d" in text
+    # --workers reaches the export: the same file from two worker processes.
+    many = tmp_path / "many.csv"
+    many.write_text(
+        "entity_id,event_timestamp\n"
+        + "".join(f"crm:{i},2026-0{1 + i % 9}-01T00:00:00\n" for i in range(1, 60))
+    )
+    files = {}
+    for workers in ("1", "2"):
+        files[workers] = tmp_path / f"many-{workers}.parquet"
+        result = CliRunner().invoke(
+            main,
+            [
+                "export",
+                "customer_360",
+                "--spine",
+                str(many),
+                "--out",
+                str(files[workers]),
+                "--workers",
+                workers,
+                "-c",
+                str(demo_dir / "fabric.yaml"),
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        manifest = json.loads(
+            files[workers].with_name(files[workers].name + ".manifest.json").read_text()
+        )
+        assert manifest["workers"] == int(workers)
+    assert files["1"].read_bytes() == files["2"].read_bytes()
     unknown = CliRunner().invoke(
         main,
         ["export", "nope", "--out", str(tmp_path / "n.csv"), "-c", str(demo_dir / "fabric.yaml")],
