@@ -23,6 +23,7 @@ import multiprocessing
 import multiprocessing.pool
 import os
 import tempfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -187,9 +188,9 @@ class _Resolver:
                 return self.batch(keys)  # every key of the batch is new again
             stored = self.project.catalog.existing(self.entity_type, new)
             found = [key if key in stored else self._one(key) for key in new]
-            # Any placement that puts an entity in one partition will do: the file is in
-            # spine order whatever the partitions. Python's string hash is the cheapest.
-            places = [-1 if e is None else hash(e) % self.partitions for e in found]
+            # Any stable placement that puts an entity in one partition will do (the file is
+            # in spine order whatever the partitions): CRC-32 of the id, in C.
+            places = [-1 if e is None else zlib.crc32(e.encode()) % self.partitions for e in found]
             self.keys = pa.concat_arrays([self.keys, pa.array(new, pa.string())])
             self.ids = pa.concat_arrays(
                 [self.ids, pa.array([_MISSING if e is None else e for e in found], pa.string())]
