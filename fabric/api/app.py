@@ -16,8 +16,10 @@ from litestar.openapi import OpenAPIConfig
 from fabric import __version__
 from fabric.api.auth import Authenticator
 from fabric.api.errors import exception_handlers
+from fabric.api.features import feature_batch, feature_vector
 from fabric.api.routes import find_entity, get_entity, health
 from fabric.entities import EntityService
+from fabric.features.service import FeatureService
 from fabric.project import Project
 
 __all__ = ["CONFIG_ENV", "app_from_env", "create_app"]
@@ -33,13 +35,16 @@ def create_app(project: Project) -> Litestar:
     project.policies  # noqa: B018
     project.store  # noqa: B018
     project.catalog  # noqa: B018
+    project.views()
     service = EntityService(project)
+    features = FeatureService(project, service)
     authenticate = Authenticator(project.config)
 
     return Litestar(
-        route_handlers=[health, get_entity, find_entity],
+        route_handlers=[health, get_entity, find_entity, feature_vector, feature_batch],
         dependencies={
             "service": Provide(lambda: service, use_cache=True, sync_to_thread=False),
+            "features": Provide(lambda: features, use_cache=True, sync_to_thread=False),
             "caller": Provide(authenticate, sync_to_thread=False),
         },
         exception_handlers=exception_handlers,

@@ -42,6 +42,10 @@ _STATUS_OF: list[tuple[type[FabricError], int]] = [
 ]
 
 
+#: An error of ours whose class is not listed above answers by its code (``bad_request``).
+_STATUS_OF_CODE = {code: status for status, code in ERROR_CODES.items() if status < 500}
+
+
 def error_body(status: int, code: str, message: str) -> dict[str, Any]:
     """The JSON error document."""
     return {"error": {"status": status, "code": code, "message": message}}
@@ -59,7 +63,9 @@ def _respond(
 
 
 def _fabric_error(request: Request[Any, Any, Any], exc: FabricError) -> Response[dict[str, Any]]:
-    status = next((s for kind, s in _STATUS_OF if isinstance(exc, kind)), 500)
+    status = next(
+        (s for kind, s in _STATUS_OF if isinstance(exc, kind)), _STATUS_OF_CODE.get(exc.code, 500)
+    )
     if status >= 500:
         # Our side is at fault: the caller learns nothing about paths or internals; the log
         # gets the exception's type and the route (whose ids are opaque) only.

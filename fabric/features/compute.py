@@ -45,6 +45,7 @@ __all__ = [
     "columns_read",
     "compute",
     "compute_many",
+    "entity_rows",
     "micros",
     "parse_time",
     "parse_times",
@@ -695,15 +696,23 @@ def _finish(feature: Feature, raw: Any, valid: Bools) -> Column:
     )
 
 
+def entity_rows(
+    view: FeatureView, tables: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> list[tuple[Any, ...]]:
+    """An entity's rows as dicts (a read of the entity) in the form :func:`compute_many`
+    takes: ``(table position, order, *columns)``."""
+    return [
+        (position, order, *(row.get(c) for c in names))
+        for position, (table, names) in enumerate(columns_read(view).items())
+        for order, row in enumerate(tables.get(table, ()))
+    ]
+
+
 def compute(
     view: FeatureView, tables: Mapping[str, Sequence[Mapping[str, Any]]], times: Sequence[datetime]
 ) -> list[tuple[bool, dict[str, Any]]]:
     """``(existed, {feature: value})`` of one entity, given its rows as dicts, at each of
     ``times`` (naive UTC): :func:`compute_many` for one entity."""
-    entity = [
-        (position, order, *(row.get(c) for c in names))
-        for position, (table, names) in enumerate(columns_read(view).items())
-        for order, row in enumerate(tables.get(table, ()))
-    ]
+    entity = entity_rows(view, tables)
     done = compute_many(view, [entity], [0] * len(times), [micros(t) for t in times])
     return [done.vector(at) for at in range(len(times))]

@@ -12,15 +12,26 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from fabric.entities import EntityService
+from fabric.entities import EntityService, InvalidRequestError
 from fabric.errors import EntityNotFoundError
-from fabric.features.compute import BadTimeError, Column, compute, parse_time
+from fabric.features.compute import (
+    BadTimeError,
+    Column,
+    compute,
+    compute_many,
+    entity_rows,
+    micros,
+    parse_time,
+)
 from fabric.features.spec import FeatureView
 from fabric.project import Project
 from fabric.rules.masking import MaskingPolicy
 from fabric.rules.operators import MaskContext
 
-__all__ = ["FeatureService", "mask_attributes", "mask_columns"]
+__all__ = ["MAX_BATCH", "FeatureService", "mask_attributes", "mask_columns"]
+
+#: Most entities one call of :meth:`FeatureService.vectors` computes.
+MAX_BATCH = 1000
 
 
 def mask_attributes(
@@ -88,6 +99,15 @@ class FeatureService:
             )
         return views[name]
 
+    @staticmethod
+    def _moment(as_of: str | None) -> datetime:
+        if as_of is None:
+            return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+        parsed = parse_time(as_of)
+        if parsed is None:
+            raise BadTimeError("as_of must be an ISO 8601 time, e.g. 2026-01-31T00:00:00Z")
+        return parsed
+
     def vector(
         self,
         view_name: str,
@@ -104,13 +124,7 @@ class FeatureService:
         """
         view = self.view(view_name)
         policy = self.project.policy_for(role)
-        if as_of is None:
-            moment = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-        else:
-            parsed = parse_time(as_of)
-            if parsed is None:
-                raise BadTimeError("as_of must be an ISO 8601 time, e.g. 2026-01-31T00:00:00Z")
-            moment = parsed
+        moment = self._moment(as_of)
         found, tables = self.entities.shared_tables(view.entity_type, entity_id)
         ((existed, values),) = compute(view, tables, [moment])
         mask_attributes(view, policy, found, values)
@@ -126,3 +140,74 @@ class FeatureService:
         if found != entity_id:
             vector["merged_from"] = entity_id
         return vector
+
+    def vectors(
+        self,
+        view_name: str,
+        entity_ids: Sequence[str],
+        *,
+        as_of: str | None = None,
+        role: str | None = None,
+        layout: str = "rows",
+    ) -> dict[str, Any]:
+        """Many entities' features as of one time, computed together, masked for ``role``.
+
+        ``layout`` ``rows``: ``vectors``, one ``{entity_id, existed, features}`` per entity
+        found, in the order asked. ``columns``: ``entity_ids``, ``existed`` and ``features``
+        (feature -> list of values, in that order). Either way ``not_found`` lists the ids no
+        entity holds, and ``merged_from`` maps an id asked to the entity it was merged into.
+
+        Raises:
+            EntityNotFoundError: unknown view.
+            InvalidRequestError: no ids, more than :data:`MAX_BATCH`, an unknown layout, or
+                a malformed id.
+            BadTimeError: ``as_of`` is not ISO 8601.
+        """
+        if not entity_ids or len(entity_ids) > MAX_BATCH:
+            raise InvalidRequestError(f"ids must list 1 to {MAX_BATCH:,} entity ids")
+        if layout not in ("rows", "columns"):
+            raise InvalidRequestError("layout must be 'rows' or 'columns'")
+        view = self.view(view_name)
+        policy = self.project.policy_for(role)
+        moment = self._moment(as_of)
+        found: list[str] = []
+        rows = []
+        missing: list[str] = []
+        merged: dict[str, str] = {}
+        for asked in entity_ids:
+            try:
+                entity_id, tables = self.entities.shared_tables(view.entity_type, asked)
+            except EntityNotFoundError:
+                missing.append(asked)
+                continue
+            if entity_id != asked:
+                merged[asked] = entity_id
+            found.append(entity_id)
+            rows.append(entity_rows(view, tables))
+        out: dict[str, Any] = {
+            "view": view.name,
+            "version": view.version,
+            "as_of": moment.isoformat(),
+            "policy": policy.name,
+        }
+        if found:
+            done = compute_many(view, rows, range(len(found)), [micros(moment)] * len(found))
+            mask_columns(view, policy, found, done.columns)
+            existed = done.existed.tolist()
+            values = {name: column.to_pylist() for name, column in done.columns.items()}
+        else:
+            existed, values = [], {f.name: [] for f in view.features}
+        if layout == "columns":
+            out |= {"entity_ids": found, "existed": existed, "features": values}
+        else:
+            out["vectors"] = [
+                {
+                    "entity_id": entity_id,
+                    "existed": existed[at],
+                    "features": {name: column[at] for name, column in values.items()},
+                }
+                for at, entity_id in enumerate(found)
+            ]
+        out["not_found"] = missing
+        out["merged_from"] = merged
+        return out

@@ -1,0 +1,91 @@
+"""Feature routes: one vector, or up to 1,000 in one call, masked for the caller's role.
+
+The same computation as `fabric export` (:mod:`fabric.features.compute`), so a vector served
+here equals the exported row for the same entity and time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from litestar import get, post
+from litestar.di import NamedDependency
+from litestar.openapi.spec import Example
+from litestar.params import Body, FromPath, QueryParameter
+
+from fabric.api.auth import Caller
+from fabric.features.service import MAX_BATCH, FeatureService
+
+__all__ = ["FeatureBatch", "feature_batch", "feature_vector"]
+
+
+@dataclass
+class FeatureBatch:
+    """Which entities, as of when, and how to lay the answer out."""
+
+    ids: list[str]
+    as_of: str | None = None
+    #: ``rows``: a list of vectors; ``columns``: one list of values per feature
+    layout: Literal["rows", "columns"] = "rows"
+
+
+@get(
+    "/v1/features/{view:str}/{entity_id:str}",
+    sync_to_thread=True,
+    tags=["features"],
+    summary="One entity's feature vector, now or as of a time",
+    description=(
+        "Features computed from the entity's rows strictly before `as_of` (default: now). "
+        "Attributes are masked for the caller's role. An id merged into another entity "
+        "answers with the survivor and `merged_from`."
+    ),
+)
+def feature_vector(
+    view: FromPath[str],
+    entity_id: FromPath[str],
+    caller: NamedDependency[Caller],
+    features: NamedDependency[FeatureService],
+    as_of: Annotated[
+        str | None,
+        QueryParameter(
+            description="ISO 8601 time (default: now); a zone-less time is UTC",
+            examples=[Example(value="2026-01-31T00:00:00Z")],
+        ),
+    ] = None,
+) -> dict[str, Any]:
+    """Return ``{view, version, entity_id, as_of, existed, policy, features}``."""
+    caller.require("features")
+    return features.vector(view, entity_id, as_of=as_of, role=caller.role)
+
+
+@post(
+    "/v1/features/{view:str}",
+    sync_to_thread=True,
+    tags=["features"],
+    summary=f"Feature vectors of up to {MAX_BATCH:,} entities in one call",
+    description=(
+        "Body `{\"ids\": [...], \"as_of\": optional ISO 8601, \"layout\": \"rows\" | "
+        "\"columns\"}`. `rows` answers `vectors`: one `{entity_id, existed, features}` per "
+        "entity found, in the order asked. `columns` answers `entity_ids`, `existed` and "
+        "`features` (feature -> list of values in that order). Ids no entity holds are "
+        "listed in `not_found`; ids merged into another entity in `merged_from`."
+    ),
+    status_code=200,
+)
+def feature_batch(
+    view: FromPath[str],
+    caller: NamedDependency[Caller],
+    features: NamedDependency[FeatureService],
+    data: Annotated[
+        FeatureBatch,
+        Body(
+            examples=[Example(value={"ids": ["3f1c9a2b7d4e"], "as_of": "2026-01-31T00:00:00Z"})]
+        ),
+    ],
+) -> dict[str, Any]:
+    """Return the vectors of ``data.ids``."""
+    caller.require("features")
+    return features.vectors(
+        view, data.ids, as_of=data.as_of, role=caller.role, layout=data.layout
+    )
