@@ -47,6 +47,10 @@ class EntityService:
         self._cache: LRUCache[tuple[str, str, int], Read] = LRUCache(
             maxsize=project.config.store.cache_entities
         )
+        #: reads answered from the cache and decoded, and entity documents served (metrics)
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.served = 0
 
     def _reader(self) -> MicroDbReader:
         reader: MicroDbReader | None = getattr(self._local, "reader", None)
@@ -63,8 +67,10 @@ class EntityService:
         key = (stored.entity_type, stored.entity_id, stored.version)
         with self._lock:
             found = self._cache.get(key)
-        if found is not None:
-            return found
+            if found is not None:
+                self.cache_hits += 1
+                return found
+            self.cache_misses += 1
         image = self.project.codec.decode(
             stored.blob, stored.entity_type, stored.entity_id, stored.version
         )
@@ -182,6 +188,8 @@ class EntityService:
         }
         if found != entity_id:
             document["merged_from"] = entity_id
+        with self._lock:
+            self.served += 1
         return document
 
     def preview(

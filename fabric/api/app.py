@@ -17,7 +17,8 @@ from fabric import __version__
 from fabric.api.auth import Authenticator
 from fabric.api.errors import exception_handlers
 from fabric.api.features import feature_batch, feature_vector
-from fabric.api.routes import find_entity, get_entity, health
+from fabric.api.metrics import COLLECTOR, MetricsController, prometheus_config
+from fabric.api.routes import find_entity, get_entity, health, ready
 from fabric.entities import EntityService
 from fabric.features.service import FeatureService
 from fabric.project import Project
@@ -40,15 +41,32 @@ def create_app(project: Project) -> Litestar:
     features = FeatureService(project, service)
     authenticate = Authenticator(project.config)
 
+    def startup() -> None:
+        COLLECTOR.attach(project, service)
+
+    def shutdown() -> None:
+        COLLECTOR.detach(project)
+        project.close()
+
     return Litestar(
-        route_handlers=[health, get_entity, find_entity, feature_vector, feature_batch],
+        route_handlers=[
+            health,
+            ready,
+            MetricsController,
+            get_entity,
+            find_entity,
+            feature_vector,
+            feature_batch,
+        ],
+        middleware=[prometheus_config().middleware],
+        on_startup=[startup],
         dependencies={
             "service": Provide(lambda: service, use_cache=True, sync_to_thread=False),
             "features": Provide(lambda: features, use_cache=True, sync_to_thread=False),
             "caller": Provide(authenticate, sync_to_thread=False),
         },
         exception_handlers=exception_handlers,
-        on_shutdown=[project.close],
+        on_shutdown=[shutdown],
         openapi_config=OpenAPIConfig(title="fabric", version=__version__),
     )
 

@@ -65,8 +65,8 @@ def feature_vector(
     tags=["features"],
     summary=f"Feature vectors of up to {MAX_BATCH:,} entities in one call",
     description=(
-        "Body `{\"ids\": [...], \"as_of\": optional ISO 8601, \"layout\": \"rows\" | "
-        "\"columns\"}`. `rows` answers `vectors`: one `{entity_id, existed, features}` per "
+        'Body `{"ids": [...], "as_of": optional ISO 8601, "layout": "rows" | '
+        '"columns"}`. `rows` answers `vectors`: one `{entity_id, existed, features}` per '
         "entity found, in the order asked. `columns` answers `entity_ids`, `existed` and "
         "`features` (feature -> list of values in that order). Ids no entity holds are "
         "listed in `not_found`; ids merged into another entity in `merged_from`."
@@ -79,13 +79,9 @@ def feature_batch(
     features: NamedDependency[FeatureService],
     data: Annotated[
         FeatureBatch,
-        Body(
-            examples=[Example(value={"ids": ["3f1c9a2b7d4e"], "as_of": "2026-01-31T00:00:00Z"})]
-        ),
+        Body(examples=[Example(value={"ids": ["3f1c9a2b7d4e"], "as_of": "2026-01-31T00:00:00Z"})]),
     ],
 ) -> dict[str, Any]:
     """Return the vectors of ``data.ids``."""
     caller.require("features")
-    return features.vectors(
-        view, data.ids, as_of=data.as_of, role=caller.role, layout=data.layout
-    )
+    return features.vectors(view, data.ids, as_of=data.as_of, role=caller.role, layout=data.layout)

@@ -10,18 +10,38 @@ from typing import Annotated, Any
 
 from litestar import get
 from litestar.di import NamedDependency
+from litestar.exceptions import ServiceUnavailableException
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, QueryParameter
 
 from fabric.api.auth import Caller
 from fabric.entities import EntityService
 
-__all__ = ["find_entity", "get_entity", "health"]
+__all__ = ["find_entity", "get_entity", "health", "ready"]
 
 
 @get("/health", sync_to_thread=False, tags=["ops"], summary="Liveness; no auth")
 def health() -> dict[str, str]:
     """Answer while the process is up."""
     return {"status": "ok"}
+
+
+@get(
+    "/ready",
+    sync_to_thread=True,
+    tags=["ops"],
+    summary="Readiness: the store and the catalog answer; no auth",
+    responses={503: ResponseSpec(None, description="the store or the catalog does not answer")},
+)
+def ready(service: NamedDependency[EntityService]) -> dict[str, str]:
+    """Answer 200 when a query on the catalog and on the store succeed, else 503."""
+    project = service.project
+    try:
+        project.catalog.count()
+        project.store.get(next(iter(project.config.entities)), "\x01ready-probe")
+    except Exception as exc:  # any failure means not ready; the type is enough to log
+        raise ServiceUnavailableException(f"not ready ({type(exc).__name__})") from exc
+    return {"status": "ready"}
 
 
 @get(

@@ -303,3 +303,28 @@ def test_api_feature_errors(
         "/v1/features/customer_360", json={"ids": [entity_id], "layout": "sideways"}, headers=key
     )
     assert_error(layout, 400, "bad_request")
+
+
+def test_api_ready_and_metrics_after_traffic(
+    client: TestClient[Litestar], demo_keys: dict[str, str], entity_id: str
+) -> None:
+    assert client.get("/ready").json() == {"status": "ready"}
+    key = auth(demo_keys["analyst-demo"])
+    for _ in range(3):
+        assert client.get(f"/v1/entities/customer/{entity_id}", headers=key).status_code == 200
+    client.get("/v1/entities/customer/nobody-at-all", headers=key)
+    text = client.get("/metrics").text
+    # Requests per route template and status, with latency histograms; never an id.
+    assert 'path="/v1/entities/{entity_type}/{entity_id}"' in text
+    assert 'status_code="404"' in text and "fabric_request_duration_seconds_bucket" in text
+    assert entity_id not in text and "nobody-at-all" not in text
+    served = next(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("fabric_entities_served_total")
+    )
+    assert served >= 3
+    assert 'fabric_entity_cache_reads_total{result="hit"}' in text
+    assert 'fabric_sync_runs_total{status="succeeded"}' in text
+    assert 'fabric_entities{entity_type="customer"}' in text
+    assert "fabric_store_file_bytes" in text

@@ -1,0 +1,128 @@
+"""`GET /metrics`: Prometheus text, from a well-kept client and Litestar's own middleware.
+
+Litestar's Prometheus middleware counts requests and times them per route (grouped by the
+route's path template, never by ids) and status. A collector of ours adds, read when scraped:
+entities served, the read cache's hits and misses, sync runs by status and the last one's
+duration, entities per type and the store's size on disk. Labels carry route templates,
+statuses and entity types only: no id, key or value reaches the metrics.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from fabric.entities import EntityService
+from fabric.project import Project
+
+__all__ = ["COLLECTOR", "FabricCollector", "MetricsController", "prometheus_config"]
+
+
+def prometheus_config() -> PrometheusConfig:
+    """Request counts and latency histograms per route template and status."""
+    return PrometheusConfig(
+        app_name="fabric",
+        prefix="fabric",
+        group_path=True,
+        exclude=["/metrics"],
+        exclude_unhandled_paths=True,
+    )
+
+
+class MetricsController(PrometheusController):
+    """Serves the default registry at ``/metrics``, without authentication (ops scrapers)."""
+
+    path = "/metrics"
+    include_in_schema = True
+
+
+class FabricCollector(Collector):
+    """fabric's own figures, read at each scrape, of the app serving in this process.
+
+    One collector per process, registered once: an app attaches its project as it starts
+    and detaches it as it stops (tests run several apps in one process; a server, one).
+    """
+
+    def __init__(self) -> None:
+        self._apps: list[tuple[Project, EntityService]] = []
+        self._lock = threading.Lock()
+
+    def attach(self, project: Project, service: EntityService) -> None:
+        """Report on this app's project from now on."""
+        with self._lock:
+            self._apps.append((project, service))
+
+    def detach(self, project: Project) -> None:
+        """Stop reporting on this project."""
+        with self._lock:
+            self._apps = [(p, s) for p, s in self._apps if p is not project]
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            if not self._apps:
+                return
+            project, service = self._apps[-1]
+        served = CounterMetricFamily("fabric_entities_served", "Entity documents served")
+        served.add_metric([], service.served)
+        yield served
+        cache = CounterMetricFamily(
+            "fabric_entity_cache_reads",
+            "Entity reads, from the read cache or decoded",
+            labels=["result"],
+        )
+        cache.add_metric(["hit"], service.cache_hits)
+        cache.add_metric(["miss"], service.cache_misses)
+        yield cache
+        ratio = GaugeMetricFamily("fabric_entity_cache_hit_ratio", "Share of reads from the cache")
+        reads = service.cache_hits + service.cache_misses
+        ratio.add_metric([], service.cache_hits / reads if reads else 0.0)
+        yield ratio
+        catalog = project.catalog
+        runs = CounterMetricFamily(
+            "fabric_sync_runs", "Sync runs recorded, by status", labels=["status"]
+        )
+        for status, count in catalog.connection.execute(
+            "SELECT status, count(*) FROM sync_runs GROUP BY status"
+        ):
+            runs.add_metric([str(status)], int(count))
+        yield runs
+        last = catalog.runs(1)
+        seconds = GaugeMetricFamily(
+            "fabric_sync_last_run_seconds",
+            "Duration of the latest finished sync run",
+            labels=["mode", "status"],
+        )
+        if last and last[0].finished_at:
+            took = datetime.fromisoformat(last[0].finished_at) - datetime.fromisoformat(
+                last[0].started_at
+            )
+            seconds.add_metric([last[0].mode, last[0].status], took.total_seconds())
+        yield seconds
+        entities = GaugeMetricFamily(
+            "fabric_entities", "Entities stored, by type", labels=["entity_type"]
+        )
+        for entity_type in project.config.entities:
+            entities.add_metric([entity_type], catalog.count(entity_type))
+        yield entities
+        size = GaugeMetricFamily(
+            "fabric_store_file_bytes", "Bytes of the store's shard files on disk"
+        )
+        size.add_metric([], sum(p.stat().st_size for p in _store_files(project)))
+        yield size
+
+
+def _store_files(project: Project) -> Iterator[Path]:
+    root = getattr(project.store, "path", None)  # the embedded store's directory
+    if isinstance(root, Path):
+        yield from (p for p in root.glob("shard-*.db*") if p.is_file())
+
+
+#: The process's collector, in the default registry that ``/metrics`` serves.
+COLLECTOR = FabricCollector()
+REGISTRY.register(COLLECTOR)
