@@ -14,6 +14,7 @@ from cachetools import LRUCache
 from fabric.errors import EntityNotFoundError, FabricError
 from fabric.project import Project
 from fabric.store.base import StoredBlob
+from fabric.store.crypto import KeyedHasher, derive_key
 from fabric.store.history import History
 from fabric.store.microdb import MicroDbReader
 
@@ -190,6 +191,88 @@ class EntityService:
             document["merged_from"] = entity_id
         with self._lock:
             self.served += 1
+        return document
+
+    def lineage(
+        self, entity_type: str, entity_id: str, *, role: str | None = None
+    ) -> dict[str, Any]:
+        """Where each of an entity's rows came from, and what made the entity.
+
+        ``rows``: each row's entity table, key, source, source table, source key,
+        extraction time and sync run. ``links``: each pair of records resolution linked,
+        with the rule, score and similarities (never values). ``events``: the merges and
+        splits the entity took part in. A role without a clear policy sees keys as keyed
+        hashes (``key_…``): a source's key may itself be personal (an email used as a
+        primary key), and the same key always reads the same, so rows still line up.
+
+        Raises:
+            EntityNotFoundError: no such entity type or entity.
+            InvalidRequestError: malformed id.
+        """
+        policy = self.project.policy_for(role)
+        found, stored = self._stored(entity_type, entity_id)
+        image = self.project.codec.decode(
+            stored.blob, stored.entity_type, stored.entity_id, stored.version
+        )
+        rows = self._reader().lineage(image)
+        if policy.clear:
+
+            def key(value: Any) -> Any:
+                return value
+
+        else:
+            master = self.project.secrets.master_key
+            hasher = None if master is None else KeyedHasher(derive_key(master, "lineage keys"))
+
+            def key(value: Any) -> Any:
+                if value is None or hasher is None:  # no key to hash with: withheld
+                    return None
+                return "key_" + hasher(str(value)).hex()
+
+        def record(name: str) -> str:
+            where, _, raw = name.rpartition(":")
+            return f"{where}:{key(raw)}"
+
+        history = History(self.project.catalog)
+        document: dict[str, Any] = {
+            "entity_type": entity_type,
+            "entity_id": found,
+            "policy": policy.name,
+            "rows": [
+                {
+                    "table": r["tbl"],
+                    "row_key": key(r["row_key"]),
+                    "source": r["source"],
+                    "source_table": r["source_table"],
+                    "source_key": key(r["source_key"]),
+                    "extracted_at": r["extracted_at"],
+                    "sync_run": r["sync_run"],
+                }
+                for r in rows
+            ],
+            "links": [
+                {
+                    "records": [record(link.record_a), record(link.record_b)],
+                    "rule": link.rule,
+                    "score": link.score,
+                    "comparisons": link.comparisons,
+                }
+                for link in history.links(entity_type, found)
+            ],
+            "events": [
+                {
+                    "kind": e.kind,
+                    "entity_id": e.entity_id,
+                    "others": e.others,
+                    "reason": e.reason,
+                    "at": e.at,
+                    "sync_run": e.sync_run,
+                }
+                for e in history.events(entity_type, found)
+            ],
+        }
+        if found != entity_id:
+            document["merged_from"] = entity_id
         return document
 
     def preview(

@@ -17,7 +17,7 @@ from litestar.params import FromPath, QueryParameter
 from fabric.api.auth import Caller
 from fabric.entities import EntityService
 
-__all__ = ["find_entity", "get_entity", "health", "ready"]
+__all__ = ["find_entity", "get_entity", "get_lineage", "health", "ready"]
 
 
 @get("/health", sync_to_thread=False, tags=["ops"], summary="Liveness; no auth")
@@ -85,3 +85,26 @@ def find_entity(
     caller.require("entities")
     entity_id = service.find(entity_type, source, key)
     return service.document(entity_type, entity_id, role=caller.role)
+
+
+@get(
+    "/v1/entities/{entity_type:str}/{entity_id:str}/lineage",
+    sync_to_thread=True,
+    tags=["entities"],
+    summary="Where each row came from; the links, merges and splits that made the entity",
+    description=(
+        "Per row: entity table, key, source, source table, source key, extraction time and "
+        "sync run. Links: the record pairs resolution joined, with rule, score and "
+        "similarities (never values). Events: merges and splits. Roles without a clear "
+        "policy see keys as keyed hashes (`key_...`)."
+    ),
+)
+def get_lineage(
+    entity_type: FromPath[str],
+    entity_id: FromPath[str],
+    caller: NamedDependency[Caller],
+    service: NamedDependency[EntityService],
+) -> dict[str, Any]:
+    """Return the entity's lineage as the caller's role may see it."""
+    caller.require("lineage")
+    return service.lineage(entity_type, entity_id, role=caller.role)

@@ -328,3 +328,33 @@ def test_api_ready_and_metrics_after_traffic(
     assert 'fabric_sync_runs_total{status="succeeded"}' in text
     assert 'fabric_entities{entity_type="customer"}' in text
     assert "fabric_store_file_bytes" in text
+
+
+def test_api_lineage_names_sources_and_hashes_keys_for_masked_roles(
+    client: TestClient[Litestar], demo_keys: dict[str, str], entity_id: str
+) -> None:
+    url = f"/v1/entities/customer/{entity_id}/lineage"
+    clear = client.get(url, headers=auth(demo_keys["steward-demo"]))
+    masked = client.get(url, headers=auth(demo_keys["analyst-demo"]))
+    assert clear.status_code == masked.status_code == 200, masked.text
+    clear_doc, masked_doc = clear.json(), masked.json()
+    assert clear_doc["entity_id"] == masked_doc["entity_id"] == entity_id
+    assert clear_doc["rows"] and len(clear_doc["rows"]) == len(masked_doc["rows"])
+    entity = client.get(
+        f"/v1/entities/customer/{entity_id}", headers=auth(demo_keys["steward-demo"])
+    ).json()
+    assert len(clear_doc["rows"]) == sum(len(rows) for rows in entity["tables"].values())
+    for plain, hidden in zip(clear_doc["rows"], masked_doc["rows"], strict=True):
+        assert {k: v for k, v in plain.items() if "key" not in k} == {
+            k: v for k, v in hidden.items() if "key" not in k
+        }
+        assert hidden["source_key"].startswith("key_")
+        assert len(hidden["source_key"]) == 36 and hidden["source_key"] != str(plain["source_key"])
+    for link in masked_doc["links"]:
+        assert all(":key_" in record for record in link["records"]) and link["rule"]
+    assert_error(client.get(url), 401, "unauthorized")
+    assert_error(
+        client.get("/v1/entities/customer/nobody/lineage", headers=auth(demo_keys["analyst-demo"])),
+        404,
+        "not_found",
+    )
