@@ -18,7 +18,14 @@ from fabric.api.auth import Authenticator
 from fabric.api.errors import exception_handlers
 from fabric.api.features import feature_batch, feature_vector
 from fabric.api.metrics import COLLECTOR, MetricsController, prometheus_config
-from fabric.api.routes import find_entity, get_entity, get_lineage, health, ready
+from fabric.api.routes import (
+    find_entity,
+    get_catalog,
+    get_entity,
+    get_lineage,
+    health,
+    ready,
+)
 from fabric.entities import EntityService
 from fabric.features.service import FeatureService
 from fabric.project import Project
@@ -55,6 +62,7 @@ def create_app(project: Project) -> Litestar:
             MetricsController,
             get_entity,
             get_lineage,
+            get_catalog,
             find_entity,
             feature_vector,
             feature_batch,

@@ -15,9 +15,10 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, QueryParameter
 
 from fabric.api.auth import Caller
+from fabric.describe import describe
 from fabric.entities import EntityService
 
-__all__ = ["find_entity", "get_entity", "get_lineage", "health", "ready"]
+__all__ = ["find_entity", "get_catalog", "get_entity", "get_lineage", "health", "ready"]
 
 
 @get("/health", sync_to_thread=False, tags=["ops"], summary="Liveness; no auth")
@@ -108,3 +109,22 @@ def get_lineage(
     """Return the entity's lineage as the caller's role may see it."""
     caller.require("lineage")
     return service.lineage(entity_type, entity_id, role=caller.role)
+
+
+@get(
+    "/v1/catalog",
+    sync_to_thread=True,
+    tags=["catalog"],
+    summary="Entity types, tables, columns, PII classes, operators per role, views, sources",
+    description=(
+        "Each column's PII class (judged by its name) and the operator each role's policy "
+        "applies to it; feature views with their definitions; sources by kind (never their "
+        "URLs) and the last sync; roles and their routes. Never a value or a key."
+    ),
+)
+def get_catalog(
+    caller: NamedDependency[Caller], service: NamedDependency[EntityService]
+) -> dict[str, Any]:
+    """Return the project's description."""
+    caller.require("catalog")
+    return describe(service.project)

@@ -358,3 +358,24 @@ def test_api_lineage_names_sources_and_hashes_keys_for_masked_roles(
         404,
         "not_found",
     )
+
+
+def test_api_catalog_describes_columns_per_role_without_values_or_secrets(
+    client: TestClient[Litestar], demo_keys: dict[str, str], demo_dir: Path
+) -> None:
+    response = client.get("/v1/catalog", headers=auth(demo_keys["analyst-demo"]))
+    assert response.status_code == 200, response.text
+    doc = response.json()
+    customers = doc["entity_types"]["customer"]
+    assert customers["entities"] > 0 and customers["synced"]
+    email = next(c for c in customers["tables"]["crm_customers"]["columns"] if c["name"] == "email")
+    assert email["pii_class"] == "email"
+    assert email["operators"]["steward"] == "clear" and email["operators"]["analyst"] != "keep"
+    assert "order_count_90d" in doc["feature_views"]["customer_360"]["features"]
+    assert doc["last_sync"]["run"] >= 1
+    assert set(doc["sources"]) and all(set(s) == {"kind"} for s in doc["sources"].values())
+    text = response.text
+    for secret in demo_keys.values():
+        assert secret not in text
+    assert str(demo_dir) not in text  # no paths, no URLs
+    assert_error(client.get("/v1/catalog"), 401, "unauthorized")
