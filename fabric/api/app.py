@@ -16,6 +16,7 @@ from litestar.openapi import OpenAPIConfig
 from fabric import __version__
 from fabric.api.auth import Authenticator
 from fabric.api.errors import exception_handlers
+from fabric.api.exports import export_file, export_status, start_export
 from fabric.api.features import feature_batch, feature_vector
 from fabric.api.metrics import COLLECTOR, MetricsController, prometheus_config
 from fabric.api.routes import (
@@ -27,6 +28,7 @@ from fabric.api.routes import (
     ready,
 )
 from fabric.entities import EntityService
+from fabric.features.jobs import ExportJobs
 from fabric.features.service import FeatureService
 from fabric.project import Project
 
@@ -46,6 +48,7 @@ def create_app(project: Project) -> Litestar:
     project.views()
     service = EntityService(project)
     features = FeatureService(project, service)
+    jobs = ExportJobs(project)
     authenticate = Authenticator(project.config)
 
     def startup() -> None:
@@ -53,6 +56,7 @@ def create_app(project: Project) -> Litestar:
 
     def shutdown() -> None:
         COLLECTOR.detach(project)
+        jobs.close()
         project.close()
 
     return Litestar(
@@ -66,12 +70,16 @@ def create_app(project: Project) -> Litestar:
             find_entity,
             feature_vector,
             feature_batch,
+            start_export,
+            export_status,
+            export_file,
         ],
         middleware=[prometheus_config().middleware],
         on_startup=[startup],
         dependencies={
             "service": Provide(lambda: service, use_cache=True, sync_to_thread=False),
             "features": Provide(lambda: features, use_cache=True, sync_to_thread=False),
+            "jobs": Provide(lambda: jobs, use_cache=True, sync_to_thread=False),
             "caller": Provide(authenticate, sync_to_thread=False),
         },
         exception_handlers=exception_handlers,

@@ -203,12 +203,25 @@ class ApiKeyConfig(StrictModel):
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
+class ExportJobsConfig(StrictModel):
+    """Exports started over the API (`POST /v1/exports`)."""
+
+    dir: Path = Field(Path("exports"), description="where export files are written")
+    spines: Path = Field(
+        Path("spines"),
+        description="the only directory spines may be named from (paths inside it)",
+    )
+    max_running: int = Field(2, ge=1, le=64, description="exports run at once; more wait")
+    workers: int = Field(1, ge=1, le=64, description="processes per export")
+
+
 class ApiConfig(StrictModel):
     """HTTP API settings."""
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     keys: list[ApiKeyConfig] = Field(default_factory=list)
+    exports: ExportJobsConfig = ExportJobsConfig()
 
 
 class ProjectConfig(StrictModel):

@@ -1,0 +1,101 @@
+"""Export jobs over the API: started, watched, fetched; owned by the key that started them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from fabric.api import create_app
+from fabric.config.secrets import load_secrets
+from fabric.features.export import export_view
+from fabric.project import Project
+
+
+@pytest.fixture
+def served(synced: Path) -> Iterator[tuple[TestClient[Litestar], dict[str, str], Path]]:
+    project = Project.open(synced)
+    keys = load_secrets(project.config).api_keys
+    with TestClient(app=create_app(project)) as client:
+        yield client, keys, synced.parent
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def wait(client: TestClient[Litestar], job: str, key: str) -> dict[str, Any]:
+    for _ in range(300):
+        status: dict[str, Any] = client.get(f"/v1/exports/{job}", headers=auth(key)).json()
+        if status["state"] in ("succeeded", "failed"):
+            return status
+        time.sleep(0.05)
+    raise AssertionError("the export did not finish")
+
+
+def test_export_job_runs_and_serves_the_same_file_as_the_cli_path(
+    served: tuple[TestClient[Litestar], dict[str, str], Path],
+) -> None:
+    client, keys, root = served
+    with Project.open(root / "fabric.yaml") as project:
+        ids = sorted(project.catalog.entities("customer"))[:25]
+    (root / "spines").mkdir()
+    pq.write_table(
+        pa.table({"entity_id": ids, "event_timestamp": ["2026-05-01T00:00:00"] * len(ids)}),
+        root / "spines" / "train.parquet",
+    )
+    steward = keys["steward-demo"]
+    started = client.post(
+        "/v1/exports",
+        json={"view": "customer_360", "spine": "train.parquet"},
+        headers=auth(steward),
+    )
+    assert started.status_code == 202, started.text
+    job = started.json()["job"]
+    assert started.headers["location"] == f"/v1/exports/{job}"
+    status = wait(client, job, steward)
+    assert status["state"] == "succeeded" and status["rows"] == len(ids), status
+    assert status["rows_done"] == len(ids) and status["stage"] == "writing"
+    body = client.get(f"/v1/exports/{job}/file", headers=auth(steward)).content
+    with Project.open(root / "fabric.yaml") as project:
+        export_view(
+            project,
+            "customer_360",
+            root / "direct.parquet",
+            spine=root / "spines" / "train.parquet",
+            role="steward",
+        )
+    assert body == (root / "direct.parquet").read_bytes()
+    # Another key, even of a role allowed exports, is told no such job exists.
+    other = auth(keys["analyst-demo"])
+    assert client.get(f"/v1/exports/{job}", headers=other).status_code == 404
+    assert client.get(f"/v1/exports/{job}/file", headers=other).status_code == 404
+
+
+def test_export_job_errors(served: tuple[TestClient[Litestar], dict[str, str], Path]) -> None:
+    client, keys, root = served
+    key = auth(keys["analyst-demo"])
+    outside = client.post(
+        "/v1/exports", json={"view": "customer_360", "spine": "../fabric.yaml"}, headers=key
+    )
+    assert outside.status_code == 400 and "spines directory" in outside.json()["error"]["message"]
+    assert client.post("/v1/exports", json={"view": "nope"}, headers=key).status_code == 404
+    assert client.post("/v1/exports", json={"view": "customer_360"}).status_code == 401
+    (root / "spines").mkdir()
+    (root / "spines" / "bad.csv").write_text("entity_id,event_timestamp\ncrm:1,yesterday\n")
+    started = client.post(
+        "/v1/exports", json={"view": "customer_360", "spine": "bad.csv"}, headers=key
+    ).json()
+    status = wait(client, started["job"], keys["analyst-demo"])
+    assert status["state"] == "failed"
+    assert status["error"].startswith("bad.csv: row 1") and str(root) not in status["error"]
+    fetch = client.get(f"/v1/exports/{started['job']}/file", headers=key)
+    assert fetch.status_code == 409 and fetch.json()["error"]["code"] == "conflict"
+    assert client.get("/v1/exports/no-such-job", headers=key).status_code == 404
