@@ -6,15 +6,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
+import threading
 from pathlib import Path
+from typing import Any
 
-from litestar import Litestar
-from litestar.di import Provide
+from litestar import Litestar, Request
+from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
 
 from fabric import __version__
-from fabric.api.auth import Authenticator
+from fabric.api.admin import reload_config
+from fabric.api.auth import Caller
 from fabric.api.errors import exception_handlers
 from fabric.api.exports import export_file, export_status, start_export
 from fabric.api.features import feature_batch, feature_vector
@@ -27,6 +33,7 @@ from fabric.api.routes import (
     health,
     ready,
 )
+from fabric.api.serving import Served, Serving
 from fabric.entities import EntityService
 from fabric.features.jobs import ExportJobs
 from fabric.features.service import FeatureService
@@ -40,24 +47,36 @@ CONFIG_ENV = "FABRIC_CONFIG"
 
 def create_app(project: Project) -> Litestar:
     """Return the API app serving ``project``; the app closes the project on shutdown."""
-    # Compile rules and open the store and catalog now: a broken rule file or store fails at
-    # start, not per request.
-    project.policies  # noqa: B018
-    project.store  # noqa: B018
-    project.catalog  # noqa: B018
-    project.views()
-    service = EntityService(project)
-    features = FeatureService(project, service)
+    serving = Serving(project)
     jobs = ExportJobs(project)
-    authenticate = Authenticator(project.config)
+
+    def served() -> Served:
+        # Taken once per request: a reload during the request does not reach it.
+        return serving.current
+
+    def caller(request: Request[Any, Any, Any], served: NamedDependency[Served]) -> Caller:
+        return served.authenticate(request)
+
+    def service(served: NamedDependency[Served]) -> EntityService:
+        return served.service
+
+    def features(served: NamedDependency[Served]) -> FeatureService:
+        return served.features
 
     def startup() -> None:
-        COLLECTOR.attach(project, service)
+        COLLECTOR.attach(serving.current.project, serving.current.service)
+        # SIGHUP reloads, as `POST /v1/admin/reload` does (where the app runs in the
+        # process's main thread, as under a server; not in a test client's thread).
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGHUP,
+                lambda: threading.Thread(target=serving.reload_quietly, daemon=True).start(),
+            )
 
     def shutdown() -> None:
-        COLLECTOR.detach(project)
+        COLLECTOR.detach(serving.current.project)
         jobs.close()
-        project.close()
+        serving.current.project.close()
 
     return Litestar(
         route_handlers=[
@@ -73,14 +92,17 @@ def create_app(project: Project) -> Litestar:
             start_export,
             export_status,
             export_file,
+            reload_config,
         ],
         middleware=[prometheus_config().middleware],
         on_startup=[startup],
         dependencies={
-            "service": Provide(lambda: service, use_cache=True, sync_to_thread=False),
-            "features": Provide(lambda: features, use_cache=True, sync_to_thread=False),
+            "served": Provide(served, sync_to_thread=False),
+            "serving": Provide(lambda: serving, use_cache=True, sync_to_thread=False),
+            "service": Provide(service, sync_to_thread=False),
+            "features": Provide(features, sync_to_thread=False),
             "jobs": Provide(lambda: jobs, use_cache=True, sync_to_thread=False),
-            "caller": Provide(authenticate, sync_to_thread=False),
+            "caller": Provide(caller, sync_to_thread=False),
         },
         exception_handlers=exception_handlers,
         on_shutdown=[shutdown],

@@ -12,6 +12,7 @@ from litestar.params import Body, FromPath
 from litestar.response import File
 
 from fabric.api.auth import Caller
+from fabric.api.serving import Served
 from fabric.features.jobs import ExportJobs
 
 __all__ = ["ExportRequest", "export_file", "export_status", "start_export"]
@@ -42,6 +43,7 @@ class ExportRequest:
 )
 def start_export(
     caller: NamedDependency[Caller],
+    served: NamedDependency[Served],
     jobs: NamedDependency[ExportJobs],
     data: Annotated[
         ExportRequest,
@@ -50,7 +52,9 @@ def start_export(
 ) -> Response[dict[str, Any]]:
     """Queue the export and answer its status."""
     caller.require("exports")
-    job = jobs.start(caller.key_name, caller.role, data.view, data.spine, data.format)
+    job = jobs.start(
+        served.project, caller.key_name, caller.role, data.view, data.spine, data.format
+    )
     return Response(job.status(), status_code=202, headers={"Location": f"/v1/exports/{job.id}"})
 
 

@@ -91,7 +91,8 @@ class ExportJobs:
     """The jobs of one server process."""
 
     def __init__(self, project: Project) -> None:
-        self.project = project
+        # Directories and limits are the ones the server started with; each job exports
+        # from the project it was started on (a reload does not move running jobs).
         settings = project.config.api.exports
         self.out_dir = project.config.resolve(settings.dir)
         self.spine_dir = project.config.resolve(settings.spines)
@@ -101,7 +102,13 @@ class ExportJobs:
         self._lock = threading.Lock()
 
     def start(
-        self, owner: str, role: str, view: str, spine: str | None, fmt: str = "parquet"
+        self,
+        project: Project,
+        owner: str,
+        role: str,
+        view: str,
+        spine: str | None,
+        fmt: str = "parquet",
     ) -> ExportJob:
         """Queue an export of ``view`` over ``spine`` (a path inside the spines directory;
         None: every entity as of now), masked for ``role``.
@@ -111,10 +118,8 @@ class ExportJobs:
             InvalidRequestError: unknown format, or a spine outside the spines directory or
                 missing.
         """
-        if view not in self.project.views():
-            raise EntityNotFoundError(
-                f"unknown feature view (views: {', '.join(self.project.views())})"
-            )
+        if view not in project.views():
+            raise EntityNotFoundError(f"unknown feature view (views: {', '.join(project.views())})")
         if fmt not in FORMATS:
             raise InvalidRequestError(f"format must be one of {', '.join(FORMATS)}")
         spine_path = None if spine is None else self._spine(spine)
@@ -122,7 +127,7 @@ class ExportJobs:
         job = ExportJob(job_id, owner, view, role, fmt, spine, self.out_dir / f"{job_id}.{fmt}")
         with self._lock:
             self._jobs[job_id] = job
-        self._pool.submit(self._run, job, spine_path)
+        self._pool.submit(self._run, project, job, spine_path)
         return job
 
     def _spine(self, name: str) -> Path:
@@ -161,7 +166,7 @@ class ExportJobs:
             raise JobNotReadyError(f"the export is {job.state}; its file is not ready")
         return job
 
-    def _run(self, job: ExportJob, spine: Path | None) -> None:
+    def _run(self, project: Project, job: ExportJob, spine: Path | None) -> None:
         job.state = "running"
         job.started_at = datetime.now(UTC).isoformat()
 
@@ -176,7 +181,7 @@ class ExportJobs:
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             report = export_view(
-                self.project,
+                project,
                 job.view,
                 job.out,
                 spine=spine,
