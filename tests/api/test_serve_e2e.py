@@ -65,6 +65,13 @@ def test_serve_answers_over_http(demo_dir: Path, demo_keys: dict[str, str], work
             assert response.json()["policy"] == "analyst"
         missing = httpx.get(f"{base}/v1/entities/customer/{entity_id}")
         assert missing.status_code == 401 and missing.json()["error"]["code"] == "unauthorized"
+        if workers == 1:
+            # SIGHUP reloads the configuration (without a handler it would end the process).
+            os.kill(server.pid, signal.SIGHUP)
+            time.sleep(1.0)
+            assert server.poll() is None, "SIGHUP ended the server"
+            response = httpx.get(f"{base}/v1/entities/customer/{entity_id}", headers=headers)
+            assert response.status_code == 200
     finally:
         os.killpg(server.pid, signal.SIGINT)
         try:
