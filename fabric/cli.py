@@ -757,6 +757,16 @@ def _print_demo_help(project: Any, keys: dict[str, str], host: str, port: int) -
             f"  curl -s -H 'Authorization: Bearer {key}' "
             f"'{base}/v1/entities/customer?source=crm&key=1'"
         )
+        click.echo(
+            f"  curl -s -H 'Authorization: Bearer {key}' "
+            f"'{base}/v1/features/customer_360/{entity_id}?as_of=2026-06-01T00:00:00Z'"
+        )
+        click.echo(f"  curl -s -H 'Authorization: Bearer {key}' {base}/v1/catalog")
+    admin = next((keys.get(name) for name, role, _, _ in DEMO_ROLES if role == "admin"), None)
+    if admin:
+        click.echo("  # as admin: reload fabric.yaml and the rules without stopping")
+        click.echo(f"  curl -s -X POST -H 'Authorization: Bearer {admin}' {base}/v1/admin/reload")
+    click.echo(f"  curl -s {base}/metrics | grep ^fabric_")
     click.echo("")
     click.echo("The same document from the command line:")
     click.echo(f"  {_fabric_command()} entity show -c {project.config.path} customer {entity_id}")
