@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import signal
 import threading
@@ -16,6 +17,7 @@ from typing import Any
 
 from litestar import Litestar, Request
 from litestar.di import NamedDependency, Provide
+from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 
 from fabric import __version__
@@ -94,7 +96,11 @@ def create_app(project: Project) -> Litestar:
             export_file,
             reload_config,
         ],
-        middleware=[prometheus_config().middleware],
+        middleware=[
+            prometheus_config().middleware,
+            *_rate_limit(project.config.api.rate_limit),
+        ],
+        request_max_body_size=project.config.api.max_body_bytes,
         on_startup=[startup],
         dependencies={
             "served": Provide(served, sync_to_thread=False),
@@ -108,6 +114,26 @@ def create_app(project: Project) -> Litestar:
         on_shutdown=[shutdown],
         openapi_config=OpenAPIConfig(title="fabric", version=__version__),
     )
+
+
+def _rate_limit(per_second: int) -> list[Any]:
+    """Litestar's rate limit per caller: the SHA-256 of its bearer key (never the key), or
+    its address when it sends none. Health, readiness and metrics are not limited."""
+    if not per_second:
+        return []
+
+    def identify(request: Request[Any, Any, Any]) -> str:
+        header = request.headers.get("authorization", "")
+        if header:
+            return "key:" + hashlib.sha256(header.encode()).hexdigest()
+        return "address:" + (request.client.host if request.client else "unknown")
+
+    config = RateLimitConfig(
+        rate_limit=("second", per_second),
+        identifier_for_request=identify,
+        exclude=["/health", "/ready", "/metrics"],
+    )
+    return [config.middleware]
 
 
 def app_from_env() -> Litestar:

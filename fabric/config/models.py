@@ -222,6 +222,15 @@ class ApiConfig(StrictModel):
     port: int = Field(8000, ge=1, le=65535)
     keys: list[ApiKeyConfig] = Field(default_factory=list)
     exports: ExportJobsConfig = ExportJobsConfig()
+    rate_limit: int = Field(
+        20_000,
+        ge=0,
+        le=10_000_000,
+        description="requests per second per key (per server process; 0: no limit)",
+    )
+    max_body_bytes: int = Field(
+        1 << 20, ge=1024, le=1 << 30, description="largest request body accepted"
+    )
 
 
 class ProjectConfig(StrictModel):

@@ -379,3 +379,66 @@ def test_api_catalog_describes_columns_per_role_without_values_or_secrets(
         assert secret not in text
     assert str(demo_dir) not in text  # no paths, no URLs
     assert_error(client.get("/v1/catalog"), 401, "unauthorized")
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "..%2F..%2Fetc%2Fpasswd",
+        "%2Fetc%2Fpasswd",
+        "x" * 10_000,
+        "a%00b",
+        "1' OR '1'='1",
+        "%E2%80%AE%F0%9F%98%80",
+        "..",
+        "%252e%252e%252f",
+    ],
+)
+def test_api_hostile_ids_get_400_or_404_never_500(
+    client: TestClient[Litestar], demo_keys: dict[str, str], hostile: str
+) -> None:
+    key = auth(demo_keys["steward-demo"])
+    for url in (
+        f"/v1/entities/customer/{hostile}",
+        f"/v1/entities/customer/{hostile}/lineage",
+        f"/v1/features/customer_360/{hostile}",
+        f"/v1/entities/{hostile}/x",
+        f"/v1/entities/customer?source=crm&key={hostile}",
+        f"/v1/exports/{hostile}",
+    ):
+        response = client.get(url, headers=key)
+        assert response.status_code in (400, 404), (url[:80], response.status_code)
+        assert set(response.json()) == {"error"}
+    batch = client.post(
+        "/v1/features/customer_360", json={"ids": [hostile.replace("%", "")]}, headers=key
+    )
+    assert batch.status_code in (200, 400), batch.text
+
+
+def test_api_body_size_is_bounded(client: TestClient[Litestar], demo_keys: dict[str, str]) -> None:
+    big = client.post(
+        "/v1/features/customer_360",
+        content=b'{"ids": ["' + b"x" * (2 << 20) + b'"]}',
+        headers={**auth(demo_keys["analyst-demo"]), "Content-Type": "application/json"},
+    )
+    assert_error(big, 413, "payload_too_large")
+
+
+def test_api_rate_limit_per_key(synced: Path) -> None:
+    from fabric.config.secrets import load_secrets
+
+    text = synced.read_text()
+    assert "\napi:\n" in text
+    synced.write_text(text.replace("\napi:\n", "\napi:\n  rate_limit: 5\n"))
+    project = Project.open(synced)
+    keys = load_secrets(project.config).api_keys
+    with TestClient(app=create_app(project)) as limited:
+        analyst, steward = auth(keys["analyst-demo"]), auth(keys["steward-demo"])
+        codes = [limited.get("/v1/catalog", headers=analyst).status_code for _ in range(8)]
+        assert codes[:5] == [200] * 5 and 429 in codes[5:]
+        refused = limited.get("/v1/catalog", headers=analyst)
+        assert_error(refused, 429, "rate_limited")
+        assert keys["analyst-demo"] not in refused.text
+        # Another key has its own allowance; health is never limited.
+        assert limited.get("/v1/catalog", headers=steward).status_code == 200
+        assert all(limited.get("/health").status_code == 200 for _ in range(8))
