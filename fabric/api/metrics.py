@@ -9,12 +9,15 @@ statuses and entity types only: no id, key or value reaches the metrics.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar import Controller, Response, get
+from litestar.plugins.prometheus import PrometheusConfig
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -35,11 +38,28 @@ def prometheus_config() -> PrometheusConfig:
     )
 
 
-class MetricsController(PrometheusController):
-    """Serves the default registry at ``/metrics``, without authentication (ops scrapers)."""
+class MetricsController(Controller):
+    """``/metrics`` without authentication (ops scrapers), documented as the text it is.
+
+    Under a server of several processes with ``PROMETHEUS_MULTIPROC_DIR`` set, the figures of
+    every process are merged, as the client library does it.
+    """
 
     path = "/metrics"
-    include_in_schema = True
+
+    @get(
+        media_type=CONTENT_TYPE_LATEST,
+        sync_to_thread=False,
+        tags=["ops"],
+        summary="Prometheus text; no auth",
+    )
+    def metrics(self) -> Response[bytes]:
+        """The default registry in Prometheus' text format."""
+        registry: CollectorRegistry = REGISTRY
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 class FabricCollector(Collector):
