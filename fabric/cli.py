@@ -262,15 +262,34 @@ def _check_listen(host: str, port: int) -> None:
         )
 
 
-def _serve(config_path: Path, host: str, port: int, workers: int) -> None:
-    import uvicorn
+#: ASGI servers `fabric serve` can run; the first is the default (see benchmarks/http_bench.py).
+SERVERS = ("granian", "uvicorn")
 
+
+def _serve(config_path: Path, host: str, port: int, workers: int, server: str = SERVERS[0]) -> None:
     from fabric.api.app import CONFIG_ENV
 
     _check_listen(host, port)
     os.environ[CONFIG_ENV] = str(config_path.resolve())
+    target = "fabric.api.app:app_from_env"
+    if server == "granian":
+        from granian import Granian
+        from granian.constants import Interfaces
+
+        Granian(
+            target,
+            address=host,
+            port=port,
+            interface=Interfaces.ASGI,
+            workers=workers,
+            factory=True,
+            log_access=False,
+        ).serve()
+        return
+    import uvicorn
+
     uvicorn.run(
-        "fabric.api.app:app_from_env",
+        target,
         factory=True,
         host=host,
         port=port,
@@ -287,9 +306,17 @@ def _serve(config_path: Path, host: str, port: int, workers: int) -> None:
     "--port", type=click.IntRange(1, 65535), default=None, help="Port (default: api.port, 8000)."
 )
 @_workers_option("Server worker processes.")
+@click.option(
+    "--server",
+    type=click.Choice(SERVERS),
+    default=SERVERS[0],
+    show_default=True,
+    help="ASGI server (granian measured faster: benchmarks/http_bench.py).",
+)
 @_handles_errors
-def serve(config_path: Path, host: str | None, port: int | None, workers: int) -> None:
-    """Serve the HTTP API (entity lookups) for the project."""
+def serve(config_path: Path, host: str | None, port: int | None, workers: int, server: str) -> None:
+    """Serve the HTTP API for the project: entity lookups, lineage, feature vectors, export
+    jobs, the catalog, reload (SIGHUP too), health, readiness and metrics."""
     from fabric.project import Project
 
     # Open and check everything here so errors are a clean message, not a worker crash.
@@ -298,7 +325,7 @@ def serve(config_path: Path, host: str | None, port: int | None, workers: int) -
         project.store  # noqa: B018
         project.catalog  # noqa: B018
         api = project.config.api
-    _serve(config_path, host or api.host, port or api.port, workers)
+    _serve(config_path, host or api.host, port or api.port, workers, server)
 
 
 @main.command()

@@ -48,10 +48,10 @@ def test_no_server_error_for_any_role(api_schema: Any, keys: dict[str, str]) -> 
             for who in ("analyst-demo", "steward-demo", None):
                 headers = {} if who is None else {"Authorization": f"Bearer {keys[who]}"}
                 response = case.call(headers=headers)
-                assert response.status_code < 500, (operation.label, response.text)
+                assert response.status_code < 500, (case.operation.label, response.text)
                 if response.status_code >= 400:
                     body = response.json()
-                    assert set(body) == {"error"}, operation.label
+                    assert set(body) == {"error"}, case.operation.label
                     assert set(body["error"]) == {"status", "code", "message"}
                 else:
                     case.validate_response(response)  # as the schema documents it
