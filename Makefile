@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= demo
 CUSTOMERS ?= 10000
 
-.PHONY: install demo test lint typecheck pytest bench clean
+.PHONY: install demo test lint typecheck pytest bench bench-http clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ bench: install
 	$(BIN)/python benchmarks/sync_bench.py
 	$(BIN)/python benchmarks/store_bench.py
 	$(BIN)/python benchmarks/mask_bench.py
+
+# The HTTP benchmark drives a server with wrk (Debian's package) on a synced demo:
+#   make bench-http BENCH_PROJECT=/path/to/demo   (fabric demo --no-serve --dir ... first)
+BENCH_PROJECT ?= $(DEMO_DIR)
+bench-http: install
+	@command -v wrk >/dev/null || apt-get install -y wrk
+	$(BIN)/python benchmarks/http_bench.py --project $(BENCH_PROJECT)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
