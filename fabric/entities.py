@@ -48,6 +48,11 @@ class EntityService:
         self._cache: LRUCache[tuple[str, str, int], Read] = LRUCache(
             maxsize=project.config.store.cache_entities
         )
+        #: masked documents by (type, id, version, policy, tables): served as they are, never
+        #: changed (callers that change a document copy it)
+        self._documents: LRUCache[tuple[Any, ...], dict[str, Any]] = LRUCache(
+            maxsize=project.config.store.cache_entities
+        )
         #: reads answered from the cache and decoded, and entity documents served (metrics)
         self.cache_hits = 0
         self.cache_misses = 0
@@ -149,18 +154,28 @@ class EntityService:
         """(id of the entity found, ``_meta``, copies of the asked tables' rows), unmasked."""
         entity_id, stored = self._stored(entity_type, entity_id)
         meta, every_table = self._read(stored)
+        return entity_id, meta, self._copies(every_table, tables)
+
+    @staticmethod
+    def _copies(
+        every_table: dict[str, list[dict[str, Any]]], tables: list[str] | None
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Copies of the asked tables' rows: masking rewrites rows in place, and the cached
+        ones stay unmasked.
+
+        Raises:
+            InvalidRequestError: an unknown table name.
+        """
         unknown = [t for t in tables or () if t not in every_table]
         if unknown:
             raise InvalidRequestError(
                 f"unknown table(s) {', '.join(repr(t[:64]) for t in unknown)} "
                 f"(tables: {', '.join(every_table)})"
             )
-        # Copies: masking rewrites rows in place, and the cached ones stay unmasked.
-        rows = {
+        return {
             name: [dict(row) for row in every_table[name]]
             for name in (tables if tables is not None else every_table)
         }
-        return entity_id, meta, rows
 
     def document(
         self,
@@ -177,21 +192,31 @@ class EntityService:
             InvalidRequestError: malformed id or unknown table name.
         """
         policy = self.project.policy_for(role)
-        found, meta, rows = self._load(entity_type, entity_id, tables)
-        policy.apply(entity_type, rows, found)
-        document: dict[str, Any] = {
-            "entity_type": entity_type,
-            "entity_id": found,
-            "version": int(meta["version"]),
-            "built_at": meta["built_at"],
-            "policy": policy.name,
-            "tables": rows,
-        }
-        if found != entity_id:
-            document["merged_from"] = entity_id
+        found, stored = self._stored(entity_type, entity_id)
+        # Masking is deterministic (keyed operators, per-entity offsets), so a masked
+        # document is kept by version like a decoded one: a hot entity is masked once.
+        key = (entity_type, found, stored.version, policy.name, tables and tuple(tables))
         with self._lock:
+            cached = self._documents.get(key)
             self.served += 1
-        return document
+        if cached is None:
+            meta, every_table = self._read(stored)
+            rows = self._copies(every_table, tables)
+            policy.apply(entity_type, rows, found)
+            cached = {
+                "entity_type": entity_type,
+                "entity_id": found,
+                "version": int(meta["version"]),
+                "built_at": meta["built_at"],
+                "policy": policy.name,
+                "tables": rows,
+            }
+            if self._documents.maxsize:
+                with self._lock:
+                    self._documents[key] = cached
+        if found != entity_id:
+            return {**cached, "merged_from": entity_id}
+        return cached
 
     def lineage(
         self, entity_type: str, entity_id: str, *, role: str | None = None

@@ -33,11 +33,17 @@ def test_hot_entities_are_decoded_once_per_version(
         # Masking one read did not leak into the cached rows, nor the other way round.
         assert again["tables"]["crm_customers"] == clear["tables"]["crm_customers"]
         assert masked["tables"] != clear["tables"]
+        # A masked document is kept by version too: the same object again, masked once.
+        assert service.document("customer", entity_id, role="analyst") is masked
         # A new version (here: a full sync rewrites every entity) is decoded afresh.
         sync_project(project, full=True)
         newer = service.document("customer", entity_id, role="steward")
         assert newer["version"] == clear["version"] + 1
+        assert (
+            service.document("customer", entity_id, role="analyst")["version"] == newer["version"]
+        )
         assert decoded == [(entity_id, clear["version"]), (entity_id, newer["version"])]
+        assert service.served == 6
 
 
 def test_the_cache_can_be_turned_off(synced: Path, monkeypatch: pytest.MonkeyPatch) -> None:
