@@ -34,49 +34,67 @@ __all__ = ["MAX_BATCH", "FeatureService", "mask_attributes", "mask_columns"]
 MAX_BATCH = 1000
 
 
+#: Features whose value is a value of a column: masked like that column for the role.
+_VALUE_KINDS = ("attribute", "last", "min", "max")
+
+
+def _masks(view: FeatureView, policy: MaskingPolicy) -> tuple[dict[str, Any], set[str]]:
+    """The mask of each feature that shows a column's value (``attribute``, ``last``,
+    ``min``, ``max``), and the derived features to withhold because they read, directly or
+    through others, a feature the role sees masked: computed from clear values, they could
+    give them away (``upper(country)``). Counts, sums, averages, recency and age are numbers
+    computed from the rows and show no value of them."""
+    masks: dict[str, Any] = {}
+    withheld: set[str] = set()
+    if policy.clear:
+        return masks, withheld
+    for feature in view.features:  # derived ones come after what they read
+        if feature.kind in _VALUE_KINDS:
+            plan: Mapping[str, Any] = policy.tables.get((view.entity_type, feature.table), {})
+            mask = plan.get(feature.column, policy.unlisted)
+            if mask is not None:
+                masks[feature.name] = mask
+        elif feature.kind == "derive" and set(feature.reads) & (set(masks) | withheld):
+            withheld.add(feature.name)
+    return masks, withheld
+
+
 def mask_attributes(
     view: FeatureView, policy: MaskingPolicy, entity_id: str, values: dict[str, Any]
 ) -> None:
-    """Mask the view's attribute features in place with the policy's operator of their column."""
-    if policy.clear:
-        return
+    """Mask one vector's values in place for the policy (see :func:`_masks`)."""
+    masks, withheld = _masks(view, policy)
     ctx = MaskContext(view.entity_type, entity_id)
-    for feature in view.features:
-        if feature.kind not in ("attribute", "last") or values.get(feature.name) is None:
-            continue
-        plan: Mapping[str, Any] = policy.tables.get((view.entity_type, feature.table), {})
-        mask = plan.get(feature.column, policy.unlisted)
-        if mask is not None:
-            values[feature.name] = mask(values[feature.name], ctx)
+    for name, mask in masks.items():
+        if values.get(name) is not None:
+            values[name] = mask(values[name], ctx)
+    for name in withheld:
+        values[name] = None
 
 
 def mask_columns(
     view: FeatureView, policy: MaskingPolicy, entity_of: Sequence[str], columns: dict[str, Column]
 ) -> None:
-    """Mask the view's attribute columns in place; ``entity_of`` names each row's entity.
+    """Mask columns of many vectors in place (see :func:`_masks`); ``entity_of`` names each
+    row's entity.
 
     Each distinct (entity, value) is masked once: an entity's rows at many times mostly
     share the value.
     """
-    if policy.clear:
-        return
-    for feature in view.features:
-        if feature.kind not in ("attribute", "last"):
-            continue
-        plan: Mapping[str, Any] = policy.tables.get((view.entity_type, feature.table), {})
-        mask = plan.get(feature.column, policy.unlisted)
-        if mask is None:
-            continue
+    masks, withheld = _masks(view, policy)
+    for name, mask in masks.items():
         masked: dict[tuple[str, Any], Any] = {}
         values = []
-        for entity_id, value in zip(entity_of, columns[feature.name].to_pylist(), strict=True):
+        for entity_id, value in zip(entity_of, columns[name].to_pylist(), strict=True):
             if value is not None:
                 key = (entity_id, value)
                 if key not in masked:
                     masked[key] = mask(value, MaskContext(view.entity_type, entity_id))
                 value = masked[key]
             values.append(value)
-        columns[feature.name] = Column(feature.type, values)
+        columns[name] = Column(columns[name].type, values)
+    for name in withheld:
+        columns[name] = Column(columns[name].type, [None] * len(entity_of))
 
 
 class FeatureService:
