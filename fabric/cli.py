@@ -321,9 +321,7 @@ def serve(config_path: Path, host: str | None, port: int | None, workers: int, s
 
     # Open and check everything here so errors are a clean message, not a worker crash.
     with Project.open(config_path) as project:
-        project.policies  # noqa: B018
-        project.store  # noqa: B018
-        project.catalog  # noqa: B018
+        project.prepare()
         api = project.config.api
     _serve(config_path, host or api.host, port or api.port, workers, server)
 

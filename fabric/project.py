@@ -199,6 +199,18 @@ class Project:
             path, entity_type, {t.name: list(t.column_names) for t in schema.tables}
         )
 
+    def prepare(self) -> None:
+        """Open the store and catalog and compile every rule and feature view now, so that
+        a broken file fails here (a server's start, a reload), not in a request.
+
+        Raises:
+            FabricError: the first problem found (rule errors name every problem).
+        """
+        self.policies  # noqa: B018
+        self.store  # noqa: B018
+        self.catalog  # noqa: B018
+        self.views()
+
     def known_schema(self) -> dict[str, dict[str, list[str]]] | None:
         """Entity type -> table -> columns without touching sources: from the last sync.
 

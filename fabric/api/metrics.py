@@ -13,7 +13,6 @@ import os
 import threading
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 
 from litestar import Controller, Response, get
 from litestar.plugins.prometheus import PrometheusConfig
@@ -133,14 +132,8 @@ class FabricCollector(Collector):
         size = GaugeMetricFamily(
             "fabric_store_file_bytes", "Bytes of the store's shard files on disk"
         )
-        size.add_metric([], sum(p.stat().st_size for p in _store_files(project)))
+        size.add_metric([], project.store.disk_bytes())
         yield size
-
-
-def _store_files(project: Project) -> Iterator[Path]:
-    root = getattr(project.store, "path", None)  # the embedded store's directory
-    if isinstance(root, Path):
-        yield from (p for p in root.glob("shard-*.db*") if p.is_file())
 
 
 #: The process's collector, in the default registry that ``/metrics`` serves.

@@ -55,10 +55,7 @@ class Served:
     def of(cls, project: Project) -> Served:
         """Compile and open everything now: a broken rule file or store fails here, not
         in a request."""
-        project.policies  # noqa: B018
-        project.store  # noqa: B018
-        project.catalog  # noqa: B018
-        project.views()
+        project.prepare()
         service = EntityService(project)
         return cls(
             project, service, FeatureService(project, service), Authenticator(project.config)

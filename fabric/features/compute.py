@@ -703,7 +703,7 @@ def entity_rows(
     takes: ``(table position, order, *columns)``."""
     return [
         (position, order, *(row.get(c) for c in names))
-        for position, (table, names) in enumerate(columns_read(view).items())
+        for position, (table, names) in enumerate(_plan(view).columns.items())
         for order, row in enumerate(tables.get(table, ()))
     ]
 

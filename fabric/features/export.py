@@ -86,12 +86,16 @@ _MISSING = "\x00missing"
 _ROWS = pa.schema([("index", pa.int64()), ("entity_id", pa.string()), ("time", pa.int64())])
 
 
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
 def _spine_batches(path: Path) -> Iterator[pa.RecordBatch]:
     """Stream a spine in batches (CSV or Parquet), checking its two columns."""
     if not path.exists():
         raise SpineError(f"{path}: spine file not found")
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
+        if _is_parquet(path):
             parquet = pq.ParquetFile(path)
             names = parquet.schema_arrow.names
             batches: Iterator[pa.RecordBatch] = parquet.iter_batches(batch_size=_BATCH)
@@ -126,7 +130,7 @@ def _spine_batches(path: Path) -> Iterator[pa.RecordBatch]:
 def _estimated_rows(path: Path) -> int:
     """Spine rows, from Parquet's metadata or (CSV) the file's size: to size partitions."""
     with contextlib.suppress(pa.ArrowInvalid, OSError):
-        if path.suffix.lower() in (".parquet", ".pq"):
+        if _is_parquet(path):
             return int(pq.ParquetFile(path).metadata.num_rows)
     try:
         return path.stat().st_size // 32

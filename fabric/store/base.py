@@ -118,6 +118,10 @@ class EntityStore(abc.ABC):
     def stats(self) -> StoreStats:
         """Return counts and sizes."""
 
+    def disk_bytes(self) -> int:
+        """Bytes the store takes on this machine's disk (0 where it keeps none here)."""
+        return 0
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release files and connections."""

@@ -183,6 +183,11 @@ def utc_now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
+#: Many ids as one parameter (a JSON array): one statement whatever their number, each id an
+#: index probe in C.
+_JSON_IDS = "(SELECT value FROM json_each(?))"
+
+
 class SourceRef(NamedTuple):
     """One source record: which system, table and primary key.
 
@@ -360,24 +365,19 @@ class Catalog:
 
     def entities_in(self, entity_type: str, entity_ids: Iterable[str]) -> dict[str, EntityRecord]:
         """Return the given entities' rows (missing ones are left out)."""
-        found: dict[str, EntityRecord] = {}
-        wanted = sorted(set(entity_ids))
-        for begin in range(0, len(wanted), 500):  # well under SQLite's bound on parameters
-            chunk = wanted[begin : begin + 500]
-            marks = ", ".join("?" * len(chunk))
+        return {
+            row[1]: EntityRecord(*row)
             for row in self._conn.execute(
-                f"SELECT * FROM entities WHERE entity_type = ? AND entity_id IN ({marks})",
-                (entity_type, *chunk),
-            ):
-                found[row[1]] = EntityRecord(*row)
-        return found
+                f"SELECT * FROM entities WHERE entity_type = ? AND entity_id IN {_JSON_IDS}",
+                (entity_type, json.dumps(sorted(set(entity_ids)))),
+            )
+        }
 
     def existing(self, entity_type: str, entity_ids: Sequence[str]) -> set[str]:
         """Which of ``entity_ids`` are catalogued: one query (the ids go in as one JSON
         array), so a spine's hundred thousand keys cost one index probe each, in C."""
         rows = self._conn.execute(
-            "SELECT entity_id FROM entities WHERE entity_type = ? "
-            "AND entity_id IN (SELECT value FROM json_each(?))",
+            f"SELECT entity_id FROM entities WHERE entity_type = ? AND entity_id IN {_JSON_IDS}",
             (entity_type, json.dumps(list(entity_ids))),
         )
         return {row[0] for row in rows}

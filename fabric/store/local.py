@@ -244,8 +244,10 @@ class LocalShardStore(EntityStore):
             )
             entities += int(count)
             blob_bytes += int(size)
-        file_bytes = sum(p.stat().st_size for p in self.path.glob("shard-*.db*"))
-        return StoreStats(entities, blob_bytes, file_bytes, self.partitions)
+        return StoreStats(entities, blob_bytes, self.disk_bytes(), self.partitions)
+
+    def disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.glob("shard-*.db*") if p.is_file())
 
     def close(self) -> None:
         with self._write_lock:

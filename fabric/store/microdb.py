@@ -333,12 +333,10 @@ class _Plan:
     sql: str
     columns: list[tuple[str, list[str]]]
 
-    #: ``_meta`` is read whole, or only its ``tables`` row (what checks the layout)
-    all_meta: bool = True
-
     @classmethod
     def of(cls, stored: str, want: Mapping[str, Sequence[str]], all_meta: bool = True) -> _Plan:
-        """Read ``want`` (table -> columns) from images whose ``_meta`` lists ``stored``.
+        """Read ``want`` (table -> columns) from images whose ``_meta`` lists ``stored``;
+        ``_meta`` whole, or (``all_meta`` False) only its ``tables`` row, which checks the layout.
 
         Each row comes back as (table position, rowid, its columns, NULL padding), the
         ``_meta`` rows last (position ``len(want)``); tables and columns the image lacks read
@@ -358,7 +356,7 @@ class _Plan:
         only = "" if all_meta else " WHERE key = 'tables'"
         parts.append(f"SELECT {len(want)}, 0, key, value{padding} FROM _meta{only}")
         columns = [(n, list(c)) for n, c in want.items()]
-        return cls(stored, " UNION ALL ".join(parts), columns, all_meta)
+        return cls(stored, " UNION ALL ".join(parts), columns)
 
     def run(self, conn: apsw.Connection) -> tuple[list[list[tuple[Any, ...]]], dict[str, Any]]:
         """Every wanted table's rows (tuples of its columns), each in rowid order; ``_meta``.
