@@ -383,3 +383,9 @@ class EntityService:
                 f"source={source}.TABLE"
             )
         return found[0]
+
+    def find_document(
+        self, entity_type: str, source: str, key: str, *, role: str | None = None
+    ) -> dict[str, Any]:
+        """:meth:`document` of the entity holding a source record (see :meth:`find`)."""
+        return self.document(entity_type, self.find(entity_type, source, key), role=role)

@@ -7,8 +7,7 @@ from typing import Any
 from litestar import post
 from litestar.di import NamedDependency
 
-from fabric.api.auth import Caller
-from fabric.api.serving import Serving
+from fabric.api.context import Call
 
 __all__ = ["reload_config"]
 
@@ -25,9 +24,7 @@ __all__ = ["reload_config"]
     ),
     status_code=200,
 )
-def reload_config(
-    caller: NamedDependency[Caller], serving: NamedDependency[Serving]
-) -> dict[str, Any]:
+def reload_config(call: NamedDependency[Call]) -> dict[str, Any]:
     """Answer ``{status, rules_version, views}``."""
-    caller.require("admin")
-    return serving.reload()
+    call.require("admin")
+    return call.serving.reload()

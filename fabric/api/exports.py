@@ -11,9 +11,7 @@ from litestar.openapi.spec import Example
 from litestar.params import Body, FromPath
 from litestar.response import File
 
-from fabric.api.auth import Caller
-from fabric.api.serving import Served
-from fabric.features.jobs import ExportJobs
+from fabric.api.context import Call
 
 __all__ = ["ExportRequest", "export_file", "export_status", "start_export"]
 
@@ -42,18 +40,17 @@ class ExportRequest:
     status_code=202,
 )
 def start_export(
-    caller: NamedDependency[Caller],
-    served: NamedDependency[Served],
-    jobs: NamedDependency[ExportJobs],
+    call: NamedDependency[Call],
     data: Annotated[
         ExportRequest,
         Body(examples=[Example(value={"view": "customer_360", "spine": "train.csv"})]),
     ],
 ) -> Response[dict[str, Any]]:
     """Queue the export and answer its status."""
-    caller.require("exports")
-    job = jobs.start(
-        served.project, caller.key_name, caller.role, data.view, data.spine, data.format
+    call.require("exports")
+    caller = call.caller
+    job = call.jobs.start(
+        call.served.project, caller.key_name, caller.role, data.view, data.spine, data.format
     )
     return Response(job.status(), status_code=202, headers={"Location": f"/v1/exports/{job.id}"})
 
@@ -64,12 +61,10 @@ def start_export(
     tags=["exports"],
     summary="An export job's state, stage, rows done, rows/s and time left",
 )
-def export_status(
-    job: FromPath[str], caller: NamedDependency[Caller], jobs: NamedDependency[ExportJobs]
-) -> dict[str, Any]:
+def export_status(job: FromPath[str], call: NamedDependency[Call]) -> dict[str, Any]:
     """Answer the job's status; 404 for another key's job."""
-    caller.require("exports")
-    return jobs.get(caller.key_name, job).status()
+    call.require("exports")
+    return call.jobs.get(call.caller.key_name, job).status()
 
 
 @get(
@@ -78,10 +73,8 @@ def export_status(
     tags=["exports"],
     summary="The export's file, streamed, once the job succeeded (409 before)",
 )
-def export_file(
-    job: FromPath[str], caller: NamedDependency[Caller], jobs: NamedDependency[ExportJobs]
-) -> File:
+def export_file(job: FromPath[str], call: NamedDependency[Call]) -> File:
     """Stream the file."""
-    caller.require("exports")
-    found = jobs.file(caller.key_name, job)
+    call.require("exports")
+    found = call.jobs.file(call.caller.key_name, job)
     return File(path=found.out, filename=found.out.name)

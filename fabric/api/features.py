@@ -14,8 +14,8 @@ from litestar.di import NamedDependency
 from litestar.openapi.spec import Example
 from litestar.params import Body, FromPath, QueryParameter
 
-from fabric.api.auth import Caller
-from fabric.features.service import MAX_BATCH, FeatureService
+from fabric.api.context import Call
+from fabric.features.service import MAX_BATCH
 
 __all__ = ["FeatureBatch", "feature_batch", "feature_vector"]
 
@@ -32,7 +32,6 @@ class FeatureBatch:
 
 @get(
     "/v1/features/{view:str}/{entity_id:str}",
-    sync_to_thread=True,
     tags=["features"],
     summary="One entity's feature vector, now or as of a time",
     description=(
@@ -41,11 +40,10 @@ class FeatureBatch:
         "answers with the survivor and `merged_from`."
     ),
 )
-def feature_vector(
+async def feature_vector(
     view: FromPath[str],
     entity_id: FromPath[str],
-    caller: NamedDependency[Caller],
-    features: NamedDependency[FeatureService],
+    call: NamedDependency[Call],
     as_of: Annotated[
         str | None,
         QueryParameter(
@@ -55,13 +53,12 @@ def feature_vector(
     ] = None,
 ) -> dict[str, Any]:
     """Return ``{view, version, entity_id, as_of, existed, policy, features}``."""
-    caller.require("features")
-    return features.vector(view, entity_id, as_of=as_of, role=caller.role)
+    call.require("features")
+    return await call.run(call.features.vector, view, entity_id, as_of=as_of, role=call.caller.role)
 
 
 @post(
     "/v1/features/{view:str}",
-    sync_to_thread=True,
     tags=["features"],
     summary=f"Feature vectors of up to {MAX_BATCH:,} entities in one call",
     description=(
@@ -73,15 +70,21 @@ def feature_vector(
     ),
     status_code=200,
 )
-def feature_batch(
+async def feature_batch(
     view: FromPath[str],
-    caller: NamedDependency[Caller],
-    features: NamedDependency[FeatureService],
+    call: NamedDependency[Call],
     data: Annotated[
         FeatureBatch,
         Body(examples=[Example(value={"ids": ["3f1c9a2b7d4e"], "as_of": "2026-01-31T00:00:00Z"})]),
     ],
 ) -> dict[str, Any]:
     """Return the vectors of ``data.ids``."""
-    caller.require("features")
-    return features.vectors(view, data.ids, as_of=data.as_of, role=caller.role, layout=data.layout)
+    call.require("features")
+    return await call.run(
+        call.features.vectors,
+        view,
+        data.ids,
+        as_of=data.as_of,
+        role=call.caller.role,
+        layout=data.layout,
+    )

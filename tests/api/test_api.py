@@ -434,10 +434,15 @@ def test_api_rate_limit_per_key(synced: Path) -> None:
     keys = load_secrets(project.config).api_keys
     with TestClient(app=create_app(project)) as limited:
         analyst, steward = auth(keys["analyst-demo"]), auth(keys["steward-demo"])
-        codes = [limited.get("/v1/catalog", headers=analyst).status_code for _ in range(8)]
+        answers = [limited.get("/v1/catalog", headers=analyst) for _ in range(8)]
+        codes = [a.status_code for a in answers]
         assert codes[:5] == [200] * 5 and 429 in codes[5:]
+        # The IETF draft's headers: the allowance, and what is left of it.
+        assert answers[0].headers["RateLimit-Limit"] == "5"
+        assert [a.headers["RateLimit-Remaining"] for a in answers[:5]] == ["4", "3", "2", "1", "0"]
         refused = limited.get("/v1/catalog", headers=analyst)
         assert_error(refused, 429, "rate_limited")
+        assert refused.headers["RateLimit-Remaining"] == "0"
         assert keys["analyst-demo"] not in refused.text
         # Another key has its own allowance; health is never limited.
         assert limited.get("/v1/catalog", headers=steward).status_code == 200

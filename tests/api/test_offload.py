@@ -1,0 +1,83 @@
+"""Offload: results and exceptions reach the awaiting request; coalesced items are computed
+together and each gets its own result; nothing runs on the event loop's thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from fabric.api.offload import MAX_COALESCED, Offload
+
+
+@pytest.fixture
+def offload() -> Iterator[Offload]:
+    pool = Offload(threads=2)
+    yield pool
+    pool.close()
+
+
+def test_run_returns_results_and_raises_exceptions_off_the_loop(offload: Offload) -> None:
+    async def main() -> None:
+        loop_thread = threading.get_ident()
+        threads = await asyncio.gather(*[offload.run(threading.get_ident) for _ in range(200)])
+        assert loop_thread not in threads
+        assert await offload.run(lambda a, b=0: a + b, 2, b=3) == 5
+        with pytest.raises(ZeroDivisionError):
+            await offload.run(lambda: 1 / 0)
+        # One failure does not reach the calls queued with it.
+        results = await asyncio.gather(
+            *[offload.run(lambda n=n: 10 // n) for n in range(-50, 50)], return_exceptions=True
+        )
+        assert sum(isinstance(r, ZeroDivisionError) for r in results) == 1
+        assert [r for r in results if not isinstance(r, Exception)] == [
+            10 // n for n in range(-50, 50) if n
+        ]
+
+    asyncio.run(main())
+
+
+def test_gather_coalesces_waiting_items_and_answers_each(offload: Offload) -> None:
+    calls: list[list[int]] = []
+    gate = threading.Event()
+
+    def square_all(items: list[int]) -> list[object]:
+        calls.append(list(items))
+        return [ValueError(f"bad {i}") if i == 7 else i * i for i in items]
+
+    async def main() -> None:
+        # Keep both threads busy so the items wait, and coalesce.
+        blockers = [offload.run(gate.wait) for _ in range(2)]
+        tasks = [
+            asyncio.ensure_future(offload.gather("squares", square_all, i)) for i in range(150)
+        ]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(*blockers)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(results[7], ValueError) and str(results[7]) == "bad 7"
+        assert [r for i, r in enumerate(results) if i != 7] == [i * i for i in range(150) if i != 7]
+
+    asyncio.run(main())
+    assert sorted(i for call in calls for i in call) == list(range(150))
+    assert len(calls) < 150  # they were coalesced
+    assert max(len(c) for c in calls) <= MAX_COALESCED
+
+
+def test_a_batch_function_that_fails_fails_every_item_of_its_batch(offload: Offload) -> None:
+    def broken(items: list[int]) -> list[int]:
+        raise RuntimeError("batch failed")
+
+    def short(items: list[int]) -> list[int]:
+        return []
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="batch failed"):
+            await offload.gather("b", broken, 1)
+        with pytest.raises(RuntimeError, match="wrong count"):
+            await offload.gather("s", short, 1)
+        assert await offload.run(lambda: "still serving") == "still serving"
+
+    asyncio.run(main())
