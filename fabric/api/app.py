@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import threading
@@ -49,7 +50,10 @@ def create_app(project: Project) -> Litestar:
     """Return the API app serving ``project``; the app closes the project on shutdown."""
     serving = Serving(project)
     jobs = ExportJobs(project)
-    offload = Offload()
+    # Each thread warms its own connections and code paths before it takes a request.
+    offload = Offload(
+        initializer=lambda: serving.current.warm(), ready=lambda: serving.current.zero_counters()
+    )
 
     def served() -> Served:
         # Taken once per request: a reload during the request does not reach it.
@@ -60,7 +64,13 @@ def create_app(project: Project) -> Litestar:
         return Call(current.authenticate(request), current, serving, offload, jobs)
 
     def startup() -> None:
-        COLLECTOR.attach(serving.current.project, serving.current.service)
+        # Answer nothing before the threads are warm (a few hundred ms; see Served.warm).
+        offload.wait_ready(timeout=60)
+        COLLECTOR.attach(serving.current.project, serving.current.service, serving.current.features)
+        # What exists now (the project, compiled rules, pools) lives as long as the app:
+        # the collector's full passes need not walk it again and again.
+        gc.collect()
+        gc.freeze()
         # SIGHUP reloads, as `POST /v1/admin/reload` does (where the app runs in the
         # process's main thread, as under a server; not in a test client's thread).
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):

@@ -34,6 +34,7 @@ from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFam
 from prometheus_client.registry import Collector
 
 from fabric.entities import EntityService
+from fabric.features.service import FeatureService
 from fabric.project import Project
 
 __all__ = ["COLLECTOR", "FabricCollector", "MetricsController", "RequestMetrics"]
@@ -135,24 +136,24 @@ class FabricCollector(Collector):
     """
 
     def __init__(self) -> None:
-        self._apps: list[tuple[Project, EntityService]] = []
+        self._apps: list[tuple[Project, EntityService, FeatureService]] = []
         self._lock = threading.Lock()
 
-    def attach(self, project: Project, service: EntityService) -> None:
+    def attach(self, project: Project, service: EntityService, features: FeatureService) -> None:
         """Report on this app's project from now on."""
         with self._lock:
-            self._apps.append((project, service))
+            self._apps.append((project, service, features))
 
     def detach(self, project: Project) -> None:
         """Stop reporting on this project."""
         with self._lock:
-            self._apps = [(p, s) for p, s in self._apps if p is not project]
+            self._apps = [app for app in self._apps if app[0] is not project]
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             if not self._apps:
                 return
-            project, service = self._apps[-1]
+            project, service, features = self._apps[-1]
         served = CounterMetricFamily("fabric_entities_served", "Entity documents served")
         served.add_metric([], service.served)
         yield served
@@ -168,6 +169,14 @@ class FabricCollector(Collector):
         reads = service.cache_hits + service.cache_misses
         ratio.add_metric([], service.cache_hits / reads if reads else 0.0)
         yield ratio
+        vectors = CounterMetricFamily(
+            "fabric_vector_cache_reads",
+            "Feature vectors served from the cache (current until their horizon) or computed",
+            labels=["result"],
+        )
+        vectors.add_metric(["hit"], features.hits)
+        vectors.add_metric(["miss"], features.misses)
+        yield vectors
         catalog = project.catalog
         runs = CounterMetricFamily(
             "fabric_sync_runs", "Sync runs recorded, by status", labels=["status"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
 from collections.abc import Callable, Hashable, Sequence
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 __all__ = ["Offload"]
 
 T = TypeVar("T")
+log = logging.getLogger("fabric.api")
 
 #: Completed calls handed to the loop in one wake-up, at most.
 _BURST = 64
@@ -64,9 +66,28 @@ def _settle(done: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
 
 
 class Offload:
-    """A few worker threads behind one queue; :meth:`close` stops them."""
+    """A few worker threads behind one queue; :meth:`close` stops them. Each thread runs
+    ``initializer`` first (a warm-up), then ``ready`` runs once, before any call is taken."""
 
-    def __init__(self, threads: int = 2) -> None:
+    def __init__(
+        self,
+        threads: int = 2,
+        initializer: Callable[[], object] | None = None,
+        ready: Callable[[], None] | None = None,
+    ) -> None:
+        self._initializer = initializer
+        # No thread takes a call before every thread has run its initializer and ``ready``
+        # has run once: a warm-up can then be told apart from the work that follows.
+        self._ready = threading.Event()
+
+        def all_started() -> None:
+            try:
+                if ready is not None:
+                    ready()
+            finally:
+                self._ready.set()
+
+        self._started = threading.Barrier(threads, action=all_started)
         self._queue: queue.SimpleQueue[_Call | _Batch | None] = queue.SimpleQueue()
         self._batches: dict[Hashable, _Batch] = {}
         self._lock = threading.Lock()
@@ -76,6 +97,10 @@ class Offload:
         ]
         for thread in self._threads:
             thread.start()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until every thread has run its initializer; False if ``timeout`` passed."""
+        return self._ready.wait(timeout)
 
     async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``function(*args, **kwargs)`` on a worker thread; its result, or its exception
@@ -124,6 +149,15 @@ class Offload:
             return batch.items, batch.futures
 
     def _work(self) -> None:
+        if self._initializer is not None:
+            try:
+                self._initializer()
+            except Exception:  # a warm-up that failed leaves the work to the first request
+                log.warning("offload thread initializer failed", exc_info=True)
+        try:
+            self._started.wait()
+        except threading.BrokenBarrierError:  # ``ready`` failed: serve all the same
+            log.warning("offload threads started without their ready action")
         pending: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         while True:
             task = self._queue.get()

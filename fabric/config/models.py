@@ -231,6 +231,13 @@ class ApiConfig(StrictModel):
     max_body_bytes: int = Field(
         1 << 20, ge=1024, le=1 << 30, description="largest request body accepted"
     )
+    vector_cache: int = Field(
+        100_000,
+        ge=0,
+        le=10_000_000,
+        description="current feature vectors kept per server process, by entity version, "
+        "until their next window boundary (0: none)",
+    )
 
 
 class ProjectConfig(StrictModel):

@@ -22,7 +22,9 @@ maxima and distinct counts from the (query, event) pairs inside each window, add
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -194,6 +196,11 @@ class _Step:
     #: row values..., as_of -> kept?
     filter: Callable[..., Any] | None = None
     filter_uses_as_of: bool = False
+    #: positions of the columns an ``as_of`` filter compares ``as_of`` with, when that is
+    #: all it does with it (see :func:`_as_of_operands`); None: it does more
+    as_of_columns: tuple[int, ...] | None = None
+    #: the text constants it compares ``as_of`` with
+    as_of_constants: tuple[str, ...] = ()
     #: sources of an ``age`` feature
     sources: tuple[int, ...] = ()
     derive: Callable[..., Any] | None = None
@@ -241,6 +248,14 @@ class _Plan:
                     for name in sorted(names - {"as_of"}):
                         column(feature.table, name)
                     step.filter_uses_as_of = "as_of" in names
+                    if step.filter_uses_as_of:
+                        compared = _as_of_operands(feature.filter)
+                        if compared is not None:
+                            names, constants = compared
+                            step.as_of_columns = tuple(
+                                column(feature.table, name) for name in sorted(names)
+                            )
+                            step.as_of_constants = tuple(sorted(constants))
             plan.steps.append(step)
         # Filters are functions of as_of and a whole row (every column read of its table),
         # so they are compiled once every column is known.
@@ -249,6 +264,38 @@ class _Plan:
                 params = ["as_of", "\x00table", "\x00order", *plan.columns[step.feature.table]]
                 step.filter = compile_expression(step.feature.filter, params, more=True)
         return plan
+
+
+def _as_of_operands(expression: str) -> tuple[set[str], set[str]] | None:
+    """(columns, text constants) a filter compares ``as_of`` with, if it uses ``as_of`` only
+    as an operand of comparisons whose other operands are columns or constants; else None.
+
+    Then the filter's verdict on a row can change only where the ISO text of ``as_of``
+    passes one of those values, which bounds how long a vector stays current.
+    """
+    tree = ast.parse(expression, mode="eval")
+    compared: set[str] = set()
+    constants: set[str] = set()
+    uses = 0
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        operands = [node.left, *node.comparators]
+        if not any(isinstance(o, ast.Name) and o.id == "as_of" for o in operands):
+            continue
+        for operand in operands:
+            if isinstance(operand, ast.Name):
+                if operand.id == "as_of":
+                    uses += 1
+                else:
+                    compared.add(operand.id)
+            elif isinstance(operand, ast.Constant):
+                if isinstance(operand.value, str):
+                    constants.add(operand.value)
+            else:
+                return None
+    every = sum(isinstance(n, ast.Name) and n.id == "as_of" for n in ast.walk(tree))
+    return (compared, constants) if every == uses else None
 
 
 _plans: dict[int, tuple[FeatureView, _Plan]] = {}
@@ -441,6 +488,9 @@ class Computed:
 
     existed: Bools
     columns: dict[str, Column]
+    #: per query, when :func:`compute_many` was asked for horizons: the time (microseconds)
+    #: before which its vector stays the same, as long as the entity does not change
+    until: Ints | None = None
 
     def vector(self, at: int) -> tuple[bool, dict[str, Any]]:
         """One query's ``(existed, {feature: value})`` as Python values."""
@@ -452,10 +502,13 @@ def compute_many(
     entities: Sequence[Rows],
     owners: Sequence[int] | Ints,
     times: Sequence[int] | Ints,
+    *,
+    horizons: bool = False,
 ) -> Computed:
     """Features of entity ``entities[owners[i]]`` as of ``times[i]`` (microseconds), for
     every ``i``. An entity is its rows as tuples ``(table position, order, *columns)`` of
-    :func:`columns_read`'s tables and columns."""
+    :func:`columns_read`'s tables and columns. With ``horizons``, also how long each
+    vector stays current (:attr:`Computed.until`)."""
     plan = _plan(view)
     # Queries in (entity, time) order: every search below then walks its array forward.
     arrival = np.lexsort((np.asarray(times, np.int64), np.asarray(owners, np.int64)))
@@ -511,10 +564,127 @@ def compute_many(
                 low = found.low(feature.window, when, keys)
             raw, valid = _aggregate(step, found, low, when, as_of)
         columns[feature.name] = _finish(feature, raw, valid & existed)
+    until = _horizons(plan, events, owner, when, width, keys) if horizons else None
     if np.all(arrival[1:] > arrival[:-1]):  # asked in (entity, time) order already
-        return Computed(existed, columns)
+        return Computed(existed, columns, until)
     back = np.argsort(arrival)
-    return Computed(existed[back], {n: c.take(back) for n, c in columns.items()})
+    return Computed(
+        existed[back],
+        {n: c.take(back) for n, c in columns.items()},
+        None if until is None else until[back],
+    )
+
+
+#: ``YYYY-MM-DD`` at the start of a text: the day an ``as_of`` comparison with it turns on.
+_DATE_PREFIX = re.compile(r"\d{4}-\d{2}-\d{2}")
+_FOREVER = np.iinfo(np.int64).max
+
+
+def _horizons(
+    plan: _Plan,
+    events: Sequence[_Events],
+    owner: Ints,
+    when: Ints,
+    width: int,
+    keys: Callable[[Ints], Ints],
+) -> Ints:
+    """For each query (entity, t): the earliest time after which some feature of the
+    vector could differ from its value at t, if the entity's rows stay as they are.
+
+    A vector is a step function of time. It can change only when a row's event time is
+    passed (the row enters the views before it), when a row leaves a window (its time
+    plus the window), when a whole day passes since the time a recency or age counts
+    from, or when the text of ``as_of`` passes a value an ``as_of`` filter compares it
+    with. Bounds are taken over every event, not only those that pass a filter: never
+    later than the true change, sometimes earlier.
+    """
+    until = np.full(len(when), _FOREVER, np.int64)
+
+    def bound(candidate: Ints, where: Bools) -> None:
+        np.minimum(until, np.where(where, candidate, _FOREVER), out=until)
+
+    for found in events:
+        if not len(found.times):
+            continue
+        end = np.searchsorted(found.keys, (owner + 1) * width, "left")
+        # The next event at or after t enters the vector just after its time.
+        ahead = found.high < end
+        bound(found.times[np.minimum(found.high, len(found.times) - 1)], ahead)
+    for step in plan.steps:
+        feature = step.feature
+        if feature.kind == "derive":
+            continue  # a function of the other features, bounded by theirs
+        if feature.kind == "age":
+            for source in step.sources:
+                found = events[source]
+                if len(found.times):
+                    first = found.times[np.minimum(found.start, len(found.times) - 1)]
+                    _next_day(bound, first, when, found.high > found.start)
+            continue
+        found = events[step.source]
+        if not len(found.times):
+            continue
+        last_at = len(found.times) - 1
+        low = found.start
+        if feature.window is not None:
+            low = found.low(feature.window, when, keys)
+            # The oldest event in the window leaves it once t passes its time + window.
+            span = feature.window // _MICRO
+            bound(found.times[np.minimum(low, last_at)] + span, low < found.high)
+        if feature.kind == "recency":
+            if step.filter_uses_as_of:
+                bound(when, np.ones(len(when), np.bool_))  # its last row may change any time
+                continue
+            _, last_passing = found.prefixes(step)
+            last = last_passing[found.high]
+            valid = last >= found.start
+            _next_day(bound, found.times[np.maximum(last, 0)], when, valid)
+        if step.filter_uses_as_of:
+            bound(_as_of_turns(step, found, low, when), np.ones(len(when), np.bool_))
+    return until
+
+
+def _next_day(bound: Callable[[Ints, Bools], None], since: Ints, when: Ints, valid: Bools) -> None:
+    """Whole days since ``since`` (recency, age) change at the next whole day after t."""
+    days = (when - since) // _DAY
+    bound(since + (days + 1) * _DAY, valid)
+
+
+def _as_of_turns(step: _Step, found: _Events, low: Ints, when: Ints) -> Ints:
+    """Per query: when an ``as_of`` filter's verdict on a row in its window may turn.
+
+    A comparison of ``as_of`` (``YYYY-MM-DDTHH:MM:SS``) with a text that starts with a date
+    is decided by the dates while they differ: it can turn only on that date, so from the
+    start of a later day on, and at any moment of t's own day. Any other text could turn
+    it at any moment; numbers and NULLs never compare with text, so never turn it.
+    """
+    out = np.full(len(when), _FOREVER, np.int64)
+    if step.as_of_columns is None:
+        return when.copy()  # as_of is used other than compared: any moment
+    constants = list(step.as_of_constants)
+    rows = found.rows
+    for query, (start, stop, moment) in enumerate(
+        zip(low.tolist(), found.high.tolist(), when.tolist(), strict=True)
+    ):
+        today = moment - moment % _DAY
+        values = [rows[e][c] for e in range(start, stop) for c in step.as_of_columns]
+        for value in (*values, *constants):
+            if not isinstance(value, str):
+                continue
+            if not _DATE_PREFIX.match(value):
+                out[query] = moment
+                break
+            try:
+                day = micros(datetime.fromisoformat(value[:10]))
+            except ValueError:
+                out[query] = moment
+                break
+            if day > today:
+                out[query] = min(out[query], day)
+            elif day == today:
+                out[query] = moment
+                break
+    return out
 
 
 def _aggregate(

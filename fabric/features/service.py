@@ -1,25 +1,29 @@
-"""Feature vectors of single entities, masked for the caller's role: the online side.
+"""Feature vectors of entities, masked for the caller's role: the online side.
 
-The same :func:`fabric.features.compute.compute` as exports, on the entity's rows as stored
-(read through the entity read path and its cache), so online and offline values agree.
+The same :func:`fabric.features.compute.compute_many` as exports, on the entity's rows as
+stored (read as exports read them), so online and offline values agree. Vectors of many
+requests are computed together, and current vectors are cached until their horizon.
 Attributes are masked by the role's policy like any read of the column; aggregates are
 numbers computed from the rows and carry no value of them.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fabric.entities import EntityService, InvalidRequestError
-from fabric.errors import EntityNotFoundError
+from cachetools import LRUCache
+
+from fabric.entities import EntityService, InvalidRequestError, check_id
+from fabric.errors import EntityNotFoundError, FabricError
 from fabric.features.compute import (
     BadTimeError,
     Column,
-    compute,
+    columns_read,
     compute_many,
-    entity_rows,
     micros,
     parse_time,
 )
@@ -63,8 +67,17 @@ def mask_attributes(
     view: FeatureView, policy: MaskingPolicy, entity_id: str, values: dict[str, Any]
 ) -> None:
     """Mask one vector's values in place for the policy (see :func:`_masks`)."""
-    masks, withheld = _masks(view, policy)
-    ctx = MaskContext(view.entity_type, entity_id)
+    _apply_masks(view.entity_type, entity_id, values, *_masks(view, policy))
+
+
+def _apply_masks(
+    entity_type: str,
+    entity_id: str,
+    values: dict[str, Any],
+    masks: Mapping[str, Any],
+    withheld: set[str],
+) -> None:
+    ctx = MaskContext(entity_type, entity_id)
     for name, mask in masks.items():
         if values.get(name) is not None:
             values[name] = mask(values[name], ctx)
@@ -97,12 +110,46 @@ def mask_columns(
         columns[name] = Column(columns[name].type, [None] * len(entity_of))
 
 
+@dataclass(frozen=True, slots=True)
+class _Vector:
+    """An entity's vector as computed at ``computed_at``, unmasked, and how long it holds."""
+
+    entity_id: str
+    version: int
+    computed_at: int
+    #: the vector is the same at any time in [computed_at, until) while the version holds
+    until: int
+    existed: bool
+    #: never handed out: callers get masked copies
+    values: dict[str, Any]
+
+
+#: One request of a coalesced batch: (view, entity id, as_of, role).
+VectorAsk = tuple[str, str, str | None, str | None]
+
+
 class FeatureService:
-    """Feature vectors over a project's entities; safe to share between threads."""
+    """Feature vectors over a project's entities; safe to share between threads.
+
+    Current vectors are cached by entity version until their horizon: a vector computed at
+    *t* stays the same until a row enters or leaves one of its windows, a day count ticks
+    over or an ``as_of`` filter may turn (:attr:`fabric.features.compute.Computed.until`),
+    unless the entity changes, which gives it a new version. Cached vectors are unmasked
+    and masked per request, so every role's vector comes from the same computation.
+    """
 
     def __init__(self, project: Project, entities: EntityService | None = None) -> None:
         self.project = project
         self.entities = entities or EntityService(project)
+        self._cache: LRUCache[tuple[str, str], _Vector] = LRUCache(
+            maxsize=project.config.api.vector_cache
+        )
+        self._lock = threading.Lock()
+        #: (view, policy) -> its feature masks and withheld features
+        self._mask_plans: dict[tuple[str, str], tuple[dict[str, Any], set[str]]] = {}
+        #: vectors served from the cache, and computed (metrics)
+        self.hits = 0
+        self.misses = 0
 
     def view(self, name: str) -> FeatureView:
         """A feature view by name.
@@ -126,6 +173,55 @@ class FeatureService:
             raise BadTimeError("as_of must be an ISO 8601 time, e.g. 2026-01-31T00:00:00Z")
         return parsed
 
+    def _vectors(
+        self, view: FeatureView, entity_ids: Sequence[str], moment: int
+    ) -> dict[str, _Vector]:
+        """Asked id -> the vector of the entity holding it at ``moment`` (microseconds),
+        from the cache while it holds, else computed for all the ids together; ids no
+        entity holds are left out.
+
+        Raises:
+            InvalidRequestError: a malformed id.
+        """
+        holders = self.entities.versions(view.entity_type, entity_ids)
+        cached: dict[str, _Vector] = {}
+        with self._lock:
+            for entity_id, version in holders.values():
+                hit = self._cache.get((view.name, entity_id))
+                if (
+                    hit is not None
+                    and hit.version == version
+                    and hit.computed_at <= moment < hit.until
+                ):
+                    cached[entity_id] = hit
+            self.hits += len(cached)
+        wanted = [e for e in dict.fromkeys(e for e, _ in holders.values()) if e not in cached]
+        if wanted:
+            read = self.entities.read_flat(view.entity_type, wanted, columns_read(view))
+            computed = list(read)  # stored now (one may have gone since its version was read)
+            done = compute_many(
+                view,
+                [read[e][1] for e in computed],
+                range(len(computed)),
+                [moment] * len(computed),
+                horizons=True,
+            )
+            assert done.until is not None
+            until = done.until.tolist()
+            fresh = {}
+            for at, entity_id in enumerate(computed):
+                existed, values = done.vector(at)
+                fresh[entity_id] = _Vector(
+                    entity_id, read[entity_id][0], moment, until[at], existed, values
+                )
+            with self._lock:
+                self.misses += len(fresh)
+                if self._cache.maxsize:
+                    for entity_id, vector in fresh.items():
+                        self._cache[(view.name, entity_id)] = vector
+            cached |= fresh
+        return {asked: cached[holder] for asked, (holder, _) in holders.items() if holder in cached}
+
     def vector(
         self,
         view_name: str,
@@ -139,25 +235,66 @@ class FeatureService:
         Raises:
             EntityNotFoundError: unknown view or entity.
             BadTimeError: ``as_of`` is not ISO 8601.
+            InvalidRequestError: a malformed id.
         """
-        view = self.view(view_name)
-        policy = self.project.policy_for(role)
-        moment = self._moment(as_of)
-        found, tables = self.entities.shared_tables(view.entity_type, entity_id)
-        ((existed, values),) = compute(view, tables, [moment])
-        mask_attributes(view, policy, found, values)
-        vector: dict[str, Any] = {
-            "view": view.name,
-            "version": view.version,
-            "entity_id": found,
-            "as_of": moment.isoformat(),
-            "existed": existed,
-            "policy": policy.name,
-            "features": values,
-        }
-        if found != entity_id:
-            vector["merged_from"] = entity_id
-        return vector
+        (answer,) = self.vector_batch([(view_name, entity_id, as_of, role)])
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def vector_batch(self, asks: Sequence[VectorAsk]) -> list[dict[str, Any] | Exception]:
+        """:meth:`vector` of each ask, computed together: the answer, or the error that ask
+        alone raised. Asks of one view and ``as_of`` share one computation and one "now"."""
+        out: list[dict[str, Any] | Exception] = [Exception()] * len(asks)
+        groups: dict[tuple[str, str | None], list[int]] = {}
+        for at, (view_name, _, as_of, _) in enumerate(asks):
+            groups.setdefault((view_name, as_of), []).append(at)
+        for (view_name, as_of), members in groups.items():
+            try:
+                view = self.view(view_name)
+                moment = self._moment(as_of)
+            except FabricError as exc:
+                for at in members:
+                    out[at] = exc
+                continue
+            valid = []
+            for at in members:
+                try:
+                    check_id(asks[at][1], "entity id")
+                    valid.append(at)
+                except FabricError as exc:
+                    out[at] = exc
+            found = self._vectors(view, [asks[at][1] for at in valid], micros(moment))
+            for at in valid:
+                entity_id, role = asks[at][1], asks[at][3]
+                vector = found.get(entity_id)
+                if vector is None:
+                    out[at] = self.entities.not_found(view.entity_type)
+                    continue
+                answer: dict[str, Any] = {
+                    "view": view.name,
+                    "version": view.version,
+                    "entity_id": vector.entity_id,
+                    "as_of": moment.isoformat(),
+                    "existed": vector.existed,
+                    "policy": self.project.policy_for(role).name,
+                    "features": self._masked(view, self.project.policy_for(role), vector),
+                }
+                if vector.entity_id != entity_id:
+                    answer["merged_from"] = entity_id
+                out[at] = answer
+        return out
+
+    def _masked(self, view: FeatureView, policy: MaskingPolicy, vector: _Vector) -> dict[str, Any]:
+        """A copy of the vector's values, masked for the policy (see :func:`_masks`)."""
+        values = dict(vector.values)
+        if policy.clear:
+            return values
+        masks = self._mask_plans.get((view.name, policy.name))
+        if masks is None:
+            masks = self._mask_plans[(view.name, policy.name)] = _masks(view, policy)
+        _apply_masks(view.entity_type, vector.entity_id, values, *masks)
+        return values
 
     def vectors(
         self,
@@ -188,44 +325,28 @@ class FeatureService:
         view = self.view(view_name)
         policy = self.project.policy_for(role)
         moment = self._moment(as_of)
-        found: list[str] = []
-        rows = []
-        missing: list[str] = []
-        merged: dict[str, str] = {}
-        for asked in entity_ids:
-            try:
-                entity_id, tables = self.entities.shared_tables(view.entity_type, asked)
-            except EntityNotFoundError:
-                missing.append(asked)
-                continue
-            if entity_id != asked:
-                merged[asked] = entity_id
-            found.append(entity_id)
-            rows.append(entity_rows(view, tables))
+        found = self._vectors(view, entity_ids, micros(moment))
+        vectors = [(asked, found[asked]) for asked in entity_ids if asked in found]
+        masked = [self._masked(view, policy, vector) for _, vector in vectors]
         out: dict[str, Any] = {
             "view": view.name,
             "version": view.version,
             "as_of": moment.isoformat(),
             "policy": policy.name,
         }
-        if found:
-            done = compute_many(view, rows, range(len(found)), [micros(moment)] * len(found))
-            mask_columns(view, policy, found, done.columns)
-            existed = done.existed.tolist()
-            values = {name: column.to_pylist() for name, column in done.columns.items()}
-        else:
-            existed, values = [], {f.name: [] for f in view.features}
         if layout == "columns":
-            out |= {"entity_ids": found, "existed": existed, "features": values}
+            out |= {
+                "entity_ids": [v.entity_id for _, v in vectors],
+                "existed": [v.existed for _, v in vectors],
+                "features": {f.name: [values[f.name] for values in masked] for f in view.features},
+            }
         else:
             out["vectors"] = [
-                {
-                    "entity_id": entity_id,
-                    "existed": existed[at],
-                    "features": {name: column[at] for name, column in values.items()},
-                }
-                for at, entity_id in enumerate(found)
+                {"entity_id": vector.entity_id, "existed": vector.existed, "features": values}
+                for (_, vector), values in zip(vectors, masked, strict=True)
             ]
-        out["not_found"] = missing
-        out["merged_from"] = merged
+        out["not_found"] = [asked for asked in entity_ids if asked not in found]
+        out["merged_from"] = {
+            asked: vector.entity_id for asked, vector in vectors if vector.entity_id != asked
+        }
         return out

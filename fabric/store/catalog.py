@@ -392,6 +392,16 @@ class Catalog:
             )[0]
         )
 
+    def first_ids(self, entity_type: str, limit: int) -> list[str]:
+        """Up to ``limit`` entity ids, the first by the index."""
+        return [
+            str(row[0])
+            for row in self._conn.execute(
+                "SELECT entity_id FROM entities WHERE entity_type = ? LIMIT ?",
+                (entity_type, limit),
+            )
+        ]
+
     def sample_ids(self, entity_type: str, limit: int = 3) -> list[str]:
         """A few entity ids, largest entities first (for examples in the demo)."""
         return [

@@ -330,6 +330,33 @@ def test_api_ready_and_metrics_after_traffic(
     assert "fabric_store_file_bytes" in text
 
 
+def test_api_warms_up_uncounted_and_serves_current_vectors_from_its_cache(
+    synced: Path, entity_id: str
+) -> None:
+    from fabric.config.secrets import load_secrets
+
+    def figure(text: str, name: str) -> float:
+        return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+    project = Project.open(synced)
+    demo_keys = load_secrets(project.config).api_keys
+    with TestClient(app=create_app(project)) as fresh:
+        # The warm-up read entities and computed vectors; none of it is counted as served.
+        text = fresh.get("/metrics").text
+        assert figure(text, "fabric_entities_served_total") == 0
+        assert figure(text, 'fabric_vector_cache_reads_total{result="miss"}') == 0
+        url = f"/v1/features/customer_360/{entity_id}"
+        first = fresh.get(url, headers=auth(demo_keys["analyst-demo"]))
+        second = fresh.get(url, headers=auth(demo_keys["steward-demo"]))
+        assert first.status_code == second.status_code == 200
+        assert first.json()["features"] == second.json()["features"]  # masks keep this view
+        text = fresh.get("/metrics").text
+        hits = figure(text, 'fabric_vector_cache_reads_total{result="hit"}')
+        misses = figure(text, 'fabric_vector_cache_reads_total{result="miss"}')
+        # The second is a hit at least (the warm-up may have computed the first already).
+        assert hits + misses == 2 and hits >= 1
+
+
 def test_api_lineage_names_sources_and_hashes_keys_for_masked_roles(
     client: TestClient[Litestar], demo_keys: dict[str, str], entity_id: str
 ) -> None:

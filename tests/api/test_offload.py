@@ -81,3 +81,28 @@ def test_a_batch_function_that_fails_fails_every_item_of_its_batch(offload: Offl
         assert await offload.run(lambda: "still serving") == "still serving"
 
     asyncio.run(main())
+
+
+def test_no_call_runs_before_every_thread_is_initialized_and_ready_has_run() -> None:
+    events: list[str] = []
+    lock = threading.Lock()
+    slow = threading.Event()
+
+    def initializer() -> None:
+        with lock:
+            first = not events
+            events.append("init")
+        if first:
+            slow.wait(0.2)  # one thread is slow to warm up
+
+    pool = Offload(threads=3, initializer=initializer, ready=lambda: events.append("ready"))
+    try:
+
+        async def main() -> None:
+            await asyncio.gather(*[pool.run(events.append, "call") for _ in range(5)])
+
+        asyncio.run(main())
+        assert pool.wait_ready(0)
+        assert events[:4] == ["init", "init", "init", "ready"] and events[4:] == ["call"] * 5
+    finally:
+        pool.close()

@@ -196,7 +196,12 @@ _orders = st.fixed_dictionaries(
 _tickets = st.fixed_dictionaries(
     {
         "opened": _stamps,
-        "closed": st.one_of(st.none(), _moments.map(lambda t: t.isoformat())),
+        "closed": st.one_of(
+            st.none(),
+            _moments.map(lambda t: t.isoformat()),
+            _moments.map(str),  # "2026-01-02 03:00:00": compares with as_of as text
+            st.sampled_from(["soon", "2026-01-0"]),
+        ),
         "prio": st.one_of(st.none(), st.integers(1, 5)),
     }
 )
@@ -253,6 +258,85 @@ def test_every_kind_equals_the_reference_for_many_entities_at_once(
                 assert values[name] == value, name
         # The online path: one entity, one time.
         assert compute(view, entities[owner], [t]) == [(existed, values)]
+
+
+TICKETS_VIEW = """
+views:
+  tickets:
+    entity: customer
+    version: 1
+    features:
+      open_now:       {count: tickets, timestamp: opened,
+                       filter: "closed == None or closed >= as_of"}
+      last_open_prio: {last: tickets.prio, timestamp: opened,
+                       filter: "closed == None or closed >= as_of", type: INTEGER}
+      n_7d:           {count: orders, timestamp: at, window: 7d}
+"""
+
+
+@pytest.fixture(scope="module")
+def tickets_view(tmp_path_factory: pytest.TempPathFactory) -> FeatureView:
+    path = tmp_path_factory.mktemp("views") / "features.yaml"
+    path.write_text(TICKETS_VIEW)
+    return load_views(path, SCHEMA)["tickets"]
+
+
+@pytest.mark.parametrize("which", ["every kind", "as_of filters, no day counts"])
+@settings(max_examples=100, deadline=None)
+@given(entities=_entities, data=st.data())
+def test_a_vector_stays_the_same_until_its_horizon(
+    view: FeatureView,
+    tickets_view: FeatureView,
+    which: str,
+    entities: list[dict[str, list[dict[str, Any]]]],
+    data: st.DataObject,
+) -> None:
+    view = view if which == "every kind" else tickets_view
+    queries = data.draw(
+        st.lists(st.tuples(st.integers(0, len(entities) - 1), _moments), min_size=1, max_size=8)
+    )
+    done = compute_many(
+        view,
+        [_flat(view, e) for e in entities],
+        [owner for owner, _ in queries],
+        [micros(t) for _, t in queries],
+        horizons=True,
+    )
+    assert done.until is not None
+    for at, (owner, t) in enumerate(queries):
+        until = int(done.until[at])
+        assert until >= micros(t)
+        # Moments between t and the horizon, the last microsecond before it among them.
+        span = min(until - micros(t), 90 * 86_400_000_000)
+        if span <= 0:
+            continue
+        offsets = [*data.draw(st.lists(st.integers(0, span - 1), max_size=4)), span - 1]
+        for offset in offsets:
+            later = t + timedelta(microseconds=offset)
+            now = compute(view, entities[owner], [t, later])
+            assert now[1] == now[0], (
+                owner,
+                t,
+                later,
+            )
+
+
+def test_horizons_are_not_trivially_short(view: FeatureView) -> None:
+    t = BASE + timedelta(days=10)
+    entity = {
+        "orders": [
+            {"at": (BASE + timedelta(days=9)).isoformat(), "amount": 5.0, "status": "paid"},
+            {"at": (BASE + timedelta(days=20)).isoformat(), "amount": 5.0, "status": "paid"},
+        ],
+        "tickets": [{"opened": BASE.isoformat(), "closed": "2026-01-15T08:00:00", "prio": 1}],
+        "profile": [{"created": BASE.isoformat(), "country": "DE"}],
+    }
+    done = compute_many(view, [_flat(view, entity)], [0], [micros(t)], horizons=True)
+    assert done.until is not None
+    # The 12h window of the order of day 9 ended before t; the next change is the day
+    # since that order ticks over (recency, age) at midnight of day 11.
+    assert done.until[0] == micros(BASE + timedelta(days=11))
+    assert reference(entity, BASE + timedelta(days=11)) != reference(entity, t)
 
 
 def test_a_row_exactly_at_t_is_out_and_one_at_t_minus_window_is_in(view: FeatureView) -> None:
