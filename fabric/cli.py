@@ -214,6 +214,11 @@ def _print_sync(report: Any) -> None:
         )
     for table, count in report.orphans.items():
         click.echo(f"  warning: {count} rows of {table} have no parent row and were skipped")
+    if report.materialized:
+        click.echo(
+            "  feature vectors materialized: "
+            + ", ".join(f"{n} {view}" for view, n in report.materialized.items())
+        )
 
 
 @main.command()
@@ -860,3 +865,55 @@ def demo(
     if not no_serve:
         click.echo(f"Serving on http://{host}:{port} (Ctrl-C to stop)")
         _serve(created.config_path, host, port, 1)
+
+
+@main.command()
+@config_option
+@click.option(
+    "--view",
+    "view_names",
+    multiple=True,
+    help="Only this feature view (repeatable; default: every view).",
+)
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Compute every entity's vector again, not only missing, stale or expired ones.",
+)
+@_handles_errors
+def materialize(config_path: Path, view_names: tuple[str, ...], everything: bool) -> None:
+    """Compute current feature vectors into the online store, which the API serves from.
+
+    `fabric sync` does this at its end for what it changed. Run it alone to refresh vectors
+    whose horizon has passed (a row leaving a window, a day count ticking over) before
+    requests ask for them, for example hourly from cron. The API serves a stored vector only
+    for the entity version, view definition and times it holds for, and computes any other.
+    """
+    from fabric.entities import EntityService
+    from fabric.features.materialize import materialize as run_materialize
+    from fabric.project import Project
+
+    with Project.open(config_path) as project, _progress() as progress:
+        views = project.views()
+        unknown = sorted(set(view_names) - set(views))
+        if unknown:
+            _fail(
+                f"unknown feature view(s) {', '.join(unknown)} "
+                f"(views: {', '.join(views) or 'none declared'})"
+            )
+        if not views:
+            _fail("no feature views are declared (rules: features in fabric.yaml)")
+        done = run_materialize(
+            EntityService(project),
+            project.online,
+            views,
+            only=list(view_names) or None,
+            everything=everything,
+            progress=progress,
+        )
+    click.echo(
+        "materialized "
+        + ", ".join(f"{n} {view}" for view, n in done.written.items())
+        + f"; dropped {done.dropped} stale rows"
+    )

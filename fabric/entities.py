@@ -122,35 +122,27 @@ class EntityService:
         Raises:
             EntityNotFoundError: no entity is stored under one of the ids.
         """
-        found = self.read_flat(entity_type, entity_ids, layout)
-        if len(found) < len(set(entity_ids)):
+        stored = self.project.store.get_many(entity_type, entity_ids)
+        if len(stored) < len(set(entity_ids)):
             raise EntityNotFoundError(f"no {entity_type} entity with this id")
-        return [found[e][1] for e in entity_ids]
+        return self.read_flat([stored[e] for e in entity_ids], layout)
 
     def read_flat(
-        self, entity_type: str, entity_ids: Sequence[str], layout: Mapping[str, Sequence[str]]
-    ) -> dict[str, tuple[int, list[tuple[Any, ...]]]]:
-        """Stored id -> (version, rows of ``layout`` as :meth:`MicroDbReader.flat` reads
-        them), unmasked and past the cache, for the ids stored now (others are left out).
-        Never hand these rows to a caller."""
-        stored = self.project.store.get_many(entity_type, entity_ids)
+        self, stored: Sequence[StoredBlob], layout: Mapping[str, Sequence[str]]
+    ) -> list[list[tuple[Any, ...]]]:
+        """Each stored entity's rows of ``layout`` as :meth:`MicroDbReader.flat` reads
+        them, unmasked and past the cache. Never hand these rows to a caller."""
         decode = self.project.codec.decode
         # All decoding, then all reading: each loop keeps its own code and tables hot (one
         # entity at a time through both ran a fifth slower).
-        images = [
-            (
-                blob.entity_id,
-                blob.version,
-                decode(blob.blob, entity_type, blob.entity_id, blob.version),
-            )
-            for blob in stored.values()
-        ]
+        images = [decode(b.blob, b.entity_type, b.entity_id, b.version) for b in stored]
         flat = self._reader().flat
-        return {entity_id: (version, flat(image, layout)) for entity_id, version, image in images}
+        return [flat(image, layout) for image in images]
 
-    def versions(self, entity_type: str, entity_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
-        """Asked id -> (id of the entity holding it, that entity's version), following an id
-        merged into another entity to the survivor; ids no entity holds are left out.
+    def holders(self, entity_type: str, entity_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """Asked id -> (id of the entity holding it, that entity's stored version), following
+        an id merged into another entity to the survivor; ids no entity holds are left out.
+        Reads versions only, no images.
 
         Raises:
             EntityNotFoundError: no such entity type.

@@ -29,6 +29,7 @@ from fabric.store.catalog import Catalog
 from fabric.store.codec import BlobCodec, Dictionaries
 from fabric.store.local import LocalShardStore
 from fabric.store.microdb import ColumnDef, EntitySchema, TableDef
+from fabric.store.online import OnlineStore
 
 __all__ = ["Project"]
 
@@ -69,6 +70,11 @@ class Project:
     def store(self) -> EntityStore:
         """The entity store (embedded shard backend)."""
         return LocalShardStore(self._store_dir() / "shards", self.config.store.shards)
+
+    @cached_property
+    def online(self) -> OnlineStore:
+        """Current feature vectors, materialized by sync (see :mod:`fabric.features.online`)."""
+        return OnlineStore(self._store_dir() / "online.db", self.secrets.key_ring)
 
     @cached_property
     def catalog(self) -> Catalog:
@@ -344,6 +350,8 @@ class Project:
             self.store.close()
         if "catalog" in self.__dict__:
             self.catalog.close()
+        if "online" in self.__dict__:
+            self.online.close()
 
     def __enter__(self) -> Project:
         return self

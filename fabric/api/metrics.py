@@ -171,10 +171,12 @@ class FabricCollector(Collector):
         yield ratio
         vectors = CounterMetricFamily(
             "fabric_vector_cache_reads",
-            "Feature vectors served from the cache (current until their horizon) or computed",
+            "Feature vectors: from this process's cache (current until their horizon), from "
+            "the online store (materialized by sync), or computed",
             labels=["result"],
         )
         vectors.add_metric(["hit"], features.hits)
+        vectors.add_metric(["online"], features.online_hits)
         vectors.add_metric(["miss"], features.misses)
         yield vectors
         catalog = project.catalog

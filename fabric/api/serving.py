@@ -97,7 +97,7 @@ class Served:
     def zero_counters(self) -> None:
         """Start the metrics' counts of reads and cache hits from zero."""
         self.service.served = self.service.cache_hits = self.service.cache_misses = 0
-        self.features.hits = self.features.misses = 0
+        self.features.hits = self.features.online_hits = self.features.misses = 0
 
 
 class Serving:

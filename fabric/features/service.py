@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,18 +18,13 @@ from cachetools import LRUCache
 
 from fabric.entities import EntityService, InvalidRequestError, check_id
 from fabric.errors import EntityNotFoundError, FabricError
-from fabric.features.compute import (
-    BadTimeError,
-    Column,
-    columns_read,
-    compute_many,
-    micros,
-    parse_time,
-)
+from fabric.features.compute import BadTimeError, Column, micros, parse_time
+from fabric.features.materialize import compute_vectors
 from fabric.features.spec import FeatureView
 from fabric.project import Project
 from fabric.rules.masking import MaskingPolicy
 from fabric.rules.operators import MaskContext
+from fabric.store.online import OnlineVector
 
 __all__ = ["MAX_BATCH", "FeatureService", "mask_attributes", "mask_columns"]
 
@@ -110,20 +104,6 @@ def mask_columns(
         columns[name] = Column(columns[name].type, [None] * len(entity_of))
 
 
-@dataclass(frozen=True, slots=True)
-class _Vector:
-    """An entity's vector as computed at ``computed_at``, unmasked, and how long it holds."""
-
-    entity_id: str
-    version: int
-    computed_at: int
-    #: the vector is the same at any time in [computed_at, until) while the version holds
-    until: int
-    existed: bool
-    #: never handed out: callers get masked copies
-    values: dict[str, Any]
-
-
 #: One request of a coalesced batch: (view, entity id, as_of, role).
 VectorAsk = tuple[str, str, str | None, str | None]
 
@@ -141,14 +121,15 @@ class FeatureService:
     def __init__(self, project: Project, entities: EntityService | None = None) -> None:
         self.project = project
         self.entities = entities or EntityService(project)
-        self._cache: LRUCache[tuple[str, str], _Vector] = LRUCache(
+        self._cache: LRUCache[tuple[str, str], OnlineVector] = LRUCache(
             maxsize=project.config.api.vector_cache
         )
         self._lock = threading.Lock()
         #: (view, policy) -> its feature masks and withheld features
         self._mask_plans: dict[tuple[str, str], tuple[dict[str, Any], set[str]]] = {}
-        #: vectors served from the cache, and computed (metrics)
+        #: vectors served from this process's cache, from the online store, and computed
         self.hits = 0
+        self.online_hits = 0
         self.misses = 0
 
     def view(self, name: str) -> FeatureView:
@@ -175,7 +156,7 @@ class FeatureService:
 
     def _vectors(
         self, view: FeatureView, entity_ids: Sequence[str], moment: int
-    ) -> dict[str, _Vector]:
+    ) -> dict[str, OnlineVector]:
         """Asked id -> the vector of the entity holding it at ``moment`` (microseconds),
         from the cache while it holds, else computed for all the ids together; ids no
         entity holds are left out.
@@ -183,8 +164,8 @@ class FeatureService:
         Raises:
             InvalidRequestError: a malformed id.
         """
-        holders = self.entities.versions(view.entity_type, entity_ids)
-        cached: dict[str, _Vector] = {}
+        holders = self.entities.holders(view.entity_type, entity_ids)
+        found: dict[str, OnlineVector] = {}
         with self._lock:
             for entity_id, version in holders.values():
                 hit = self._cache.get((view.name, entity_id))
@@ -193,34 +174,27 @@ class FeatureService:
                     and hit.version == version
                     and hit.computed_at <= moment < hit.until
                 ):
-                    cached[entity_id] = hit
-            self.hits += len(cached)
-        wanted = [e for e in dict.fromkeys(e for e, _ in holders.values()) if e not in cached]
+                    found[entity_id] = hit
+            self.hits += len(found)
+        wanted = {e: v for e, v in holders.values() if e not in found}
         if wanted:
-            read = self.entities.read_flat(view.entity_type, wanted, columns_read(view))
-            computed = list(read)  # stored now (one may have gone since its version was read)
-            done = compute_many(
-                view,
-                [read[e][1] for e in computed],
-                range(len(computed)),
-                [moment] * len(computed),
-                horizons=True,
-            )
-            assert done.until is not None
-            until = done.until.tolist()
-            fresh = {}
-            for at, entity_id in enumerate(computed):
-                existed, values = done.vector(at)
-                fresh[entity_id] = _Vector(
-                    entity_id, read[entity_id][0], moment, until[at], existed, values
+            # Materialized by sync, for entity versions and times they hold at.
+            stored = self.project.online.get_many(view, wanted, moment)
+            computed = []
+            missing = [e for e in wanted if e not in stored]
+            if missing:
+                blobs = self.project.store.get_many(view.entity_type, missing)
+                computed = compute_vectors(
+                    self.entities, view, [blobs[e] for e in missing if e in blobs], moment
                 )
             with self._lock:
-                self.misses += len(fresh)
-                if self._cache.maxsize:
-                    for entity_id, vector in fresh.items():
-                        self._cache[(view.name, entity_id)] = vector
-            cached |= fresh
-        return {asked: cached[holder] for asked, (holder, _) in holders.items() if holder in cached}
+                self.online_hits += len(stored)
+                self.misses += len(computed)
+                for vector in [*stored.values(), *computed]:
+                    found[vector.entity_id] = vector
+                    if self._cache.maxsize:
+                        self._cache[(view.name, vector.entity_id)] = vector
+        return {asked: found[holder] for asked, (holder, _) in holders.items() if holder in found}
 
     def vector(
         self,
@@ -285,7 +259,9 @@ class FeatureService:
                 out[at] = answer
         return out
 
-    def _masked(self, view: FeatureView, policy: MaskingPolicy, vector: _Vector) -> dict[str, Any]:
+    def _masked(
+        self, view: FeatureView, policy: MaskingPolicy, vector: OnlineVector
+    ) -> dict[str, Any]:
         """A copy of the vector's values, masked for the policy (see :func:`_masks`)."""
         values = dict(vector.values)
         if policy.clear:

@@ -38,6 +38,8 @@ class SyncReport:
     split: int = 0
     #: links the match rules found but refused (cannot_link, max_cluster_size): for review
     links_refused: int = 0
+    #: feature vectors written to the online store, per view
+    materialized: dict[str, int] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         """Counters as recorded in the catalog."""

@@ -10,7 +10,9 @@ import gc
 import time
 from collections.abc import Iterator
 
+from fabric.entities import EntityService
 from fabric.errors import FabricError
+from fabric.features.materialize import materialize
 from fabric.project import Project
 from fabric.resolve.normalize import clear_caches
 from fabric.store.catalog import Catalog, utc_now
@@ -78,9 +80,17 @@ def sync_project(
     mode = "full" if full else "incremental"
     try:
         with paused_gc():
-            return _run(syncs, catalog, mode, started_clock, project.rules_version())
+            report = _run(syncs, catalog, mode, started_clock, project.rules_version())
     finally:
         clear_caches()  # no source text outlives the run in this process's memory
+    views = project.views()
+    if views:
+        # The run is recorded; the online store is a cache of what it wrote, brought up
+        # to date now so the API serves current vectors without computing them.
+        done = materialize(EntityService(project), project.online, views, progress=progress)
+        report.materialized = done.written
+        report.seconds = time.perf_counter() - started_clock
+    return report
 
 
 def _run(

@@ -1,0 +1,232 @@
+"""The online store: each entity's current feature vector, materialized ahead of requests.
+
+A vector of "now" is a step function of time: it stays the same until a row enters or leaves
+one of its windows, a day count ticks over, or an ``as_of`` filter may turn (its horizon,
+:attr:`fabric.features.compute.Computed.until`), unless the entity changes. So it can be
+computed once and served until then, as a feature store serves precomputed values, but
+without ever serving a stale one:
+
+- ``fabric sync`` and ``fabric materialize`` (:mod:`fabric.features.materialize`) compute
+  the vectors of every entity whose stored version, view definition or horizon no longer
+  matches its row here, and write them. The API only reads this file.
+- A row is served only for the entity version it was computed from, the view definition it
+  was computed with, and times in ``[computed_at, until)``. Anything else is computed on
+  the spot from the entity's image, as before.
+
+``online.db`` sits beside the shards: one row per (view, entity), ``WITHOUT ROWID``. The
+values are derived from personal data (an attribute can be an email), so with a key
+configured they are sealed like images (AES-256-GCM under a key derived from the store key,
+bound to view, definition, entity, version and horizon by the associated data). A row sealed
+under a key the ring no longer holds is simply not used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from fabric.errors import StoreError
+from fabric.features.spec import FeatureView
+from fabric.store.crypto import KeyDeriver, KeyRing, Sealer
+from fabric.store.sqlite import apsw, open_database
+
+__all__ = ["OnlineStore", "OnlineVector"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS vectors (
+    view TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    computed_at INTEGER NOT NULL,
+    until INTEGER NOT NULL,
+    key_id TEXT,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (view, entity_id)
+) WITHOUT ROWID;
+"""
+
+_JSON_IDS = "(SELECT value FROM json_each(?))"
+log = logging.getLogger("fabric.store")
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineVector:
+    """One entity's vector as computed at ``computed_at`` (microseconds), unmasked."""
+
+    entity_id: str
+    version: int
+    computed_at: int
+    #: the vector is the same at any time in [computed_at, until) while the version holds
+    until: int
+    existed: bool
+    #: never handed out: callers get masked copies
+    values: dict[str, Any]
+
+
+class OnlineStore:
+    """``online.db`` of one store; connections per thread, like the shards'."""
+
+    def __init__(self, path: Path, keys: KeyRing | None) -> None:
+        self.path = path
+        self._keys = keys
+        self._sealers: dict[str, Sealer] = {}
+        self._local = threading.local()
+        self._opened: list[apsw.Connection] = []
+        self._lock = threading.Lock()
+        self._encode = msgspec.json.Encoder()
+        self._decode = msgspec.json.Decoder()
+
+    def _conn(self) -> apsw.Connection:
+        """This thread's connection, the file and its table created if need be (writers)."""
+        conn: apsw.Connection | None = getattr(self._local, "writer", None)
+        if conn is None:
+            conn = self._local.writer = open_database(self.path)
+            conn.execute(_SCHEMA)
+            with self._lock:
+                self._opened.append(conn)
+        return conn
+
+    def _reader(self) -> apsw.Connection | None:
+        """This thread's connection for reading; None while no sync has written the file
+        (a server never creates it)."""
+        conn: apsw.Connection | None = getattr(self._local, "writer", None) or getattr(
+            self._local, "reader", None
+        )
+        if conn is None:
+            if not self.path.exists():
+                return None
+            conn = self._local.reader = open_database(self.path, readonly=True)
+            with self._lock:
+                self._opened.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every thread's connection."""
+        with self._lock:
+            for conn in self._opened:
+                conn.close()
+            self._opened.clear()
+        self._local = threading.local()
+
+    def _sealer(self, key_id: str) -> Sealer | None:
+        sealer = self._sealers.get(key_id)
+        if sealer is None:
+            if self._keys is None or key_id not in self._keys.keys:
+                return None
+            derived = KeyDeriver(self._keys.keys[key_id]).derive("online vectors")
+            sealer = self._sealers[key_id] = Sealer(derived)
+        return sealer
+
+    @staticmethod
+    def _aad(view: FeatureView, vector: OnlineVector) -> bytes:
+        return (
+            f"{view.name}\x00{view.definition_hash}\x00{vector.entity_id}\x00{vector.version}"
+            f"\x00{vector.computed_at}\x00{vector.until}"
+        ).encode()
+
+    def put_many(self, view: FeatureView, vectors: Iterable[OnlineVector]) -> int:
+        """Write (replace) vectors of a view in one transaction; how many."""
+        key_id = None if self._keys is None else self._keys.current
+        sealer = None if key_id is None else self._sealer(key_id)
+        rows = []
+        for vector in vectors:
+            payload = self._encode.encode([vector.existed, vector.values])
+            if sealer is not None:
+                payload = sealer.seal(payload, self._aad(view, vector))
+            rows.append(
+                (
+                    view.name,
+                    vector.entity_id,
+                    view.definition_hash,
+                    vector.version,
+                    vector.computed_at,
+                    vector.until,
+                    key_id,
+                    payload,
+                )
+            )
+        conn = self._conn()
+        with conn:
+            conn.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        return len(rows)
+
+    def get_many(
+        self, view: FeatureView, versions: Mapping[str, int], moment: int
+    ) -> dict[str, OnlineVector]:
+        """The stored vectors of these entities (id -> current version) that hold at
+        ``moment``: same version and view definition, ``computed_at <= moment < until``."""
+        found: dict[str, OnlineVector] = {}
+        conn = self._reader()
+        if not versions or conn is None:
+            return found
+        rows = conn.execute(
+            "SELECT entity_id, version, computed_at, until, key_id, payload FROM vectors "
+            f"WHERE view = ? AND definition = ? AND entity_id IN {_JSON_IDS} "
+            "AND computed_at <= ? AND until > ?",
+            (view.name, view.definition_hash, json.dumps(list(versions)), moment, moment),
+        )
+        for entity_id, version, computed_at, until, key_id, payload in rows:
+            if versions.get(entity_id) != version:
+                continue  # the entity changed since: computed again
+            vector = OnlineVector(entity_id, version, computed_at, until, False, {})
+            if key_id is not None:
+                sealer = self._sealer(key_id)
+                if sealer is None:
+                    continue  # sealed under a key the ring no longer holds
+                try:
+                    payload = sealer.open(payload, self._aad(view, vector), what="online vector")
+                except StoreError:
+                    # Changed or moved: a cache entry, so computed again rather than failed.
+                    log.warning("an online vector of view %s failed its integrity check", view.name)
+                    continue
+            elif self._keys is not None:
+                continue  # written in the clear before a key was set: not trusted
+            existed, values = self._decode.decode(payload)
+            found[entity_id] = OnlineVector(
+                entity_id, version, computed_at, until, bool(existed), values
+            )
+        return found
+
+    def held(self, view: FeatureView) -> dict[str, tuple[int, int]]:
+        """Entity id -> (version, until) of the view's rows of its current definition."""
+        conn = self._reader()
+        if conn is None:
+            return {}
+        return {
+            str(entity_id): (int(version), int(until))
+            for entity_id, version, until in conn.execute(
+                "SELECT entity_id, version, until FROM vectors WHERE view = ? AND definition = ?",
+                (view.name, view.definition_hash),
+            )
+        }
+
+    def prune(self, views: Mapping[str, FeatureView]) -> int:
+        """Drop rows of views no longer declared, or of an older definition; how many."""
+        conn = self._conn()
+        known = json.dumps([[v.name, v.definition_hash] for v in views.values()])
+        with conn:
+            conn.execute(
+                "DELETE FROM vectors WHERE NOT EXISTS (SELECT 1 FROM json_each(?) "
+                "WHERE json_extract(value, '$[0]') = view "
+                "AND json_extract(value, '$[1]') = definition)",
+                (known,),
+            )
+            dropped = int(conn.changes())
+        return dropped
+
+    def forget(self, view: FeatureView, entity_ids: Sequence[str]) -> None:
+        """Drop the rows of entities that are no longer stored."""
+        conn = self._conn()
+        with conn:
+            conn.execute(
+                f"DELETE FROM vectors WHERE view = ? AND entity_id IN {_JSON_IDS}",
+                (view.name, json.dumps(list(entity_ids))),
+            )

@@ -1,0 +1,139 @@
+"""The online store: sync materializes current vectors, the API serves them only for the
+entity version, view definition and times they hold for, and they are sealed at rest."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from fabric.demo import DemoProject
+from fabric.entities import EntityService
+from fabric.features.compute import micros
+from fabric.features.materialize import materialize
+from fabric.features.service import FeatureService
+from fabric.project import Project
+from fabric.store.online import OnlineStore, OnlineVector
+from fabric.sync import sync_project
+
+from tests.sync.test_incremental import change_sources
+
+
+def _now() -> int:
+    return micros(datetime.now(UTC).replace(tzinfo=None))
+
+
+def test_sync_materializes_every_vector_and_serves_them_equal_to_computed(synced: Path) -> None:
+    with Project.open(synced) as project:
+        view = project.views()["customer_360"]
+        held = project.online.held(view)
+        ids = sorted(project.catalog.entities("customer"))
+        assert sorted(held) == ids
+        # Served from the online store: the same answer as computing from the images.
+        served = FeatureService(project).vectors("customer_360", ids, role="steward")
+        assert project.online.get_many(view, {e: v for e, (v, _) in held.items()}, _now())
+        object.__setattr__(project.config.api, "vector_cache", 0)
+        service = FeatureService(project)
+        project.online.path.rename(project.online.path.with_suffix(".away"))
+        project.online.close()
+        computed = service.vectors("customer_360", ids, role="steward")
+        assert service.misses == len(ids)
+        served.pop("as_of"), computed.pop("as_of")
+        assert served == computed
+
+
+def test_a_stored_vector_is_used_only_for_its_version_definition_and_time(
+    tmp_path: Path, demo_project: Project
+) -> None:
+    view = demo_project.views()["customer_360"]
+    online = OnlineStore(tmp_path / "online.db", demo_project.secrets.key_ring)
+    vector = OnlineVector("e1", 3, 1_000, 2_000, True, {"order_count_90d": 7, "country": "DE"})
+    online.put_many(view, [vector])
+    assert online.get_many(view, {"e1": 3}, 1_000) == {"e1": vector}
+    assert online.get_many(view, {"e1": 3}, 1_999) == {"e1": vector}
+    assert online.get_many(view, {"e1": 3}, 2_000) == {}  # past its horizon
+    assert online.get_many(view, {"e1": 3}, 999) == {}  # before it was computed
+    assert online.get_many(view, {"e1": 4}, 1_500) == {}  # the entity changed since
+    redefined = type(view)(view.name, view.entity_type, view.version + 1, view.features, {"x": 1})
+    assert online.get_many(redefined, {"e1": 3}, 1_500) == {}
+    assert online.prune({view.name: redefined}) == 1
+    online.close()
+
+
+def test_vectors_are_sealed_at_rest_and_a_changed_row_is_not_served(
+    tmp_path: Path, demo_project: Project
+) -> None:
+    view = demo_project.views()["customer_360"]
+    path = tmp_path / "online.db"
+    online = OnlineStore(path, demo_project.secrets.key_ring)
+    online.put_many(view, [OnlineVector("e1", 1, 0, 10, True, {"country": "Atlantis"})])
+    online.close()
+    assert b"Atlantis" not in path.read_bytes()
+    with sqlite3.connect(path) as conn:
+        # A row moved to another entity fails its associated data.
+        conn.execute("UPDATE vectors SET entity_id = 'e2'")
+    online = OnlineStore(path, demo_project.secrets.key_ring)
+    assert online.get_many(view, {"e2": 1}, 5) == {}
+    # Without the key, nothing is read at all.
+    assert OnlineStore(path, None).get_many(view, {"e2": 1}, 5) == {}
+    online.close()
+
+
+def test_materialize_rewrites_only_what_changed_expired_or_went(fresh_demo: DemoProject) -> None:
+    with Project.open(fresh_demo.config_path) as project:
+        sync_project(project, full=True)
+        view = project.views()["customer_360"]
+        before = project.online.held(view)
+    change_sources(fresh_demo.config_path.parent / "sources")
+    with Project.open(fresh_demo.config_path) as project:
+        report = sync_project(project)
+        entities = project.catalog.entities("customer")
+        changed = {e for e, r in entities.items() if before.get(e, (None,))[0] != r.version}
+        assert changed and report.materialized == {"customer_360": len(changed)}
+        held = project.online.held(view)
+        assert {e: v for e, (v, _) in held.items()} == {e: r.version for e, r in entities.items()}
+        # Nothing is due now; a row past its horizon is, and an entity gone is dropped.
+        service = EntityService(project)
+        again = materialize(service, project.online, project.views())
+        assert again.written == {"customer_360": 0} and again.dropped == 0
+        some = sorted(held)[:2]
+        with sqlite3.connect(project.online.path) as conn:
+            conn.execute(
+                "UPDATE vectors SET until = 1 WHERE entity_id = ?", (some[0],)
+            )
+            conn.execute(
+                "INSERT INTO vectors SELECT view, 'no-such-entity', definition, version, "
+                "computed_at, until, key_id, payload FROM vectors WHERE entity_id = ?",
+                (some[1],),
+            )
+        again = materialize(service, project.online, project.views())
+        assert again.written == {"customer_360": 1} and again.dropped == 1
+
+
+def test_materialize_cli_names_unknown_views_and_refreshes_all(synced: Path) -> None:
+    from click.testing import CliRunner
+
+    from fabric.cli import main
+
+    runner = CliRunner()
+    bad = runner.invoke(main, ["materialize", "-c", str(synced), "--view", "nope"])
+    assert bad.exit_code == 1 and "unknown feature view(s) nope" in bad.output
+    assert "Traceback" not in bad.output
+    done = runner.invoke(main, ["materialize", "-c", str(synced), "--all"])
+    assert done.exit_code == 0, done.output
+    with Project.open(synced) as project:
+        count = project.catalog.count("customer")
+    assert f"materialized {count} customer_360" in done.output
+
+
+@pytest.mark.parametrize("days", [0, 400])
+def test_served_vectors_at_past_times_are_computed_not_read(synced: Path, days: int) -> None:
+    with Project.open(synced) as project:
+        service = FeatureService(project)
+        entity_id = sorted(project.catalog.entities("customer"))[0]
+        when = (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S")
+        service.vector("customer_360", entity_id, as_of=when)
+        # Now is served from the store; a time before the sync is computed.
+        assert (service.online_hits, service.misses) == ((1, 0) if days == 0 else (0, 1))
