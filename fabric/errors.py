@@ -60,3 +60,9 @@ class EntityNotFoundError(FabricError):
     """No entity answers to the given id or source key."""
 
     code = "not_found"
+
+
+class ReadTimeoutError(FabricError):
+    """A read ran past its time limit (``api.read_timeout_ms``) and was stopped."""
+
+    code = "timeout"

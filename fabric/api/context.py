@@ -7,7 +7,8 @@ in an anyio task group, which cost about a third of the event loop's time per re
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -15,8 +16,10 @@ from fabric.api.auth import Caller
 from fabric.api.offload import Offload
 from fabric.api.serving import Served, Serving
 from fabric.entities import EntityService
+from fabric.errors import ReadTimeoutError
 from fabric.features.jobs import ExportJobs
 from fabric.features.service import FeatureService
+from fabric.store.sqlite import apsw, time_limit
 
 __all__ = ["Call"]
 
@@ -49,5 +52,26 @@ class Call:
         return self.served.features
 
     async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``function(*args, **kwargs)`` off the event loop (see :class:`Offload`)."""
-        return await self.offload.run(function, *args, **kwargs)
+        """``function(*args, **kwargs)`` off the event loop (see :class:`Offload`), its
+        reads limited to ``api.read_timeout_ms``."""
+        limit = self.served.project.config.api.read_timeout_ms
+        return await self.offload.run(_limited, limit, function, *args, **kwargs)
+
+    async def gather(
+        self, key: Hashable, function: Callable[[list[Any]], Sequence[Any]], item: Any
+    ) -> Any:
+        """``function`` over ``item`` and others of ``key`` waiting with it (see
+        :meth:`Offload.gather`), its reads limited to ``api.read_timeout_ms``."""
+        limit = self.served.project.config.api.read_timeout_ms
+        return await self.offload.gather(key, functools.partial(_limited, limit, function), item)
+
+
+def _limited(limit_ms: int, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``function`` with its SQLite reads stopped once they run ``limit_ms`` (0: none)."""
+    with time_limit(limit_ms / 1000):
+        try:
+            return function(*args, **kwargs)
+        except apsw.InterruptError:
+            raise ReadTimeoutError(
+                f"the read ran past its time limit of {limit_ms} ms (api.read_timeout_ms)"
+            ) from None

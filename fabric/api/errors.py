@@ -15,7 +15,13 @@ from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from fabric.entities import InvalidRequestError
-from fabric.errors import ConfigError, EntityNotFoundError, FabricError, RuleError
+from fabric.errors import (
+    ConfigError,
+    EntityNotFoundError,
+    FabricError,
+    ReadTimeoutError,
+    RuleError,
+)
 
 __all__ = ["ERROR_CODES", "error_body", "exception_handlers"]
 
@@ -38,6 +44,7 @@ ERROR_CODES = {
 _STATUS_OF: list[tuple[type[FabricError], int]] = [
     (EntityNotFoundError, 404),
     (InvalidRequestError, 400),
+    (ReadTimeoutError, 503),
     (ConfigError, 500),
     (RuleError, 500),
 ]
@@ -67,7 +74,7 @@ def _fabric_error(request: Request[Any, Any, Any], exc: FabricError) -> Response
     status = next(
         (s for kind, s in _STATUS_OF if isinstance(exc, kind)), _STATUS_OF_CODE.get(exc.code, 500)
     )
-    if status >= 500:
+    if status == 500:
         # Our side is at fault: the caller learns nothing about paths or internals; the log
         # gets the exception's type and the route (whose ids are opaque) only.
         log.error("request failed: %s on %s", type(exc).__name__, request.url.path)

@@ -57,7 +57,7 @@ async def feature_vector(
     # Vectors asked at the same time are computed together (as an export computes them):
     # under load, one pass over many entities instead of one per request.
     features = call.features
-    answer: dict[str, Any] = await call.offload.gather(
+    answer: dict[str, Any] = await call.gather(
         ("vector", id(features), view, as_of),
         features.vector_batch,
         (view, entity_id, as_of, call.caller.role),

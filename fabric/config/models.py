@@ -231,6 +231,13 @@ class ApiConfig(StrictModel):
     max_body_bytes: int = Field(
         1 << 20, ge=1024, le=1 << 30, description="largest request body accepted"
     )
+    read_timeout_ms: int = Field(
+        5_000,
+        ge=0,
+        le=600_000,
+        description="longest a request's reads may run before they are stopped and the "
+        "request answers 503 timeout (0: no limit)",
+    )
     vector_cache: int = Field(
         100_000,
         ge=0,

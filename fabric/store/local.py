@@ -25,7 +25,7 @@ from fabric.store.base import (
     entity_key,
     partition_of,
 )
-from fabric.store.sqlite import apsw, one_row, open_database
+from fabric.store.sqlite import apsw, one_row, open_database, watch_time
 
 __all__ = ["LocalShardStore"]
 
@@ -102,6 +102,7 @@ class LocalShardStore(EntityStore):
         conn = conns.get(shard)
         if conn is None:
             conn = conns[shard] = open_database(self._shard_path(shard))
+            watch_time(conn)
             with self._write_lock:
                 self._opened.append(conn)
         return conn

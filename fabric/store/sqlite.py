@@ -9,6 +9,10 @@ Identifiers are only ever quoted through :func:`quote_ident`; values are always 
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,8 @@ __all__ = [
     "open_database",
     "open_memory",
     "quote_ident",
+    "time_limit",
+    "watch_time",
 ]
 
 #: 'fabr' in ASCII: marks every SQLite file fabric writes, so a wrong file is caught early.
@@ -39,6 +45,34 @@ apsw.bestpractice.apply(
         if f not in (apsw.bestpractice.library_logging, apsw.bestpractice.connection_optimize)
     )
 )
+
+
+#: SQLite virtual machine steps between two looks at the clock (a few microseconds of work).
+_STEPS = 1000
+_deadline = threading.local()
+
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Stop SQLite work of this thread, on connections :func:`watch_time` watches, once it
+    runs past ``seconds`` from now (None or 0: no limit): the statement raises
+    ``apsw.InterruptError``."""
+    previous = getattr(_deadline, "at", None)
+    _deadline.at = time.monotonic() + seconds if seconds else None
+    try:
+        yield
+    finally:
+        _deadline.at = previous
+
+
+def _over_time() -> bool:
+    at: float | None = getattr(_deadline, "at", None)
+    return at is not None and time.monotonic() > at
+
+
+def watch_time(conn: apsw.Connection) -> None:
+    """Let :func:`time_limit` stop this connection's statements."""
+    conn.set_progress_handler(_over_time, _STEPS)
 
 
 def quote_ident(name: str) -> str:

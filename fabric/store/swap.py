@@ -29,6 +29,8 @@ from typing import Any
 
 import apsw
 
+from fabric.store.sqlite import watch_time
+
 __all__ = ["ImageSwap"]
 
 _names = itertools.count()
@@ -123,6 +125,7 @@ class ImageSwap:
         self._name = f"fabric-image-{os.getpid()}-{next(_names)}"
         self._vfs = _Vfs(self, self._name)
         self.connection = apsw.Connection("image", vfs=self._name, flags=apsw.SQLITE_OPEN_READONLY)
+        watch_time(self.connection)
 
     def load(self, image: bytes) -> apsw.Connection:
         """Make ``image`` the connection's database and return the connection."""

@@ -17,7 +17,6 @@ from fabric.features.service import FeatureService
 from fabric.project import Project
 from fabric.store.online import OnlineStore, OnlineVector
 from fabric.sync import sync_project
-
 from tests.sync.test_incremental import change_sources
 
 
@@ -100,9 +99,7 @@ def test_materialize_rewrites_only_what_changed_expired_or_went(fresh_demo: Demo
         assert again.written == {"customer_360": 0} and again.dropped == 0
         some = sorted(held)[:2]
         with sqlite3.connect(project.online.path) as conn:
-            conn.execute(
-                "UPDATE vectors SET until = 1 WHERE entity_id = ?", (some[0],)
-            )
+            conn.execute("UPDATE vectors SET until = 1 WHERE entity_id = ?", (some[0],))
             conn.execute(
                 "INSERT INTO vectors SELECT view, 'no-such-entity', definition, version, "
                 "computed_at, until, key_id, payload FROM vectors WHERE entity_id = ?",
