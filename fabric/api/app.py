@@ -23,7 +23,7 @@ from fabric import __version__
 from fabric.api.admin import reload_config
 from fabric.api.context import Call
 from fabric.api.errors import exception_handlers
-from fabric.api.exports import export_file, export_status, start_export
+from fabric.api.exports import export_file, export_status, start_export, upload_spine
 from fabric.api.features import feature_batch, feature_vector
 from fabric.api.metrics import COLLECTOR, MetricsController, RequestMetrics
 from fabric.api.offload import Offload
@@ -97,6 +97,7 @@ def create_app(project: Project) -> Litestar:
             feature_vector,
             feature_batch,
             start_export,
+            upload_spine,
             export_status,
             export_file,
             reload_config,

@@ -5,21 +5,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from litestar import Response, get, post
+from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.exceptions import ClientException
+from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Body, FromPath
 from litestar.response import File
 
 from fabric.api.context import Call
+from fabric.entities import InvalidRequestError
+from fabric.features.jobs import SPINE_FORMATS
 
-__all__ = ["ExportRequest", "export_file", "export_status", "start_export"]
+__all__ = ["ExportRequest", "export_file", "export_status", "start_export", "upload_spine"]
 
 
 @dataclass
 class ExportRequest:
-    """What to export: a view, over a spine in the server's spines directory (or every
-    entity as of now), to a format. The caller's role decides the masking."""
+    """What to export: a view, over a spine (a file in the server's spines directory, or
+    ``upload:<id>`` from `POST /v1/exports/spines`; without one, every entity as of now),
+    to a format. The caller's role decides the masking."""
 
     view: str
     spine: str | None = None
@@ -32,10 +37,11 @@ class ExportRequest:
     tags=["exports"],
     summary="Start an export as a background job",
     description=(
-        "`spine` names a file inside the server's spines directory (`api.exports.spines`); "
-        "without it, every entity as of now. The export is masked for the caller's role. At "
-        "most `api.exports.max_running` run at once; the rest wait. Answers 202 with the job's "
-        "status; `Location` is where to watch it."
+        "`spine` names a file inside the server's spines directory (`api.exports.spines`), "
+        "or a spine this key uploaded (`upload:<id>`); without it, every entity as of now. "
+        "The export is masked for the caller's role. At most `api.exports.max_running` run "
+        "at once; the rest wait. Answers 202 with the job's status; `Location` is where to "
+        "watch it."
     ),
     status_code=202,
 )
@@ -53,6 +59,54 @@ def start_export(
         call.served.project, caller.key_name, caller.role, data.view, data.spine, data.format
     )
     return Response(job.status(), status_code=202, headers={"Location": f"/v1/exports/{job.id}"})
+
+
+@post(
+    "/v1/exports/spines",
+    tags=["exports"],
+    summary="Upload a spine (CSV or Parquet) for exports of this key",
+    description=(
+        "The body is the file: `Content-Type: text/csv` or `application/vnd.apache.parquet`, "
+        "at most `api.exports.max_spine_bytes`. Answers 201 with the name to pass as "
+        "`spine` to `POST /v1/exports` (`upload:<id>`); only this key can use it. Uploads "
+        "are kept while the server runs. The file is checked when an export reads it."
+    ),
+    status_code=201,
+    request_max_body_size=None,  # bounded below by api.exports.max_spine_bytes
+    responses={
+        413: ResponseSpec(None, description="larger than api.exports.max_spine_bytes"),
+    },
+)
+async def upload_spine(
+    request: Request[Any, Any, Any], call: NamedDependency[Call]
+) -> dict[str, Any]:
+    """Store the body as a spine and answer ``{spine, bytes}``."""
+    call.require("exports")
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    fmt = SPINE_FORMATS.get(content_type)
+    if fmt is None:
+        raise InvalidRequestError(
+            f"Content-Type must be one of {', '.join(SPINE_FORMATS)} (the spine's format)"
+        )
+    jobs, limit = call.jobs, call.jobs.max_spine_bytes
+    upload = jobs.new_upload(call.caller.key_name, fmt)
+    size = 0
+    try:
+        with upload.path.open("ab") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ClientException(
+                        f"the spine is larger than api.exports.max_spine_bytes ({limit:,} bytes)",
+                        status_code=413,
+                    )
+                await call.offload.run(out.write, chunk)
+        if size == 0:
+            raise InvalidRequestError("the spine is empty: send the file as the request body")
+    except BaseException:
+        jobs.drop_upload(upload)
+        raise
+    return {"spine": upload.name, "bytes": size, "format": fmt}
 
 
 @get(

@@ -213,6 +213,12 @@ class ExportJobsConfig(StrictModel):
     )
     max_running: int = Field(2, ge=1, le=64, description="exports run at once; more wait")
     workers: int = Field(1, ge=1, le=64, description="processes per export")
+    max_spine_bytes: int = Field(
+        1 << 30,
+        ge=1024,
+        le=1 << 40,
+        description="largest spine a caller may upload (POST /v1/exports/spines)",
+    )
 
 
 class ApiConfig(StrictModel):

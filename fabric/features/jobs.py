@@ -2,13 +2,16 @@
 
 At most ``api.exports.max_running`` exports run at once; the others wait in order. A job
 belongs to the key that started it: another key is told no such job exists, since its file
-is masked for the starter's role. Spines may only be named inside ``api.exports.spines``;
-files are written under ``api.exports.dir``, named by the job's random id, never by anything
-a caller sent.
+is masked for the starter's role. Spines are either named inside ``api.exports.spines``
+or uploaded by the caller (``upload:<id>``, usable by the uploading key only, kept under
+``api.exports.dir/uploads`` while the server runs). Files are written under
+``api.exports.dir``, named by random ids, never by anything a caller sent.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 import threading
 import time
@@ -23,7 +26,20 @@ from fabric.errors import EntityNotFoundError, FabricError
 from fabric.features.export import FORMATS, export_view
 from fabric.project import Project
 
-__all__ = ["ExportJob", "ExportJobs", "JobNotReadyError"]
+__all__ = ["SPINE_FORMATS", "ExportJob", "ExportJobs", "JobNotReadyError", "Upload"]
+
+#: Formats of an uploaded spine, by the upload's Content-Type.
+SPINE_FORMATS = {"text/csv": "csv", "application/vnd.apache.parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A spine a caller uploaded: its name for exports (``upload:<id>``) and its file."""
+
+    name: str
+    owner: str
+    path: Path
+
 
 #: The pass that counts toward a job's progress, and what it is called in the status.
 _STAGES = {
@@ -98,8 +114,35 @@ class ExportJobs:
         self.spine_dir = project.config.resolve(settings.spines)
         self.workers = settings.workers
         self._pool = ThreadPoolExecutor(settings.max_running, thread_name_prefix="fabric-export")
+        self.max_spine_bytes = settings.max_spine_bytes
         self._jobs: dict[str, ExportJob] = {}
+        self._uploads: dict[str, Upload] = {}
         self._lock = threading.Lock()
+
+    def new_upload(self, owner: str, fmt: str) -> Upload:
+        """A new, empty spine file of ``owner`` (``csv`` or ``parquet``) to write into.
+
+        Raises:
+            InvalidRequestError: another format.
+        """
+        if fmt not in SPINE_FORMATS.values():
+            raise InvalidRequestError(f"an uploaded spine is {' or '.join(SPINE_FORMATS.values())}")
+        directory = self.out_dir / "uploads"
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        upload_id = secrets.token_hex(12)
+        path = directory / f"{upload_id}.{fmt}"
+        # Spines can hold personal keys: readable by the server's user only.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        upload = Upload(f"upload:{upload_id}", owner, path)
+        with self._lock:
+            self._uploads[upload.name] = upload
+        return upload
+
+    def drop_upload(self, upload: Upload) -> None:
+        """Forget an upload and delete its file (a failed or refused upload)."""
+        with self._lock:
+            self._uploads.pop(upload.name, None)
+        upload.path.unlink(missing_ok=True)
 
     def start(
         self,
@@ -122,7 +165,7 @@ class ExportJobs:
             raise EntityNotFoundError(f"unknown feature view (views: {', '.join(project.views())})")
         if fmt not in FORMATS:
             raise InvalidRequestError(f"format must be one of {', '.join(FORMATS)}")
-        spine_path = None if spine is None else self._spine(spine)
+        spine_path = None if spine is None else self._spine(spine, owner)
         job_id = secrets.token_hex(12)
         job = ExportJob(job_id, owner, view, role, fmt, spine, self.out_dir / f"{job_id}.{fmt}")
         with self._lock:
@@ -130,8 +173,15 @@ class ExportJobs:
         self._pool.submit(self._run, project, job, spine_path)
         return job
 
-    def _spine(self, name: str) -> Path:
-        """A spine named by a caller: only a file inside the spines directory."""
+    def _spine(self, name: str, owner: str) -> Path:
+        """A spine named by a caller: one it uploaded, or a file inside the spines
+        directory."""
+        if name.startswith("upload:"):
+            with self._lock:
+                upload = self._uploads.get(name)
+            if upload is None or upload.owner != owner:
+                raise InvalidRequestError("no uploaded spine of this key has this name")
+            return upload.path
         if not name or "\x00" in name or len(name) > 512:
             raise InvalidRequestError("spine must name a file in the spines directory")
         base = self.spine_dir.resolve()
@@ -203,5 +253,10 @@ class ExportJobs:
         job.finished_at = datetime.now(UTC).isoformat()
 
     def close(self) -> None:
-        """Stop taking jobs; running ones finish."""
+        """Stop taking jobs (running ones finish) and delete the uploaded spines."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            uploads, self._uploads = list(self._uploads.values()), {}
+        for upload in uploads:
+            with contextlib.suppress(OSError):
+                upload.path.unlink()

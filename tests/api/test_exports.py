@@ -99,3 +99,86 @@ def test_export_job_errors(served: tuple[TestClient[Litestar], dict[str, str], P
     fetch = client.get(f"/v1/exports/{started['job']}/file", headers=key)
     assert fetch.status_code == 409 and fetch.json()["error"]["code"] == "conflict"
     assert client.get("/v1/exports/no-such-job", headers=key).status_code == 404
+
+
+def test_an_uploaded_spine_exports_like_a_named_one_and_is_the_uploaders_alone(
+    served: tuple[TestClient[Litestar], dict[str, str], Path],
+) -> None:
+    client, keys, root = served
+    with Project.open(root / "fabric.yaml") as project:
+        ids = sorted(project.catalog.entities("customer"))[:20]
+    body = "entity_id,event_timestamp,label\n" + "".join(
+        f"{e},2026-05-01T00:00:00Z,{i % 2}\n" for i, e in enumerate(ids)
+    )
+    steward, analyst = keys["steward-demo"], keys["analyst-demo"]
+    uploaded = client.post(
+        "/v1/exports/spines",
+        content=body.encode(),
+        headers={**auth(steward), "Content-Type": "text/csv"},
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    name = uploaded.json()["spine"]
+    assert name.startswith("upload:") and uploaded.json()["bytes"] == len(body)
+    # Another key cannot use it, nor guess one.
+    for key, spine in ((analyst, name), (steward, "upload:" + "0" * 24)):
+        refused = client.post(
+            "/v1/exports", json={"view": "customer_360", "spine": spine}, headers=auth(key)
+        )
+        assert refused.status_code == 400 and "no uploaded spine" in refused.text
+    started = client.post(
+        "/v1/exports",
+        json={"view": "customer_360", "spine": name, "format": "csv"},
+        headers=auth(steward),
+    )
+    assert started.status_code == 202, started.text
+    status = wait(client, started.json()["job"], steward)
+    assert status["state"] == "succeeded", status
+    got = client.get(f"/v1/exports/{started.json()['job']}/file", headers=auth(steward))
+    (root / "spine.csv").write_text(body)
+    with Project.open(root / "fabric.yaml") as project:
+        export_view(
+            project,
+            "customer_360",
+            root / "direct.csv",
+            spine=root / "spine.csv",
+            fmt="csv",
+            role="steward",
+        )
+    assert got.content == (root / "direct.csv").read_bytes()
+    # Uploaded files are private to the server's user.
+    uploads = list((root / "exports" / "uploads").iterdir())
+    assert uploads and all(p.stat().st_mode & 0o077 == 0 for p in uploads)
+
+
+def test_spine_uploads_refuse_other_types_empty_bodies_and_oversize(
+    synced: Path,
+) -> None:
+    text = synced.read_text()
+    synced.write_text(text.replace("\napi:\n", "\napi:\n  exports: {max_spine_bytes: 2048}\n"))
+    project = Project.open(synced)
+    keys = load_secrets(project.config).api_keys
+    steward = auth(keys["steward-demo"])
+    with TestClient(app=create_app(project)) as client:
+        wrong = client.post(
+            "/v1/exports/spines",
+            content=b"x",
+            headers={**steward, "Content-Type": "application/json"},
+        )
+        assert wrong.status_code == 400 and "Content-Type must be one of" in wrong.text
+        empty = client.post(
+            "/v1/exports/spines", content=b"", headers={**steward, "Content-Type": "text/csv"}
+        )
+        assert empty.status_code == 400 and "empty" in empty.text
+        big = client.post(
+            "/v1/exports/spines",
+            content=b"a,b\n" * 1000,
+            headers={**steward, "Content-Type": "text/csv"},
+        )
+        assert big.status_code == 413 and big.json()["error"]["code"] == "payload_too_large"
+        nobody = client.post(
+            "/v1/exports/spines", content=b"a", headers={"Content-Type": "text/csv"}
+        )
+        assert nobody.status_code == 401
+    # Refused uploads leave no file behind.
+    uploads = synced.parent / "exports" / "uploads"
+    assert not uploads.exists() or not list(uploads.iterdir())
