@@ -219,6 +219,11 @@ def _print_sync(report: Any) -> None:
             "  feature vectors materialized: "
             + ", ".join(f"{n} {view}" for view, n in report.materialized.items())
         )
+    if report.documents:
+        click.echo(
+            "  masked documents materialized: "
+            + ", ".join(f"{n} {policy}" for policy, n in report.documents.items())
+        )
 
 
 @main.command()
@@ -873,7 +878,7 @@ def demo(
     "--view",
     "view_names",
     multiple=True,
-    help="Only this feature view (repeatable; default: every view).",
+    help="Only this feature view (repeatable; default: every view, and masked documents).",
 )
 @click.option(
     "--all",
@@ -883,12 +888,15 @@ def demo(
 )
 @_handles_errors
 def materialize(config_path: Path, view_names: tuple[str, ...], everything: bool) -> None:
-    """Compute current feature vectors into the online store, which the API serves from.
+    """Compute current feature vectors, and entity documents masked for each role's policy,
+    into the online store, which the API serves from.
 
     `fabric sync` does this at its end for what it changed. Run it alone to refresh vectors
     whose horizon has passed (a row leaving a window, a day count ticking over) before
     requests ask for them, for example hourly from cron. The API serves a stored vector only
-    for the entity version, view definition and times it holds for, and computes any other.
+    for the entity version, view definition and times it holds for, and a stored document
+    only for the entity version and masking rules and keys it was made with; it computes
+    any other.
     """
     from fabric.entities import EntityService
     from fabric.features.materialize import materialize as run_materialize
@@ -902,8 +910,6 @@ def materialize(config_path: Path, view_names: tuple[str, ...], everything: bool
                 f"unknown feature view(s) {', '.join(unknown)} "
                 f"(views: {', '.join(views) or 'none declared'})"
             )
-        if not views:
-            _fail("no feature views are declared (rules: features in fabric.yaml)")
         done = run_materialize(
             EntityService(project),
             project.online,
@@ -914,6 +920,9 @@ def materialize(config_path: Path, view_names: tuple[str, ...], everything: bool
         )
     click.echo(
         "materialized "
-        + ", ".join(f"{n} {view}" for view, n in done.written.items())
+        + ", ".join(
+            [f"{n} {view}" for view, n in done.written.items()]
+            + [f"{n} {policy} documents" for policy, n in done.documents.items()]
+        )
         + f"; dropped {done.dropped} stale rows"
     )

@@ -14,6 +14,7 @@ from cachetools import LRUCache
 
 from fabric.errors import EntityNotFoundError, FabricError
 from fabric.project import Project
+from fabric.rules.masking import MaskingPolicy
 from fabric.store.base import StoredBlob
 from fabric.store.crypto import KeyedHasher, derive_key
 from fabric.store.history import History
@@ -242,23 +243,54 @@ class EntityService:
             cached = self._documents.get(key)
             self.served += 1
         if cached is None:
-            meta, every_table = self._read(stored)
-            rows = self._copies(every_table, tables)
-            policy.apply(entity_type, rows, found)
-            cached = {
-                "entity_type": entity_type,
-                "entity_id": found,
-                "version": int(meta["version"]),
-                "built_at": meta["built_at"],
-                "policy": policy.name,
-                "tables": rows,
-            }
+            if tables is None and not policy.clear:
+                # Materialized by sync for this version and these masking rules and keys.
+                cached = self.project.online.get_document(
+                    policy.name, self.project.masking_fingerprint, stored
+                )
+            if cached is None:
+                cached = self._masked(stored, policy, tables, cache=True)
             if self._documents.maxsize:
                 with self._lock:
                     self._documents[key] = cached
         if found != entity_id:
             return {**cached, "merged_from": entity_id}
         return cached
+
+    def _masked(
+        self,
+        stored: StoredBlob,
+        policy: MaskingPolicy,
+        tables: list[str] | None = None,
+        *,
+        cache: bool = False,
+    ) -> dict[str, Any]:
+        """The document of a stored entity, masked for ``policy`` (read through the read
+        cache with ``cache``)."""
+        if cache:
+            meta, every_table = self._read(stored)
+        else:
+            image = self.project.codec.decode(
+                stored.blob, stored.entity_type, stored.entity_id, stored.version
+            )
+            meta, every_table = self._reader().read_tables(image)
+        rows = self._copies(every_table, tables)
+        policy.apply(stored.entity_type, rows, stored.entity_id)
+        return {
+            "entity_type": stored.entity_type,
+            "entity_id": stored.entity_id,
+            "version": int(meta["version"]),
+            "built_at": meta["built_at"],
+            "policy": policy.name,
+            "tables": rows,
+        }
+
+    def masked_documents(
+        self, stored: Sequence[StoredBlob], policy: MaskingPolicy
+    ) -> list[dict[str, Any]]:
+        """Documents of stored entities masked for ``policy``, past the caches: what
+        :func:`fabric.features.materialize.materialize` writes to the online store."""
+        return [self._masked(blob, policy) for blob in stored]
 
     def lineage(
         self, entity_type: str, entity_id: str, *, role: str | None = None

@@ -7,12 +7,16 @@ way. Parts are opened lazily: serving never needs the sources, `rules check` nee
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import faker
+
+from fabric import __version__
 from fabric.config import ProjectConfig, load_config
 from fabric.config.loader import read_yaml
 from fabric.config.secrets import Secrets, load_secrets
@@ -247,6 +251,21 @@ class Project:
             parts.append(self._canonical(self.config.rules.transforms, "transforms"))
         if self.config.rules.features is not None:
             parts.append(self._canonical(self.config.rules.features, "feature views"))
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+    @cached_property
+    def masking_fingerprint(self) -> str:
+        """What a masked value depends on besides the entity: the masking rules, the key
+        masking derives its keys from, fabric's operators and Faker's pools (their
+        versions). A materialized masked document is served only under the same one."""
+        master = self.secrets.master_key
+        key_check = b"" if master is None else hmac.digest(master, b"masking fingerprint", "sha256")
+        parts = [
+            self._canonical(self.config.rules.masking, "masking rules"),
+            key_check.hex(),
+            __version__,
+            faker.VERSION,
+        ]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
     @cached_property

@@ -1,4 +1,5 @@
-"""The online store: each entity's current feature vector, materialized ahead of requests.
+"""The online store: what the API serves, materialized ahead of requests: each entity's
+current feature vector, and its document masked for each role's policy.
 
 A vector of "now" is a step function of time: it stays the same until a row enters or leaves
 one of its windows, a day count ticks over, or an ``as_of`` filter may turn (its horizon,
@@ -13,7 +14,13 @@ without ever serving a stale one:
   was computed with, and times in ``[computed_at, until)``. Anything else is computed on
   the spot from the entity's image, as before.
 
-``online.db`` sits beside the shards: one row per (view, entity), ``WITHOUT ROWID``. The
+Masking is deterministic (keyed operators), so an entity's masked document depends only on
+the entity's version and the masking fingerprint (rules, key, operator and Faker versions,
+:attr:`fabric.project.Project.masking_fingerprint`): it is materialized the same way and
+served only for both.
+
+``online.db`` sits beside the shards: one row per (view, entity) and per (entity type,
+policy, entity), ``WITHOUT ROWID``. The
 values are derived from personal data (an attribute can be an email), so with a key
 configured they are sealed like images (AES-256-GCM under a key derived from the store key,
 bound to view, definition, entity, version and horizon by the associated data). A row sealed
@@ -34,6 +41,7 @@ import msgspec
 
 from fabric.errors import StoreError
 from fabric.features.spec import FeatureView
+from fabric.store.base import StoredBlob
 from fabric.store.crypto import KeyDeriver, KeyRing, Sealer
 from fabric.store.sqlite import apsw, open_database
 
@@ -50,6 +58,16 @@ CREATE TABLE IF NOT EXISTS vectors (
     key_id TEXT,
     payload BLOB NOT NULL,
     PRIMARY KEY (view, entity_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS documents (
+    entity_type TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    key_id TEXT,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (entity_type, policy, entity_id)
 ) WITHOUT ROWID;
 """
 
@@ -221,6 +239,103 @@ class OnlineStore:
             )
             dropped = int(conn.changes())
         return dropped
+
+    # -- masked documents ----------------------------------------------------------------
+
+    @staticmethod
+    def _document_aad(
+        entity_type: str, policy: str, fingerprint: str, entity_id: str, version: int
+    ) -> bytes:
+        parts = ("doc", entity_type, policy, fingerprint, entity_id, str(version))
+        return "\x00".join(parts).encode()
+
+    def put_documents(
+        self, policy: str, fingerprint: str, documents: Iterable[dict[str, Any]]
+    ) -> int:
+        """Write (replace) entity documents masked by ``policy`` in one transaction."""
+        key_id = None if self._keys is None else self._keys.current
+        sealer = None if key_id is None else self._sealer(key_id)
+        rows = []
+        for document in documents:
+            entity_type, entity_id = document["entity_type"], document["entity_id"]
+            version = int(document["version"])
+            payload = self._encode.encode(document)
+            if sealer is not None:
+                aad = self._document_aad(entity_type, policy, fingerprint, entity_id, version)
+                payload = sealer.seal(payload, aad)
+            rows.append((entity_type, policy, entity_id, fingerprint, version, key_id, payload))
+        conn = self._conn()
+        with conn:
+            conn.executemany("INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        return len(rows)
+
+    def get_document(
+        self, policy: str, fingerprint: str, stored: StoredBlob
+    ) -> dict[str, Any] | None:
+        """The materialized document of this stored entity and version, masked by
+        ``policy`` under ``fingerprint``; None if there is none that holds."""
+        conn = self._reader()
+        if conn is None:
+            return None
+        row = conn.execute(
+            "SELECT key_id, payload FROM documents WHERE entity_type = ? AND policy = ? "
+            "AND entity_id = ? AND fingerprint = ? AND version = ?",
+            (stored.entity_type, policy, stored.entity_id, fingerprint, stored.version),
+        ).fetchone()
+        if row is None:
+            return None
+        key_id, payload = row
+        if key_id is not None:
+            sealer = self._sealer(key_id)
+            if sealer is None:
+                return None
+            aad = self._document_aad(
+                stored.entity_type, policy, fingerprint, stored.entity_id, stored.version
+            )
+            try:
+                payload = sealer.open(payload, aad, what="materialized document")
+            except StoreError:
+                log.warning("a materialized %s document failed its integrity check", policy)
+                return None
+        elif self._keys is not None:
+            return None
+        document: dict[str, Any] = self._decode.decode(payload)
+        return document
+
+    def held_documents(self, entity_type: str, policy: str, fingerprint: str) -> dict[str, int]:
+        """Entity id -> version of the documents held for a type and policy under
+        ``fingerprint``."""
+        conn = self._reader()
+        if conn is None:
+            return {}
+        return {
+            str(entity_id): int(version)
+            for entity_id, version in conn.execute(
+                "SELECT entity_id, version FROM documents "
+                "WHERE entity_type = ? AND policy = ? AND fingerprint = ?",
+                (entity_type, policy, fingerprint),
+            )
+        }
+
+    def prune_documents(self, policies: Sequence[str], fingerprint: str) -> int:
+        """Drop documents of other policies or fingerprints; how many."""
+        conn = self._conn()
+        with conn:
+            conn.execute(
+                f"DELETE FROM documents WHERE fingerprint != ? OR policy NOT IN {_JSON_IDS}",
+                (fingerprint, json.dumps(list(policies))),
+            )
+            dropped = int(conn.changes())
+        return dropped
+
+    def forget_documents(self, entity_type: str, entity_ids: Sequence[str]) -> None:
+        """Drop the documents of entities that are no longer stored."""
+        conn = self._conn()
+        with conn:
+            conn.execute(
+                f"DELETE FROM documents WHERE entity_type = ? AND entity_id IN {_JSON_IDS}",
+                (entity_type, json.dumps(list(entity_ids))),
+            )
 
     def forget(self, view: FeatureView, entity_ids: Sequence[str]) -> None:
         """Drop the rows of entities that are no longer stored."""

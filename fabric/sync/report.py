@@ -40,6 +40,8 @@ class SyncReport:
     links_refused: int = 0
     #: feature vectors written to the online store, per view
     materialized: dict[str, int] = field(default_factory=dict)
+    #: masked entity documents written to the online store, per policy
+    documents: dict[str, int] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         """Counters as recorded in the catalog."""

@@ -83,13 +83,12 @@ def sync_project(
             report = _run(syncs, catalog, mode, started_clock, project.rules_version())
     finally:
         clear_caches()  # no source text outlives the run in this process's memory
-    views = project.views()
-    if views:
-        # The run is recorded; the online store is a cache of what it wrote, brought up
-        # to date now so the API serves current vectors without computing them.
-        done = materialize(EntityService(project), project.online, views, progress=progress)
-        report.materialized = done.written
-        report.seconds = time.perf_counter() - started_clock
+    # The run is recorded; the online store is a cache of what it wrote, brought up to
+    # date now so the API serves current vectors and masked documents without computing.
+    done = materialize(EntityService(project), project.online, project.views(), progress=progress)
+    report.materialized = done.written
+    report.documents = done.documents
+    report.seconds = time.perf_counter() - started_clock
     return report
 
 

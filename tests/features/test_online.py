@@ -134,3 +134,43 @@ def test_served_vectors_at_past_times_are_computed_not_read(synced: Path, days: 
         service.vector("customer_360", entity_id, as_of=when)
         # Now is served from the store; a time before the sync is computed.
         assert (service.online_hits, service.misses) == ((1, 0) if days == 0 else (0, 1))
+
+
+def test_sync_materializes_masked_documents_equal_to_masking_on_request(synced: Path) -> None:
+    with Project.open(synced) as project:
+        ids = sorted(project.catalog.entities("customer"))
+        fingerprint = project.masking_fingerprint
+        held = project.online.held_documents("customer", "analyst", fingerprint)
+        assert sorted(held) == ids
+        # Clear documents are not copied: reading the image is all they cost.
+        assert project.online.held_documents("customer", "steward", fingerprint) == {}
+        served = [EntityService(project).document("customer", e, role="analyst") for e in ids]
+        assert project.online.path.read_bytes().count(b'"policy"') == 0  # sealed at rest
+    with Project.open(synced) as project:
+        # Another fingerprint (new masking rules or key): masked on request instead.
+        object.__setattr__(project, "masking_fingerprint", "0" * 16)
+        service = EntityService(project)
+        computed = [service.document("customer", e, role="analyst") for e in ids]
+        assert service.cache_misses == len(ids)
+    assert served == computed
+
+
+def test_changed_masking_rules_rematerialize_every_document(synced: Path) -> None:
+    masking = synced.parent / "rules" / "masking.yaml"
+    rules = masking.read_text()
+    assert "city:       {op: keep}" in rules
+    masking.write_text(rules.replace("city:       {op: keep}", "city:       {op: redact}"))
+    with Project.open(synced) as project:
+        done = materialize(EntityService(project), project.online, project.views())
+        count = project.catalog.count("customer")
+        assert done.documents == {"analyst": count} and done.dropped == count
+        service = EntityService(project)
+        cities = {
+            row["city"]
+            for entity_id in sorted(project.catalog.entities("customer"))[:20]
+            for row in service.document("customer", entity_id, role="analyst")["tables"].get(
+                "crm_customers", []
+            )
+        }
+        assert cities == {"[REDACTED]"}  # the new rule, from the rematerialized documents
+        assert service.cache_misses == 0
