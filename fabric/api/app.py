@@ -68,9 +68,13 @@ def create_app(project: Project) -> Litestar:
         offload.wait_ready(timeout=60)
         COLLECTOR.attach(serving.current.project, serving.current.service, serving.current.features)
         # What exists now (the project, compiled rules, pools) lives as long as the app:
-        # the collector's full passes need not walk it again and again.
+        # the collector's full passes need not walk it again and again. A request makes
+        # and frees thousands of objects, nearly all freed by reference counting: younger
+        # passes every 10,000 allocations rather than 700, and full ones far apart
+        # (measured: the hot lookup's p99 from 13 to 8 ms, the vector's from 16 to 13).
         gc.collect()
         gc.freeze()
+        gc.set_threshold(10_000, 20, 100)
         # SIGHUP reloads, as `POST /v1/admin/reload` does (where the app runs in the
         # process's main thread, as under a server; not in a test client's thread).
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
