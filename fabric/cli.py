@@ -886,8 +886,11 @@ def demo(
     is_flag=True,
     help="Compute every entity's vector again, not only missing, stale or expired ones.",
 )
+@_workers_option("Processes that compute vectors and documents (this one writes them).")
 @_handles_errors
-def materialize(config_path: Path, view_names: tuple[str, ...], everything: bool) -> None:
+def materialize(
+    config_path: Path, view_names: tuple[str, ...], everything: bool, workers: int
+) -> None:
     """Compute current feature vectors, and entity documents masked for each role's policy,
     into the online store, which the API serves from.
 
@@ -916,6 +919,7 @@ def materialize(config_path: Path, view_names: tuple[str, ...], everything: bool
             views,
             only=list(view_names) or None,
             everything=everything,
+            workers=workers,
             progress=progress,
         )
     click.echo(

@@ -9,14 +9,18 @@ the entity read path, so a served document equals one masked on request.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import multiprocessing
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from fabric.entities import EntityService
 from fabric.errors import StoreError
 from fabric.features.compute import columns_read, compute_many, micros
 from fabric.features.spec import FeatureView
+from fabric.project import Project
 from fabric.store.base import StoredBlob
 from fabric.store.online import OnlineStore, OnlineVector
 from fabric.store.sqlite import apsw
@@ -63,6 +67,42 @@ def compute_vectors(
     ]
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One chunk: vectors of a view, or documents of a type masked by a policy."""
+
+    config: Path
+    kind: str  # "vectors" or "documents"
+    name: str  # the view, or the policy
+    entity_type: str
+    ids: list[str]
+    moment: int
+
+
+def _rows(project: Project, entities: EntityService, job: _Job) -> list[tuple[Any, ...]]:
+    """The online store's rows of one chunk, computed, encoded and sealed."""
+    stored = project.store.get_many(job.entity_type, job.ids)
+    blobs = [stored[e] for e in job.ids if e in stored]  # one may have gone since
+    if job.kind == "vectors":
+        view = project.views()[job.name]
+        return project.online.vector_rows(view, compute_vectors(entities, view, blobs, job.moment))
+    policy = project.policies.for_policy(job.name)
+    documents = entities.masked_documents(blobs, policy)
+    return project.online.document_rows(job.name, project.masking_fingerprint, documents)
+
+
+#: Per worker process: the project it reads (opened once).
+_opened: dict[Path, tuple[Project, EntityService]] = {}
+
+
+def _rows_in_worker(job: _Job) -> tuple[str, list[tuple[Any, ...]]]:
+    if job.config not in _opened:
+        project = Project.open(job.config)
+        _opened[job.config] = (project, EntityService(project))
+    project, entities = _opened[job.config]
+    return job.kind, _rows(project, entities, job)
+
+
 def materialize(
     entities: EntityService,
     online: OnlineStore,
@@ -70,6 +110,7 @@ def materialize(
     *,
     only: Sequence[str] | None = None,
     everything: bool = False,
+    workers: int = 1,
     progress: Callable[[str, int, int | None], None] | None = None,
 ) -> Materialized:
     """Bring the online store up to date with the entity store, as of now.
@@ -80,26 +121,29 @@ def materialize(
     entities no longer stored, and of views no longer declared or redefined, are dropped.
     Then each masking policy a role sees (not clear ones: reading is all they cost) gets
     the masked document of every entity whose copy is missing or of another version or
-    masking fingerprint.
+    masking fingerprint. With ``workers`` above 1, chunks are computed in that many
+    processes and written by this one.
 
     Raises:
         StoreError: the online store cannot be written.
     """
+    project = entities.project
     # To the second, as the API's "now" is: a request in the same second finds the row.
     moment = micros(datetime.now(UTC).replace(tzinfo=None, microsecond=0))
-    catalog = entities.project.catalog
-    written: dict[str, int] = {}
+    config = Path(project.config.path or "fabric.yaml")
+    done = Materialized({}, 0, {})
+    jobs: list[_Job] = []
     try:
-        dropped = online.prune(views)
+        done.dropped += online.prune(views)
         for view in views.values():
             if only is not None and view.name not in only:
                 continue
-            current = {e: r.version for e, r in catalog.entities(view.entity_type).items()}
+            current = {e: r.version for e, r in project.catalog.entities(view.entity_type).items()}
             held = online.held(view)
             gone = [e for e in held if e not in current]
             if gone:
                 online.forget(view, gone)
-                dropped += len(gone)
+                done.dropped += len(gone)
             due = [
                 e
                 for e, version in current.items()
@@ -108,59 +152,77 @@ def materialize(
                 or row[0] != version
                 or row[1] <= moment
             ]
-            written[view.name] = 0
-            stage = f"materialize {view.name}"
+            done.written[view.name] = 0
+            jobs += _chunks(config, "vectors", view.name, view.entity_type, due, moment)
+        if only is None:
+            jobs += _document_jobs(project, online, config, everything, moment, done)
+        totals: dict[str, int] = {}
+        for job in jobs:
+            totals[job.name] = totals.get(job.name, 0) + len(job.ids)
+        for name, total in totals.items():
             if progress is not None:
-                progress(stage, 0, len(due))
-            for start in range(0, len(due), _CHUNK):
-                chunk = due[start : start + _CHUNK]
-                stored = entities.project.store.get_many(view.entity_type, chunk)
-                blobs = [stored[e] for e in chunk if e in stored]  # one may have gone since
-                written[view.name] += online.put_many(
-                    view, compute_vectors(entities, view, blobs, moment)
-                )
-                if progress is not None:
-                    progress(stage, len(chunk), len(due))
-        documents = {} if only is not None else _documents(entities, online, everything, progress)
-        dropped += documents.pop("", 0)
+                progress(f"materialize {name}", 0, total)
+        for job, (kind, rows) in _run(project, entities, jobs, workers, config):
+            written = online.write(kind, rows)
+            (done.written if kind == "vectors" else done.documents)[job.name] += written
+            if progress is not None:
+                progress(f"materialize {job.name}", len(job.ids), totals[job.name])
     except apsw.Error as exc:
         raise StoreError(
             f"the online store {online.path.name} could not be written: {exc}"
         ) from exc
-    return Materialized(written, dropped, documents)
+    return done
 
 
-def _documents(
-    entities: EntityService,
+def _chunks(
+    config: Path, kind: str, name: str, entity_type: str, due: list[str], moment: int
+) -> list[_Job]:
+    return [
+        _Job(config, kind, name, entity_type, due[start : start + _CHUNK], moment)
+        for start in range(0, len(due), _CHUNK)
+    ]
+
+
+def _document_jobs(
+    project: Project,
     online: OnlineStore,
+    config: Path,
     everything: bool,
-    progress: Callable[[str, int, int | None], None] | None,
-) -> dict[str, int]:
-    """Masked documents of every entity that needs one, per policy (``""``: rows dropped)."""
-    project = entities.project
+    moment: int,
+    done: Materialized,
+) -> list[_Job]:
+    """Chunks of entities whose masked document is missing or stale, per policy; the
+    documents of policies, fingerprints and entities gone are dropped."""
     fingerprint = project.masking_fingerprint
-    policies = {p.name: p for p in map(project.policy_for, project.config.roles) if not p.clear}
-    written: dict[str, int] = {"": online.prune_documents(list(policies), fingerprint)}
+    policies = sorted(
+        {p.name for p in map(project.policy_for, project.config.roles) if not p.clear}
+    )
+    done.dropped += online.prune_documents(policies, fingerprint)
+    jobs: list[_Job] = []
     for entity_type in project.config.entities:
         current = {e: r.version for e, r in project.catalog.entities(entity_type).items()}
-        for name, policy in policies.items():
+        for name in policies:
             held = online.held_documents(entity_type, name, fingerprint)
             gone = [e for e in held if e not in current]
             if gone:
                 online.forget_documents(entity_type, gone)
-                written[""] += len(gone)
+                done.dropped += len(gone)
             due = [e for e, v in current.items() if everything or held.get(e) != v]
-            written.setdefault(name, 0)
-            stage = f"materialize {name} documents"
-            if progress is not None:
-                progress(stage, 0, len(due))
-            for start in range(0, len(due), _CHUNK):
-                chunk = due[start : start + _CHUNK]
-                stored = project.store.get_many(entity_type, chunk)
-                blobs = [stored[e] for e in chunk if e in stored]
-                written[name] += online.put_documents(
-                    name, fingerprint, entities.masked_documents(blobs, policy)
-                )
-                if progress is not None:
-                    progress(stage, len(chunk), len(due))
-    return written
+            done.documents[name] = 0
+            jobs += _chunks(config, "documents", name, entity_type, due, moment)
+    return jobs
+
+
+def _run(
+    project: Project, entities: EntityService, jobs: list[_Job], workers: int, config: Path
+) -> Iterator[tuple[_Job, tuple[str, list[tuple[Any, ...]]]]]:
+    """Each job with its rows, in order: in this process, or in ``workers`` processes
+    forked from a server that imported fabric once."""
+    if workers <= 1 or len(jobs) < 2 or project.config.path is None:
+        for job in jobs:
+            yield job, (job.kind, _rows(project, entities, job))
+        return
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    with context.Pool(min(workers, len(jobs))) as pool:
+        yield from zip(jobs, pool.imap(_rows_in_worker, jobs), strict=True)

@@ -165,6 +165,24 @@ class OnlineStore:
 
     def put_many(self, view: FeatureView, vectors: Iterable[OnlineVector]) -> int:
         """Write (replace) vectors of a view in one transaction; how many."""
+        return self.write("vectors", self.vector_rows(view, vectors))
+
+    def write(self, table: str, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Write rows made by :meth:`vector_rows` or :meth:`document_rows` (``table``:
+        ``vectors`` or ``documents``) in one transaction; how many."""
+        marks = {"vectors": 8, "documents": 7}[table]
+        conn = self._conn()
+        with conn:
+            conn.executemany(
+                f"INSERT OR REPLACE INTO {table} VALUES ({', '.join('?' * marks)})", rows
+            )
+        return len(rows)
+
+    def vector_rows(
+        self, view: FeatureView, vectors: Iterable[OnlineVector]
+    ) -> list[tuple[Any, ...]]:
+        """Rows of ``vectors`` for :meth:`write`, sealed: made wherever the vectors are
+        computed (worker processes), written by one process."""
         key_id = None if self._keys is None else self._keys.current
         sealer = None if key_id is None else self._sealer(key_id)
         rows = []
@@ -184,10 +202,7 @@ class OnlineStore:
                     payload,
                 )
             )
-        conn = self._conn()
-        with conn:
-            conn.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        return len(rows)
+        return rows
 
     def get_many(
         self, view: FeatureView, versions: Mapping[str, int], moment: int
@@ -266,6 +281,12 @@ class OnlineStore:
         self, policy: str, fingerprint: str, documents: Iterable[dict[str, Any]]
     ) -> int:
         """Write (replace) entity documents masked by ``policy`` in one transaction."""
+        return self.write("documents", self.document_rows(policy, fingerprint, documents))
+
+    def document_rows(
+        self, policy: str, fingerprint: str, documents: Iterable[dict[str, Any]]
+    ) -> list[tuple[Any, ...]]:
+        """Rows of masked ``documents`` for :meth:`write`, compressed and sealed."""
         key_id = None if self._keys is None else self._keys.current
         sealer = None if key_id is None else self._sealer(key_id)
         rows = []
@@ -278,10 +299,7 @@ class OnlineStore:
                 aad = self._document_aad(entity_type, policy, fingerprint, entity_id, version)
                 payload = sealer.seal(payload, aad)
             rows.append((entity_type, policy, entity_id, fingerprint, version, key_id, payload))
-        conn = self._conn()
-        with conn:
-            conn.executemany("INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-        return len(rows)
+        return rows
 
     def get_document(
         self, policy: str, fingerprint: str, stored: StoredBlob

@@ -85,7 +85,9 @@ def sync_project(
         clear_caches()  # no source text outlives the run in this process's memory
     # The run is recorded; the online store is a cache of what it wrote, brought up to
     # date now so the API serves current vectors and masked documents without computing.
-    done = materialize(EntityService(project), project.online, project.views(), progress=progress)
+    done = materialize(
+        EntityService(project), project.online, project.views(), workers=workers, progress=progress
+    )
     report.materialized = done.written
     report.documents = done.documents
     report.seconds = time.perf_counter() - started_clock

@@ -174,3 +174,30 @@ def test_changed_masking_rules_rematerialize_every_document(synced: Path) -> Non
         }
         assert cities == {"[REDACTED]"}  # the new rule, from the rematerialized documents
         assert service.cache_misses == 0
+
+
+def test_materializing_in_worker_processes_writes_what_one_process_writes(synced: Path) -> None:
+    with Project.open(synced) as project:
+        service = EntityService(project)
+        view = project.views()["customer_360"]
+        ids = sorted(project.catalog.entities("customer"))
+        versions = {e: r.version for e, r in project.catalog.entities("customer").items()}
+
+        def contents() -> tuple[object, object]:
+            now = _now()
+            vectors = {
+                e: (v.existed, v.values)
+                for e, v in project.online.get_many(view, versions, now).items()
+            }
+            stored = project.store.get_many("customer", ids)
+            documents = [
+                project.online.get_document("analyst", project.masking_fingerprint, stored[e])
+                for e in ids
+            ]
+            return vectors, documents
+
+        one = contents()
+        done = materialize(service, project.online, project.views(), everything=True, workers=2)
+        assert done.written == {"customer_360": len(ids)}
+        assert done.documents == {"analyst": len(ids)}
+        assert contents() == one and all(d is not None for d in one[1])  # type: ignore[union-attr]
