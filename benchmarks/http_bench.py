@@ -14,6 +14,16 @@ server, `fabric serve --workers W` runs on a free port and wrk (``apt-get instal
   bare            a Litestar route returning a constant JSON document of an entity's size,
                   served the same way: the framework's ceiling, measured in the same run
 
+The project's online store is brought up to date first (`fabric materialize`, what every sync
+ends with), and what that wrote is printed: vectors whose horizon passed since the last
+sync, say. Each server gets two seconds of one hot id before the scenarios run (connections,
+code paths and the page cache warm, as in a server that has been up).
+
+uvicorn with more than one worker leaves Nagle's algorithm on (uvicorn issue #3149: the
+listening socket it binds for its workers has ``proto`` 0, so asyncio never sets
+TCP_NODELAY), and every keep-alive request waits about 40 ms for a delayed ACK: its figures
+here measure that, not the app.
+
 Targets (2 workers, 32 connections, wrk on the same 2 cores): entity and vector >= 4,000
 requests/s with p99 <= 15 ms; entity_hot >= 0.5x bare; batch100 p99 <= 20 ms at 1
 connection and >= 25,000 vectors/s at 32. Prints one JSON object per line; wrk's own
@@ -41,6 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, log
 
 from fabric.config.secrets import load_secrets
+from fabric.entities import EntityService
+from fabric.features.materialize import materialize
 from fabric.project import Project
 
 _BARE = """
@@ -138,6 +150,18 @@ def main() -> None:
     with Project.open(config) as project:
         ids = sorted(project.catalog.entities("customer"))
         key = load_secrets(project.config).api_keys["analyst-demo"]
+        started = time.perf_counter()
+        done = materialize(
+            EntityService(project), project.online, project.views(), workers=args.workers
+        )
+        emit(
+            {
+                "what": "online_store",
+                "vectors_written": done.written,
+                "documents_written": done.documents,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
     scratch = Path(tempfile.mkdtemp(prefix="fabric-http-bench-"))
     (scratch / "ids.txt").write_text("\n".join(ids) + "\n")
     hot = ids[len(ids) // 2]

@@ -655,8 +655,9 @@ def _as_of_turns(step: _Step, found: _Events, low: Ints, when: Ints) -> Ints:
 
     A comparison of ``as_of`` (``YYYY-MM-DDTHH:MM:SS``) with a text that starts with a date
     is decided by the dates while they differ: it can turn only on that date, so from the
-    start of a later day on, and at any moment of t's own day. Any other text could turn
-    it at any moment; numbers and NULLs never compare with text, so never turn it.
+    start of a later day on; on t's own day, by the rest of the text (:func:`_turn_today`).
+    Any other text could turn it at any moment; numbers and NULLs never compare with text,
+    so never turn it.
     """
     out = np.full(len(when), _FOREVER, np.int64)
     if step.as_of_columns is None:
@@ -682,9 +683,34 @@ def _as_of_turns(step: _Step, found: _Events, low: Ints, when: Ints) -> Ints:
             if day > today:
                 out[query] = min(out[query], day)
             elif day == today:
-                out[query] = moment
-                break
+                turn = _turn_today(value, day, moment)
+                if turn is not None:
+                    out[query] = min(out[query], turn)
     return out
+
+
+_CLOCK = re.compile(r"T(\d{2}):(\d{2}):(\d{2})")
+
+
+def _turn_today(value: str, day: int, moment: int) -> int | None:
+    """When ``as_of`` (``YYYY-MM-DDTHH:MM:SS[.ffffff]``) may next compare differently with
+    ``value``, a text of t's own date: None if never (from t on, the order is settled),
+    else a time no later than the turn (t itself when it cannot be told)."""
+    rest = value[10:]
+    if not rest or rest[0] < "T":  # "2026-01-05" or "2026-01-05 10:00": below every as_of
+        return None
+    if rest[0] > "T":  # above every as_of of the day, below those of the next
+        return day + _DAY
+    clock = _CLOCK.match(rest)
+    if clock is None:
+        return moment
+    hours, minutes, seconds = (int(part) for part in clock.groups())
+    at = day + ((hours * 60 + minutes) * 60 + seconds) * 1_000_000
+    if at > moment:
+        return at  # as_of reaches this second of the day later: the turn is at or after it
+    if at < moment - moment % 1_000_000:
+        return None  # as_of passed this second already
+    return moment  # this very second: the turn may be any moment now
 
 
 def _aggregate(

@@ -398,3 +398,39 @@ def test_times_in_iso_form_read_as_python_writes_them(moments: list[int]) -> Non
     # Whole seconds, and times with microseconds: one form each, as datetime.isoformat().
     moments += [m - m % 1_000_000 for m in moments]
     assert _iso(np.array(moments, np.int64)) == [_iso_one(m) for m in moments]
+
+
+_FOREVER = 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    ("closed", "until"),
+    [
+        ("2026-01-11T15:00:00", micros(BASE + timedelta(days=10, hours=15))),
+        ("2026-01-11T15:00:00+02:00", micros(BASE + timedelta(days=10, hours=15))),
+        ("2026-01-11 15:00:00", _FOREVER),  # " " sorts below "T": closed all day, and after
+        ("2026-01-11", _FOREVER),  # a prefix of every as_of of the day: below them all
+        ("2026-01-11T08:00:00", _FOREVER),  # passed already
+        ("2026-01-11T09:00:00", micros(BASE + timedelta(days=10, hours=9))),  # this second
+        ("2026-01-11Z", micros(BASE + timedelta(days=11))),  # above the day's as_of texts
+        ("2026-01-12T00:00:00", micros(BASE + timedelta(days=11))),
+        ("2026-01-11T15", micros(BASE + timedelta(days=10, hours=9))),  # cannot be told
+    ],
+)
+def test_an_as_of_filter_on_todays_date_turns_where_the_texts_do(
+    tickets_view: FeatureView, closed: str, until: int
+) -> None:
+    entity = {
+        "orders": [],
+        "tickets": [{"opened": BASE.isoformat(), "closed": closed, "prio": 2}],
+        "profile": [],
+    }
+    t = BASE + timedelta(days=10, hours=9)
+    done = compute_many(
+        tickets_view, [_flat(tickets_view, entity)], [0], [micros(t)], horizons=True
+    )
+    assert done.until is not None and int(done.until[0]) == until
+    if until not in (_FOREVER, micros(t)):
+        # The bound is tight here: just past it, the ticket's verdict has turned.
+        after = t + timedelta(microseconds=until - micros(t) + 1)
+        assert compute(tickets_view, entity, [after]) != compute(tickets_view, entity, [t])
