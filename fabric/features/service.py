@@ -157,9 +157,10 @@ class FeatureService:
     def _vectors(
         self, view: FeatureView, entity_ids: Sequence[str], moment: int
     ) -> dict[str, OnlineVector]:
-        """Asked id -> the vector of the entity holding it at ``moment`` (microseconds),
-        from the cache while it holds, else computed for all the ids together; ids no
-        entity holds are left out.
+        """Asked id -> the vector of the entity holding it at ``moment`` (microseconds):
+        from this process's cache, else the online store, while it holds for the entity's
+        version and ``moment``; else computed for all such ids together. Ids no entity
+        holds are left out.
 
         Raises:
             InvalidRequestError: a malformed id.

@@ -183,7 +183,7 @@ class OnlineStore:
     ) -> list[tuple[Any, ...]]:
         """Rows of ``vectors`` for :meth:`write`, sealed: made wherever the vectors are
         computed (worker processes), written by one process."""
-        key_id = None if self._keys is None else self._keys.current
+        key_id = self._current_key()
         sealer = None if key_id is None else self._sealer(key_id)
         rows = []
         for vector in vectors:
@@ -241,16 +241,21 @@ class OnlineStore:
             )
         return found
 
+    def _current_key(self) -> str | None:
+        return None if self._keys is None else self._keys.current
+
     def held(self, view: FeatureView) -> dict[str, tuple[int, int]]:
-        """Entity id -> (version, until) of the view's rows of its current definition."""
+        """Entity id -> (version, until) of the view's rows of its current definition,
+        sealed under the current key (rows of a retired key count as missing)."""
         conn = self._reader()
         if conn is None:
             return {}
         return {
             str(entity_id): (int(version), int(until))
             for entity_id, version, until in conn.execute(
-                "SELECT entity_id, version, until FROM vectors WHERE view = ? AND definition = ?",
-                (view.name, view.definition_hash),
+                "SELECT entity_id, version, until FROM vectors "
+                "WHERE view = ? AND definition = ? AND key_id IS ?",
+                (view.name, view.definition_hash, self._current_key()),
             )
         }
 
@@ -287,7 +292,7 @@ class OnlineStore:
         self, policy: str, fingerprint: str, documents: Iterable[dict[str, Any]]
     ) -> list[tuple[Any, ...]]:
         """Rows of masked ``documents`` for :meth:`write`, compressed and sealed."""
-        key_id = None if self._keys is None else self._keys.current
+        key_id = self._current_key()
         sealer = None if key_id is None else self._sealer(key_id)
         rows = []
         for document in documents:
@@ -340,16 +345,16 @@ class OnlineStore:
 
     def held_documents(self, entity_type: str, policy: str, fingerprint: str) -> dict[str, int]:
         """Entity id -> version of the documents held for a type and policy under
-        ``fingerprint``."""
+        ``fingerprint``, sealed under the current key."""
         conn = self._reader()
         if conn is None:
             return {}
         return {
             str(entity_id): int(version)
             for entity_id, version in conn.execute(
-                "SELECT entity_id, version FROM documents "
-                "WHERE entity_type = ? AND policy = ? AND fingerprint = ?",
-                (entity_type, policy, fingerprint),
+                "SELECT entity_id, version FROM documents WHERE entity_type = ? AND policy = ? "
+                "AND fingerprint = ? AND key_id IS ?",
+                (entity_type, policy, fingerprint, self._current_key()),
             )
         }
 
