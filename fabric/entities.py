@@ -99,19 +99,6 @@ class EntityService:
                 f"unknown entity type (types: {', '.join(self.project.config.entities)})"
             )
 
-    def shared_tables(
-        self, entity_type: str, entity_id: str
-    ) -> tuple[str, dict[str, list[dict[str, Any]]]]:
-        """(id of the entity found, its tables' rows), unmasked: the read cache's own rows,
-        for computations that only read them (online feature vectors). Never hand these rows
-        to a caller, and never change them.
-
-        Raises:
-            EntityNotFoundError: no such entity type or entity.
-        """
-        found, stored = self._stored(entity_type, entity_id)
-        return found, self._read(stored)[1]
-
     def stored_rows(
         self, entity_type: str, entity_ids: list[str], layout: dict[str, list[str]]
     ) -> list[list[tuple[Any, ...]]]:
