@@ -14,6 +14,7 @@ from cachetools import LRUCache
 
 from fabric.errors import EntityNotFoundError, FabricError
 from fabric.project import Project
+from fabric.recent import Recent
 from fabric.rules.masking import MaskingPolicy
 from fabric.store.base import StoredBlob
 from fabric.store.crypto import KeyedHasher, derive_key
@@ -60,6 +61,8 @@ class EntityService:
         self._documents: LRUCache[tuple[Any, ...], dict[str, Any]] = LRUCache(
             maxsize=project.config.store.cache_entities
         )
+        #: documents served a moment ago, served again from memory (see fabric.recent)
+        self.recent = Recent(project.config.store.cache_entities, project.config.api.fresh_ms)
         #: reads answered from the cache and decoded, and entity documents served (metrics)
         self.cache_hits = 0
         self.cache_misses = 0
@@ -222,6 +225,7 @@ class EntityService:
             InvalidRequestError: malformed id or unknown table name.
         """
         policy = self.project.policy_for(role)
+        checked_at = self.recent.now()
         found, stored = self._stored(entity_type, entity_id)
         # Masking is deterministic (keyed operators, per-entity offsets), so a masked
         # document is kept by version like a decoded one: a hot entity is masked once.
@@ -240,9 +244,25 @@ class EntityService:
             if self._documents.maxsize:
                 with self._lock:
                     self._documents[key] = cached
-        if found != entity_id:
-            return {**cached, "merged_from": entity_id}
-        return cached
+        answer = cached if found == entity_id else {**cached, "merged_from": entity_id}
+        self.recent.put(
+            (entity_type, entity_id, policy.name, tables and tuple(tables)), checked_at, answer
+        )
+        return answer
+
+    def recent_document(
+        self, entity_type: str, entity_id: str, role: str | None, tables: list[str] | None
+    ) -> dict[str, Any] | None:
+        """:meth:`document` as served less than ``api.fresh_ms`` ago, from memory (safe on
+        the event loop), or None."""
+        answer: dict[str, Any] | None = self.recent.get(
+            (entity_type, entity_id, self.project.policy_for(role).name, tables and tuple(tables))
+        )
+        if answer is not None:
+            with self._lock:
+                self.served += 1
+                self.cache_hits += 1
+        return answer
 
     def _masked(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,33 @@ def test_the_cache_can_be_turned_off(synced: Path, monkeypatch: pytest.MonkeyPat
         for _ in range(3):  # the clear view: read from the image each time
             service.document("customer", entity_id, role="steward")
     assert len(calls) == 3
+
+
+def test_a_document_served_a_moment_ago_is_served_from_memory_until_fresh_ms(
+    synced: Path,
+) -> None:
+    synced.write_text(synced.read_text().replace("\napi:\n", "\napi:\n  fresh_ms: 300\n"))
+    with Project.open(synced) as project:
+        service = EntityService(project)
+        entity_id = sorted(project.catalog.entities("customer"))[0]
+        assert service.recent_document("customer", entity_id, "analyst", None) is None
+        first = service.document("customer", entity_id, role="analyst")
+        assert service.recent_document("customer", entity_id, "analyst", None) is first
+        # Another role, or other tables, are other answers.
+        assert service.recent_document("customer", entity_id, "steward", None) is None
+        assert service.recent_document("customer", entity_id, "analyst", ["crm_customers"]) is None
+        sync_project(project, full=True)  # a new version of every entity
+        time.sleep(0.35)
+        # Past fresh_ms, the store is asked again: the new version.
+        assert service.recent_document("customer", entity_id, "analyst", None) is None
+        newer = service.document("customer", entity_id, role="analyst")
+        assert newer["version"] == first["version"] + 1
+
+
+def test_fresh_ms_0_always_asks_the_store(synced: Path) -> None:
+    synced.write_text(synced.read_text().replace("\napi:\n", "\napi:\n  fresh_ms: 0\n"))
+    with Project.open(synced) as project:
+        service = EntityService(project)
+        entity_id = sorted(project.catalog.entities("customer"))[0]
+        service.document("customer", entity_id, role="analyst")
+        assert service.recent_document("customer", entity_id, "analyst", None) is None

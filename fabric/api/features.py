@@ -54,6 +54,11 @@ async def feature_vector(
 ) -> dict[str, Any]:
     """Return ``{view, version, entity_id, as_of, existed, policy, features}``."""
     call.require("features")
+    if as_of is None:
+        # Now, for an entity checked a moment ago (api.fresh_ms): answered here.
+        recent = call.features.recent_vector(view, entity_id, call.caller.role)
+        if recent is not None:
+            return recent
     # Vectors asked at the same time are computed together (as an export computes them):
     # under load, one pass over many entities instead of one per request.
     features = call.features

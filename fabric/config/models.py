@@ -244,6 +244,13 @@ class ApiConfig(StrictModel):
         description="longest a request's reads may run before they are stopped and the "
         "request answers 503 timeout (0: no limit)",
     )
+    fresh_ms: int = Field(
+        250,
+        ge=0,
+        le=60_000,
+        description="an entity document or current vector served this recently is served "
+        "again without asking the store for the entity's version (0: always ask)",
+    )
     vector_cache: int = Field(
         100_000,
         ge=0,

@@ -22,6 +22,7 @@ from fabric.features.compute import BadTimeError, Column, micros, parse_time
 from fabric.features.materialize import compute_vectors
 from fabric.features.spec import FeatureView
 from fabric.project import Project
+from fabric.recent import Recent
 from fabric.rules.masking import MaskingPolicy
 from fabric.rules.operators import MaskContext
 from fabric.store.online import OnlineVector
@@ -125,6 +126,8 @@ class FeatureService:
             maxsize=project.config.api.vector_cache
         )
         self._lock = threading.Lock()
+        #: current vectors whose entity version was checked a moment ago (fabric.recent)
+        self.recent = Recent(project.config.api.vector_cache, project.config.api.fresh_ms)
         #: (view, policy) -> its feature masks and withheld features
         self._mask_plans: dict[tuple[str, str], tuple[dict[str, Any], set[str]]] = {}
         #: vectors served from this process's cache, from the online store, and computed
@@ -239,6 +242,7 @@ class FeatureService:
                     valid.append(at)
                 except FabricError as exc:
                     out[at] = exc
+            checked_at = self.recent.now()
             found = self._vectors(view, [asks[at][1] for at in valid], micros(moment))
             for at in valid:
                 entity_id, role = asks[at][1], asks[at][3]
@@ -246,19 +250,49 @@ class FeatureService:
                 if vector is None:
                     out[at] = self.entities.not_found(view.entity_type)
                     continue
-                answer: dict[str, Any] = {
-                    "view": view.name,
-                    "version": view.version,
-                    "entity_id": vector.entity_id,
-                    "as_of": moment.isoformat(),
-                    "existed": vector.existed,
-                    "policy": self.project.policy_for(role).name,
-                    "features": self._masked(view, self.project.policy_for(role), vector),
-                }
-                if vector.entity_id != entity_id:
-                    answer["merged_from"] = entity_id
-                out[at] = answer
+                if as_of is None:
+                    self.recent.put((view.name, entity_id), checked_at, vector)
+                out[at] = self._answer(view, moment, entity_id, vector, role)
         return out
+
+    def _answer(
+        self,
+        view: FeatureView,
+        moment: datetime,
+        asked: str,
+        vector: OnlineVector,
+        role: str | None,
+    ) -> dict[str, Any]:
+        """What `GET /v1/features/{view}/{id}` answers."""
+        policy = self.project.policy_for(role)
+        answer: dict[str, Any] = {
+            "view": view.name,
+            "version": view.version,
+            "entity_id": vector.entity_id,
+            "as_of": moment.isoformat(),
+            "existed": vector.existed,
+            "policy": policy.name,
+            "features": self._masked(view, policy, vector),
+        }
+        if vector.entity_id != asked:
+            answer["merged_from"] = asked
+        return answer
+
+    def recent_vector(
+        self, view_name: str, entity_id: str, role: str | None
+    ) -> dict[str, Any] | None:
+        """:meth:`vector` of now, from memory (safe on the event loop), if the entity's
+        version was checked less than ``api.fresh_ms`` ago and the vector still holds now;
+        else None."""
+        vector: OnlineVector | None = self.recent.get((view_name, entity_id))
+        if vector is None:
+            return None
+        moment = self._moment(None)
+        if not vector.computed_at <= micros(moment) < vector.until:
+            return None
+        with self._lock:
+            self.hits += 1
+        return self._answer(self.view(view_name), moment, entity_id, vector, role)
 
     def _masked(
         self, view: FeatureView, policy: MaskingPolicy, vector: OnlineVector

@@ -216,3 +216,29 @@ def test_after_a_store_key_rotation_the_online_store_is_sealed_again(synced: Pat
         done = materialize(EntityService(project), project.online, project.views())
         assert done.written == {"customer_360": count} and done.documents == {"analyst": count}
         assert len(project.online.held(view)) == count
+
+
+def test_a_current_vector_checked_a_moment_ago_is_answered_from_memory(synced: Path) -> None:
+    import time
+
+    synced.write_text(synced.read_text().replace("\napi:\n", "\napi:\n  fresh_ms: 200\n"))
+    with Project.open(synced) as project:
+        service = FeatureService(project)
+        entity_id = sorted(project.catalog.entities("customer"))[0]
+        assert service.recent_vector("customer_360", entity_id, "analyst") is None
+        first = service.vector("customer_360", entity_id, role="analyst")
+        again = service.recent_vector("customer_360", entity_id, "steward")
+        assert again is not None and again["policy"] == "steward"
+        assert again["features"]["order_count_90d"] == first["features"]["order_count_90d"]
+        # A vector as of a given time is not kept; past fresh_ms the store is asked again.
+        service.vector(
+            "customer_360", sorted(project.catalog.entities("customer"))[1], as_of="2026-01-01"
+        )
+        assert (
+            service.recent_vector(
+                "customer_360", sorted(project.catalog.entities("customer"))[1], None
+            )
+            is None
+        )
+        time.sleep(0.25)
+        assert service.recent_vector("customer_360", entity_id, "analyst") is None
