@@ -19,10 +19,9 @@ ends with), and what that wrote is printed: vectors whose horizon passed since t
 sync, say. Each server gets two seconds of one hot id before the scenarios run (connections,
 code paths and the page cache warm, as in a server that has been up).
 
-uvicorn with more than one worker leaves Nagle's algorithm on (uvicorn issue #3149: the
-listening socket it binds for its workers has ``proto`` 0, so asyncio never sets
-TCP_NODELAY), and every keep-alive request waits about 40 ms for a delayed ACK: its figures
-here measure that, not the app.
+Both servers run through :mod:`fabric.api.servers`, as `fabric serve` runs them (which
+works around uvicorn issue #3149: with more than one worker, every keep-alive response
+otherwise waited about 40 ms for a delayed ACK).
 
 Targets (2 workers, 32 connections, wrk on the same 2 cores): entity and vector >= 4,000
 requests/s with p99 <= 15 ms; entity_hot >= 0.5x bare; batch100 p99 <= 20 ms at 1
@@ -220,35 +219,13 @@ def main() -> None:
         # The framework's ceiling: a constant document of the same size, the same server.
         (scratch / "bare.py").write_text(_BARE.format(document=sample))
         bare_port = _free_port()
-        bare_command = (
-            [
-                sys.executable,
-                "-m",
-                "granian",
-                "--interface",
-                "asgi",
-                "--workers",
-                str(args.workers),
-                "--port",
-                str(bare_port),
-                "--no-access-log",
-                "bare:app",
-            ]
-            if server == "granian"
-            else [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--workers",
-                str(args.workers),
-                "--port",
-                str(bare_port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                "bare:app",
-            ]
-        )
+        # Served the way `fabric serve` serves (fabric.api.servers), so the two compare.
+        bare_command = [
+            sys.executable,
+            "-c",
+            f"from fabric.api.servers import run_{server} as run; "
+            f"run('bare:app', '127.0.0.1', {bare_port}, {args.workers}, factory=False)",
+        ]
         os.environ["PYTHONPATH"] = str(scratch)
         bare = _start(bare_command, bare_port, "/bare")
         try:

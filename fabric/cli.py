@@ -282,31 +282,10 @@ def _serve(config_path: Path, host: str, port: int, workers: int, server: str = 
     _check_listen(host, port)
     os.environ[CONFIG_ENV] = str(config_path.resolve())
     target = "fabric.api.app:app_from_env"
-    if server == "granian":
-        from granian import Granian
-        from granian.constants import Interfaces
+    from fabric.api.servers import run_granian, run_uvicorn
 
-        Granian(
-            target,
-            address=host,
-            port=port,
-            interface=Interfaces.ASGI,
-            workers=workers,
-            factory=True,
-            log_access=False,
-        ).serve()
-        return
-    import uvicorn
-
-    uvicorn.run(
-        target,
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="info",
-        access_log=False,
-    )
+    run = run_granian if server == "granian" else run_uvicorn
+    run(target, host, port, workers, factory=True)
 
 
 @main.command()
