@@ -42,16 +42,22 @@ class Materialized:
 
 
 def compute_vectors(
-    entities: EntityService, view: FeatureView, blobs: Sequence[StoredBlob], moment: int
+    entities: EntityService,
+    view: FeatureView,
+    blobs: Sequence[StoredBlob],
+    moment: int,
+    *,
+    horizons: bool = True,
 ) -> list[OnlineVector]:
-    """The vectors of stored entities at ``moment`` (microseconds), with their horizons:
-    one pass over all of them, as an export computes."""
+    """The vectors of stored entities at ``moment`` (microseconds), with their horizons
+    (without: each holds at ``moment`` alone): one pass over all of them, as an export
+    computes."""
     if not blobs:
         return []
     rows = entities.read_flat(blobs, columns_read(view))
-    done = compute_many(view, rows, range(len(blobs)), [moment] * len(blobs), horizons=True)
-    assert done.until is not None
-    existed, until = done.existed.tolist(), done.until.tolist()
+    done = compute_many(view, rows, range(len(blobs)), [moment] * len(blobs), horizons=horizons)
+    existed = done.existed.tolist()
+    until = done.until.tolist() if done.until is not None else [moment + 1] * len(blobs)
     names = list(done.columns)
     values = [column.to_pylist() for column in done.columns.values()]
     return [

@@ -158,12 +158,15 @@ class FeatureService:
         return parsed
 
     def _vectors(
-        self, view: FeatureView, entity_ids: Sequence[str], moment: int
+        self, view: FeatureView, entity_ids: Sequence[str], moment: int, *, current: bool = True
     ) -> dict[str, OnlineVector]:
         """Asked id -> the vector of the entity holding it at ``moment`` (microseconds):
         from this process's cache, else the online store, while it holds for the entity's
         version and ``moment``; else computed for all such ids together. Ids no entity
-        holds are left out.
+        holds are left out. A vector of another time than now (not ``current``) is looked
+        up in this process's cache only, and computed without a horizon and not kept: the
+        online store holds vectors of the last sync's time on, and a time asked for is
+        rarely asked for again.
 
         Raises:
             InvalidRequestError: a malformed id.
@@ -183,20 +186,24 @@ class FeatureService:
         wanted = {e: v for e, v in holders.values() if e not in found}
         if wanted:
             # Materialized by sync, for entity versions and times they hold at.
-            stored = self.project.online.get_many(view, wanted, moment)
+            stored = self.project.online.get_many(view, wanted, moment) if current else {}
             computed = []
             missing = [e for e in wanted if e not in stored]
             if missing:
-                blobs = self.project.store.get_many(view.entity_type, missing)
-                computed = compute_vectors(
-                    self.entities, view, [blobs[e] for e in missing if e in blobs], moment
-                )
+                store = self.project.store
+                if len(missing) == 1:
+                    one = store.get(view.entity_type, missing[0])
+                    blobs = [] if one is None else [one]
+                else:
+                    many = store.get_many(view.entity_type, missing)
+                    blobs = [many[e] for e in missing if e in many]
+                computed = compute_vectors(self.entities, view, blobs, moment, horizons=current)
             with self._lock:
                 self.online_hits += len(stored)
                 self.misses += len(computed)
                 for vector in [*stored.values(), *computed]:
                     found[vector.entity_id] = vector
-                    if self._cache.maxsize:
+                    if current and self._cache.maxsize:
                         self._cache[(view.name, vector.entity_id)] = vector
         return {asked: found[holder] for asked, (holder, _) in holders.items() if holder in found}
 
@@ -243,7 +250,9 @@ class FeatureService:
                 except FabricError as exc:
                     out[at] = exc
             checked_at = self.recent.now()
-            found = self._vectors(view, [asks[at][1] for at in valid], micros(moment))
+            found = self._vectors(
+                view, [asks[at][1] for at in valid], micros(moment), current=as_of is None
+            )
             for at in valid:
                 entity_id, role = asks[at][1], asks[at][3]
                 vector = found.get(entity_id)
@@ -336,7 +345,7 @@ class FeatureService:
         view = self.view(view_name)
         policy = self.project.policy_for(role)
         moment = self._moment(as_of)
-        found = self._vectors(view, entity_ids, micros(moment))
+        found = self._vectors(view, entity_ids, micros(moment), current=as_of is None)
         vectors = [(asked, found[asked]) for asked in entity_ids if asked in found]
         masked = [self._masked(view, policy, vector) for _, vector in vectors]
         out: dict[str, Any] = {

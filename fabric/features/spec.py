@@ -19,6 +19,7 @@ filter sees the row's columns and ``as_of``.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import re
@@ -76,9 +77,9 @@ class FeatureView:
     #: the definitions as written, hashed into exports' manifests
     definition: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
-    @property
+    @functools.cached_property
     def definition_hash(self) -> str:
-        """SHA-256 of the definitions (canonical JSON)."""
+        """SHA-256 of the definitions (canonical JSON), made once."""
         text = json.dumps(self.definition, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 

@@ -125,15 +125,20 @@ def test_materialize_cli_names_unknown_views_and_refreshes_all(synced: Path) -> 
     assert f"materialized {count} customer_360" in done.output
 
 
-@pytest.mark.parametrize("days", [0, 400])
-def test_served_vectors_at_past_times_are_computed_not_read(synced: Path, days: int) -> None:
+@pytest.mark.parametrize("as_of", [None, "now", "400 days ago"])
+def test_vectors_of_now_are_read_and_of_a_given_time_computed(
+    synced: Path, as_of: str | None
+) -> None:
     with Project.open(synced) as project:
         service = FeatureService(project)
         entity_id = sorted(project.catalog.entities("customer"))[0]
+        days = 400 if as_of == "400 days ago" else 0
         when = (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S")
-        service.vector("customer_360", entity_id, as_of=when)
-        # Now is served from the store; a time before the sync is computed.
-        assert (service.online_hits, service.misses) == ((1, 0) if days == 0 else (0, 1))
+        first = service.vector("customer_360", entity_id, as_of=None if as_of is None else when)
+        # Now is served from the online store; a time asked for is computed (and not kept).
+        assert (service.online_hits, service.misses) == ((1, 0) if as_of is None else (0, 1))
+        if as_of == "now":
+            assert first["features"] == service.vector("customer_360", entity_id)["features"]
 
 
 def test_sync_materializes_masked_documents_equal_to_masking_on_request(synced: Path) -> None:
