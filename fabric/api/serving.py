@@ -122,6 +122,9 @@ class Serving:
             try:
                 project = Project.open(Path(path))
                 fresh = Served.of(project)
+                # Its compiled paths warm before it serves (this thread's connections too).
+                fresh.warm()
+                fresh.zero_counters()
             except FabricError as exc:
                 if project is not None:
                     project.close()

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from source_changes import change_sources
 
 from fabric.demo import DemoProject
 from fabric.entities import EntityService
@@ -17,7 +18,6 @@ from fabric.features.service import FeatureService
 from fabric.project import Project
 from fabric.store.online import OnlineStore, OnlineVector
 from fabric.sync import sync_project
-from tests.sync.test_incremental import change_sources
 
 
 def _now() -> int:

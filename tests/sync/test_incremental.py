@@ -8,6 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from source_changes import LATER, change_sources, execute
 
 from fabric.demo import DemoProject
 from fabric.entities import EntityService
@@ -15,8 +16,6 @@ from fabric.project import Project
 from fabric.store.history import History
 from fabric.store.microdb import EntityContent, MicroDbReader
 from fabric.sync import entity_type, sync_project
-
-LATER = "2026-11-20 10:00:00.000000"
 
 
 def assert_fingerprints_describe_images(project: Project) -> None:
@@ -51,33 +50,6 @@ def partition(project: Project) -> set[frozenset[str]]:
     for ref, entity_id in project.catalog.source_map("customer").items():
         groups[entity_id].add(str(ref))
     return {frozenset(g) for g in groups.values()}
-
-
-def execute(db: Path, *statements: str) -> None:
-    with sqlite3.connect(db) as conn:
-        for statement in statements:
-            conn.execute(statement)
-
-
-def change_sources(sources: Path) -> None:
-    """About 1% of rows: new, updated and moved records, new orders and tickets."""
-    execute(
-        sources / "crm.db",
-        # a new CRM record for the holder of billing account 3 (same email)
-        "INSERT INTO customers SELECT 100000, first_name, last_name, email, phone, birth_date,"
-        " street, city, zip, country, created_at, '" + LATER + "' FROM customers WHERE id = 1",
-        f"UPDATE customers SET city = 'Elsewhere', updated_at = '{LATER}' WHERE id = 2",
-    )
-    execute(
-        sources / "shop.db",
-        "INSERT INTO orders SELECT 100000, account_id, 12.5, 'placed', ordered_at FROM orders "
-        "WHERE id = (SELECT min(id) FROM orders)",
-    )
-    execute(
-        sources / "support.db",
-        "INSERT INTO tickets SELECT 100000, email, subject, body, channel, opened_at, NULL "
-        "FROM tickets WHERE id = 1",
-    )
 
 
 @pytest.mark.parametrize("workers", [1, 2])
