@@ -38,6 +38,19 @@ class WindowRateLimit(RateLimitMiddleware):
         super().__init__(*args, **kwargs)
         #: cache key -> [requests in the window, the window's end (epoch seconds)]
         self._windows: dict[str, list[float]] = {}
+        config = self.config
+        #: the two headers that never change, and the names of the two that do
+        self._fixed = [
+            (
+                config.rate_limit_policy_header_key.lower().encode(),
+                f"{self.max_requests}; w={DURATION_VALUES[self.unit]}".encode(),
+            ),
+            (config.rate_limit_limit_header_key.lower().encode(), str(self.max_requests).encode()),
+        ]
+        self._names = (
+            config.rate_limit_remaining_header_key.lower().encode(),
+            config.rate_limit_reset_header_key.lower().encode(),
+        )
 
     def _window(self, key: str) -> list[float]:
         now = time()
@@ -47,6 +60,16 @@ class WindowRateLimit(RateLimitMiddleware):
                 self._windows = {k: w for k, w in self._windows.items() if w[1] > now}
             window = self._windows[key] = [0, now + DURATION_VALUES[self.unit]]
         return window
+
+    def _raw_headers(self, window: list[float]) -> list[tuple[bytes, bytes]]:
+        """:meth:`_headers` as ASGI headers."""
+        remaining = max(0, self.max_requests - int(window[0]))
+        reset = max(0, math.ceil(window[1] - time()))
+        return [
+            *self._fixed,
+            (self._names[0], b"%d" % remaining),
+            (self._names[1], b"%d" % reset),
+        ]
 
     def _headers(self, window: list[float]) -> dict[str, str]:
         config = self.config
@@ -77,7 +100,7 @@ class WindowRateLimit(RateLimitMiddleware):
             )
         window[0] += 1
         if self.config.set_rate_limit_headers:
-            extra = [(k.lower().encode(), v.encode()) for k, v in self._headers(window).items()]
+            extra = self._raw_headers(window)
             inner = send
 
             async def send(message: Any) -> None:
