@@ -78,7 +78,7 @@ class Project:
     @cached_property
     def online(self) -> OnlineStore:
         """Current feature vectors, materialized by sync (see :mod:`fabric.features.online`)."""
-        return OnlineStore(self._store_dir() / "online.db", self.secrets.key_ring)
+        return OnlineStore(self._store_dir() / "online.db", self.codec)
 
     @cached_property
     def catalog(self) -> Catalog:

@@ -10,6 +10,7 @@ numbers computed from the rows and carry no value of them.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +23,6 @@ from fabric.features.compute import BadTimeError, Column, micros, parse_time
 from fabric.features.materialize import compute_vectors
 from fabric.features.spec import FeatureView
 from fabric.project import Project
-from fabric.recent import Recent
 from fabric.rules.masking import MaskingPolicy
 from fabric.rules.operators import MaskContext
 from fabric.store.online import OnlineVector
@@ -122,12 +122,13 @@ class FeatureService:
     def __init__(self, project: Project, entities: EntityService | None = None) -> None:
         self.project = project
         self.entities = entities or EntityService(project)
-        self._cache: LRUCache[tuple[str, str], OnlineVector] = LRUCache(
+        #: (view, entity) -> its vector, and when (monotonic) its entity's version was last
+        #: checked: served while the version holds, from memory alone within ``fresh_ms``
+        self._cache: LRUCache[tuple[str, str], tuple[OnlineVector, float]] = LRUCache(
             maxsize=project.config.api.vector_cache
         )
+        self._fresh = project.config.api.fresh_ms / 1000
         self._lock = threading.Lock()
-        #: current vectors whose entity version was checked a moment ago (fabric.recent)
-        self.recent = Recent(project.config.api.vector_cache, project.config.api.fresh_ms)
         #: (view, policy) -> its feature masks and withheld features
         self._mask_plans: dict[tuple[str, str], tuple[dict[str, Any], set[str]]] = {}
         #: vectors served from this process's cache, from the online store, and computed
@@ -171,17 +172,19 @@ class FeatureService:
         Raises:
             InvalidRequestError: a malformed id.
         """
+        checked_at = time.monotonic()  # before the versions are read
         holders = self.entities.holders(view.entity_type, entity_ids)
         found: dict[str, OnlineVector] = {}
         with self._lock:
             for entity_id, version in holders.values():
-                hit = self._cache.get((view.name, entity_id))
-                if (
-                    hit is not None
-                    and hit.version == version
-                    and hit.computed_at <= moment < hit.until
-                ):
+                entry = self._cache.get((view.name, entity_id))
+                if entry is None:
+                    continue
+                hit = entry[0]
+                if hit.version == version and hit.computed_at <= moment < hit.until:
                     found[entity_id] = hit
+                    if current:
+                        self._cache[(view.name, entity_id)] = (hit, checked_at)
             self.hits += len(found)
         wanted = {e: v for e, v in holders.values() if e not in found}
         if wanted:
@@ -190,13 +193,8 @@ class FeatureService:
             computed = []
             missing = [e for e in wanted if e not in stored]
             if missing:
-                store = self.project.store
-                if len(missing) == 1:
-                    one = store.get(view.entity_type, missing[0])
-                    blobs = [] if one is None else [one]
-                else:
-                    many = store.get_many(view.entity_type, missing)
-                    blobs = [many[e] for e in missing if e in many]
+                many = self.project.store.get_many(view.entity_type, missing)
+                blobs = [many[e] for e in missing if e in many]
                 computed = compute_vectors(self.entities, view, blobs, moment, horizons=current)
             with self._lock:
                 self.online_hits += len(stored)
@@ -204,7 +202,7 @@ class FeatureService:
                 for vector in [*stored.values(), *computed]:
                     found[vector.entity_id] = vector
                     if current and self._cache.maxsize:
-                        self._cache[(view.name, vector.entity_id)] = vector
+                        self._cache[(view.name, vector.entity_id)] = (vector, checked_at)
         return {asked: found[holder] for asked, (holder, _) in holders.items() if holder in found}
 
     def vector(
@@ -230,7 +228,7 @@ class FeatureService:
     def vector_batch(self, asks: Sequence[VectorAsk]) -> list[dict[str, Any] | Exception]:
         """:meth:`vector` of each ask, computed together: the answer, or the error that ask
         alone raised. Asks of one view and ``as_of`` share one computation and one "now"."""
-        out: list[dict[str, Any] | Exception] = [Exception()] * len(asks)
+        out: dict[int, dict[str, Any] | Exception] = {}
         groups: dict[tuple[str, str | None], list[int]] = {}
         for at, (view_name, _, as_of, _) in enumerate(asks):
             groups.setdefault((view_name, as_of), []).append(at)
@@ -249,7 +247,6 @@ class FeatureService:
                     valid.append(at)
                 except FabricError as exc:
                     out[at] = exc
-            checked_at = self.recent.now()
             found = self._vectors(
                 view, [asks[at][1] for at in valid], micros(moment), current=as_of is None
             )
@@ -259,10 +256,8 @@ class FeatureService:
                 if vector is None:
                     out[at] = self.entities.not_found(view.entity_type)
                     continue
-                if as_of is None:
-                    self.recent.put((view.name, entity_id), checked_at, vector)
                 out[at] = self._answer(view, moment, entity_id, vector, role)
-        return out
+        return [out[at] for at in range(len(asks))]
 
     def _answer(
         self,
@@ -293,9 +288,13 @@ class FeatureService:
         """:meth:`vector` of now, from memory (safe on the event loop), if the entity's
         version was checked less than ``api.fresh_ms`` ago and the vector still holds now;
         else None."""
-        vector: OnlineVector | None = self.recent.get((view_name, entity_id))
-        if vector is None:
+        if not self._fresh:
             return None
+        with self._lock:
+            entry = self._cache.get((view_name, entity_id))
+        if entry is None or time.monotonic() - entry[1] >= self._fresh:
+            return None
+        vector = entry[0]
         moment = self._moment(None)
         if not vector.computed_at <= micros(moment) < vector.until:
             return None

@@ -232,20 +232,28 @@ class BlobCodec:
         # deriving its key twice was a tenth of the work.
         self._sealers: dict[tuple[str, str], Sealer] = {}
 
-    def _sealer(self, key_id: str, purpose: str, what: str) -> Sealer:
+    def sealer(self, key_id: str, purpose: str) -> Sealer | None:
+        """AES-GCM under the key derived for ``purpose`` from store key ``key_id``; None when
+        the ring does not hold that key (any more)."""
         key = (key_id, purpose)
         sealer = self._sealers.get(key)
         if sealer is None:
             deriver = self._derivers.get(key_id)
             if deriver is None:
-                raise StoreError(
-                    f"{what} is sealed under store key id '{key_id}', which is not configured "
-                    "(secrets: store_keys); put that key back, or finish the rotation that "
-                    "retired it with `fabric store rotate-key --resume`"
-                )
+                return None
             if len(self._sealers) >= _SEALERS_KEPT:
                 self._sealers.clear()
             sealer = self._sealers[key] = Sealer(deriver.derive(purpose))
+        return sealer
+
+    def _sealer(self, key_id: str, purpose: str, what: str) -> Sealer:
+        sealer = self.sealer(key_id, purpose)
+        if sealer is None:
+            raise StoreError(
+                f"{what} is sealed under store key id '{key_id}', which is not configured "
+                "(secrets: store_keys); put that key back, or finish the rotation that "
+                "retired it with `fabric store rotate-key --resume`"
+            )
         return sealer
 
     @staticmethod

@@ -43,7 +43,8 @@ import zstandard
 from fabric.errors import StoreError
 from fabric.features.spec import FeatureView
 from fabric.store.base import StoredBlob
-from fabric.store.crypto import KeyDeriver, KeyRing, Sealer
+from fabric.store.codec import BlobCodec
+from fabric.store.crypto import Sealer
 from fabric.store.sqlite import apsw, open_database
 
 __all__ = ["OnlineStore", "OnlineVector"]
@@ -93,10 +94,11 @@ class OnlineVector:
 class OnlineStore:
     """``online.db`` of one store; connections per thread, like the shards'."""
 
-    def __init__(self, path: Path, keys: KeyRing | None) -> None:
+    def __init__(self, path: Path, codec: BlobCodec) -> None:
         self.path = path
-        self._keys = keys
-        self._sealers: dict[str, Sealer] = {}
+        # Keys and per-thread zstd objects are the images' own (what seals and compresses
+        # entities seals and compresses what is derived from them).
+        self._codec = codec
         self._local = threading.local()
         self._opened: list[apsw.Connection] = []
         self._lock = threading.Lock()
@@ -135,26 +137,8 @@ class OnlineStore:
             self._opened.clear()
         self._local = threading.local()
 
-    def _compressor(self) -> zstandard.ZstdCompressor:
-        found: zstandard.ZstdCompressor | None = getattr(self._local, "compressor", None)
-        if found is None:  # not thread-safe: one per thread
-            found = self._local.compressor = zstandard.ZstdCompressor(level=3)
-        return found
-
-    def _decompressor(self) -> zstandard.ZstdDecompressor:
-        found: zstandard.ZstdDecompressor | None = getattr(self._local, "decompressor", None)
-        if found is None:
-            found = self._local.decompressor = zstandard.ZstdDecompressor()
-        return found
-
     def _sealer(self, key_id: str) -> Sealer | None:
-        sealer = self._sealers.get(key_id)
-        if sealer is None:
-            if self._keys is None or key_id not in self._keys.keys:
-                return None
-            derived = KeyDeriver(self._keys.keys[key_id]).derive("online vectors")
-            sealer = self._sealers[key_id] = Sealer(derived)
-        return sealer
+        return self._codec.sealer(key_id, "online vectors")
 
     @staticmethod
     def _aad(view: FeatureView, vector: OnlineVector) -> bytes:
@@ -233,7 +217,7 @@ class OnlineStore:
                     # Changed or moved: a cache entry, so computed again rather than failed.
                     log.warning("an online vector of view %s failed its integrity check", view.name)
                     continue
-            elif self._keys is not None:
+            elif self._codec.keys is not None:
                 continue  # written in the clear before a key was set: not trusted
             existed, values = self._decode.decode(payload)
             found[entity_id] = OnlineVector(
@@ -242,7 +226,8 @@ class OnlineStore:
         return found
 
     def _current_key(self) -> str | None:
-        return None if self._keys is None else self._keys.current
+        keys = self._codec.keys
+        return None if keys is None else keys.current
 
     def held(self, view: FeatureView) -> dict[str, tuple[int, int]]:
         """Entity id -> (version, until) of the view's rows of its current definition,
@@ -282,12 +267,6 @@ class OnlineStore:
         parts = ("doc", entity_type, policy, fingerprint, entity_id, str(version))
         return "\x00".join(parts).encode()
 
-    def put_documents(
-        self, policy: str, fingerprint: str, documents: Iterable[dict[str, Any]]
-    ) -> int:
-        """Write (replace) entity documents masked by ``policy`` in one transaction."""
-        return self.write("documents", self.document_rows(policy, fingerprint, documents))
-
     def document_rows(
         self, policy: str, fingerprint: str, documents: Iterable[dict[str, Any]]
     ) -> list[tuple[Any, ...]]:
@@ -299,7 +278,9 @@ class OnlineStore:
             entity_type, entity_id = document["entity_type"], document["entity_id"]
             version = int(document["version"])
             # Documents repeat their column names row after row: compressed to about a fifth.
-            payload = self._compressor().compress(self._encode.encode(document))
+            payload = self._codec.dictionaries.compressor("").compress(
+                self._encode.encode(document)
+            )
             if sealer is not None:
                 aad = self._document_aad(entity_type, policy, fingerprint, entity_id, version)
                 payload = sealer.seal(payload, aad)
@@ -334,10 +315,12 @@ class OnlineStore:
             except StoreError:
                 log.warning("a materialized %s document failed its integrity check", policy)
                 return None
-        elif self._keys is not None:
+        elif self._codec.keys is not None:
             return None
         try:
-            document: dict[str, Any] = self._decode.decode(self._decompressor().decompress(payload))
+            document: dict[str, Any] = self._decode.decode(
+                self._codec.dictionaries.decompressor("").decompress(payload)
+            )
         except (zstandard.ZstdError, msgspec.DecodeError):
             log.warning("a materialized %s document could not be read; masking on request", policy)
             return None

@@ -16,6 +16,7 @@ from fabric.features.compute import micros
 from fabric.features.materialize import materialize
 from fabric.features.service import FeatureService
 from fabric.project import Project
+from fabric.store.codec import BlobCodec
 from fabric.store.online import OnlineStore, OnlineVector
 from fabric.sync import sync_project
 
@@ -47,7 +48,7 @@ def test_a_stored_vector_is_used_only_for_its_version_definition_and_time(
     tmp_path: Path, demo_project: Project
 ) -> None:
     view = demo_project.views()["customer_360"]
-    online = OnlineStore(tmp_path / "online.db", demo_project.secrets.key_ring)
+    online = OnlineStore(tmp_path / "online.db", demo_project.codec)
     vector = OnlineVector("e1", 3, 1_000, 2_000, True, {"order_count_90d": 7, "country": "DE"})
     online.put_many(view, [vector])
     assert online.get_many(view, {"e1": 3}, 1_000) == {"e1": vector}
@@ -66,17 +67,17 @@ def test_vectors_are_sealed_at_rest_and_a_changed_row_is_not_served(
 ) -> None:
     view = demo_project.views()["customer_360"]
     path = tmp_path / "online.db"
-    online = OnlineStore(path, demo_project.secrets.key_ring)
+    online = OnlineStore(path, demo_project.codec)
     online.put_many(view, [OnlineVector("e1", 1, 0, 10, True, {"country": "Atlantis"})])
     online.close()
     assert b"Atlantis" not in path.read_bytes()
     with sqlite3.connect(path) as conn:
         # A row moved to another entity fails its associated data.
         conn.execute("UPDATE vectors SET entity_id = 'e2'")
-    online = OnlineStore(path, demo_project.secrets.key_ring)
+    online = OnlineStore(path, demo_project.codec)
     assert online.get_many(view, {"e2": 1}, 5) == {}
     # Without the key, nothing is read at all.
-    assert OnlineStore(path, None).get_many(view, {"e2": 1}, 5) == {}
+    assert OnlineStore(path, BlobCodec(None)).get_many(view, {"e2": 1}, 5) == {}
     online.close()
 
 
