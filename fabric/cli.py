@@ -276,11 +276,20 @@ def _check_listen(host: str, port: int) -> None:
 SERVERS = ("granian", "uvicorn")
 
 
-def _serve(config_path: Path, host: str, port: int, workers: int, server: str = SERVERS[0]) -> None:
-    from fabric.api.app import CONFIG_ENV
+def _serve(
+    config_path: Path,
+    host: str,
+    port: int,
+    workers: int,
+    server: str = SERVERS[0],
+    access_log: bool | None = None,
+) -> None:
+    from fabric.api.app import ACCESS_LOG_ENV, CONFIG_ENV
 
     _check_listen(host, port)
     os.environ[CONFIG_ENV] = str(config_path.resolve())
+    if access_log is not None:
+        os.environ[ACCESS_LOG_ENV] = "1" if access_log else "0"
     target = "fabric.api.app:app_from_env"
     from fabric.api.servers import run_granian, run_uvicorn
 
@@ -302,8 +311,21 @@ def _serve(config_path: Path, host: str, port: int, workers: int, server: str = 
     show_default=True,
     help="ASGI server (granian measured faster: benchmarks/http_bench.py).",
 )
+@click.option(
+    "--access-log/--no-access-log",
+    default=None,
+    help="A line per request on standard error: key name, role, method, path, status, "
+    "time; never a key or a query string (default: api.access_log, on).",
+)
 @_handles_errors
-def serve(config_path: Path, host: str | None, port: int | None, workers: int, server: str) -> None:
+def serve(
+    config_path: Path,
+    host: str | None,
+    port: int | None,
+    workers: int,
+    server: str,
+    access_log: bool | None,
+) -> None:
     """Serve the HTTP API for the project: entity lookups, lineage, feature vectors, export
     jobs, the catalog, reload (SIGHUP too), health, readiness and metrics."""
     from fabric.project import Project
@@ -312,7 +334,7 @@ def serve(config_path: Path, host: str | None, port: int | None, workers: int, s
     with Project.open(config_path) as project:
         project.prepare()
         api = project.config.api
-    _serve(config_path, host or api.host, port or api.port, workers, server)
+    _serve(config_path, host or api.host, port or api.port, workers, server, access_log)
 
 
 @main.command()

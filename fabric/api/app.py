@@ -17,6 +17,7 @@ from typing import Any
 
 from litestar import Litestar, Request
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
 from fabric import __version__
@@ -25,7 +26,8 @@ from fabric.api.context import Call
 from fabric.api.errors import exception_handlers
 from fabric.api.exports import export_file, export_status, start_export, upload_spine
 from fabric.api.features import feature_batch, feature_vector
-from fabric.api.metrics import COLLECTOR, MetricsController, RequestMetrics
+from fabric.api.metrics import COLLECTOR, MetricsController
+from fabric.api.observe import RequestObserver
 from fabric.api.offload import Offload
 from fabric.api.ratelimit import rate_limit
 from fabric.api.routes import (
@@ -40,14 +42,18 @@ from fabric.api.serving import Served, Serving
 from fabric.features.jobs import ExportJobs
 from fabric.project import Project
 
-__all__ = ["CONFIG_ENV", "app_from_env", "create_app"]
+__all__ = ["ACCESS_LOG_ENV", "CONFIG_ENV", "app_from_env", "create_app"]
 
 #: How `fabric serve` tells worker processes which project to open.
 CONFIG_ENV = "FABRIC_CONFIG"
+#: How `fabric serve --access-log/--no-access-log` overrides ``api.access_log`` ("1"/"0").
+ACCESS_LOG_ENV = "FABRIC_ACCESS_LOG"
 
 
-def create_app(project: Project) -> Litestar:
-    """Return the API app serving ``project``; the app closes the project on shutdown."""
+def create_app(project: Project, *, access_log: bool | None = None) -> Litestar:
+    """Return the API app serving ``project``; the app closes the project on shutdown.
+
+    ``access_log`` overrides ``api.access_log`` (which a reload may change) when given."""
     serving = Serving(project)
     jobs = ExportJobs(project)
     # Each thread warms its own connections and code paths before it takes a request.
@@ -106,7 +112,15 @@ def create_app(project: Project) -> Litestar:
             export_file,
             reload_config,
         ],
-        middleware=[RequestMetrics, *rate_limit(project.config.api.rate_limit)],
+        middleware=[
+            DefineMiddleware(
+                RequestObserver,
+                logging=(lambda: access_log)
+                if access_log is not None
+                else lambda: serving.current.project.config.api.access_log,
+            ),
+            *rate_limit(project.config.api.rate_limit),
+        ],
         request_max_body_size=project.config.api.max_body_bytes,
         on_startup=[startup],
         dependencies={
@@ -122,4 +136,8 @@ def create_app(project: Project) -> Litestar:
 
 def app_from_env() -> Litestar:
     """App factory for ASGI servers: opens the project named by ``FABRIC_CONFIG``."""
-    return create_app(Project.open(Path(os.environ.get(CONFIG_ENV, "fabric.yaml"))))
+    access_log = os.environ.get(ACCESS_LOG_ENV)
+    return create_app(
+        Project.open(Path(os.environ.get(CONFIG_ENV, "fabric.yaml"))),
+        access_log=None if access_log is None else access_log == "1",
+    )

@@ -10,14 +10,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from litestar import Request
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.types import Scope
 
 from fabric.config.models import ProjectConfig
 
-__all__ = ["Authenticator", "Caller"]
+__all__ = ["Authenticator", "Caller", "caller_of"]
+
+#: Where an authenticated request's :class:`Caller` is kept in its ASGI scope (for the
+#: access log, which runs outside the handler).
+_SCOPE_KEY = "fabric.caller"
 
 
 @dataclass(frozen=True)
@@ -61,4 +66,10 @@ class Authenticator:
                 found = caller
         if found is None:
             raise NotAuthorizedException("invalid API key", headers={"WWW-Authenticate": "Bearer"})
+        request.scope[_SCOPE_KEY] = found  # type: ignore[literal-required]
         return found
+
+
+def caller_of(scope: Scope) -> Caller | None:
+    """The caller a request authenticated as, or None (not yet, or not at all)."""
+    return cast("Caller | None", scope.get(_SCOPE_KEY))

@@ -1,32 +1,23 @@
 """`GET /metrics`: Prometheus text, from a well-kept client (``prometheus-client``).
 
-:class:`RequestMetrics` counts requests and times them per route (grouped by the route's path
-template, never by ids) and status, under the names Litestar's Prometheus middleware uses.
-That middleware built a request object and looked up four label sets per request, about
-40 us; this one keeps each label set's children. A collector of ours adds, read when scraped:
-entities served, the read cache's hits and misses, sync runs by status and the last one's
-duration, entities per type and the store's size on disk. Labels carry route templates,
-statuses and entity types only: no id, key or value reaches the metrics.
+Requests are counted and timed by :class:`fabric.api.observe.RequestObserver`. A collector of
+ours adds, read when scraped: entities served, the read cache's hits and misses, sync runs by
+status and the last one's duration, entities per type and the store's size on disk. Labels
+carry route templates, statuses and entity types only: no id, key or value reaches the
+metrics.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
 
 from litestar import Controller, Response, get
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
     generate_latest,
     multiprocess,
 )
@@ -37,71 +28,7 @@ from fabric.entities import EntityService
 from fabric.features.service import FeatureService
 from fabric.project import Project
 
-__all__ = ["COLLECTOR", "FabricCollector", "MetricsController", "RequestMetrics"]
-
-_LABELS = ("method", "path", "status_code", "app_name")
-_REQUESTS = Counter("fabric_requests_total", "Total requests", _LABELS)
-_ERRORS = Counter("fabric_requests_error_total", "Total errors (5xx) in requests", _LABELS)
-_DURATION = Histogram("fabric_request_duration_seconds", "Request duration, in seconds", _LABELS)
-_IN_PROGRESS = Gauge(
-    "fabric_requests_in_progress",
-    "Requests in progress",
-    ("method", "path", "app_name"),
-    multiprocess_mode="livesum",
-)
-#: Paths never counted: the scrape itself.
-_EXCLUDED = frozenset({"/metrics"})
-
-
-class RequestMetrics:
-    """ASGI middleware (inside Litestar's router, so the route's path template is known):
-    requests, 5xx errors, latency and requests in progress per method, route and status."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        #: (method, path template, status) -> (requests, errors or None, duration) children
-        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
-        self._progress: dict[tuple[str, str], Any] = {}
-
-    def _done(self, method: str, path: str, status: int, seconds: float) -> None:
-        children = self._children.get((method, path, status))
-        if children is None:
-            values = (method, path, str(status), "fabric")
-            children = self._children[(method, path, status)] = (
-                _REQUESTS.labels(*values),
-                _ERRORS.labels(*values) if status >= 500 else None,
-                _DURATION.labels(*values),
-            )
-        requests, errors, duration = children
-        requests.inc()
-        if errors is not None:
-            errors.inc()
-        duration.observe(seconds)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP or scope["path"] in _EXCLUDED:
-            await self.app(scope, receive, send)
-            return
-        method: str = scope["method"]
-        path: str = scope.get("path_template") or "unknown"
-        progress = self._progress.get((method, path))
-        if progress is None:
-            progress = self._progress[(method, path)] = _IN_PROGRESS.labels(method, path, "fabric")
-        status = 500  # unless a response starts
-        start = time.perf_counter()
-
-        async def timed_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        progress.inc()
-        try:
-            await self.app(scope, receive, timed_send)
-        finally:
-            progress.dec()
-            self._done(method, path, status, time.perf_counter() - start)
+__all__ = ["COLLECTOR", "FabricCollector", "MetricsController"]
 
 
 class MetricsController(Controller):

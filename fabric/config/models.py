@@ -251,6 +251,12 @@ class ApiConfig(StrictModel):
         description="an entity document or current vector served this recently is served "
         "again without asking the store for the entity's version (0: always ask)",
     )
+    access_log: bool = Field(
+        True,
+        description="a line per request on the server's standard error (logger "
+        "fabric.access): client, key name and role, method, path, status, milliseconds; "
+        "never a key, a query string or a refused id",
+    )
     vector_cache: int = Field(
         100_000,
         ge=0,

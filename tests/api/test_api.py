@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -482,3 +483,68 @@ def test_api_rate_limit_per_key(synced: Path) -> None:
         # Another key has its own allowance; health is never limited.
         assert limited.get("/v1/catalog", headers=steward).status_code == 200
         assert all(limited.get("/health").status_code == 200 for _ in range(8))
+
+
+class AccessLines(logging.Handler):
+    """The access log's lines, caught at its own logger (the app's logging configuration
+    replaces the root logger's handlers, pytest's among them)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def access_lines() -> Iterator[list[str]]:
+    logger = logging.getLogger("fabric.access")
+    handler, level = AccessLines(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler.lines
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def test_api_access_log_names_keys_and_never_shows_keys_queries_or_refused_ids(
+    demo_dir: Path, demo_keys: dict[str, str], entity_id: str, access_lines: list[str]
+) -> None:
+    key = demo_keys["analyst-demo"]
+    with TestClient(app=create_app(Project.open(demo_dir / "fabric.yaml"))) as fresh:
+        assert fresh.get(f"/v1/entities/customer/{entity_id}", headers=auth(key)).status_code == 200
+        steward = fresh.get(
+            f"/v1/entities/customer/{entity_id}", headers=auth(demo_keys["steward-demo"])
+        ).json()
+        email = steward["tables"]["crm_customers"][0]["email"]
+        crm_id = steward["tables"]["crm_customers"][0]["id"]
+        found = fresh.get(
+            "/v1/entities/customer", params={"source": "crm", "key": crm_id}, headers=auth(key)
+        )
+        assert found.status_code == 200
+        # An id that is someone's email: refused, and not written down.
+        assert fresh.get(f"/v1/entities/customer/{email}", headers=auth(key)).status_code == 404
+        assert fresh.get("/v1/catalog", headers=auth("not-a-key")).status_code == 401
+    lines = access_lines
+    assert len(lines) == 5
+    assert f'analyst-demo analyst "GET /v1/entities/customer/{entity_id}" 200' in lines[0]
+    assert 'steward-demo steward "GET' in lines[1]
+    assert lines[2].endswith("ms") and '"GET /v1/entities/customer" 200' in lines[2]
+    assert '"GET /v1/entities/{entity_type}/{entity_id}" 404' in lines[3]
+    assert ' - - "GET /v1/catalog" 401' in lines[4]
+    text = "\n".join(lines)
+    assert key not in text and demo_keys["steward-demo"] not in text
+    assert email not in text and f"key={crm_id}" not in text and "not-a-key" not in text
+
+
+def test_api_access_log_off(
+    demo_dir: Path, demo_keys: dict[str, str], entity_id: str, access_lines: list[str]
+) -> None:
+    app = create_app(Project.open(demo_dir / "fabric.yaml"), access_log=False)
+    with TestClient(app=app) as fresh:
+        response = fresh.get(
+            f"/v1/entities/customer/{entity_id}", headers=auth(demo_keys["analyst-demo"])
+        )
+        assert response.status_code == 200
+    assert access_lines == []

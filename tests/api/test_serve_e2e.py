@@ -86,6 +86,9 @@ def test_serve_answers_over_http(
     text = output.decode(errors="replace")
     assert "Traceback" not in text
     assert demo_keys["analyst-demo"] not in text  # keys never reach the log
+    # The access log names the key, never shows it.
+    assert f'analyst-demo analyst "GET /v1/entities/customer/{entity_id}" 200' in text
+    assert '- - "GET /v1/entities/{entity_type}/{entity_id}" 401' in text
 
 
 def test_serve_bad_config_is_exit_1(tmp_path: Path) -> None:
