@@ -1,18 +1,25 @@
 """Benchmark the HTTP API as a server, driven by wrk from a separate process over loopback.
 
 Usage: ``python benchmarks/http_bench.py --project DIR [--servers granian,uvicorn]
-[--workers 2] [--connections 32] [--seconds 10]``
+[--workers 2] [--connections 32] [--seconds 5] [--rounds 3] [--access-log]``
 
 DIR is a synced demo project (`fabric demo --no-serve --dir DIR --customers 100000`). For each
-server, `fabric serve --workers W` runs on a free port and wrk (``apt-get install -y wrk``;
-`make bench-http` installs it) drives, for ``--seconds`` each:
+server, `fabric serve --workers W` runs on a free port, with a bare app beside it, and wrk
+(``apt-get install -y wrk``; `make bench-http` installs it) drives, ``--seconds`` each:
 
   entity          GET /v1/entities/customer/{id}, ids drawn uniformly from every entity
   vector          GET /v1/features/customer_360/{id}, ids drawn uniformly
   entity_hot      one id, again and again (the read cache)
-  batch100        POST /v1/features/customer_360 with 100 random ids (32 connections, and 1)
   bare            a Litestar route returning a constant JSON document of an entity's size,
-                  served the same way: the framework's ceiling, measured in the same run
+                  served the same way: the framework's ceiling
+  batch100        POST /v1/features/customer_360 with 100 random ids (32 connections, and 1)
+
+This machine is shared and its speed moves by a third from one minute to the next, so every
+scenario runs ``--rounds`` times, turn about, and the summary gives the median of the rounds;
+hot over bare is the median of each round's ratio, the two run back to back (in alternating
+order) as the same constant request with the same header, without a wrk script. The server
+runs without its access log unless ``--access-log`` (Feast's server, which issue 7 compares
+with, was measured that way).
 
 The project's online store is brought up to date first (`fabric materialize`, what every sync
 ends with), and what that wrote is printed: vectors whose horizon passed since the last
@@ -37,6 +44,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -85,9 +93,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start(command: list[str], port: int, probe: str) -> subprocess.Popen[bytes]:
+def _start(
+    command: list[str], port: int, probe: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -116,11 +130,15 @@ def _unit(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
-def _wrk(url: str, script: Path | None, connections: int, seconds: int) -> dict[str, Any]:
+def _wrk(
+    url: str, script: Path | None, connections: int, seconds: int, header: str | None = None
+) -> dict[str, Any]:
     threads = str(min(2, connections))  # wrk needs a connection per thread
     command = ["wrk", "--latency", "-t", threads, "-c", str(connections), "-d", f"{seconds}s"]
     if script is not None:
         command += ["-s", str(script)]
+    if header is not None:
+        command += ["-H", header]
     out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
     latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.MULTILINE))
@@ -133,6 +151,10 @@ def _wrk(url: str, script: Path | None, connections: int, seconds: int) -> dict[
     }
 
 
+def _median(rounds: list[dict[str, dict[str, Any]]], scenario: str, figure: str) -> float:
+    return float(statistics.median(r[scenario][figure] for r in rounds))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -141,7 +163,18 @@ def main() -> None:
     parser.add_argument("--servers", default="granian,uvicorn")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=5, help="each scenario, each round")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="every scenario runs this many times, turn about; figures are the medians",
+    )
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="serve with the access log on (off by default, as Feast's server was measured)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk (or make bench-http)")
@@ -169,7 +202,6 @@ def main() -> None:
         "headers)",
         "vector": 'return wrk.format("GET", "/v1/features/customer_360/" .. ids[math.random(#ids)]'
         ", headers)",
-        "entity_hot": f'return wrk.format("GET", "/v1/entities/customer/{hot}", headers)',
         "batch100": "local picked = {}\n"
         "for i = 1, 100 do picked[i] = '\"' .. ids[math.random(#ids)] .. '\"' end\n"
         'return wrk.format("POST", "/v1/features/customer_360", headers, '
@@ -180,6 +212,7 @@ def main() -> None:
         paths[name] = scratch / f"{name}.lua"
         paths[name].write_text(_LUA_IDS.format(ids=scratch / "ids.txt", key=key, body=body))
     fabric = [sys.executable, "-m", "fabric"]
+    auth = f"Authorization: Bearer {key}"
     for server in args.servers.split(","):
         port = _free_port()
         log(f"{server}: fabric serve --workers {args.workers} on port {port}")
@@ -195,70 +228,91 @@ def main() -> None:
                 str(args.workers),
                 "--server",
                 server,
+                # As Feast's server was measured for issue 7; the log's cost is measured apart.
+                "--access-log" if args.access_log else "--no-access-log",
             ],
             port,
             "/ready",
         )
         base = f"http://127.0.0.1:{port}"
+        bare: subprocess.Popen[bytes] | None = None
         try:
             sample = httpx.get(
                 f"{base}/v1/entities/customer/{hot}", headers={"Authorization": f"Bearer {key}"}
             ).json()
+            # The framework's ceiling: a constant document of the same size, served the way
+            # `fabric serve` serves (fabric.api.servers), up beside fabric's so the two are
+            # measured turn about, in the same minutes of this shared machine.
+            (scratch / "bare.py").write_text(_BARE.format(document=sample))
+            bare_port = _free_port()
+            bare = _start(
+                [
+                    sys.executable,
+                    "-c",
+                    f"from fabric.api.servers import run_{server} as run; "
+                    f"run('bare:app', '127.0.0.1', {bare_port}, {args.workers}, factory=False)",
+                ],
+                bare_port,
+                "/bare",
+                env={**os.environ, "PYTHONPATH": str(scratch)},
+            )
+            hot_url = f"{base}/v1/entities/customer/{hot}"
+            bare_url = f"http://127.0.0.1:{bare_port}/bare"
             # Two seconds of one hot id first: connections, code paths and the page cache
             # warm, as in a server that has been up, without warming the uniform scenarios'
             # caches (their ids are drawn from all entities).
-            _wrk(base, paths["entity_hot"], args.connections, 2)
-            results: dict[str, dict[str, Any]] = {}
-            for name in ("entity", "vector", "entity_hot", "batch100"):
-                log(f"  {name}")
-                results[name] = _wrk(base, paths[name], args.connections, args.seconds)
-            log("  batch100 at 1 connection")
-            results["batch100_1conn"] = _wrk(base, paths["batch100"], 1, args.seconds)
+            _wrk(hot_url, None, args.connections, 2, header=auth)
+            _wrk(bare_url, None, args.connections, 2, header=auth)
+            rounds: list[dict[str, dict[str, Any]]] = []
+            for turn in range(args.rounds):
+                log(f"  round {turn + 1} of {args.rounds}")
+                results: dict[str, dict[str, Any]] = {}
+                for name in ("entity", "vector"):
+                    results[name] = _wrk(base, paths[name], args.connections, args.seconds)
+                # A hot id and the bare route are both one constant request, sent by wrk
+                # without a script and with the same header; which goes first alternates.
+                pair = [("entity_hot", hot_url), ("bare", bare_url)]
+                for name, url in pair if turn % 2 == 0 else pair[::-1]:
+                    results[name] = _wrk(url, None, args.connections, args.seconds, header=auth)
+                results["batch100"] = _wrk(base, paths["batch100"], args.connections, args.seconds)
+                results["batch100_1conn"] = _wrk(base, paths["batch100"], 1, args.seconds)
+                for name, figures in results.items():
+                    emit(
+                        {
+                            "what": "http",
+                            "server": server,
+                            "round": turn + 1,
+                            "scenario": name,
+                            "workers": args.workers,
+                            "connections": 1 if name == "batch100_1conn" else args.connections,
+                            **figures,
+                        }
+                    )
+                rounds.append(results)
         finally:
             _stop(process)
-        # The framework's ceiling: a constant document of the same size, the same server.
-        (scratch / "bare.py").write_text(_BARE.format(document=sample))
-        bare_port = _free_port()
-        # Served the way `fabric serve` serves (fabric.api.servers), so the two compare.
-        bare_command = [
-            sys.executable,
-            "-c",
-            f"from fabric.api.servers import run_{server} as run; "
-            f"run('bare:app', '127.0.0.1', {bare_port}, {args.workers}, factory=False)",
-        ]
-        os.environ["PYTHONPATH"] = str(scratch)
-        bare = _start(bare_command, bare_port, "/bare")
-        try:
-            _wrk(f"http://127.0.0.1:{bare_port}/bare", None, args.connections, 2)
-            log("  bare")
-            results["bare"] = _wrk(
-                f"http://127.0.0.1:{bare_port}/bare", None, args.connections, args.seconds
-            )
-        finally:
-            _stop(bare)
-        for name, figures in results.items():
-            emit(
-                {
-                    "what": "http",
-                    "server": server,
-                    "scenario": name,
-                    "workers": args.workers,
-                    "connections": 1 if name == "batch100_1conn" else args.connections,
-                    **figures,
-                }
-            )
+            if bare is not None:
+                _stop(bare)
+
         emit(
             {
                 "what": "http_summary",
                 "server": server,
-                "entity_rps": results["entity"]["requests_per_s"],
-                "entity_p99_ms": results["entity"]["p99_ms"],
-                "vector_rps": results["vector"]["requests_per_s"],
-                "vector_p99_ms": results["vector"]["p99_ms"],
-                "hot_over_bare": results["entity_hot"]["requests_per_s"]
-                / results["bare"]["requests_per_s"],
-                "batch100_vectors_per_s": 100 * results["batch100"]["requests_per_s"],
-                "batch100_1conn_p99_ms": results["batch100_1conn"]["p99_ms"],
+                "rounds": args.rounds,
+                "seconds_each": args.seconds,
+                "access_log": args.access_log,
+                "medians_of_rounds": True,
+                "entity_rps": _median(rounds, "entity", "requests_per_s"),
+                "entity_p99_ms": _median(rounds, "entity", "p99_ms"),
+                "vector_rps": _median(rounds, "vector", "requests_per_s"),
+                "vector_p99_ms": _median(rounds, "vector", "p99_ms"),
+                "entity_hot_rps": _median(rounds, "entity_hot", "requests_per_s"),
+                "bare_rps": _median(rounds, "bare", "requests_per_s"),
+                "hot_over_bare": statistics.median(
+                    r["entity_hot"]["requests_per_s"] / r["bare"]["requests_per_s"] for r in rounds
+                ),
+                "batch100_vectors_per_s": 100 * _median(rounds, "batch100", "requests_per_s"),
+                "batch100_1conn_p99_ms": _median(rounds, "batch100_1conn", "p99_ms"),
                 "targets": {
                     "entity_and_vector_rps": 4000,
                     "entity_and_vector_p99_ms": 15,
