@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import post
-from litestar.di import NamedDependency
+from litestar import Request, post
 
 from fabric.api.context import Call
+from fabric.api.schema import BEARER, Reloaded, answers
 
 __all__ = ["reload_config"]
 
@@ -23,8 +23,15 @@ __all__ = ["reload_config"]
         "in flight finish on the old one. SIGHUP does the same."
     ),
     status_code=200,
+    security=BEARER,
+    responses=answers(
+        Reloaded,
+        {"status": "reloaded", "rules_version": "5d41402abc4b", "views": ["customer_360"]},
+        400,
+    ),
 )
-def reload_config(call: NamedDependency[Call]) -> dict[str, Any]:
+def reload_config(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """Answer ``{status, rules_version, views}``."""
+    call = Call.of(request)
     call.require("admin")
     return call.serving.reload()

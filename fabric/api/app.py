@@ -13,16 +13,15 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Any
 
-from litestar import Litestar, Request
-from litestar.di import Provide
+from litestar import Litestar
+from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
 from fabric import __version__
 from fabric.api.admin import reload_config
-from fabric.api.context import Call
+from fabric.api.context import AppParts
 from fabric.api.errors import exception_handlers
 from fabric.api.exports import export_file, export_status, start_export, upload_spine
 from fabric.api.features import feature_batch, feature_vector
@@ -38,7 +37,8 @@ from fabric.api.routes import (
     health,
     ready,
 )
-from fabric.api.serving import Served, Serving
+from fabric.api.schema import COMPONENTS
+from fabric.api.serving import Serving
 from fabric.features.jobs import ExportJobs
 from fabric.project import Project
 
@@ -60,14 +60,6 @@ def create_app(project: Project, *, access_log: bool | None = None) -> Litestar:
     offload = Offload(
         initializer=lambda: serving.current.warm(), ready=lambda: serving.current.zero_counters()
     )
-
-    def served() -> Served:
-        # Taken once per request: a reload during the request does not reach it.
-        return serving.current
-
-    def call(request: Request[Any, Any, Any]) -> Call:
-        current = serving.current
-        return Call(current.authenticate(request), current, serving, offload, jobs)
 
     def startup() -> None:
         # Answer nothing before the threads are warm (a few hundred ms; see Served.warm).
@@ -123,14 +115,10 @@ def create_app(project: Project, *, access_log: bool | None = None) -> Litestar:
         ],
         request_max_body_size=project.config.api.max_body_bytes,
         on_startup=[startup],
-        dependencies={
-            "call": Provide(call, sync_to_thread=False),
-            "served": Provide(served, sync_to_thread=False),
-            "offload": Provide(lambda: offload, use_cache=True, sync_to_thread=False),
-        },
+        state=State(AppParts(serving, offload, jobs).state()),
         exception_handlers=exception_handlers,
         on_shutdown=[shutdown],
-        openapi_config=OpenAPIConfig(title="fabric", version=__version__),
+        openapi_config=OpenAPIConfig(title="fabric", version=__version__, components=COMPONENTS),
     )
 
 

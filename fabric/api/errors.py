@@ -88,10 +88,18 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     if status == 400:
         # Litestar's own text repeats the request's query string, which may hold a caller's
         # key or an email: name the offending parameters, never their values.
-        extra = exc.extra if isinstance(exc.extra, list) else []
-        keys = [str(e.get("key")) for e in extra if isinstance(e, dict) and e.get("key")]
+        extra = [e for e in exc.extra if isinstance(e, dict)] if isinstance(exc.extra, list) else []
+        keys = [_described(e) for e in extra if e.get("key")]
         message = f"invalid or missing parameter: {', '.join(keys)}" if keys else "invalid request"
     return _respond(status, ERROR_CODES.get(status, "error"), message, exc.headers)
+
+
+def _described(problem: dict[str, Any]) -> str:
+    """A parameter's name, and what was expected of it when the validator's words say only
+    that (``Expected `array` of length <= 1000``); other messages may quote the value."""
+    said = str(problem.get("message", ""))
+    expected = said.startswith("Expected `") and "'" not in said and '"' not in said
+    return f"{problem['key']} ({said})" if expected else str(problem["key"])
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

@@ -6,18 +6,35 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from litestar import Request, Response, get, post
-from litestar.di import NamedDependency
 from litestar.exceptions import ClientException
-from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Body, FromPath
 from litestar.response import File
 
 from fabric.api.context import Call
+from fabric.api.schema import BEARER, ExportJobStatus, SpineUpload, answers
 from fabric.entities import InvalidRequestError
 from fabric.features.jobs import SPINE_FORMATS
 
 __all__ = ["ExportRequest", "export_file", "export_status", "start_export", "upload_spine"]
+
+_STATUS: dict[str, Any] = {
+    "job": "e3b0c44298fc",
+    "view": "customer_360",
+    "role": "analyst",
+    "format": "parquet",
+    "state": "running",
+    "stage": "computing features",
+    "rows_done": 40000,
+    "rows_total": 100000,
+    "rows_per_s": 91000.0,
+    "eta_seconds": 0.7,
+    "created_at": "2026-11-27T04:00:00+00:00",
+    "started_at": "2026-11-27T04:00:00+00:00",
+    "finished_at": None,
+    "rows": None,
+    "error": None,
+}
 
 
 @dataclass
@@ -44,15 +61,18 @@ class ExportRequest:
         "watch it."
     ),
     status_code=202,
+    security=BEARER,
+    responses=answers(ExportJobStatus, _STATUS, 400, 404, 413, status=202),
 )
 def start_export(
-    call: NamedDependency[Call],
+    request: Request[Any, Any, Any],
     data: Annotated[
         ExportRequest,
         Body(examples=[Example(value={"view": "customer_360", "spine": "train.csv"})]),
     ],
 ) -> Response[dict[str, Any]]:
     """Queue the export and answer its status."""
+    call = Call.of(request)
     call.require("exports")
     caller = call.caller
     job = call.jobs.start(
@@ -73,14 +93,18 @@ def start_export(
     ),
     status_code=201,
     request_max_body_size=None,  # bounded below by api.exports.max_spine_bytes
-    responses={
-        413: ResponseSpec(None, description="larger than api.exports.max_spine_bytes"),
-    },
+    security=BEARER,
+    responses=answers(
+        SpineUpload,
+        {"spine": "upload:9f86d081884c", "bytes": 20480, "format": "csv"},
+        400,
+        413,
+        status=201,
+    ),
 )
-async def upload_spine(
-    request: Request[Any, Any, Any], call: NamedDependency[Call]
-) -> dict[str, Any]:
-    """Store the body as a spine and answer ``{spine, bytes}``."""
+async def upload_spine(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Store the body as a spine and answer ``{spine, bytes, format}``."""
+    call = Call.of(request)
     call.require("exports")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     fmt = SPINE_FORMATS.get(content_type)
@@ -114,9 +138,12 @@ async def upload_spine(
     sync_to_thread=False,
     tags=["exports"],
     summary="An export job's state, stage, rows done, rows/s and time left",
+    security=BEARER,
+    responses=answers(ExportJobStatus, _STATUS, 404),
 )
-def export_status(job: FromPath[str], call: NamedDependency[Call]) -> dict[str, Any]:
+def export_status(job: FromPath[str], request: Request[Any, Any, Any]) -> dict[str, Any]:
     """Answer the job's status; 404 for another key's job."""
+    call = Call.of(request)
     call.require("exports")
     return call.jobs.get(call.caller.key_name, job).status()
 
@@ -126,9 +153,12 @@ def export_status(job: FromPath[str], call: NamedDependency[Call]) -> dict[str, 
     sync_to_thread=True,
     tags=["exports"],
     summary="The export's file, streamed, once the job succeeded (409 before)",
+    security=BEARER,
+    responses=answers(None, None, 404, 409),
 )
-def export_file(job: FromPath[str], call: NamedDependency[Call]) -> File:
+def export_file(job: FromPath[str], request: Request[Any, Any, Any]) -> File:
     """Stream the file."""
+    call = Call.of(request)
     call.require("exports")
     found = call.jobs.file(call.caller.key_name, job)
     return File(path=found.out, filename=found.out.name)

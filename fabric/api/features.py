@@ -9,22 +9,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from litestar import get, post
-from litestar.di import NamedDependency
+from litestar import Request, get, post
 from litestar.openapi.spec import Example
 from litestar.params import Body, FromPath, QueryParameter
+from msgspec import Meta
 
 from fabric.api.context import Call
+from fabric.api.schema import BEARER, FeatureBatchAnswer, FeatureVector, answers
+from fabric.entities import MAX_ID_LENGTH
 from fabric.features.service import MAX_BATCH
 
 __all__ = ["FeatureBatch", "feature_batch", "feature_vector"]
+
+_VECTOR: dict[str, Any] = {
+    "view": "customer_360",
+    "version": 1,
+    "entity_id": "3f1c9a2b7d4e",
+    "as_of": "2026-01-31T00:00:00",
+    "existed": True,
+    "policy": "analyst",
+    "features": {"order_count_90d": 3, "days_since_last_order": 12, "country": "US"},
+}
 
 
 @dataclass
 class FeatureBatch:
     """Which entities, as of when, and how to lay the answer out."""
 
-    ids: list[str]
+    ids: Annotated[
+        list[Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH)]],
+        Meta(min_length=1, max_length=MAX_BATCH),
+    ]
     as_of: str | None = None
     #: ``rows``: a list of vectors; ``columns``: one list of values per feature
     layout: Literal["rows", "columns"] = "rows"
@@ -39,11 +54,13 @@ class FeatureBatch:
         "Attributes are masked for the caller's role. An id merged into another entity "
         "answers with the survivor and `merged_from`."
     ),
+    security=BEARER,
+    responses=answers(FeatureVector, _VECTOR, 400, 404, 503),
 )
 async def feature_vector(
     view: FromPath[str],
     entity_id: FromPath[str],
-    call: NamedDependency[Call],
+    request: Request[Any, Any, Any],
     as_of: Annotated[
         str | None,
         QueryParameter(
@@ -53,6 +70,7 @@ async def feature_vector(
     ] = None,
 ) -> dict[str, Any]:
     """Return ``{view, version, entity_id, as_of, existed, policy, features}``."""
+    call = Call.of(request)
     call.require("features")
     if as_of is None:
         # Now, for an entity checked a moment ago (api.fresh_ms): answered here.
@@ -82,16 +100,36 @@ async def feature_vector(
         "listed in `not_found`; ids merged into another entity in `merged_from`."
     ),
     status_code=200,
+    security=BEARER,
+    responses=answers(
+        FeatureBatchAnswer,
+        {
+            "view": "customer_360",
+            "version": 1,
+            "as_of": "2026-01-31T00:00:00",
+            "policy": "analyst",
+            "vectors": [
+                {k: _VECTOR[k] for k in ("entity_id", "existed", "features")},
+            ],
+            "not_found": ["000000000000"],
+            "merged_from": {},
+        },
+        400,
+        404,
+        413,
+        503,
+    ),
 )
 async def feature_batch(
     view: FromPath[str],
-    call: NamedDependency[Call],
+    request: Request[Any, Any, Any],
     data: Annotated[
         FeatureBatch,
         Body(examples=[Example(value={"ids": ["3f1c9a2b7d4e"], "as_of": "2026-01-31T00:00:00Z"})]),
     ],
 ) -> dict[str, Any]:
     """Return the vectors of ``data.ids``."""
+    call = Call.of(request)
     call.require("features")
     return await call.run(
         call.features.vectors,

@@ -297,7 +297,16 @@ def test_api_feature_errors(
     bad_time = client.get(f"/v1/features/customer_360/{entity_id}?as_of=yesterday", headers=key)
     assert "ISO 8601" in assert_error(bad_time, 400, "bad_request")["message"]
     too_many = client.post("/v1/features/customer_360", json={"ids": ["x"] * 1001}, headers=key)
-    assert "1 to 1,000" in assert_error(too_many, 400, "bad_request")["message"]
+    message = assert_error(too_many, 400, "bad_request")["message"]
+    assert message == "invalid or missing parameter: ids (Expected `array` of length <= 1000)"
+    # The validator's words that quote a value are left out.
+    bad_layout = client.post(
+        "/v1/features/customer_360",
+        json={"ids": [entity_id], "layout": "someone@example.com"},
+        headers=key,
+    )
+    message = assert_error(bad_layout, 400, "bad_request")["message"]
+    assert message == "invalid or missing parameter: layout"
     assert_error(
         client.post("/v1/features/customer_360", json={"ids": []}, headers=key), 400, "bad_request"
     )
