@@ -29,6 +29,7 @@ from fabric.api.metrics import COLLECTOR, MetricsController
 from fabric.api.observe import RequestObserver
 from fabric.api.offload import Offload
 from fabric.api.ratelimit import rate_limit
+from fabric.api.responses import JsonResponses
 from fabric.api.routes import (
     find_entity,
     get_catalog,
@@ -115,7 +116,7 @@ def create_app(project: Project, *, access_log: bool | None = None) -> Litestar:
         ],
         request_max_body_size=project.config.api.max_body_bytes,
         on_startup=[startup],
-        state=State(AppParts(serving, offload, jobs).state()),
+        state=State(AppParts(serving, offload, jobs, JsonResponses()).state()),
         exception_handlers=exception_handlers,
         on_shutdown=[shutdown],
         openapi_config=OpenAPIConfig(title="fabric", version=__version__, components=COMPONENTS),

@@ -18,6 +18,7 @@ from litestar import Request
 
 from fabric.api.auth import Caller
 from fabric.api.offload import Offload
+from fabric.api.responses import JsonResponses
 from fabric.api.serving import Served, Serving
 from fabric.entities import EntityService
 from fabric.errors import ReadTimeoutError
@@ -41,6 +42,7 @@ class AppParts:
     serving: Serving
     offload: Offload
     jobs: ExportJobs
+    json: JsonResponses
 
     def state(self) -> dict[str, Any]:
         """The app state that holds these (``Litestar(state=State(parts.state()))``)."""
@@ -63,13 +65,22 @@ class Call:
     serving: Serving
     offload: Offload
     jobs: ExportJobs
+    #: dict answers as ASGI responses (see :mod:`fabric.api.responses`)
+    json: JsonResponses
 
     @classmethod
     def of(cls, request: Request[Any, Any, Any]) -> Call:
         """The call of ``request``, its caller authenticated (401 without a valid key)."""
         parts = AppParts.of(request)
         current = parts.serving.current  # once: a reload during the request does not reach it
-        return cls(current.authenticate(request), current, parts.serving, parts.offload, parts.jobs)
+        return cls(
+            current.authenticate(request),
+            current,
+            parts.serving,
+            parts.offload,
+            parts.jobs,
+            parts.json,
+        )
 
     def require(self, route: str) -> None:
         """Raise 403 unless the caller's role may use ``route``."""

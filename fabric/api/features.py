@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from litestar import Request, get, post
 from litestar.openapi.spec import Example
 from litestar.params import Body, FromPath, QueryParameter
+from litestar.response.base import ASGIResponse
 from msgspec import Meta
 
 from fabric.api.context import Call
@@ -68,7 +69,7 @@ async def feature_vector(
             examples=[Example(value="2026-01-31T00:00:00Z")],
         ),
     ] = None,
-) -> dict[str, Any]:
+) -> ASGIResponse:
     """Return ``{view, version, entity_id, as_of, existed, policy, features}``."""
     call = Call.of(request)
     call.require("features")
@@ -76,7 +77,7 @@ async def feature_vector(
         # Now, for an entity checked a moment ago (api.fresh_ms): answered here.
         recent = call.features.recent_vector(view, entity_id, call.caller.role)
         if recent is not None:
-            return recent
+            return call.json.once(recent)
     # Vectors asked at the same time are computed together (as an export computes them):
     # under load, one pass over many entities instead of one per request.
     features = call.features
@@ -85,7 +86,7 @@ async def feature_vector(
         features.vector_batch,
         (view, entity_id, as_of, call.caller.role),
     )
-    return answer
+    return call.json.once(answer)
 
 
 @post(

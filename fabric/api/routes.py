@@ -13,6 +13,7 @@ from litestar.exceptions import ServiceUnavailableException
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import FromPath, QueryParameter
+from litestar.response.base import ASGIResponse
 
 from fabric.api.context import AppParts, Call
 from fabric.api.schema import BEARER, Catalog, EntityDocument, ErrorBody, Lineage, Status, answers
@@ -103,18 +104,20 @@ async def get_entity(
         str | None,
         QueryParameter(description="comma-separated table names to return (default: all)"),
     ] = None,
-) -> dict[str, Any]:
+) -> ASGIResponse:
     """Return the entity's tables and rows as the caller's role may see them."""
     call = Call.of(request)
     call.require("entities")
     wanted = [t.strip() for t in tables.split(",") if t.strip()] if tables else None
-    # Served a moment ago (api.fresh_ms): answered here, without a trip to a thread.
+    # Served a moment ago (api.fresh_ms): answered here, without a trip to a thread, and
+    # sent as the response made for it then (a hot entity's is made once).
     recent = call.service.recent_document(entity_type, entity_id, call.caller.role, wanted)
     if recent is not None:
-        return recent
-    return await call.run(
+        return call.json(recent)
+    answer = await call.run(
         call.service.document, entity_type, entity_id, role=call.caller.role, tables=wanted
     )
+    return call.json.once(answer)
 
 
 @get(
