@@ -106,3 +106,46 @@ def test_no_call_runs_before_every_thread_is_initialized_and_ready_has_run() -> 
         assert events[:4] == ["init", "init", "init", "ready"] and events[4:] == ["call"] * 5
     finally:
         pool.close()
+
+
+def test_one_thread_takes_the_calls_while_it_keeps_up() -> None:
+    # A helper would join only after a second on one call: none of these comes near.
+    pool = Offload(threads=2, stall_ms=1000)
+    try:
+
+        async def main() -> set[int]:
+            return set(await asyncio.gather(*[pool.run(threading.get_ident) for _ in range(300)]))
+
+        assert len(asyncio.run(main())) == 1
+    finally:
+        pool.close()
+
+
+def test_a_helper_takes_the_calls_waiting_behind_a_stuck_one() -> None:
+    pool = Offload(threads=2, stall_ms=5)
+    stuck = threading.Event()
+
+    def wait_then_say_who() -> int:
+        stuck.wait(10)
+        return threading.get_ident()
+
+    try:
+
+        async def main() -> None:
+            blocker = asyncio.ensure_future(pool.run(wait_then_say_who))
+            await asyncio.sleep(0.01)  # the first thread is on it
+            helped = await asyncio.wait_for(
+                asyncio.gather(*[pool.run(threading.get_ident) for _ in range(50)]), timeout=5
+            )
+            assert not blocker.done()  # answered while the first thread was still stuck
+            stuck.set()
+            first = await blocker
+            assert first not in helped and threading.get_ident() not in helped
+            # Free again, the first thread takes calls once more.
+            later = await asyncio.gather(*[pool.run(threading.get_ident) for _ in range(20)])
+            assert first in later
+
+        asyncio.run(main())
+    finally:
+        stuck.set()
+        pool.close()
