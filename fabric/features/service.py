@@ -109,28 +109,33 @@ def mask_columns(
 VectorAsk = tuple[str, str, str | None, str | None]
 
 
-#: A kept vector: entity id, version, computed_at, until, existed, values, checked_at.
-_Entry = tuple[str, int, int, int, bool, dict[str, Any], float]
+#: A kept vector: entity id, version, computed_at, until, existed, feature names, their
+#: values (in that order), checked_at.
+_Entry = tuple[str, int, int, int, bool, tuple[str, ...], tuple[Any, ...], float]
 
 
 def _entry(vector: OnlineVector, checked_at: float) -> _Entry:
-    """A vector as the cache keeps it: one flat tuple of plain values. The garbage collector
-    stops tracking such a tuple at its first pass; an OnlineVector, and a pair holding it,
-    stay tracked as long as they are kept, and 100,000 of them made every pass of the
-    collector's older generations take tens of milliseconds (a request's p99)."""
+    """A vector as the cache keeps it: one flat tuple of plain values, its features as two
+    tuples (a dict would keep it tracked). The garbage collector stops tracking such a tuple
+    at its first pass; an OnlineVector, and a pair holding it, stay tracked as long as they
+    are kept, and 100,000 of them made every pass of the collector's older generations
+    take tens of milliseconds (a request's p99)."""
     return (
         vector.entity_id,
         vector.version,
         vector.computed_at,
         vector.until,
         vector.existed,
-        vector.values,
+        tuple(vector.values),
+        tuple(vector.values.values()),
         checked_at,
     )
 
 
 def _vector(entry: _Entry) -> OnlineVector:
-    return OnlineVector(*entry[:6])
+    entity_id, version, computed_at, until, existed, names, values, _ = entry
+    features = dict(zip(names, values, strict=True))
+    return OnlineVector(entity_id, version, computed_at, until, existed, features)
 
 
 class FeatureService:
@@ -208,7 +213,7 @@ class FeatureService:
                 if entry[1] == version and entry[2] <= moment < entry[3]:
                     found[entity_id] = _vector(entry)
                     if current:
-                        self._cache[(view.name, entity_id)] = (*entry[:6], checked_at)
+                        self._cache[(view.name, entity_id)] = (*entry[:7], checked_at)
             self.hits += len(found)
         wanted = {e: v for e, v in holders.values() if e not in found}
         if wanted:
@@ -316,7 +321,7 @@ class FeatureService:
             return None
         with self._lock:
             entry = self._cache.get((view_name, entity_id))
-        if entry is None or time.monotonic() - entry[6] >= self._fresh:
+        if entry is None or time.monotonic() - entry[7] >= self._fresh:
             return None
         vector = _vector(entry)
         moment = self._moment(None)

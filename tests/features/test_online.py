@@ -248,3 +248,32 @@ def test_a_current_vector_checked_a_moment_ago_is_answered_from_memory(synced: P
         )
         time.sleep(0.25)
         assert service.recent_vector("customer_360", entity_id, "analyst") is None
+
+
+def test_kept_vectors_are_not_tracked_by_the_garbage_collector(synced: Path) -> None:
+    import gc
+
+    with Project.open(synced) as project:
+        service = FeatureService(project)
+        ids = sorted(project.catalog.entities("customer"))
+        first = service.vectors("customer_360", ids, role="analyst")
+        stored = project.online.get_many(
+            project.views()["customer_360"],
+            {e: v for e, (v, _) in project.online.held(project.views()["customer_360"]).items()},
+            _now(),
+        )
+        # A tuple is let go of once the tuples inside it are: two passes at most.
+        gc.collect()
+        gc.collect()
+        entries = list(service._cache.values())
+        assert len(entries) == len(ids)
+        # Flat tuples of plain values: the collector's older passes never walk them.
+        assert not any(gc.is_tracked(entry) for entry in entries)
+        # ... and they answer as the online store's vectors do.
+        again = service.vectors("customer_360", ids, role="analyst")
+        assert service.hits == len(ids)
+        first.pop("as_of"), again.pop("as_of")
+        assert again == first
+        assert {e[0]: dict(zip(e[5], e[6], strict=True)) for e in entries} == {
+            e: v.values for e, v in stored.items()
+        }
