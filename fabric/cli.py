@@ -315,7 +315,7 @@ def _serve(
     "--access-log/--no-access-log",
     default=None,
     help="A line per request on standard error: key name, role, method, path, status, "
-    "time; never a key or a query string (default: api.access_log, on).",
+    "time; never a key or a query string (default: api.access_log, off).",
 )
 @_handles_errors
 def serve(
@@ -870,7 +870,7 @@ def demo(
         _print_demo_help(project, keys, host, port)
     if not no_serve:
         click.echo(f"Serving on http://{host}:{port} (Ctrl-C to stop)")
-        _serve(created.config_path, host, port, 1)
+        _serve(created.config_path, host, port, 1, access_log=True)
 
 
 @main.command()

@@ -521,7 +521,8 @@ def test_api_access_log_names_keys_and_never_shows_keys_queries_or_refused_ids(
     demo_dir: Path, demo_keys: dict[str, str], entity_id: str, access_lines: list[str]
 ) -> None:
     key = demo_keys["analyst-demo"]
-    with TestClient(app=create_app(Project.open(demo_dir / "fabric.yaml"))) as fresh:
+    app = create_app(Project.open(demo_dir / "fabric.yaml"), access_log=True)
+    with TestClient(app=app) as fresh:
         assert fresh.get(f"/v1/entities/customer/{entity_id}", headers=auth(key)).status_code == 200
         steward = fresh.get(
             f"/v1/entities/customer/{entity_id}", headers=auth(demo_keys["steward-demo"])
@@ -547,10 +548,10 @@ def test_api_access_log_names_keys_and_never_shows_keys_queries_or_refused_ids(
     assert email not in text and f"key={crm_id}" not in text and "not-a-key" not in text
 
 
-def test_api_access_log_off(
+def test_api_access_log_is_off_by_default(
     demo_dir: Path, demo_keys: dict[str, str], entity_id: str, access_lines: list[str]
 ) -> None:
-    app = create_app(Project.open(demo_dir / "fabric.yaml"), access_log=False)
+    app = create_app(Project.open(demo_dir / "fabric.yaml"))
     with TestClient(app=app) as fresh:
         response = fresh.get(
             f"/v1/entities/customer/{entity_id}", headers=auth(demo_keys["analyst-demo"])

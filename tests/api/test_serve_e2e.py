@@ -44,6 +44,7 @@ def test_serve_answers_over_http(
             str(workers),
             "--server",
             server,
+            "--access-log",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
