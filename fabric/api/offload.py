@@ -94,6 +94,8 @@ class Offload:
         #: calls the first thread has started, and when it started the current one (0: idle)
         self._taken = 0
         self._busy_since = 0.0
+        #: set while the first thread is on calls: helpers look only then
+        self._working = threading.Event()
         self._closed = False
         # No thread takes a call before every thread has run its initializer and ``ready``
         # has run once: a warm-up can then be told apart from the work that follows.
@@ -158,6 +160,7 @@ class Offload:
     def close(self) -> None:
         """Stop the threads once the calls already queued have run."""
         self._closed = True
+        self._working.set()
         for _ in self._threads:
             self._queue.put(None)
         for thread in self._threads:
@@ -180,9 +183,10 @@ class Offload:
 
     def _next_stall(self) -> tuple[_Call | _Batch | None, int]:
         """A helper's wait: the next call to take while the first thread is stuck (and that
-        call's number), or None once closed. Looks every ``stall_ms``: a few hundred
-        wake-ups a second, next to nothing."""
+        call's number), or None once closed. Looks every ``stall_ms`` while the first thread
+        is on calls (a few hundred wake-ups a second under load, none when idle)."""
         while not self._closed:
+            self._working.wait()
             time.sleep(self._stall)
             stuck_on = self._stalled()
             if stuck_on is not None:
@@ -206,6 +210,7 @@ class Offload:
         while True:
             if first:
                 task, stuck_on = self._queue.get(), 0
+                self._working.set()
             else:
                 task, stuck_on = self._next_stall()
             while task is not None:
@@ -238,6 +243,7 @@ class Offload:
                     break
             if first:
                 self._busy_since = 0.0
+                self._working.clear()
             self._flush(pending)
             if task is None and (first or self._closed):
                 return
