@@ -116,10 +116,11 @@ _Entry = tuple[str, int, int, int, bool, tuple[str, ...], tuple[Any, ...], float
 
 def _entry(vector: OnlineVector, checked_at: float) -> _Entry:
     """A vector as the cache keeps it: one flat tuple of plain values, its features as two
-    tuples (a dict would keep it tracked). The garbage collector stops tracking such a tuple
-    at its first pass; an OnlineVector, and a pair holding it, stay tracked as long as they
-    are kept, and 100,000 of them made every pass of the collector's older generations
-    take tens of milliseconds (a request's p99)."""
+    tuples (a dict, even of plain values, would keep it tracked). The garbage collector stops
+    tracking such a tuple within its first two passes (the inner tuples first); an
+    OnlineVector, and a pair holding it, stay tracked as long as they are kept, and 100,000
+    of them made every pass of the collector's older generations take tens of milliseconds
+    (a request's p99)."""
     return (
         vector.entity_id,
         vector.version,
