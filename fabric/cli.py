@@ -215,15 +215,14 @@ def _print_sync(report: Any) -> None:
     for table, count in report.orphans.items():
         click.echo(f"  warning: {count} rows of {table} have no parent row and were skipped")
     if report.materialized:
-        click.echo(
-            "  feature vectors materialized: "
-            + ", ".join(f"{n} {view}" for view, n in report.materialized.items())
-        )
+        click.echo(f"  feature vectors materialized: {_counts(report.materialized)}")
     if report.documents:
-        click.echo(
-            "  masked documents materialized: "
-            + ", ".join(f"{n} {policy}" for policy, n in report.documents.items())
-        )
+        click.echo(f"  masked documents materialized: {_counts(report.documents)}")
+
+
+def _counts(counts: dict[str, int], what: str = "") -> str:
+    """``{"customer_360": 3}`` as ``3 customer_360`` (then `` what``), comma-separated."""
+    return ", ".join(f"{n} {name}{what}" for name, n in counts.items())
 
 
 @main.command()
@@ -923,11 +922,7 @@ def materialize(
             workers=workers,
             progress=progress,
         )
+    written = [_counts(done.written), _counts(done.documents, " documents")]
     click.echo(
-        "materialized "
-        + ", ".join(
-            [f"{n} {view}" for view, n in done.written.items()]
-            + [f"{n} {policy} documents" for policy, n in done.documents.items()]
-        )
-        + f"; dropped {done.dropped} stale rows"
+        f"materialized {', '.join(w for w in written if w)}; dropped {done.dropped} stale rows"
     )

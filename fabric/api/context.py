@@ -62,25 +62,31 @@ class Call:
     caller: Caller
     #: taken once, as the request starts: a reload during the request does not reach it
     served: Served
-    serving: Serving
-    offload: Offload
-    jobs: ExportJobs
-    #: dict answers as ASGI responses (see :mod:`fabric.api.responses`)
-    json: JsonResponses
+    parts: AppParts
 
     @classmethod
     def of(cls, request: Request[Any, Any, Any]) -> Call:
         """The call of ``request``, its caller authenticated (401 without a valid key)."""
         parts = AppParts.of(request)
         current = parts.serving.current  # once: a reload during the request does not reach it
-        return cls(
-            current.authenticate(request),
-            current,
-            parts.serving,
-            parts.offload,
-            parts.jobs,
-            parts.json,
-        )
+        return cls(current.authenticate(request), current, parts)
+
+    @property
+    def serving(self) -> Serving:
+        return self.parts.serving
+
+    @property
+    def offload(self) -> Offload:
+        return self.parts.offload
+
+    @property
+    def jobs(self) -> ExportJobs:
+        return self.parts.jobs
+
+    @property
+    def json(self) -> JsonResponses:
+        """Dict answers as ASGI responses (see :mod:`fabric.api.responses`)."""
+        return self.parts.json
 
     def require(self, route: str) -> None:
         """Raise 403 unless the caller's role may use ``route``."""

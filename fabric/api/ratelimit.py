@@ -62,7 +62,7 @@ class WindowRateLimit(RateLimitMiddleware):
         return window
 
     def _raw_headers(self, window: list[float]) -> list[tuple[bytes, bytes]]:
-        """:meth:`_headers` as ASGI headers."""
+        """The ``RateLimit-*`` headers of ``window`` as ASGI headers."""
         remaining = max(0, self.max_requests - int(window[0]))
         reset = max(0, math.ceil(window[1] - time()))
         return [
@@ -72,15 +72,8 @@ class WindowRateLimit(RateLimitMiddleware):
         ]
 
     def _headers(self, window: list[float]) -> dict[str, str]:
-        config = self.config
-        return {
-            config.rate_limit_policy_header_key: (
-                f"{self.max_requests}; w={DURATION_VALUES[self.unit]}"
-            ),
-            config.rate_limit_limit_header_key: str(self.max_requests),
-            config.rate_limit_remaining_header_key: str(max(0, self.max_requests - int(window[0]))),
-            config.rate_limit_reset_header_key: str(max(0, math.ceil(window[1] - time()))),
-        }
+        """The same headers for a 429, which Litestar encodes itself."""
+        return {name.decode(): value.decode() for name, value in self._raw_headers(window)}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.check_throttle_handler is None and self.get_identifier_for_request is _identify:

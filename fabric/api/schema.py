@@ -14,6 +14,8 @@ from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Components, Example, SecurityScheme
 from msgspec import Struct
 
+from fabric.store.history import EntityEvent
+
 __all__ = [
     "BEARER",
     "COMPONENTS",
@@ -99,16 +101,6 @@ class LineageLink(Struct):
     comparisons: dict[str, float]
 
 
-class LineageEvent(Struct):
-    #: ``merge`` or ``split``
-    kind: str
-    entity_id: str
-    others: list[str]
-    reason: str
-    at: str
-    sync_run: int
-
-
 class Lineage(Struct):
     """Where each of an entity's rows came from, and what made the entity."""
 
@@ -117,7 +109,8 @@ class Lineage(Struct):
     policy: str
     rows: list[LineageRow]
     links: list[LineageLink]
-    events: list[LineageEvent]
+    #: merges and splits, as the catalog's history records them
+    events: list[EntityEvent]
     merged_from: str | None = None
 
 

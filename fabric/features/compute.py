@@ -659,9 +659,9 @@ def _as_of_turns(step: _Step, found: _Events, low: Ints, when: Ints) -> Ints:
     Any other text could turn it at any moment; numbers and NULLs never compare with text,
     so never turn it.
     """
-    out = np.full(len(when), _FOREVER, np.int64)
     if step.as_of_columns is None:
         return when.copy()  # as_of is used other than compared: any moment
+    out = np.full(len(when), _FOREVER, np.int64)
     constants = list(step.as_of_constants)
     rows = found.rows
     for query, (start, stop, moment) in enumerate(

@@ -18,14 +18,14 @@ from typing import Any
 
 from fabric.entities import EntityService
 from fabric.errors import StoreError
-from fabric.features.compute import columns_read, compute_many, micros
+from fabric.features.compute import micros
+from fabric.features.service import compute_vectors
 from fabric.features.spec import FeatureView
 from fabric.project import Project
-from fabric.store.base import StoredBlob
-from fabric.store.online import OnlineStore, OnlineVector
+from fabric.store.online import OnlineStore
 from fabric.store.sqlite import apsw
 
-__all__ = ["Materialized", "compute_vectors", "materialize"]
+__all__ = ["Materialized", "materialize"]
 
 #: Entities read and computed together when materializing.
 _CHUNK = 2000
@@ -39,38 +39,6 @@ class Materialized:
     written: dict[str, int]
     dropped: int
     documents: dict[str, int] = field(default_factory=dict)
-
-
-def compute_vectors(
-    entities: EntityService,
-    view: FeatureView,
-    blobs: Sequence[StoredBlob],
-    moment: int,
-    *,
-    horizons: bool = True,
-) -> list[OnlineVector]:
-    """The vectors of stored entities at ``moment`` (microseconds), with their horizons
-    (without: each holds at ``moment`` alone): one pass over all of them, as an export
-    computes."""
-    if not blobs:
-        return []
-    rows = entities.read_flat(blobs, columns_read(view))
-    done = compute_many(view, rows, range(len(blobs)), [moment] * len(blobs), horizons=horizons)
-    existed = done.existed.tolist()
-    until = done.until.tolist() if done.until is not None else [moment + 1] * len(blobs)
-    names = list(done.columns)
-    values = [column.to_pylist() for column in done.columns.values()]
-    return [
-        OnlineVector(
-            blob.entity_id,
-            blob.version,
-            moment,
-            until[at],
-            existed[at],
-            {name: column[at] for name, column in zip(names, values, strict=True)},
-        )
-        for at, blob in enumerate(blobs)
-    ]
 
 
 @dataclass(frozen=True)
@@ -87,11 +55,12 @@ class _Job:
 
 def _rows(project: Project, entities: EntityService, job: _Job) -> list[tuple[Any, ...]]:
     """The online store's rows of one chunk, computed, encoded and sealed."""
-    stored = project.store.get_many(job.entity_type, job.ids)
-    blobs = [stored[e] for e in job.ids if e in stored]  # one may have gone since
     if job.kind == "vectors":
         view = project.views()[job.name]
-        return project.online.vector_rows(view, compute_vectors(entities, view, blobs, job.moment))
+        vectors = compute_vectors(entities, view, job.ids, job.moment)
+        return project.online.vector_rows(view, vectors)
+    stored = project.store.get_many(job.entity_type, job.ids)
+    blobs = [stored[e] for e in job.ids if e in stored]  # one may have gone since
     policy = project.policies.for_policy(job.name)
     documents = entities.masked_documents(blobs, policy)
     return project.online.document_rows(job.name, project.masking_fingerprint, documents)
@@ -101,12 +70,12 @@ def _rows(project: Project, entities: EntityService, job: _Job) -> list[tuple[An
 _opened: dict[Path, tuple[Project, EntityService]] = {}
 
 
-def _rows_in_worker(job: _Job) -> tuple[str, list[tuple[Any, ...]]]:
+def _rows_in_worker(job: _Job) -> list[tuple[Any, ...]]:
     if job.config not in _opened:
         project = Project.open(job.config)
         _opened[job.config] = (project, EntityService(project))
     project, entities = _opened[job.config]
-    return job.kind, _rows(project, entities, job)
+    return _rows(project, entities, job)
 
 
 def materialize(
@@ -139,12 +108,21 @@ def materialize(
     config = Path(project.config.path or "fabric.yaml")
     done = Materialized({}, 0, {})
     jobs: list[_Job] = []
+    read: dict[str, dict[str, int]] = {}
+
+    def versions(entity_type: str) -> dict[str, int]:
+        """Entity id -> version of a type, read from the catalog once."""
+        if entity_type not in read:
+            entities_of = project.catalog.entities(entity_type)
+            read[entity_type] = {e: r.version for e, r in entities_of.items()}
+        return read[entity_type]
+
     try:
         done.dropped += online.prune(views)
         for view in views.values():
             if only is not None and view.name not in only:
                 continue
-            current = {e: r.version for e, r in project.catalog.entities(view.entity_type).items()}
+            current = versions(view.entity_type)
             held = online.held(view)
             gone = [e for e in held if e not in current]
             if gone:
@@ -161,16 +139,16 @@ def materialize(
             done.written[view.name] = 0
             jobs += _chunks(config, "vectors", view.name, view.entity_type, due, moment)
         if only is None:
-            jobs += _document_jobs(project, online, config, everything, moment, done)
+            jobs += _document_jobs(project, online, config, everything, moment, done, versions)
         totals: dict[str, int] = {}
         for job in jobs:
             totals[job.name] = totals.get(job.name, 0) + len(job.ids)
         for name, total in totals.items():
             if progress is not None:
                 progress(f"materialize {name}", 0, total)
-        for job, (kind, rows) in _run(project, entities, jobs, workers, config):
-            written = online.write(kind, rows)
-            (done.written if kind == "vectors" else done.documents)[job.name] += written
+        for job, rows in _run(project, entities, jobs, workers):
+            written = online.write(job.kind, rows)
+            (done.written if job.kind == "vectors" else done.documents)[job.name] += written
             if progress is not None:
                 progress(f"materialize {job.name}", len(job.ids), totals[job.name])
     except apsw.Error as exc:
@@ -196,6 +174,7 @@ def _document_jobs(
     everything: bool,
     moment: int,
     done: Materialized,
+    versions: Callable[[str], dict[str, int]],
 ) -> list[_Job]:
     """Chunks of entities whose masked document is missing or stale, per policy; the
     documents of policies, fingerprints and entities gone are dropped."""
@@ -206,7 +185,7 @@ def _document_jobs(
     done.dropped += online.prune_documents(policies, fingerprint)
     jobs: list[_Job] = []
     for entity_type in project.config.entities:
-        current = {e: r.version for e, r in project.catalog.entities(entity_type).items()}
+        current = versions(entity_type)
         for name in policies:
             held = online.held_documents(entity_type, name, fingerprint)
             gone = [e for e in held if e not in current]
@@ -220,13 +199,13 @@ def _document_jobs(
 
 
 def _run(
-    project: Project, entities: EntityService, jobs: list[_Job], workers: int, config: Path
-) -> Iterator[tuple[_Job, tuple[str, list[tuple[Any, ...]]]]]:
+    project: Project, entities: EntityService, jobs: list[_Job], workers: int
+) -> Iterator[tuple[_Job, list[tuple[Any, ...]]]]:
     """Each job with its rows, in order: in this process, or in ``workers`` processes
     forked from a server that imported fabric once."""
     if workers <= 1 or len(jobs) < 2 or project.config.path is None:
         for job in jobs:
-            yield job, (job.kind, _rows(project, entities, job))
+            yield job, _rows(project, entities, job)
         return
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])

@@ -19,8 +19,14 @@ from cachetools import LRUCache
 
 from fabric.entities import EntityService, InvalidRequestError, check_id
 from fabric.errors import EntityNotFoundError, FabricError
-from fabric.features.compute import BadTimeError, Column, micros, parse_time
-from fabric.features.materialize import compute_vectors
+from fabric.features.compute import (
+    BadTimeError,
+    Column,
+    columns_read,
+    compute_many,
+    micros,
+    parse_time,
+)
 from fabric.features.spec import FeatureView
 from fabric.project import Project
 from fabric.rules.masking import MaskingPolicy
@@ -133,6 +139,40 @@ def _entry(vector: OnlineVector, checked_at: float) -> _Entry:
     )
 
 
+def compute_vectors(
+    entities: EntityService,
+    view: FeatureView,
+    entity_ids: Sequence[str],
+    moment: int,
+    *,
+    horizons: bool = True,
+) -> list[OnlineVector]:
+    """The vectors of stored entities at ``moment`` (microseconds), with their horizons
+    (without: each holds at ``moment`` alone): one pass over all of them, as an export
+    computes. Ids no longer stored are left out."""
+    stored = entities.project.store.get_many(view.entity_type, entity_ids)
+    blobs = [stored[e] for e in entity_ids if e in stored]
+    if not blobs:
+        return []
+    rows = entities.read_flat(blobs, columns_read(view))
+    done = compute_many(view, rows, range(len(blobs)), [moment] * len(blobs), horizons=horizons)
+    existed = done.existed.tolist()
+    until = done.until.tolist() if done.until is not None else [moment + 1] * len(blobs)
+    names = list(done.columns)
+    values = [column.to_pylist() for column in done.columns.values()]
+    return [
+        OnlineVector(
+            blob.entity_id,
+            blob.version,
+            moment,
+            until[at],
+            existed[at],
+            {name: column[at] for name, column in zip(names, values, strict=True)},
+        )
+        for at, blob in enumerate(blobs)
+    ]
+
+
 def _vector(entry: _Entry) -> OnlineVector:
     entity_id, version, computed_at, until, existed, names, values, _ = entry
     features = dict(zip(names, values, strict=True))
@@ -223,9 +263,7 @@ class FeatureService:
             computed = []
             missing = [e for e in wanted if e not in stored]
             if missing:
-                many = self.project.store.get_many(view.entity_type, missing)
-                blobs = [many[e] for e in missing if e in many]
-                computed = compute_vectors(self.entities, view, blobs, moment, horizons=current)
+                computed = compute_vectors(self.entities, view, missing, moment, horizons=current)
             with self._lock:
                 self.online_hits += len(stored)
                 self.misses += len(computed)
@@ -280,11 +318,14 @@ class FeatureService:
             found = self._vectors(
                 view, [asks[at][1] for at in valid], micros(moment), current=as_of is None
             )
+            not_found: str | None = None  # its message: asking the catalog once per group
             for at in valid:
                 entity_id, role = asks[at][1], asks[at][3]
                 vector = found.get(entity_id)
                 if vector is None:
-                    out[at] = self.entities.not_found(view.entity_type)
+                    if not_found is None:
+                        not_found = str(self.entities.not_found(view.entity_type))
+                    out[at] = EntityNotFoundError(not_found)
                     continue
                 out[at] = self._answer(view, moment, entity_id, vector, role)
         return [out[at] for at in range(len(asks))]
@@ -324,13 +365,12 @@ class FeatureService:
             entry = self._cache.get((view_name, entity_id))
         if entry is None or time.monotonic() - entry[7] >= self._fresh:
             return None
-        vector = _vector(entry)
         moment = self._moment(None)
-        if not vector.computed_at <= micros(moment) < vector.until:
+        if not entry[2] <= micros(moment) < entry[3]:  # computed_at <= now < until
             return None
         with self._lock:
             self.hits += 1
-        return self._answer(self.view(view_name), moment, entity_id, vector, role)
+        return self._answer(self.view(view_name), moment, entity_id, _vector(entry), role)
 
     def _masked(
         self, view: FeatureView, policy: MaskingPolicy, vector: OnlineVector

@@ -25,7 +25,7 @@ from fabric.store.base import (
     entity_key,
     partition_of,
 )
-from fabric.store.sqlite import apsw, one_row, open_database, watch_time
+from fabric.store.sqlite import ThreadConnections, apsw, one_row, open_database, watch_time
 
 __all__ = ["LocalShardStore"]
 
@@ -50,9 +50,8 @@ class LocalShardStore(EntityStore):
     def __init__(self, path: Path, shards: int = 8) -> None:
         self.path = path
         self.partitions = shards
-        self._local = threading.local()
+        self._connections = ThreadConnections()
         self._write_lock = threading.Lock()
-        self._opened: list[apsw.Connection] = []  # every thread's, so close() reaches them all
         try:
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._check_layout()
@@ -96,15 +95,11 @@ class LocalShardStore(EntityStore):
         return self.path / f"shard-{shard:04d}.db"
 
     def _conn(self, shard: int) -> apsw.Connection:
-        conns: dict[int, apsw.Connection] | None = getattr(self._local, "conns", None)
-        if conns is None:
-            conns = self._local.conns = {}
-        conn = conns.get(shard)
-        if conn is None:
-            conn = conns[shard] = open_database(self._shard_path(shard))
-            watch_time(conn)
-            with self._write_lock:
-                self._opened.append(conn)
+        return self._connections.open(shard, self._open_shard, shard)
+
+    def _open_shard(self, shard: int) -> apsw.Connection:
+        conn = open_database(self._shard_path(shard))
+        watch_time(conn)
         return conn
 
     def get(self, entity_type: str, entity_id: str) -> StoredBlob | None:
@@ -266,7 +261,4 @@ class LocalShardStore(EntityStore):
 
     def close(self) -> None:
         with self._write_lock:
-            for conn in self._opened:
-                conn.close()
-            self._opened.clear()
-        self._local = threading.local()
+            self._connections.close()

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,7 @@ from fabric.features.spec import FeatureView
 from fabric.store.base import StoredBlob
 from fabric.store.codec import BlobCodec
 from fabric.store.crypto import Sealer
-from fabric.store.sqlite import apsw, open_database
+from fabric.store.sqlite import ThreadConnections, apsw, open_database
 
 __all__ = ["OnlineStore", "OnlineVector"]
 
@@ -99,43 +98,36 @@ class OnlineStore:
         # Keys and per-thread zstd objects are the images' own (what seals and compresses
         # entities seals and compresses what is derived from them).
         self._codec = codec
-        self._local = threading.local()
-        self._opened: list[apsw.Connection] = []
-        self._lock = threading.Lock()
+        self._connections = ThreadConnections()
         self._encode = msgspec.json.Encoder()
         self._decode = msgspec.json.Decoder()
 
     def _conn(self) -> apsw.Connection:
         """This thread's connection, the file and its table created if need be (writers)."""
-        conn: apsw.Connection | None = getattr(self._local, "writer", None)
-        if conn is None:
-            conn = self._local.writer = open_database(self.path)
-            conn.execute(_SCHEMA)
-            with self._lock:
-                self._opened.append(conn)
+        return self._connections.open("writer", self._open_writer)
+
+    def _open_writer(self) -> apsw.Connection:
+        conn = open_database(self.path)
+        conn.execute(_SCHEMA)
         return conn
 
     def _reader(self) -> apsw.Connection | None:
         """This thread's connection for reading; None while no sync has written the file
         (a server never creates it)."""
-        conn: apsw.Connection | None = getattr(self._local, "writer", None) or getattr(
-            self._local, "reader", None
-        )
+        mine = self._connections.mine()
+        conn = mine.get("writer") or mine.get("reader")
         if conn is None:
             if not self.path.exists():
                 return None
-            conn = self._local.reader = open_database(self.path, readonly=True)
-            with self._lock:
-                self._opened.append(conn)
+            conn = self._connections.open("reader", self._open_reader)
         return conn
+
+    def _open_reader(self) -> apsw.Connection:
+        return open_database(self.path, readonly=True)
 
     def close(self) -> None:
         """Close every thread's connection."""
-        with self._lock:
-            for conn in self._opened:
-                conn.close()
-            self._opened.clear()
-        self._local = threading.local()
+        self._connections.close()
 
     def _sealer(self, key_id: str) -> Sealer | None:
         return self._codec.sealer(key_id, "online vectors")
@@ -207,23 +199,31 @@ class OnlineStore:
             if versions.get(entity_id) != version:
                 continue  # the entity changed since: computed again
             vector = OnlineVector(entity_id, version, computed_at, until, False, {})
-            if key_id is not None:
-                sealer = self._sealer(key_id)
-                if sealer is None:
-                    continue  # sealed under a key the ring no longer holds
-                try:
-                    payload = sealer.open(payload, self._aad(view, vector), what="online vector")
-                except StoreError:
-                    # Changed or moved: a cache entry, so computed again rather than failed.
-                    log.warning("an online vector of view %s failed its integrity check", view.name)
-                    continue
-            elif self._codec.keys is not None:
-                continue  # written in the clear before a key was set: not trusted
+            payload = self._open(
+                key_id, payload, self._aad(view, vector), f"online vector of view {view.name}"
+            )
+            if payload is None:
+                continue
             existed, values = self._decode.decode(payload)
             found[entity_id] = OnlineVector(
                 entity_id, version, computed_at, until, bool(existed), values
             )
         return found
+
+    def _open(self, key_id: str | None, payload: bytes, aad: bytes, what: str) -> bytes | None:
+        """A row's payload opened, or None when it is not to be trusted: sealed under a key
+        the ring no longer holds, changed or moved (logged), or written in the clear before
+        a key was set. A cache entry: whoever asked computes it again rather than fails."""
+        if key_id is None:
+            return None if self._codec.keys is not None else payload
+        sealer = self._sealer(key_id)
+        if sealer is None:
+            return None
+        try:
+            return sealer.open(payload, aad, what=what)
+        except StoreError:
+            log.warning("integrity check failed: %s", what)
+            return None
 
     def _current_key(self) -> str | None:
         keys = self._codec.keys
@@ -302,20 +302,16 @@ class OnlineStore:
         ).fetchone()
         if row is None:
             return None
-        key_id, payload = row
-        if key_id is not None:
-            sealer = self._sealer(key_id)
-            if sealer is None:
-                return None
-            aad = self._document_aad(
+        key_id, sealed = row
+        payload = self._open(
+            key_id,
+            sealed,
+            self._document_aad(
                 stored.entity_type, policy, fingerprint, stored.entity_id, stored.version
-            )
-            try:
-                payload = sealer.open(payload, aad, what="materialized document")
-            except StoreError:
-                log.warning("a materialized %s document failed its integrity check", policy)
-                return None
-        elif self._codec.keys is not None:
+            ),
+            f"materialized {policy} document",
+        )
+        if payload is None:
             return None
         try:
             document: dict[str, Any] = self._decode.decode(

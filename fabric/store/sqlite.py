@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,46 @@ def _over_time() -> bool:
 def watch_time(conn: apsw.Connection) -> None:
     """Let :func:`time_limit` stop this connection's statements."""
     conn.set_progress_handler(_over_time, _STEPS)
+
+
+class ThreadConnections:
+    """Each thread's connections to a store's files, by name, and closing every thread's.
+
+    apsw connections are used by the thread that opened them. The list of all of them has a
+    lock of its own: a thread may open a connection while it holds its store's write lock.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._opened: list[apsw.Connection] = []  # every thread's, so close() reaches them
+        self._lock = threading.Lock()
+
+    def mine(self) -> dict[Any, apsw.Connection]:
+        """This thread's connections, by name."""
+        conns: dict[Any, apsw.Connection] | None = getattr(self._local, "conns", None)
+        if conns is None:
+            conns = self._local.conns = {}
+        return conns
+
+    def open(
+        self, name: Any, opener: Callable[..., apsw.Connection], *args: Any
+    ) -> apsw.Connection:
+        """This thread's connection ``name``, opened by ``opener(*args)`` the first time."""
+        conns = self.mine()
+        conn = conns.get(name)
+        if conn is None:
+            conn = conns[name] = opener(*args)
+            with self._lock:
+                self._opened.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every thread's connections."""
+        with self._lock:
+            for conn in self._opened:
+                conn.close()
+            self._opened.clear()
+        self._local = threading.local()
 
 
 def quote_ident(name: str) -> str:

@@ -80,7 +80,7 @@ def sync_project(
     mode = "full" if full else "incremental"
     try:
         with paused_gc():
-            report = _run(syncs, catalog, mode, started_clock, project.rules_version())
+            report = _run(syncs, catalog, mode, project.rules_version())
     finally:
         clear_caches()  # no source text outlives the run in this process's memory
     # The run is recorded; the online store is a cache of what it wrote, brought up to
@@ -98,7 +98,6 @@ def _run(
     syncs: list[EntityTypeSync],
     catalog: Catalog,
     mode: str,
-    started_clock: float,
     rules_version: str,
 ) -> SyncReport:
     """Sync every entity type as one recorded run, under a rule-set version."""
@@ -122,6 +121,5 @@ def _run(
     except BaseException:
         catalog.finish_run(run_id, status="failed", counts=report.counts(), error="interrupted")
         raise
-    report.seconds = time.perf_counter() - started_clock
     catalog.finish_run(run_id, status="succeeded", counts=report.counts(), mode=report.mode)
     return report

@@ -31,6 +31,11 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+def customer_ids(root: Path, count: int) -> list[str]:
+    with Project.open(root / "fabric.yaml") as project:
+        return sorted(project.catalog.entities("customer"))[:count]
+
+
 def wait(client: TestClient[Litestar], job: str, key: str) -> dict[str, Any]:
     for _ in range(300):
         status: dict[str, Any] = client.get(f"/v1/exports/{job}", headers=auth(key)).json()
@@ -44,8 +49,7 @@ def test_export_job_runs_and_serves_the_same_file_as_the_cli_path(
     served: tuple[TestClient[Litestar], dict[str, str], Path],
 ) -> None:
     client, keys, root = served
-    with Project.open(root / "fabric.yaml") as project:
-        ids = sorted(project.catalog.entities("customer"))[:25]
+    ids = customer_ids(root, 25)
     (root / "spines").mkdir()
     pq.write_table(
         pa.table({"entity_id": ids, "event_timestamp": ["2026-05-01T00:00:00"] * len(ids)}),
@@ -105,8 +109,7 @@ def test_an_uploaded_spine_exports_like_a_named_one_and_is_the_uploaders_alone(
     served: tuple[TestClient[Litestar], dict[str, str], Path],
 ) -> None:
     client, keys, root = served
-    with Project.open(root / "fabric.yaml") as project:
-        ids = sorted(project.catalog.entities("customer"))[:20]
+    ids = customer_ids(root, 20)
     body = "entity_id,event_timestamp,label\n" + "".join(
         f"{e},2026-05-01T00:00:00Z,{i % 2}\n" for i, e in enumerate(ids)
     )

@@ -42,7 +42,7 @@ def test_the_connections_entity_reads_use_are_watched(demo_project: Project) -> 
     entity_id = sorted(demo_project.catalog.entities("customer"))[0]
     demo_project.store.get("customer", entity_id)  # this thread's shard connections open
     reader = MicroDbReader()
-    for conn in [*demo_project.store._local.conns.values(), reader._swap.connection]:
+    for conn in [*demo_project.store._connections.mine().values(), reader._swap.connection]:
         with time_limit(0.01), pytest.raises(apsw.InterruptError):
             conn.execute(_SLOW).fetchall()
 
