@@ -16,6 +16,8 @@ from fabric.errors import EntityNotFoundError, FabricError
 from fabric.project import Project
 from fabric.recent import Recent
 from fabric.rules.masking import MaskingPolicy
+from fabric.rules.names import EntityNames
+from fabric.rules.operators import MaskContext
 from fabric.store.base import StoredBlob
 from fabric.store.crypto import KeyedHasher, derive_key
 from fabric.store.history import History
@@ -61,6 +63,10 @@ class EntityService:
         self._documents: LRUCache[tuple[Any, ...], dict[str, Any]] = LRUCache(
             maxsize=project.config.store.cache_entities
         )
+        #: an entity's names by (type, id, version), for masks of features that look at them
+        self._names: LRUCache[tuple[str, str, int], EntityNames] = LRUCache(
+            maxsize=max(project.config.store.cache_entities, 1)
+        )
         #: documents served a moment ago, served again from memory (see fabric.recent)
         self.recent = Recent(project.config.store.cache_entities, project.config.api.fresh_ms)
         #: reads answered from the cache and decoded, and entity documents served (metrics)
@@ -95,6 +101,28 @@ class EntityService:
             with self._lock:
                 self._cache[key] = found
         return found
+
+    def mask_context(self, policy: MaskingPolicy, entity_type: str, entity_id: str) -> MaskContext:
+        """An entity's mask context under ``policy``, as its document is masked with: its
+        names (from its rows, kept by version) when the policy's operators look at them.
+        For masks applied to values read apart from the document (feature values); an id
+        no longer stored gets a context without names."""
+        context = MaskContext(entity_type, entity_id)
+        if not policy.needs_names:
+            return context
+        stored = self.project.store.get(entity_type, entity_id)
+        if stored is None:
+            return context
+        key = (entity_type, entity_id, stored.version)
+        with self._lock:
+            names = self._names.get(key)
+        if names is None:
+            _, tables = self._read(stored)
+            names = policy.names_of(entity_type, tables)
+            with self._lock:
+                self._names[key] = names
+        context.names = names
+        return context
 
     def _entity_type(self, entity_type: str) -> None:
         if entity_type not in self.project.config.entities:

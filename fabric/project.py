@@ -23,7 +23,8 @@ from fabric.config.secrets import Secrets, load_secrets
 from fabric.errors import ConfigError, RuleError, SourceError, SourceUnavailableError, StoreError
 from fabric.features.spec import FeatureView, load_views
 from fabric.resolve.rules import CompiledMatchRules, load_match_rules
-from fabric.rules.masking import CompiledPolicies, MaskingPolicy, load_masking
+from fabric.rules.entity_names import EntityNameFinder
+from fabric.rules.masking import MASKING_FORMAT, CompiledPolicies, MaskingPolicy, load_masking
 from fabric.rules.transforms import Transforms, load_transforms
 from fabric.sources.base import TableReader
 from fabric.sources.extract import SourceReader
@@ -209,6 +210,20 @@ class Project:
             path, entity_type, {t.name: list(t.column_names) for t in schema.tables}
         )
 
+    @cached_property
+    def entity_names(self) -> EntityNameFinder:
+        """An entity's names from its rows, for masking (see :mod:`fabric.rules.entity_names`).
+
+        The match rules are read without the sources' schema: serving never reflects sources,
+        and the rules were checked against them when the entities were synced.
+        """
+        # Normalisers that cache no text: no cache clear-up follows masking.
+        rules = {
+            etype: load_match_rules(self.config.resolve(cfg.match), etype, cached=False)
+            for etype, cfg in self.config.entities.items()
+        }
+        return EntityNameFinder(rules)
+
     def prepare(self) -> None:
         """Open the store and catalog and compile every rule and feature view now, so that
         a broken file fails here (a server's start, a reload), not in a request.
@@ -255,15 +270,21 @@ class Project:
 
     @cached_property
     def masking_fingerprint(self) -> str:
-        """What a masked value depends on besides the entity: the masking rules, the key
-        masking derives its keys from, fabric's operators and Faker's pools (their
-        versions). A materialized masked document is served only under the same one."""
+        """What a masked value depends on besides the entity: the masking rules, the match
+        rules (an entity's names come from them), the key masking derives its keys from,
+        fabric's operators (their output format) and Faker's pools (its version). A
+        materialized masked document is served only under the same one."""
         master = self.secrets.master_key
         key_check = b"" if master is None else hmac.digest(master, b"masking fingerprint", "sha256")
         parts = [
             self._canonical(self.config.rules.masking, "masking rules"),
+            *(
+                self._canonical(c.match, "match rules")
+                for _, c in sorted(self.config.entities.items())
+            ),
             key_check.hex(),
             __version__,
+            str(MASKING_FORMAT),
             faker.VERSION,
         ]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
@@ -297,7 +318,7 @@ class Project:
         """Compile the masking rules against ``schema`` (None: no column checks) and check
         every role's policy exists."""
         path = self.config.resolve(self.config.rules.masking)
-        compiled = load_masking(path, self.secrets.master_key, schema)
+        compiled = load_masking(path, self.secrets.master_key, schema, self.entity_names)
         self._check_roles(compiled, path)
         return compiled
 
@@ -314,7 +335,9 @@ class Project:
     def policies(self) -> CompiledPolicies:
         """Masking policies, compiled once, with every role's policy checked to exist."""
         path = self.config.resolve(self.config.rules.masking)
-        compiled = load_masking(path, self.secrets.master_key, self.known_schema())
+        compiled = load_masking(
+            path, self.secrets.master_key, self.known_schema(), self.entity_names
+        )
         self._check_roles(compiled, path)
         return compiled
 

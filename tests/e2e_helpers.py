@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import logging
+import re
+import shutil
 import sqlite3
+import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +79,99 @@ def clear_tables(config: Path) -> dict[str, Any]:
             entity_id: service.document("customer", entity_id, role="steward")["tables"]
             for entity_id in sorted(project.catalog.entities("customer"))
         }
+
+
+#: How the generator names the writer of a ticket and signs it (fabric.sources._people.
+#: ticket_text): the names of a customer known only from support, which has no name column.
+SIGNED = re.compile(
+    r"(?:My name is |Thanks,\n|Regards,\n|-- |Thank you!\n|Best, )"
+    r"([^\W\d_][\w'-]*) ([^\W\d_][\w'-]*)"
+)
+
+
+def signed_names(tickets: list[dict[str, Any]], shortest: int = 4) -> set[str]:
+    """The name words (``shortest`` letters or more) tickets are signed with."""
+    return {
+        word
+        for row in tickets
+        for match in SIGNED.finditer(row["body"] or "")
+        for word in match.groups()
+        if len(word) >= shortest
+    }
+
+
+#: A feature view of the demo's customers that shows personal values (free text, names) and
+#: sums payment amounts: appended to a copy's rules/features.yaml by privacy tests.
+PEOPLE_VIEW = """
+  people:
+    entity: customer
+    version: 1
+    features:
+      last_ticket:   {last: support_tickets.body, timestamp: opened_at, type: TEXT}
+      first_name:    {attribute: crm_customers.first_name, timestamp: created_at, type: TEXT}
+      last_name:     {attribute: crm_customers.last_name, timestamp: created_at, type: TEXT}
+      holder:        {attribute: billing_accounts.holder_name, timestamp: created_at, type: TEXT}
+      email:         {attribute: billing_accounts.email, timestamp: created_at, type: TEXT}
+      card:          {attribute: billing_accounts.card_number, timestamp: created_at, type: TEXT}
+      paid_7d:       {sum: billing_payments.amount, timestamp: paid_at, window: 7d, type: REAL}
+      avg_paid_7d:   {avg: billing_payments.amount, timestamp: paid_at, window: 7d, type: REAL}
+      max_paid_7d:   {max: billing_payments.amount, timestamp: paid_at, window: 7d, type: REAL}
+      payments_7d:   {count: billing_payments, timestamp: paid_at, window: 7d, type: INTEGER}
+      twice_paid:    {derive: "paid_7d * 2", type: REAL}
+"""
+
+
+def copy_demo_with_people_view(demo: Path, root: Path) -> Path:
+    """A copy of a synced demo with :data:`PEOPLE_VIEW`, and an analyst who sees payment
+    amounts generalised to ranges of 100; its fabric.yaml."""
+    shutil.copytree(demo, root)
+    features = root / "rules" / "features.yaml"
+    features.write_text(features.read_text() + PEOPLE_VIEW)
+    masking = root / "rules" / "masking.yaml"
+    text = masking.read_text()
+    kept = "        amount:     {op: keep}\n"
+    assert kept in text
+    masking.write_text(
+        text.replace(kept, "        amount:     {op: generalize, to: range, size: 100}\n")
+    )
+    return root / "fabric.yaml"
+
+
+@contextlib.contextmanager
+def caught_logs(*names: str) -> Iterator[list[str]]:
+    """The messages these loggers write at INFO and above while the block runs, caught at
+    the loggers themselves (the app's logging configuration replaces the root logger's
+    handlers, pytest's among them)."""
+
+    class Lines(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.INFO)
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(record.getMessage())
+
+    handler = Lines()
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        yield handler.lines
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+
+
+def wait_for_export(client: Any, job: str, key: str) -> dict[str, Any]:
+    """An export job's status once it succeeded or failed (a test client, a key)."""
+    for _ in range(600):
+        status: dict[str, Any] = client.get(
+            f"/v1/exports/{job}", headers={"Authorization": f"Bearer {key}"}
+        ).json()
+        if status["state"] in ("succeeded", "failed"):
+            return status
+        time.sleep(0.05)
+    raise AssertionError("the export did not finish")

@@ -75,7 +75,8 @@ class BadTimeError(FabricError):
 
 
 def parse_time(value: Any) -> datetime | None:
-    """A naive UTC datetime from an ISO 8601 value (None for None or a value that is not one)."""
+    """A naive UTC datetime from an ISO 8601 value (None for None, a value that is not one, or
+    one that has no UTC time within years 1 to 9999)."""
     if value is None:
         return None
     if isinstance(value, datetime):
@@ -89,7 +90,10 @@ def parse_time(value: Any) -> datetime | None:
         except ValueError:
             return None
     if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
+        try:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:  # 0001-01-01T00:00+05:00 is before the first UTC time there is
+            return None
     return moment
 
 

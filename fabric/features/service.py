@@ -3,15 +3,18 @@
 The same :func:`fabric.features.compute.compute_many` as exports, on the entity's rows as
 stored (read as exports read them), so online and offline values agree. Vectors of many
 requests are computed together, and current vectors are cached until their horizon.
-Attributes are masked by the role's policy like any read of the column; aggregates are
-numbers computed from the rows and carry no value of them.
+Features that show a column's value are masked by the role's policy like any read of the
+column, with the entity's names at hand as for documents; features computed from a column the
+role does not see in clear are withheld (see :func:`mask_plan`).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,13 +30,20 @@ from fabric.features.compute import (
     micros,
     parse_time,
 )
-from fabric.features.spec import FeatureView
+from fabric.features.spec import Feature, FeatureView
 from fabric.project import Project
 from fabric.rules.masking import MaskingPolicy
-from fabric.rules.operators import MaskContext
+from fabric.rules.operators import MaskContext, MaskFunction
 from fabric.store.online import OnlineVector
 
-__all__ = ["MAX_BATCH", "FeatureService", "mask_attributes", "mask_columns"]
+__all__ = [
+    "MAX_BATCH",
+    "FeatureService",
+    "MaskPlan",
+    "mask_attributes",
+    "mask_columns",
+    "mask_plan",
+]
 
 #: Most entities one call of :meth:`FeatureService.vectors` computes.
 MAX_BATCH = 1000
@@ -41,73 +51,118 @@ MAX_BATCH = 1000
 
 #: Features whose value is a value of a column: masked like that column for the role.
 _VALUE_KINDS = ("attribute", "last", "min", "max")
+#: Features computed from a column's values that show none of them as it is: withheld from a
+#: role that does not see that column in clear (a sum as of just past one row is that row's
+#: value). ``distinct`` counts pass over a column masked one to one (tokens, hashes, FPE):
+#: the masked values give the same count.
+_COMPUTED_KINDS = ("sum", "avg", "distinct", "recency", "age")
+_ONE_TO_ONE = frozenset({"tokenize", "hash", "fpe"})
+#: Operators that look at the entity's names besides the value.
+_NAMED_OPS = frozenset({"free_text", "fake"})
 
 
-def _masks(view: FeatureView, policy: MaskingPolicy) -> tuple[dict[str, Any], set[str]]:
-    """The mask of each feature that shows a column's value (``attribute``, ``last``,
-    ``min``, ``max``), and the derived features to withhold because they read, directly or
-    through others, a feature the role sees masked: computed from clear values, they could
-    give them away (``upper(country)``). Counts, sums, averages, recency and age are numbers
-    computed from the rows and show no value of them."""
-    masks: dict[str, Any] = {}
+@dataclass(frozen=True)
+class MaskPlan:
+    """How one view's features are masked for one policy."""
+
+    #: feature -> the mask of the column whose value it shows
+    masks: Mapping[str, MaskFunction]
+    #: features withheld (null): computed from values the role does not see in clear
+    withheld: frozenset[str]
+    #: some mask looks at the entity's names: it needs the entity's rows (see contexts)
+    needs_names: bool
+
+
+def _columns_of(feature: Feature) -> list[tuple[str, str]]:
+    """The (table, column) pairs whose values make a computed feature's value."""
+    if feature.kind == "age":
+        return list(feature.times)
+    if feature.kind == "recency":
+        return [(feature.table, feature.timestamp)]
+    return [(feature.table, feature.column)]
+
+
+def mask_plan(view: FeatureView, policy: MaskingPolicy) -> MaskPlan:
+    """How ``policy`` masks ``view``: each feature that shows a column's value (``attribute``,
+    ``last``, ``min``, ``max``) is masked like that column, with the same entity context
+    (names included) as documents; a feature computed from a column the role does not see
+    in clear (``sum``, ``avg``, ``distinct``, ``recency``, ``age``) is withheld, as is a
+    derived feature reading, directly or through others, one masked or withheld: computed
+    from clear values, it could give them away (``upper(country)``). Counts pass: a count is
+    of rows, and its filter is the view's, not the caller's."""
+    masks: dict[str, MaskFunction] = {}
     withheld: set[str] = set()
+    needs_names = False
     if policy.clear:
-        return masks, withheld
+        return MaskPlan(masks, frozenset(), False)
+
+    def mask_of(table: str, column: str) -> tuple[MaskFunction | None, str]:
+        plan: Mapping[str, MaskFunction | None] = policy.tables.get((view.entity_type, table), {})
+        return plan.get(column, policy.unlisted), policy.op_of(view.entity_type, table, column)
+
     for feature in view.features:  # derived ones come after what they read
         if feature.kind in _VALUE_KINDS:
-            plan: Mapping[str, Any] = policy.tables.get((view.entity_type, feature.table), {})
-            mask = plan.get(feature.column, policy.unlisted)
+            mask, op = mask_of(feature.table, feature.column)
             if mask is not None:
                 masks[feature.name] = mask
+                needs_names = needs_names or op in _NAMED_OPS
+        elif feature.kind in _COMPUTED_KINDS:
+            for table, column in _columns_of(feature):
+                mask, op = mask_of(table, column)
+                if mask is not None and not (feature.kind == "distinct" and op in _ONE_TO_ONE):
+                    withheld.add(feature.name)
         elif feature.kind == "derive" and set(feature.reads) & (set(masks) | withheld):
             withheld.add(feature.name)
-    return masks, withheld
+    return MaskPlan(masks, frozenset(withheld), needs_names)
 
 
 def mask_attributes(
-    view: FeatureView, policy: MaskingPolicy, entity_id: str, values: dict[str, Any]
+    view: FeatureView, policy: MaskingPolicy, context: MaskContext, values: dict[str, Any]
 ) -> None:
-    """Mask one vector's values in place for the policy (see :func:`_masks`)."""
-    _apply_masks(view.entity_type, entity_id, values, *_masks(view, policy))
+    """Mask one vector's values in place for the policy (see :func:`mask_plan`); ``context``
+    is the entity's (:meth:`FeatureService.contexts`)."""
+    _apply_masks(mask_plan(view, policy), context, values)
 
 
-def _apply_masks(
-    entity_type: str,
-    entity_id: str,
-    values: dict[str, Any],
-    masks: Mapping[str, Any],
-    withheld: set[str],
-) -> None:
-    ctx = MaskContext(entity_type, entity_id)
-    for name, mask in masks.items():
+def _apply_masks(plan: MaskPlan, context: MaskContext, values: dict[str, Any]) -> None:
+    for name, mask in plan.masks.items():
         if values.get(name) is not None:
-            values[name] = mask(values[name], ctx)
-    for name in withheld:
+            values[name] = mask(values[name], context)
+    for name in plan.withheld:
         values[name] = None
 
 
 def mask_columns(
-    view: FeatureView, policy: MaskingPolicy, entity_of: Sequence[str], columns: dict[str, Column]
+    view: FeatureView,
+    policy: MaskingPolicy,
+    entity_of: Sequence[str],
+    columns: dict[str, Column],
+    context_of: Callable[[str], MaskContext],
 ) -> None:
-    """Mask columns of many vectors in place (see :func:`_masks`); ``entity_of`` names each
-    row's entity.
+    """Mask columns of many vectors in place (see :func:`mask_plan`); ``entity_of`` names each
+    row's entity, and ``context_of`` gives an entity's mask context
+    (:meth:`FeatureService.contexts`).
 
     Each distinct (entity, value) is masked once: an entity's rows at many times mostly
     share the value.
     """
-    masks, withheld = _masks(view, policy)
-    for name, mask in masks.items():
+    plan = mask_plan(view, policy)
+    contexts: dict[str, MaskContext] = {}
+    for name, mask in plan.masks.items():
         masked: dict[tuple[str, Any], Any] = {}
         values = []
         for entity_id, value in zip(entity_of, columns[name].to_pylist(), strict=True):
             if value is not None:
                 key = (entity_id, value)
                 if key not in masked:
-                    masked[key] = mask(value, MaskContext(view.entity_type, entity_id))
+                    context = contexts.get(entity_id)
+                    if context is None:
+                        context = contexts[entity_id] = context_of(entity_id)
+                    masked[key] = mask(value, context)
                 value = masked[key]
             values.append(value)
         columns[name] = Column(columns[name].type, values)
-    for name in withheld:
+    for name in plan.withheld:
         columns[name] = Column(columns[name].type, [None] * len(entity_of))
 
 
@@ -200,8 +255,8 @@ class FeatureService:
         )
         self._fresh = project.config.api.fresh_ms / 1000
         self._lock = threading.Lock()
-        #: (view, policy) -> its feature masks and withheld features
-        self._mask_plans: dict[tuple[str, str], tuple[dict[str, Any], set[str]]] = {}
+        #: (view, policy) -> how it masks the view's features
+        self._mask_plans: dict[tuple[str, str], MaskPlan] = {}
         #: vectors served from this process's cache, from the online store, and computed
         self.hits = 0
         self.online_hits = 0
@@ -372,17 +427,30 @@ class FeatureService:
             self.hits += 1
         return self._answer(self.view(view_name), moment, entity_id, _vector(entry), role)
 
+    def _plan(self, view: FeatureView, policy: MaskingPolicy) -> MaskPlan:
+        plan = self._mask_plans.get((view.name, policy.name))
+        if plan is None:
+            plan = self._mask_plans[(view.name, policy.name)] = mask_plan(view, policy)
+        return plan
+
+    def contexts(self, view: FeatureView, policy: MaskingPolicy) -> Callable[[str], MaskContext]:
+        """An entity's mask context for the view's masks under ``policy``: with its names
+        (read from the entity) when a mask looks at them, as a document's masks do."""
+        entity_type = view.entity_type
+        if not self._plan(view, policy).needs_names:
+            return lambda entity_id: MaskContext(entity_type, entity_id)
+        return functools.partial(self.entities.mask_context, policy, entity_type)
+
     def _masked(
         self, view: FeatureView, policy: MaskingPolicy, vector: OnlineVector
     ) -> dict[str, Any]:
-        """A copy of the vector's values, masked for the policy (see :func:`_masks`)."""
+        """A copy of the vector's values, masked for the policy (see :func:`mask_plan`)."""
         values = dict(vector.values)
         if policy.clear:
             return values
-        masks = self._mask_plans.get((view.name, policy.name))
-        if masks is None:
-            masks = self._mask_plans[(view.name, policy.name)] = _masks(view, policy)
-        _apply_masks(view.entity_type, vector.entity_id, values, *masks)
+        plan = self._plan(view, policy)
+        if plan.masks or plan.withheld:
+            _apply_masks(plan, self.contexts(view, policy)(vector.entity_id), values)
         return values
 
     def vectors(

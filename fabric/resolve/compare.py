@@ -16,7 +16,7 @@ from nicknames import NickNamer
 from rapidfuzz import fuzz
 from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler, Levenshtein
 
-__all__ = ["METRICS", "Metric", "MetricName"]
+__all__ = ["METRICS", "Metric", "MetricName", "name_variants"]
 
 Metric = Callable[[str, str], float]
 MetricName = Literal[
@@ -42,6 +42,18 @@ def _name(a: str, b: str) -> float:
     if a == b or b in _name_group(a) or a in _name_group(b):
         return 1.0
     return float(JaroWinkler.similarity(a, b))
+
+
+@lru_cache(maxsize=65536)
+def name_variants(name: str) -> frozenset[str]:
+    """Other ways of writing a first name, lowercased: its nicknames, the full names it is a
+    nickname of, and their nicknames (Chris: Christopher, Christine, Kit, Tina...), without
+    the name itself. Masking hides these in free text too: a Christopher signs "Chris"."""
+    found = set(_name_group(name))
+    for canonical in _namer.canonicals_of(name):
+        found |= _namer.nicknames_of(canonical)
+    found.discard(name)
+    return frozenset(found)
 
 
 @lru_cache(maxsize=65536)

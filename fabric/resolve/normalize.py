@@ -190,10 +190,15 @@ def is_normaliser(name: str) -> bool:
     )
 
 
-def make_normaliser(name: str, *, region: str = "US") -> Normaliser:
-    """Return the normaliser called ``name`` (``phone`` parses numbers of ``region``)."""
+def make_normaliser(name: str, *, region: str = "US", cached: bool = True) -> Normaliser:
+    """Return the normaliser called ``name`` (``phone`` parses numbers of ``region``).
+
+    Without ``cached``, one that keeps no texts in the shared caches: for reading names
+    outside a sync (masking), where no :func:`clear_caches` follows.
+    """
     if name in _FIXED:
-        return _FIXED[name]
+        found = _FIXED[name]
+        return found if cached else getattr(found, "__wrapped__", found)
     if name == "phone":
         return _phone(region)
     if name == "extract_phone":

@@ -214,13 +214,19 @@ class CompiledMatchRules:
             for spec_index, spec in enumerate(rule.blocking)
         )
 
-    def extractor(self, table: str, available: set[str] | None = None) -> Extractor | None:
-        """Return a function from a row of ``table`` to its normalised fields.
+    def extractor(
+        self,
+        table: str,
+        available: set[str] | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> Extractor | None:
+        """Return a function from a row of ``table`` to its normalised fields (all of them,
+        or ``fields``).
 
         None when the table holds no match field at all (its records only link by parents).
         """
         plan: list[tuple[str, tuple[str, ...], Callable[[Any], str | None]]] = []
-        for name in self.fields:
+        for name in self.fields if fields is None else fields:
             mapping = self.sources[name]
             if mapping:
                 if table not in mapping:
@@ -250,9 +256,11 @@ class CompiledMatchRules:
 
 
 def _compile_field(
-    spec: MatchField, never: frozenset[str], before: Sequence[str] = ()
+    spec: MatchField, never: frozenset[str], before: Sequence[str] = (), cached: bool = True
 ) -> Callable[[Any], str | None]:
-    steps = [make_normaliser(n, region=spec.region) for n in (*before, *spec.normalize)]
+    steps = [
+        make_normaliser(n, region=spec.region, cached=cached) for n in (*before, *spec.normalize)
+    ]
 
     def normalise(value: Any) -> str | None:
         if value is None:
@@ -276,14 +284,16 @@ def _column_names(given: str | list[str] | ColumnSource) -> tuple[str, ...]:
 
 
 def _compile_source(
-    spec: MatchField, given: str | list[str] | ColumnSource, never: frozenset[str]
+    spec: MatchField, given: str | list[str] | ColumnSource, never: frozenset[str], cached: bool
 ) -> tuple[tuple[str, ...], Callable[[Any], str | None]]:
     before = given.before if isinstance(given, ColumnSource) else []
-    return _column_names(given), _compile_field(spec, never, before)
+    return _column_names(given), _compile_field(spec, never, before, cached)
 
 
-def compile_match_rules(entity_type: str, rules: EntityMatchRules) -> CompiledMatchRules:
-    """Compile one entity type's rules."""
+def compile_match_rules(
+    entity_type: str, rules: EntityMatchRules, *, cached: bool = True
+) -> CompiledMatchRules:
+    """Compile one entity type's rules (``cached``: see :func:`make_normaliser`)."""
     compiled_rules = []
     entity_blocking = tuple(tuple(key) for key in rules.blocking)
     for index, rule in enumerate(rules.rules):
@@ -318,13 +328,15 @@ def compile_match_rules(entity_type: str, rules: EntityMatchRules) -> CompiledMa
         max_block_size=rules.max_block_size,
         sources={
             name: {
-                table: _compile_source(spec, given, frozenset(rules.never_link.get(name, ())))
+                table: _compile_source(
+                    spec, given, frozenset(rules.never_link.get(name, ())), cached
+                )
                 for table, given in spec.columns.items()
             }
             for name, spec in rules.fields.items()
         },
         _defaults={
-            name: _compile_field(spec, frozenset(rules.never_link.get(name, ())))
+            name: _compile_field(spec, frozenset(rules.never_link.get(name, ())), (), cached)
             for name, spec in rules.fields.items()
         },
         spec=rules,
@@ -401,7 +413,11 @@ def read_match_file(path: Path) -> tuple[MatchFile, Any]:
 
 
 def load_match_rules(
-    path: Path, entity_type: str | None = None, tables: Mapping[str, list[str]] | None = None
+    path: Path,
+    entity_type: str | None = None,
+    tables: Mapping[str, list[str]] | None = None,
+    *,
+    cached: bool = True,
 ) -> CompiledMatchRules:
     """Load, check and compile the rules of one entity type from a match file.
 
@@ -409,6 +425,7 @@ def load_match_rules(
         path: the match YAML file.
         entity_type: which section to compile; None when the file has exactly one.
         tables: optional identity table -> available columns, to check column references.
+        cached: normalisers may cache texts (see :func:`make_normaliser`).
 
     Raises:
         RuleError: naming every problem with file, line and path.
@@ -464,4 +481,4 @@ def load_match_rules(
                         )
     if problems:
         raise RuleError("\n".join(problems))
-    return compile_match_rules(entity_type, section)
+    return compile_match_rules(entity_type, section, cached=cached)

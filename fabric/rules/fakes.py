@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from faker import Faker
 
+from fabric.rules.names import fold
 from fabric.store.crypto import KeyDeriver
 
 __all__ = ["POOL_SIZE", "Fakes", "known_locale", "known_provider"]
@@ -28,6 +29,48 @@ POOL_SIZE = 2048
 _lock = threading.Lock()
 _EMAIL_UNSAFE = re.compile(r"[^a-z0-9]+")
 _WORDS = re.compile(r"[^\W\d_]+")
+#: A word of a name: anything between spaces and commas ("O'Brien", "Katie-May", "J0hn").
+_NAME_WORD = re.compile(r"[^\s,]+")
+#: The name providers that fake one part of a name.
+_NAME_PARTS = frozenset({"first_name", "last_name"})
+#: Titles and suffixes of full names, kept as they are.
+_AFFIXES = frozenset(
+    [
+        "dr",
+        "mr",
+        "mrs",
+        "ms",
+        "miss",
+        "mx",
+        "prof",
+        "sir",
+        "jr",
+        "sr",
+        "ii",
+        "iii",
+        "iv",
+        "md",
+        "phd",
+        "dds",
+        "dvm",
+    ]
+)
+
+
+def _affix(word: str) -> str:
+    """A word as the title and suffix list spells it: folded, without dots."""
+    return fold(word).replace(".", "")
+
+
+def _same_case(original: str, fake: str) -> str:
+    """``fake`` in the case ``original`` is written in (UPPER, lower, or as the pool has it)."""
+    if original.isupper():
+        return fake.upper()
+    if original.islower():
+        return fake.lower()
+    return fake
+
+
 #: Domains reserved for examples (RFC 2606): a fake email never reaches a real mailbox.
 _DOMAINS = ("example.com", "example.org", "example.net")
 
@@ -87,18 +130,64 @@ class Fakes:
         """The fake ``provider`` value (``first_name``, ``city``...) standing for ``original``.
 
         Never the original itself, nor a value sharing a word with ``avoid`` (the entity's own
-        names, lowercased): a pool of real-looking names holds real names, and a person drawn
+        names, folded): a pool of real-looking names holds real names, and a person drawn
         their own would see it unmasked. The next value of the pool is taken instead.
+
+        Names are one identity wherever they are written: ``first_name`` and ``last_name``
+        fake a name by its folded spelling (case, accents and spacing aside), and ``name``
+        fakes a full name word by word with those same two pools, in the original's order
+        and case, so "Ada Lovelace" in one table and "LOVELACE, Ada" in another become
+        "Mary Hughes" and "HUGHES, Mary".
         """
+        if provider in _NAME_PARTS:
+            return self._name_part(provider, locale, str(original), avoid)
+        if provider == "name":
+            return self._full_name(locale, str(original), avoid)
+        return self._pick(provider, locale, original, str(original).strip().lower(), avoid)
+
+    def _pick(
+        self, provider: str, locale: str, key: object, own: str, avoid: frozenset[str]
+    ) -> str:
         pool = _pool(provider, locale, self._seed)
-        at = self._index(provider, original)
-        own = str(original).strip().lower()
+        at = self._index(provider, key)
         for step in range(len(pool)):
             fake = pool[(at + step) % len(pool)]
-            lowered = fake.lower()
+            lowered = fold(fake)
             if lowered != own and not (avoid and avoid.intersection(_WORDS.findall(lowered))):
                 return fake
         return "*" * len(own)  # every value of the pool is one of the entity's names
+
+    def _name_part(self, provider: str, locale: str, original: str, avoid: frozenset[str]) -> str:
+        """A first or last name's fake, word by word ("Mary Ann": two first names)."""
+        if _NAME_WORD.search(original) is None:  # blank: still never the original
+            return self._pick(provider, locale, original, original, avoid)
+        return _NAME_WORD.sub(lambda m: self._word(provider, locale, m.group(), avoid), original)
+
+    def _word(self, provider: str, locale: str, word: str, avoid: frozenset[str]) -> str:
+        """One word of a name faked, keyed by its folded spelling, in its case."""
+        key = fold(word)
+        return _same_case(word, self._pick(provider, locale, key, key, avoid))
+
+    def _full_name(self, locale: str, original: str, avoid: frozenset[str]) -> str:
+        """A full name faked word by word, in place: the family name (the last word, or
+        the words before a comma) from the last-name pool, the given names from the
+        first-name pool; titles and suffixes (Dr, Jr, III) and punctuation stay."""
+        if _NAME_WORD.search(original) is None:  # blank: still never the original
+            return self._pick("first_name", locale, original, original, avoid)
+        words = [m for m in _NAME_WORD.finditer(original) if _affix(m.group()) not in _AFFIXES]
+        comma = original.find(",")
+        if comma >= 0:  # "LAST, First Middle"
+            family = {m.start() for m in words if m.start() < comma}
+        else:
+            family = {words[-1].start()} if len(words) >= 2 else set()
+        out, at = [], 0
+        for match in words:
+            provider = "last_name" if match.start() in family else "first_name"
+            out.append(original[at : match.start()])
+            out.append(self._word(provider, locale, match.group(), avoid))
+            at = match.end()
+        out.append(original[at:])
+        return "".join(out)
 
     def email_from(
         self, locale: str, first: object, last: object, avoid: frozenset[str] = frozenset()

@@ -7,7 +7,6 @@ a policy sees the file's ``default_policy``: privacy by default.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from fabric.config._validation import StrictModel, format_issue, suggest, valida
 from fabric.config._yaml import YamlDocument
 from fabric.config.loader import read_yaml
 from fabric.errors import RuleError
+from fabric.rules.names import NamesOf, column_names
 from fabric.rules.operators import (
     AnyOp,
     KeepOp,
@@ -31,9 +31,14 @@ from fabric.rules.operators import (
     compile_operator,
 )
 
-__all__ = ["CLEAR", "CompiledPolicies", "MaskingPolicy", "load_masking"]
+__all__ = ["CLEAR", "MASKING_FORMAT", "CompiledPolicies", "MaskingPolicy", "load_masking"]
 
 CLEAR = "clear"
+
+#: The operators' output format: raised whenever an operator gives another output for the
+#: same value, key and rules (2: padded tokens, names from the match rules, one fake identity
+#: per name), so masked documents materialized before are not served again.
+MASKING_FORMAT = 2
 
 TablePolicy = dict[str, OperatorSpec]
 
@@ -74,6 +79,8 @@ class MaskingPolicy:
     specs: Mapping[tuple[str, str], Mapping[str, AnyOp]] = field(default_factory=dict)
     #: the operator name of columns the policy does not list
     unlisted_op: str = "keep"
+    #: an entity's names from its rows (see :mod:`fabric.rules.names`)
+    names_of: NamesOf = column_names
 
     def op_of(self, entity_type: str, table: str, column: str) -> str:
         """The operator this policy applies to a column ("clear" for the clear view)."""
@@ -82,16 +89,23 @@ class MaskingPolicy:
         spec = self.specs.get((entity_type, table), {}).get(column)
         return spec.op if spec is not None else self.unlisted_op
 
+    def context(
+        self, entity_type: str, entity_id: str, tables: Mapping[str, list[dict[str, Any]]]
+    ) -> MaskContext:
+        """What this policy's operators see of an entity besides a value: its type and id,
+        and its names when an operator looks at them (taken from ``tables``, unmasked)."""
+        ctx = MaskContext(entity_type, entity_id)
+        if self.needs_names:
+            ctx.names = self.names_of(entity_type, tables)
+        return ctx
+
     def apply(
         self, entity_type: str, tables: dict[str, list[dict[str, Any]]], entity_id: str = ""
     ) -> None:
         """Mask rows in place (the caller owns them); ``entity_id`` keys per-entity operators."""
         if self.clear:
             return
-        ctx = MaskContext(entity_type, entity_id)
-        if self.needs_names:
-            ctx.names = _names(tables)
-            ctx.name_words = frozenset(w.lower() for n in ctx.names for w in _WORD.findall(n))
+        ctx = self.context(entity_type, entity_id, tables)
         unlisted = self.unlisted
         for table, rows in tables.items():
             plan = self.tables.get((entity_type, table), {})
@@ -103,21 +117,6 @@ class MaskingPolicy:
                     else mask(value, ctx)
                     for column, value in row.items()
                 }
-
-
-_WORD = re.compile(r"[^\W\d_]+")
-
-
-def _names(tables: Mapping[str, list[dict[str, Any]]]) -> tuple[str, ...]:
-    """The entity's own names: every text value of a column whose name ends in "name"."""
-    found = {
-        value
-        for rows in tables.values()
-        for row in rows
-        for column, value in row.items()
-        if isinstance(value, str) and column.lower().endswith("name")
-    }
-    return tuple(sorted(found))
 
 
 @dataclass(frozen=True)
@@ -190,7 +189,10 @@ def _schema_problems(
 
 
 def load_masking(
-    path: Path, key: bytes | None, schema: Mapping[str, Mapping[str, list[str]]] | None = None
+    path: Path,
+    key: bytes | None,
+    schema: Mapping[str, Mapping[str, list[str]]] | None = None,
+    names_of: NamesOf = column_names,
 ) -> CompiledPolicies:
     """Load, check and compile a masking file.
 
@@ -198,6 +200,8 @@ def load_masking(
         path: the YAML file.
         key: master key for keyed operators (hash).
         schema: optional entity type → table → columns, to check column references.
+        names_of: an entity's names from its rows, for the operators that look at them
+            (``free_text``, ``fake``); the project's knows what resolution knows.
 
     Raises:
         RuleError: every problem, each naming file, line and path.
@@ -287,7 +291,7 @@ def load_masking(
             keys,
         )
         compiled[pname] = MaskingPolicy(
-            pname, policy.clear, tables, unlisted, needs_names, specs, policy.unlisted
+            pname, policy.clear, tables, unlisted, needs_names, specs, policy.unlisted, names_of
         )
         masks_something = unlisted is not None or any(
             fn is not None for plan in tables.values() for fn in plan.values()

@@ -29,6 +29,7 @@ from fabric.config._validation import StrictModel
 from fabric.rules.fakes import Fakes, known_locale, known_provider
 from fabric.rules.ff1 import DIGITS, FF1
 from fabric.rules.freetext import find_pii
+from fabric.rules.names import EntityNames
 from fabric.rules.tokens import Tokenizer, masking_key_id
 from fabric.store.crypto import KeyDeriver
 
@@ -44,6 +45,9 @@ __all__ = [
 ]
 
 
+_NO_NAMES = EntityNames()
+
+
 @dataclass(slots=True)
 class MaskContext:
     """What a mask function may look at besides the value: the entity and the original row."""
@@ -51,10 +55,8 @@ class MaskContext:
     entity_type: str = ""
     entity_id: str = ""
     row: Mapping[str, Any] = field(default_factory=dict)
-    #: the entity's own names (from its columns ending in "name"), for ``free_text``
-    names: tuple[str, ...] = ()
-    #: the words of those names, lowercased: ``fake`` never hands an entity one of them
-    name_words: frozenset[str] = frozenset()
+    #: the entity's own names, for ``free_text``; ``fake`` never hands it one of them
+    names: EntityNames = _NO_NAMES
 
 
 MaskFunction = Callable[[Any, MaskContext], Any]
@@ -367,15 +369,15 @@ def _fake(spec: FakeOp, keys: MaskingKeys, column: str) -> MaskFunction:
             first = row.get(first_col) if first_col else None
             last = row.get(last_col) if last_col else None
             if first is None and last is None:
-                return fakes.value("safe_email", locale, value, ctx.name_words)
-            return fakes.email_from(locale, first, last, ctx.name_words)
+                return fakes.value("safe_email", locale, value, ctx.names.avoid)
+            return fakes.email_from(locale, first, last, ctx.names.avoid)
 
         return coherent
     if not known_provider(provider, locale):
         raise ValueError(f"unknown Faker provider '{provider}' (for example first_name, city)")
 
     def mask(value: Any, ctx: MaskContext) -> Any:
-        return fakes.value(provider, locale, value, ctx.name_words)
+        return fakes.value(provider, locale, value, ctx.names.avoid)
 
     return mask
 

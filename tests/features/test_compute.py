@@ -434,3 +434,9 @@ def test_an_as_of_filter_on_todays_date_turns_where_the_texts_do(
         # The bound is tight here: just past it, the ticket's verdict has turned.
         after = t + timedelta(microseconds=until - micros(t) + 1)
         assert compute(tickets_view, entity, [after]) != compute(tickets_view, entity, [t])
+
+
+@pytest.mark.parametrize("text", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+def test_a_time_with_no_utc_time_in_range_is_no_time(text: str) -> None:
+    assert parse_time(text) is None  # not an OverflowError (a 500 for an as_of)
+    assert parse_time(text[:19]) is not None

@@ -12,6 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from fabric.rules.ff1 import DIGITS, FF1
 from fabric.rules.freetext import find_pii, luhn_ok
+from fabric.rules.names import EntityNames
 from fabric.rules.operators import (
     MaskContext,
     MaskFunction,
@@ -60,7 +61,7 @@ def test_tokens_carry_the_key_id_and_join_across_columns_of_a_domain() -> None:
     b = op({"op": "tokenize", "domain": "email"}, column="contact")
     c = op({"op": "tokenize"}, column="phone")
     token = a("ada@example.com", CTX)
-    assert token.startswith(f"tok_{MaskingKeys(KEY).key_id}_")
+    assert token.startswith(f"tok_{MaskingKeys(KEY).key_id}p_")
     assert token == b("ada@example.com", CTX) != c("ada@example.com", CTX)
     with pytest.raises(TokenError, match="changed"):
         Tokenizer(KEY, "email").detokenize(token[:-2] + ("A" if token[-2] != "A" else "B") + "x")
@@ -193,7 +194,7 @@ def test_free_text_finds_and_masks_each_kind() -> None:
     assert kinds.count("email") == 1 and kinds.count("card") == 1 and kinds.count("iban") == 1
     assert kinds.count("phone") == 2 and kinds.count("name") == 2
     mask = op({"op": "free_text", "email": {"op": "tokenize", "domain": "email"}})
-    masked = mask(text, MaskContext("customer", "e1", names=("Ada Lovelace",)))
+    masked = mask(text, MaskContext("customer", "e1", names=EntityNames.of(["Ada Lovelace"])))
     for secret in ("Ada", "Lovelace", "ada.l@example.com", "555 0134", "4111", "GB82"):
         assert secret not in masked
     assert "tok_" in masked and "[PHONE]" in masked and "[CARD]" in masked

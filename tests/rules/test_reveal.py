@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from legacy_tokens import legacy_token
 
 from fabric.cli import main
 from fabric.entities import EntityService
 from fabric.project import Project
 from fabric.rules.reveal import RevealError, reveal
+from fabric.rules.tokens import TOKEN_BUCKET_BYTES, Tokenizer, masking_key_id
 
 
 def test_a_detokenize_role_gets_emails_and_cards_back(demo_dir: Path) -> None:
@@ -70,3 +72,41 @@ def test_a_detokenize_role_gets_emails_and_cards_back(demo_dir: Path) -> None:
         ],
     )
     assert ok.exit_code == 0 and ok.output.strip() == account["email"]
+
+
+def test_reveal_opens_tokens_made_before_padding(demo_dir: Path) -> None:
+    with Project.open(demo_dir / "fabric.yaml") as project:
+        master = project.secrets.master_key
+        assert master is not None
+        old = legacy_token(master, "email", "ada@example.com")
+        new = Tokenizer(master, "email").tokenize("ada@example.com")
+        assert new != old and new.startswith(f"tok_{masking_key_id(master)}p_")
+        assert reveal(project, old, role="steward", domain="email") == "ada@example.com"
+        assert (
+            reveal(project, old, role="steward", column="customer.billing_accounts.email")
+            == "ada@example.com"
+        )
+    config = str(demo_dir / "fabric.yaml")
+    result = CliRunner().invoke(
+        main, ["rules", "reveal", old, "--role", "steward", "--domain", "email", "-c", config]
+    )
+    assert result.exit_code == 0 and result.output.strip() == "ada@example.com"
+
+
+def test_reveal_of_demo_tokens_hides_email_lengths(demo_dir: Path) -> None:
+    with Project.open(demo_dir / "fabric.yaml") as project:
+        service = EntityService(project)
+        lengths: dict[int, set[int]] = {}
+        for entity_id in sorted(project.catalog.entities("customer"))[:40]:
+            clear = service.document("customer", entity_id, role="steward")["tables"]
+            masked = service.document("customer", entity_id, role="analyst")["tables"]
+            for row, masked_row in zip(
+                clear["billing_accounts"], masked["billing_accounts"], strict=True
+            ):
+                bucket = len(row["email"].encode()) // TOKEN_BUCKET_BYTES
+                lengths.setdefault(bucket, set()).add(len(masked_row["email"]))
+                assert (
+                    reveal(project, masked_row["email"], role="steward", domain="email")
+                    == (row["email"])
+                )
+    assert lengths and all(len(found) == 1 for found in lengths.values())

@@ -1,0 +1,176 @@
+"""An entity's own names, and finding them in free text.
+
+Masking hides an entity's names wherever they are written: ``free_text`` replaces them in
+ticket bodies and notes, and ``fake`` never hands an entity a fake that is one of them. Which
+names an entity has is not for this module to know: the project gives each policy a function
+from an entity's rows to its :class:`EntityNames` (from everything resolution knows, see
+:mod:`fabric.rules.entity_names`); without one, the names are the text values of the columns
+whose name ends in "name" (:func:`column_names`).
+
+Names are compared folded (case and accents aside): ``José`` in a ticket is the ``jose`` that
+normalised match values hold. An entity's own words are found in any case, and one edit away
+for words of four letters or more (a misspelt name is still the name); their *variants*
+(nicknames, the full names they stand for) only when written with a capital, as names are:
+a William's "Will" is hidden, "I will call" is not.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rapidfuzz import process
+from rapidfuzz.distance import Levenshtein
+
+__all__ = [
+    "NOT_NAMES",
+    "EntityNames",
+    "NamesOf",
+    "column_names",
+    "find_names",
+    "fold",
+    "name_words",
+]
+
+#: A word of a name: letters, with inner apostrophes and hyphens (O'Brien, Smith-Jones).
+WORD = re.compile(r"[^\W\d_]+(?:['-][^\W\d_]+)*")
+_LETTERS = re.compile(r"[^\W\d_]+")
+
+#: Words that a sign-off or an email address yields but that are nobody's name: a ticket
+#: ending "... please. Thank you" gives the "name" *thank you* to the match rules' signature
+#: step, and masking "you" in every ticket of that entity would hide nothing but meaning.
+NOT_NAMES = frozenset(
+    {
+        "admin",
+        "and",
+        "best",
+        "cheers",
+        "contact",
+        "dear",
+        "dr",
+        "hello",
+        "hi",
+        "info",
+        "jr",
+        "kind",
+        "mail",
+        "miss",
+        "mr",
+        "mrs",
+        "ms",
+        "no",
+        "noreply",
+        "please",
+        "regards",
+        "reply",
+        "sales",
+        "sincerely",
+        "sir",
+        "sr",
+        "support",
+        "team",
+        "thank",
+        "thanks",
+        "the",
+        "warm",
+        "you",
+        "yours",
+    }
+)
+
+
+def fold(text: str) -> str:
+    """Casefolded, without accents: how names are compared."""
+    text = text.casefold()
+    if text.isascii():
+        return text
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def name_words(text: str) -> set[str]:
+    """The folded words of a name worth hiding: whole (``o'brien``) and in parts (``brien``),
+    two letters or more, none of :data:`NOT_NAMES`."""
+    found: set[str] = set()
+    for word in WORD.findall(fold(text)):
+        found.add(word)
+        found.update(_LETTERS.findall(word))
+    return {w for w in found if len(w) >= 2 and w not in NOT_NAMES}
+
+
+@dataclass(frozen=True, slots=True)
+class EntityNames:
+    """One entity's names: its own words, and their variants (nicknames...), all folded."""
+
+    words: frozenset[str] = frozenset()
+    variants: frozenset[str] = frozenset()
+    #: every word that stands for the entity: ``fake`` never hands it one of them
+    avoid: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, names: Iterable[str], variants: Iterable[str] = ()) -> EntityNames:
+        """The names of these full names (``"Ada Lovelace"``), and these variant words."""
+        return cls.from_words({w for name in names for w in name_words(name)}, variants)
+
+    @classmethod
+    def from_words(cls, words: Iterable[str], variants: Iterable[str] = ()) -> EntityNames:
+        """The names of these folded words, and these variant words."""
+        own = frozenset(w for w in words if len(w) >= 2 and w not in NOT_NAMES)
+        extra = frozenset(v for v in variants if len(v) >= 2 and v not in NOT_NAMES) - own
+        return cls(own, extra, own | extra)
+
+    def __bool__(self) -> bool:
+        return bool(self.avoid)
+
+
+#: From an entity's type and tables (its rows, unmasked) to its names.
+NamesOf = Callable[[str, Mapping[str, list[dict[str, Any]]]], EntityNames]
+
+
+def column_names(entity_type: str, tables: Mapping[str, list[dict[str, Any]]]) -> EntityNames:
+    """The names in an entity's columns whose name ends in "name" (``first_name``,
+    ``holder_name``): the names a project without match rules has."""
+    return EntityNames.of(
+        value
+        for rows in tables.values()
+        for row in rows
+        for column, value in row.items()
+        if isinstance(value, str) and column.lower().endswith("name")
+    )
+
+
+def find_names(text: str, names: EntityNames) -> list[tuple[int, int]]:
+    """Spans of ``text`` that are one of the entity's names (see the module's docstring)."""
+    if not names:
+        return []
+    own, variants = names.words, names.variants
+    # Typos are looked for among the longer own words only, in C (rapidfuzz), once per word.
+    long_own = [w for w in own if len(w) >= 4]
+    spans: list[tuple[int, int]] = []
+    for match in WORD.finditer(text):
+        word = match.group()
+        folded = fold(word)
+        if (
+            folded in own
+            or (variants and word[0].isupper() and folded in variants)
+            or (
+                long_own
+                and len(folded) >= 4
+                and process.extractOne(
+                    folded, long_own, scorer=Levenshtein.distance, score_cutoff=1
+                )
+                is not None
+            )
+        ):
+            spans.append((match.start(), match.end()))
+            continue
+        # "Smith-Jones" written for a Smith: the parts of a compound word count alone.
+        if "-" in word or "'" in word:
+            at = match.start()
+            for part in _LETTERS.finditer(word):
+                if fold(part.group()) in own:
+                    spans.append((at + part.start(), at + part.end()))
+    return spans
