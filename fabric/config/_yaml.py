@@ -3,23 +3,31 @@
 Config and rule files are written by people; when one is wrong, the message must point at the
 file, the line and the path inside it (``rules/masking.yaml:14 customer.crm_customers.email.op``).
 PyYAML's composer keeps the position of every node, so we build plain Python values from the
-node tree ourselves and record where each mapping key and list item was written. Anchors and
-aliases are refused outright: they make "billion laughs" documents possible and no fabric file
-needs them.
+node tree ourselves and record where each mapping key and list item was written.
+
+Two kinds of hostile document are refused while PyYAML reads them, before their nodes exist:
+anchors and aliases (they make "billion laughs" documents possible and no fabric file needs
+them), and nesting deeper than :data:`MAX_DEPTH` mappings and lists. PyYAML's scanner keeps a
+possible key per open flow level (``[[[[``) and looks at all of them for every token, so a
+40 KB file nested 20,000 levels took 32 s to fail; counted per event and stopped at the
+limit, it fails in milliseconds whatever its size.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
-__all__ = ["MAX_FILE_BYTES", "YamlDocument", "YamlLoadError", "load_yaml_file"]
+__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "YamlDocument", "YamlLoadError", "load_yaml_file"]
 
 #: Rule and config files are small; anything larger is a mistake or an attack.
 MAX_FILE_BYTES = 1024 * 1024
+#: Mappings and lists open inside one another, at most. fabric's deepest file (a masking
+#: policy's free-text operator) needs 7; beyond this, a document is a mistake or an attack.
+MAX_DEPTH = 64
 
 Loc = tuple[str | int, ...]
 
@@ -54,6 +62,65 @@ class YamlDocument:
 _constructor = yaml.SafeLoader("")
 
 
+_TOO_DEEP = (
+    f"nested deeper than {MAX_DEPTH} levels of mappings and lists; fabric files need far "
+    "fewer: flatten it"
+)
+
+
+class _GuardedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing anchors, aliases and deep nesting event by event.
+
+    The composer asks for each event just before it builds the node, so a refusal here comes
+    before anything deeper than the limit is parsed or built, in the one pass that builds the
+    tree (the anchor check used to parse every file a second time).
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+
+    def fetch_flow_collection_start(self, TokenClass: type[yaml.Token]) -> None:
+        """Refuse a ``[`` or ``{`` past the limit as the scanner meets it.
+
+        Each open flow level may start a key, and the scanner looks at every one of them for
+        each token, up to 1,024 characters ahead: on ``[[[[`` that took 0.3 s before the
+        event check below was reached, and takes milliseconds when stopped here. More flow
+        levels than the limit mean a deeper document, so this refuses nothing the event
+        check would accept.
+        """
+        if self.flow_level >= MAX_DEPTH:
+            raise YamlLoadError(_TOO_DEEP, self.line + 1)
+        super().fetch_flow_collection_start(TokenClass)
+
+    def get_event(self) -> yaml.Event:
+        """The next event, once it is known to be neither too deep nor an anchor or alias."""
+        event: yaml.Event = super().get_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.CollectionStartEvent):
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise YamlLoadError(_TOO_DEEP, _line(event.start_mark))
+        elif isinstance(event, yaml.CollectionEndEvent):
+            self.depth -= 1
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise YamlLoadError(
+                "YAML anchors and aliases (&name, *name) are not allowed; write values out",
+                _line(event.start_mark),
+            )
+        return event
+
+
+class _Mark(Protocol):
+    """What ``_line`` needs of a mark (PyYAML's stubs type marks as a union of two classes)."""
+
+    line: int
+
+
+def _line(mark: _Mark | None) -> int | None:
+    """The 1-based line of a mark, if any."""
+    return mark.line + 1 if mark is not None else None
+
+
 def _build(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> Any:
     lines.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
@@ -78,7 +145,8 @@ def load_yaml_file(path: Path) -> YamlDocument:
     """Parse ``path`` into plain values with line numbers.
 
     Raises:
-        YamlLoadError: the file is missing, too large, not YAML, or uses anchors/aliases.
+        YamlLoadError: the file is missing, too large, not YAML, nested deeper than
+            :data:`MAX_DEPTH`, or uses anchors/aliases.
     """
     try:
         size = path.stat().st_size
@@ -95,22 +163,12 @@ def load_yaml_file(path: Path) -> YamlDocument:
     except OSError as exc:
         raise YamlLoadError(f"cannot read file ({exc.strerror})") from exc
     try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                mark = event.start_mark
-                raise YamlLoadError(
-                    "YAML anchors and aliases (&name, *name) are not allowed; write values out",
-                    mark.line + 1 if mark is not None else None,
-                )
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_GuardedLoader)
         lines: dict[Loc, int] = {}
         data = {} if root is None else _build(root, (), lines)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
+        line = _line(exc.problem_mark or exc.context_mark)
         raise YamlLoadError(f"not valid YAML: {exc.problem or exc.context}", line) from exc
     except yaml.YAMLError as exc:
         raise YamlLoadError(f"not valid YAML: {exc}") from exc
-    except RecursionError as exc:
-        raise YamlLoadError("nested too deeply to be a fabric file") from exc
     return YamlDocument(path=path, data=data, lines=lines)

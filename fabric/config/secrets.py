@@ -23,8 +23,10 @@ from typing import Any
 
 import yaml
 
+from fabric.config._yaml import YamlLoadError, load_yaml_file
 from fabric.config.models import ProjectConfig
 from fabric.errors import ConfigError
+from fabric.files import write_private
 from fabric.store.crypto import MASTER_KEY_ID, KeyRing
 
 __all__ = [
@@ -93,6 +95,17 @@ def _decode_key(text: str, where: str, what: str = "master key") -> bytes:
     return key
 
 
+def _read_key_file(path: Path) -> Any:
+    """The key file's YAML, read with the limits of every file fabric reads (size, nesting,
+    no aliases). The message names the line, never what is written there: a key."""
+    try:
+        return load_yaml_file(path).data or {}
+    except YamlLoadError as exc:
+        where = f"{path}:{exc.line}" if exc.line else str(path)
+        reason = "not well-formed YAML" if exc.reason.startswith("not valid YAML") else exc.reason
+        raise ConfigError(f"{where}: cannot read key file ({reason})") from exc
+
+
 def load_secrets(config: ProjectConfig) -> Secrets:
     """Load the master key (environment first, then key file) and the key file's API keys."""
     env_name = config.secrets.master_key_env
@@ -112,10 +125,7 @@ def load_secrets(config: ProjectConfig) -> Secrets:
             raise ConfigError(
                 f"{path}: key file is readable by other users; run `chmod 600 {path}`"
             )
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read key file ({type(exc).__name__})") from exc
+        data = _read_key_file(path)
         if not isinstance(data, dict) or not set(data) <= _KEY_FILE_FIELDS:
             raise ConfigError(
                 f"{path}: key file must hold only {', '.join(sorted(_KEY_FILE_FIELDS))}"
@@ -187,19 +197,6 @@ def _env_store_keys(text: str, name: str) -> list[tuple[str, bytes]]:
     return _checked(keys, f"environment variable {name}")
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically, readable by its owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
 _HEADER = "# fabric key file: keep it private (mode 0600) and out of version control.\n"
 
 
@@ -212,8 +209,7 @@ def _key_file(config: ProjectConfig) -> tuple[Path, dict[str, Any]]:
         )
     path = config.resolve(config.secrets.file)
     load_secrets(config)  # the file's checks: exists, private, well formed
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return path, data
+    return path, _read_key_file(path)
 
 
 def add_store_key(config: ProjectConfig) -> str:
@@ -227,7 +223,7 @@ def add_store_key(config: ProjectConfig) -> str:
     key_id = f"k{max(numbers, default=0) + 1}"
     raw.insert(0, {"id": key_id, "key": base64.b64encode(os.urandom(32)).decode()})
     data["store_keys"] = raw
-    _write_private(path, _HEADER + yaml.safe_dump(data, sort_keys=False))
+    write_private(path, _HEADER + yaml.safe_dump(data, sort_keys=False), sync=True)
     return key_id
 
 
@@ -242,7 +238,7 @@ def retire_store_keys(config: ProjectConfig, in_use: set[str]) -> list[str]:
     dropped = [str(k["id"]) for k in raw if k not in kept]
     if dropped:
         data["store_keys"] = kept
-        _write_private(path, _HEADER + yaml.safe_dump(data, sort_keys=False))
+        write_private(path, _HEADER + yaml.safe_dump(data, sort_keys=False), sync=True)
     return dropped
 
 
@@ -259,5 +255,5 @@ def generate_key_file(path: Path, key_names: list[str]) -> dict[str, str]:
         },
         sort_keys=False,
     )
-    _write_private(path, _HEADER + body)
+    write_private(path, _HEADER + body, sync=True)
     return api_keys

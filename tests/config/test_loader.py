@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from fabric.config import load_config
-from fabric.errors import ConfigError
+from fabric.config._yaml import MAX_DEPTH
+from fabric.demo import DemoProject
+from fabric.errors import ConfigError, FabricError
+from fabric.project import Project
 
 MINIMAL = """\
 sources:
@@ -114,11 +118,6 @@ def test_loader_never_echoes_values(tmp_path: Path) -> None:
     assert "s3cr3t-value" not in error_of(write(tmp_path, text))
 
 
-def test_loader_rejects_deep_nesting(tmp_path: Path) -> None:
-    message = error_of(write(tmp_path, "a: " + "[" * 3000 + "]" * 3000 + "\n"))
-    assert "nested too deeply" in message
-
-
 def test_loader_rejects_reserved_and_case_colliding_tables(tmp_path: Path) -> None:
     text = MINIMAL.replace(
         "      crm_customers: {source: crm, table: customers}\n",
@@ -141,3 +140,33 @@ def test_loader_rejects_duplicate_api_keys(tmp_path: Path) -> None:
     message = error_of(write(tmp_path, text))
     assert "api.keys.1.name: duplicate key name" in message
     assert "api.keys.1.sha256: the same key is configured twice" in message
+
+
+def test_loader_refuses_deep_nesting_fast_naming_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "store: " + "[" * 20_000 + "]" * 20_000 + "\n")
+    started = time.perf_counter()
+    message = error_of(path)
+    seconds = time.perf_counter() - started
+    print(f"20,000 levels refused in {seconds:.3f} s")
+    assert message.endswith(
+        f"fabric.yaml:13: nested deeper than {MAX_DEPTH} levels of mappings and lists; "
+        "fabric files need far fewer: flatten it"
+    )
+    assert seconds < 5.0  # milliseconds; generous for a busy CI machine
+
+
+@pytest.mark.parametrize(
+    "name", ["fabric.yaml", "masking.yaml", "match.yaml", "transforms.yaml", "features.yaml"]
+)
+def test_every_project_file_refuses_deep_nesting(fresh_demo: DemoProject, name: str) -> None:
+    """fabric.yaml and every rule file are read with the depth limit, as at start and reload."""
+    root = fresh_demo.config_path.parent
+    path = root / name if name == "fabric.yaml" else root / "rules" / name
+    path.write_text(path.read_text() + "zz_deep:\n" + "- " * 20_000 + "1\n")
+    line = len(path.read_text().splitlines())
+    started = time.perf_counter()
+    with pytest.raises(FabricError) as info, Project.open(fresh_demo.config_path) as project:
+        project.prepare()
+        project.rules_version()
+    assert f"{path.name}:{line}: nested deeper than {MAX_DEPTH} levels" in str(info.value)
+    assert time.perf_counter() - started < 5.0
