@@ -746,6 +746,7 @@ def rules_suggest(config_path: Path, rows: int, name: str, out: Path | None) -> 
     sampled values (emails, phone numbers, Luhn-valid cards, mod-97 IBANs, free text holding
     them). Every column is listed, with the evidence as a comment; review it before use.
     """
+    from fabric.files import write_private
     from fabric.project import Project
     from fabric.rules.suggest import suggest_policy
 
@@ -756,7 +757,7 @@ def rules_suggest(config_path: Path, rows: int, name: str, out: Path | None) -> 
         return
     if out.exists():
         _fail(f"{out} exists; choose another --out (nothing was written)")
-    out.write_text(text, encoding="utf-8")
+    write_private(out, text)  # it describes where the sources keep personal data
     click.echo(f"wrote {out}")
 
 

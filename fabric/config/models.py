@@ -219,6 +219,39 @@ class ExportJobsConfig(StrictModel):
         le=1 << 40,
         description="largest spine a caller may upload (POST /v1/exports/spines)",
     )
+    max_spine_rows: int = Field(
+        5_000_000,
+        ge=1,
+        le=1_000_000_000,
+        description="most rows a spine may have (checked from its metadata at upload and "
+        "as an export starts; a CSV's are counted)",
+    )
+    max_spine_decoded_bytes: int = Field(
+        512 << 20,
+        ge=1024,
+        le=1 << 40,
+        description="most bytes a spine may decode to in memory (a few kilobytes of "
+        "compressed Parquet can decode to gigabytes)",
+    )
+    max_spine_value_bytes: int = Field(
+        64 << 10,
+        ge=64,
+        le=1 << 30,
+        description="longest value a spine may hold (a key, a time or a label)",
+    )
+    max_bytes_per_key: int = Field(
+        10 << 30,
+        ge=1024,
+        le=1 << 50,
+        description="most bytes of uploaded spines and export files one API key may hold",
+    )
+    keep_hours: float = Field(
+        24,
+        gt=0,
+        le=24 * 366,
+        description="hours an uploaded spine or an export file is kept (from its last "
+        "write) before it is deleted",
+    )
 
 
 class ApiConfig(StrictModel):
@@ -236,6 +269,20 @@ class ApiConfig(StrictModel):
     )
     max_body_bytes: int = Field(
         1 << 20, ge=1024, le=1 << 30, description="largest request body accepted"
+    )
+    max_url_bytes: int = Field(
+        8192,
+        ge=1024,
+        le=65_536,
+        description="longest request target (path and query string, as sent) accepted; "
+        "longer answers 414 before it is routed",
+    )
+    max_json_depth: int = Field(
+        32,
+        ge=2,
+        le=256,
+        description="deepest nesting of arrays and objects accepted in a JSON body; deeper "
+        "answers 400 before the body is parsed",
     )
     read_timeout_ms: int = Field(
         5_000,

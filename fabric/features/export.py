@@ -43,19 +43,29 @@ from fabric.errors import FabricError
 from fabric.features.compute import ARROW_TYPES, columns_read, compute_many, parse_times
 from fabric.features.service import FeatureService, mask_columns
 from fabric.features.spec import FeatureView
+from fabric.features.spine import (
+    SpineError,
+    SpineLimits,
+    SpineTooLargeError,
+    check_spine,
+    estimated_rows,
+    spine_batches,
+)
+from fabric.files import private_temp, write_private
 from fabric.project import Project
 from fabric.store.history import History
 
-__all__ = ["FORMATS", "ExportReport", "SpineError", "export_view"]
+__all__ = [
+    "FORMATS",
+    "ExportReport",
+    "SpineError",
+    "SpineLimits",
+    "SpineTooLargeError",
+    "export_view",
+]
 
 FORMATS = ("parquet", "csv", "jsonl")
 Progress = Callable[[str, int, int | None], None]
-
-
-class SpineError(FabricError):
-    """A spine that cannot be used: a missing column, a time that does not parse."""
-
-    code = "bad_request"
 
 
 @dataclass
@@ -84,58 +94,6 @@ _KNOWN_KEYS = 1_000_000
 #: The partition of spine rows whose key no entity holds.
 _MISSING = "\x00missing"
 _ROWS = pa.schema([("index", pa.int64()), ("entity_id", pa.string()), ("time", pa.int64())])
-
-
-def _is_parquet(path: Path) -> bool:
-    return path.suffix.lower() in (".parquet", ".pq")
-
-
-def _spine_batches(path: Path) -> Iterator[pa.RecordBatch]:
-    """Stream a spine in batches (CSV or Parquet), checking its two columns."""
-    if not path.exists():
-        raise SpineError(f"{path}: spine file not found")
-    try:
-        if _is_parquet(path):
-            parquet = pq.ParquetFile(path)
-            names = parquet.schema_arrow.names
-            batches: Iterator[pa.RecordBatch] = parquet.iter_batches(batch_size=_BATCH)
-        else:
-            reader = pcsv.open_csv(
-                path,
-                read_options=pcsv.ReadOptions(block_size=8 << 20),
-                convert_options=pcsv.ConvertOptions(
-                    column_types={"entity_id": pa.string(), "event_timestamp": pa.string()}
-                ),
-            )
-            names = reader.schema.names
-            batches = iter(reader)
-        missing = [c for c in ("entity_id", "event_timestamp") if c not in names]
-        if missing:
-            raise SpineError(
-                f"{path}: the spine has no column {', '.join(repr(m) for m in missing)} "
-                f"(columns: {', '.join(names)})"
-            )
-        for extra in ("found", "existed"):
-            if extra in names:
-                raise SpineError(f"{path}: the spine has a column '{extra}', which exports write")
-        for batch in batches:
-            for start in range(0, batch.num_rows, _BATCH):
-                yield batch.slice(start, _BATCH)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise SpineError(
-            f"{path}: not a readable CSV or Parquet spine ({type(exc).__name__})"
-        ) from exc
-
-
-def _estimated_rows(path: Path) -> int:
-    """Spine rows, from Parquet's metadata or (CSV) the file's size: to size partitions."""
-    with contextlib.suppress(pa.ArrowInvalid, OSError):
-        if _is_parquet(path):
-            return int(pq.ParquetFile(path).metadata.num_rows)
-    try:
-        return path.stat().st_size // 32
-    except OSError:
-        return 0
 
 
 def _times(column: pa.ChunkedArray | pa.Array, spine: Path | None, first: int) -> pa.Array:
@@ -282,6 +240,7 @@ def _compute_with(project: Project, job: _Job) -> tuple[int, int]:
     service = FeatureService(project)
     view = service.view(job.view)
     policy = project.policy_for(job.role)
+    contexts = service.contexts(view, policy)
     layout = columns_read(view)
     rows = ipc.open_file(job.rows).read_all()
     ids = rows.column("entity_id").to_pylist()
@@ -307,7 +266,7 @@ def _compute_with(project: Project, job: _Job) -> tuple[int, int]:
         tables = [[] if e == _MISSING else next(read) for e in chunk]
         done = compute_many(view, tables, owner[picked] - first, times[picked])
         entity_of = [chunk[o] for o in (owner[picked] - first).tolist()]
-        mask_columns(view, policy, entity_of, done.columns)
+        mask_columns(view, policy, entity_of, done.columns, contexts)
         found = np.fromiter((e != _MISSING for e in entity_of), np.bool_, len(entity_of))
         parts.append(
             pa.table(
@@ -338,6 +297,7 @@ def export_view(
     role: str | None = None,
     workers: int = 1,
     progress: Progress | None = None,
+    limits: SpineLimits | None = None,
 ) -> ExportReport:
     """Export ``view_name`` over ``spine`` (None: every entity, as of now) to ``out``.
 
@@ -346,8 +306,15 @@ def export_view(
     each partition is computed (in ``workers`` processes) and written sorted by spine row;
     the partitions are merged back in spine order next to the spine's own columns.
 
+    The spine's columns are checked before anything starts; ``limits`` bound what a spine
+    from someone else may decode to (the API's; ``fabric export`` reads the user's own file
+    and passes none). The file and its manifest are readable by their owner only, from the
+    moment they are created, as are the directories made for them.
+
     Raises:
-        SpineError: a spine column is missing or a time does not parse (row named).
+        SpineError: a spine column is missing, doubled or named like one the export
+            writes, or a time does not parse (row named).
+        SpineTooLargeError: the spine is past one of ``limits``.
         EntityNotFoundError: unknown view.
     """
     progress = progress or (lambda stage, n, total: None)
@@ -362,10 +329,13 @@ def export_view(
     if project.config.path is None:
         raise SpineError("exports need a project opened from its fabric.yaml")
     now = started.replace(tzinfo=None, microsecond=0).isoformat()
+    features = [f.name for f in view.features]
+    if spine is not None:
+        check_spine(spine, limits, reserved=features)
 
     def batches() -> Iterator[pa.RecordBatch]:
         if spine is not None:
-            yield from _spine_batches(spine)
+            yield from spine_batches(spine, _BATCH, limits, features)
             return
         ids = sorted(project.catalog.entities(view.entity_type))
         for begin in range(0, len(ids), _BATCH):
@@ -373,7 +343,7 @@ def export_view(
             yield pa.record_batch({"entity_id": chunk, "event_timestamp": [now] * len(chunk)})
 
     estimate = (
-        _estimated_rows(spine) if spine is not None else project.catalog.count(view.entity_type)
+        estimated_rows(spine) if spine is not None else project.catalog.count(view.entity_type)
     )
     partitions = min(_MAX_PARTITIONS, max(4 * workers, math.ceil(estimate / _PARTITION_ROWS)))
     with (
@@ -439,7 +409,7 @@ def export_view(
         "started_at": started.isoformat(),
         "finished_at": finished.isoformat(),
     }
-    _atomic(manifest, json.dumps(manifest_doc, indent=2).encode())
+    write_private(manifest, json.dumps(manifest_doc, indent=2).encode())
     return ExportReport(
         out, manifest, total, entities, not_found, (finished - started).total_seconds()
     )
@@ -540,12 +510,6 @@ class _Merge:
         return merged.take(pa.array(order))
 
 
-def _atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _write(
     batches: Iterator[pa.RecordBatch],
     results: Sequence[Path],
@@ -559,14 +523,13 @@ def _write(
 
     Written under a temporary name and renamed when complete. Returns the schema written.
     """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     merge = _Merge(results)
+    fd, tmp = private_temp(out)
     parquet: pq.ParquetWriter | None = None
     csv_writer: pcsv.CSVWriter | None = None
     schema: pa.Schema | None = None
     try:
-        with tmp.open("wb") as handle:
+        with os.fdopen(fd, "wb") as handle:
             expected = 0
             for batch in batches:
                 features = merge.take(expected, expected + batch.num_rows)

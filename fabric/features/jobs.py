@@ -4,32 +4,59 @@ At most ``api.exports.max_running`` exports run at once; the others wait in orde
 belongs to the key that started it: another key is told no such job exists, since its file
 is masked for the starter's role. Spines are either named inside ``api.exports.spines``
 or uploaded by the caller (``upload:<id>``, usable by the uploading key only, kept under
-``api.exports.dir/uploads`` while the server runs). Files are written under
-``api.exports.dir``, named by random ids, never by anything a caller sent.
+``api.exports.dir/uploads``). Files are written under ``api.exports.dir``, named by random
+ids, never by anything a caller sent, readable by the server's user only.
+
+What callers send is bounded before it is decoded (:mod:`fabric.features.spine`): a spine is
+checked as it is uploaded and again as an export over it starts. Each key holds at most
+``api.exports.max_bytes_per_key`` of uploads and export files, and every file is deleted
+``api.exports.keep_hours`` after it was last written: swept as the server starts, as jobs
+start and finish, and every few minutes. The sweep deletes only files named as fabric names
+them, so a directory shared with anything else loses nothing else.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from fabric.entities import InvalidRequestError
 from fabric.errors import EntityNotFoundError, FabricError
 from fabric.features.export import FORMATS, export_view
+from fabric.features.spine import SpineLimits, check_spine
+from fabric.files import private_dir
 from fabric.project import Project
 
-__all__ = ["SPINE_FORMATS", "ExportJob", "ExportJobs", "JobNotReadyError", "Upload"]
+__all__ = [
+    "SPINE_FORMATS",
+    "ExpiredError",
+    "ExportJob",
+    "ExportJobs",
+    "JobNotReadyError",
+    "QuotaExceededError",
+    "Upload",
+]
 
 #: Formats of an uploaded spine, by the upload's Content-Type.
 SPINE_FORMATS = {"text/csv": "csv", "application/vnd.apache.parquet": "parquet"}
+
+#: Files the sweep may delete: what jobs write (and their temporary files), and uploads.
+_JOB_FILE = re.compile(r"\.?[0-9a-f]{24}\.(parquet|csv|jsonl)(\.manifest\.json)?(\.[^/]+\.tmp)?")
+_UPLOAD_FILE = re.compile(r"[0-9a-f]{24}\.(csv|parquet)")
+#: Longest pause between two sweeps.
+_SWEEP_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +82,16 @@ class JobNotReadyError(FabricError):
     code = "conflict"
 
 
+class ExpiredError(EntityNotFoundError):
+    """An export's file or an uploaded spine was deleted after ``api.exports.keep_hours``."""
+
+
+class QuotaExceededError(FabricError):
+    """A key would hold more than ``api.exports.max_bytes_per_key`` (413)."""
+
+    code = "payload_too_large"
+
+
 @dataclass
 class ExportJob:
     """One export and how far it got."""
@@ -66,6 +103,7 @@ class ExportJob:
     format: str
     spine: str | None
     out: Path
+    spine_path: Path | None = None
     state: str = "queued"
     stage: str | None = None
     rows_done: int = 0
@@ -75,7 +113,16 @@ class ExportJob:
     finished_at: str | None = None
     error: str | None = None
     rows: int | None = None
+    #: bytes of the file and its manifest, counted toward the owner's quota
+    bytes: int = 0
+    #: when it finished, by the jobs' clock: records are forgotten a while after
+    finished: float | None = None
     _stage_started: float = 0.0
+
+    @property
+    def files(self) -> tuple[Path, Path]:
+        """The export's file and its manifest."""
+        return self.out, self.out.with_name(self.out.name + ".manifest.json")
 
     def status(self) -> dict[str, Any]:
         """What `GET /v1/exports/{job}` answers: state, stage, rows done, rows/s and ETA."""
@@ -104,9 +151,13 @@ class ExportJob:
 
 
 class ExportJobs:
-    """The jobs of one server process."""
+    """The jobs of one server process.
 
-    def __init__(self, project: Project) -> None:
+    ``clock`` gives the time in seconds since 1970, as files' modification times are: the
+    sweep compares the two.
+    """
+
+    def __init__(self, project: Project, *, clock: Callable[[], float] = time.time) -> None:
         # Directories and limits are the ones the server started with; each job exports
         # from the project it was started on (a reload does not move running jobs).
         settings = project.config.api.exports
@@ -115,9 +166,32 @@ class ExportJobs:
         self.workers = settings.workers
         self._pool = ThreadPoolExecutor(settings.max_running, thread_name_prefix="fabric-export")
         self.max_spine_bytes = settings.max_spine_bytes
+        self.limits = SpineLimits(
+            settings.max_spine_rows,
+            settings.max_spine_decoded_bytes,
+            settings.max_spine_value_bytes,
+        )
+        self.quota = settings.max_bytes_per_key
+        self.keep_hours = settings.keep_hours
+        self._clock = clock
         self._jobs: dict[str, ExportJob] = {}
         self._uploads: dict[str, Upload] = {}
+        #: bytes written so far, by upload name
+        self._upload_bytes: dict[str, int] = {}
+        #: uploads deleted by the sweep: name -> (owner, when), to say so for a while
+        self._expired: dict[str, tuple[str, float]] = {}
+        #: bytes of uploads and export files each key holds
+        self._held: dict[str, int] = {}
         self._lock = threading.Lock()
+        self.sweep()
+        self._stopped = threading.Event()
+        interval = min(_SWEEP_SECONDS, max(1.0, self.keep_hours * 3600 / 4))
+        self._sweeper = threading.Thread(
+            target=self._sweep_every, args=(interval,), name="fabric-export-sweep", daemon=True
+        )
+        self._sweeper.start()
+
+    # -- uploads ---------------------------------------------------------------------------
 
     def new_upload(self, owner: str, fmt: str) -> Upload:
         """A new, empty spine file of ``owner`` (``csv`` or ``parquet``) to write into.
@@ -128,7 +202,7 @@ class ExportJobs:
         if fmt not in SPINE_FORMATS.values():
             raise InvalidRequestError(f"an uploaded spine is {' or '.join(SPINE_FORMATS.values())}")
         directory = self.out_dir / "uploads"
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(directory)
         upload_id = secrets.token_hex(12)
         path = directory / f"{upload_id}.{fmt}"
         # Spines can hold personal keys: readable by the server's user only.
@@ -136,13 +210,38 @@ class ExportJobs:
         upload = Upload(f"upload:{upload_id}", owner, path)
         with self._lock:
             self._uploads[upload.name] = upload
+            self._upload_bytes[upload.name] = 0
         return upload
+
+    def grow_upload(self, upload: Upload, size: int) -> None:
+        """Count ``size`` more bytes of ``upload`` toward its key's quota, before they are
+        written.
+
+        Raises:
+            QuotaExceededError: the key would hold more than ``api.exports.max_bytes_per_key``.
+        """
+        with self._lock:
+            self._reserve(upload.owner, size)
+            self._upload_bytes[upload.name] = self._upload_bytes.get(upload.name, 0) + size
+
+    def check_upload(self, upload: Upload) -> None:
+        """Check an uploaded spine's columns and what it decodes to (it is refused at once,
+        not when an export reads it).
+
+        Raises:
+            SpineError: a column problem, or not a readable spine.
+            SpineTooLargeError: past a limit of ``api.exports``.
+        """
+        check_spine(upload.path, self.limits, name=upload.name)
 
     def drop_upload(self, upload: Upload) -> None:
         """Forget an upload and delete its file (a failed or refused upload)."""
         with self._lock:
             self._uploads.pop(upload.name, None)
+            self._release(upload.owner, self._upload_bytes.pop(upload.name, 0))
         upload.path.unlink(missing_ok=True)
+
+    # -- jobs ------------------------------------------------------------------------------
 
     def start(
         self,
@@ -153,21 +252,34 @@ class ExportJobs:
         spine: str | None,
         fmt: str = "parquet",
     ) -> ExportJob:
-        """Queue an export of ``view`` over ``spine`` (a path inside the spines directory;
-        None: every entity as of now), masked for ``role``.
+        """Queue an export of ``view`` over ``spine`` (a path inside the spines directory,
+        or an upload of ``owner``; None: every entity as of now), masked for ``role``.
+
+        The spine is checked before the job is queued: its columns against the view, and
+        what it decodes to.
 
         Raises:
-            EntityNotFoundError: unknown view.
+            EntityNotFoundError: unknown view; ExpiredError: an upload deleted after
+                ``keep_hours``.
             InvalidRequestError: unknown format, or a spine outside the spines directory or
                 missing.
+            SpineError, SpineTooLargeError: the spine cannot be exported (column named), or
+                is past a limit.
         """
-        if view not in project.views():
-            raise EntityNotFoundError(f"unknown feature view (views: {', '.join(project.views())})")
+        views = project.views()
+        if view not in views:
+            raise EntityNotFoundError(f"unknown feature view (views: {', '.join(views)})")
         if fmt not in FORMATS:
             raise InvalidRequestError(f"format must be one of {', '.join(FORMATS)}")
+        self.sweep()
         spine_path = None if spine is None else self._spine(spine, owner)
+        if spine_path is not None:
+            features = [f.name for f in views[view].features]
+            check_spine(spine_path, self.limits, name=spine, reserved=features)
         job_id = secrets.token_hex(12)
-        job = ExportJob(job_id, owner, view, role, fmt, spine, self.out_dir / f"{job_id}.{fmt}")
+        job = ExportJob(
+            job_id, owner, view, role, fmt, spine, self.out_dir / f"{job_id}.{fmt}", spine_path
+        )
         with self._lock:
             self._jobs[job_id] = job
         self._pool.submit(self._run, project, job, spine_path)
@@ -179,6 +291,13 @@ class ExportJobs:
         if name.startswith("upload:"):
             with self._lock:
                 upload = self._uploads.get(name)
+                expired = self._expired.get(name)
+            if upload is None and expired is not None and expired[0] == owner:
+                raise ExpiredError(
+                    f"the uploaded spine {name} expired: it was deleted "
+                    f"{self.keep_hours:g} hours after it was uploaded (api.exports.keep_hours); "
+                    "upload it again"
+                )
             if upload is None or upload.owner != owner:
                 raise InvalidRequestError("no uploaded spine of this key has this name")
             return upload.path
@@ -202,6 +321,8 @@ class ExportJobs:
             job = self._jobs.get(job_id)
         if job is None or job.owner != owner:
             raise EntityNotFoundError("no export job with this id")
+        if job.state == "succeeded" and not job.out.exists():
+            self._expire(job)  # swept by another server process sharing the directory
         return job
 
     def file(self, owner: str, job_id: str) -> ExportJob:
@@ -209,9 +330,15 @@ class ExportJobs:
 
         Raises:
             EntityNotFoundError: no such job of this key.
+            ExpiredError: its file was deleted after ``api.exports.keep_hours``.
             JobNotReadyError: the job has not succeeded (yet).
         """
         job = self.get(owner, job_id)
+        if job.state == "expired":
+            raise ExpiredError(
+                f"export job {job.id} expired: its file was deleted after "
+                f"api.exports.keep_hours ({self.keep_hours:g} h); start the export again"
+            )
         if job.state != "succeeded":
             raise JobNotReadyError(f"the export is {job.state}; its file is not ready")
         return job
@@ -229,7 +356,7 @@ class ExportJobs:
             job.rows_total = total
 
         try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.out_dir)
             report = export_view(
                 project,
                 job.view,
@@ -239,7 +366,9 @@ class ExportJobs:
                 role=job.role,
                 workers=self.workers,
                 progress=progress,
+                limits=self.limits,
             )
+            self._keep(job)
         except FabricError as exc:
             # Spine errors name the file: the caller's name for it, not the server's path.
             message = str(exc).splitlines()[0]
@@ -250,13 +379,125 @@ class ExportJobs:
             job.state, job.error = "failed", f"internal error ({type(exc).__name__})"
         else:
             job.state, job.rows = "succeeded", report.rows
+        finally:
+            if job.state != "succeeded":
+                for path in job.files:
+                    path.unlink(missing_ok=True)
+            # What the export decoded goes back to the system, not to Arrow's pool.
+            pa.default_memory_pool().release_unused()
         job.finished_at = datetime.now(UTC).isoformat()
+        job.finished = self._clock()
+        self.sweep()
+
+    def _keep(self, job: ExportJob) -> None:
+        """Count a finished export's files toward its key's quota.
+
+        Raises:
+            QuotaExceededError: they would take the key past it (the caller deletes them).
+        """
+        size = sum(p.stat().st_size for p in job.files if p.exists())
+        with self._lock:
+            self._reserve(job.owner, size)
+            job.bytes = size
+
+    # -- bytes held and files kept ---------------------------------------------------------
+
+    def _reserve(self, owner: str, size: int) -> None:
+        """Add ``size`` bytes to what ``owner`` holds, within its quota (lock held)."""
+        held = self._held.get(owner, 0)
+        if held + size > self.quota:
+            raise QuotaExceededError(
+                f"this key holds {held:,} bytes of uploaded spines and export files; "
+                f"{size:,} more would pass api.exports.max_bytes_per_key ({self.quota:,} "
+                f"bytes). They are deleted {self.keep_hours:g} hours after they are written "
+                "(api.exports.keep_hours)"
+            )
+        self._held[owner] = held + size
+
+    def _release(self, owner: str, size: int) -> None:
+        """Take ``size`` bytes off what ``owner`` holds (lock held)."""
+        left = self._held.get(owner, 0) - size
+        if left > 0:
+            self._held[owner] = left
+        else:
+            self._held.pop(owner, None)
+
+    def _expire(self, job: ExportJob) -> None:
+        with self._lock:
+            if job.state == "succeeded":
+                job.state = "expired"
+                self._release(job.owner, job.bytes)
+                job.bytes = 0
+
+    def sweep(self) -> int:
+        """Delete the files (of fabric's naming) last written more than
+        ``api.exports.keep_hours`` ago, and forget what they were; return how many.
+
+        Uploads that a queued or running export reads are kept until it ends.
+        """
+        now = self._clock()
+        cutoff = now - self.keep_hours * 3600
+        with self._lock:
+            reading = {
+                j.spine_path for j in self._jobs.values() if j.state in ("queued", "running")
+            }
+        removed = 0
+        for directory, pattern in (
+            (self.out_dir, _JOB_FILE),
+            (self.out_dir / "uploads", _UPLOAD_FILE),
+        ):
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue
+            for entry in entries:
+                if not pattern.fullmatch(entry.name) or Path(entry.path) in reading:
+                    continue
+                try:
+                    if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)
+                        removed += 1
+                except OSError:
+                    continue  # swept by another server process first, or not ours to delete
+        self._forget(now)
+        return removed
+
+    def _forget(self, now: float) -> None:
+        """Mark jobs and uploads whose files are gone; forget records older than twice
+        ``keep_hours`` (an expired job is reported as such for ``keep_hours`` more)."""
+        horizon = now - 2 * self.keep_hours * 3600
+        with self._lock:
+            jobs = list(self._jobs.values())
+            uploads = list(self._uploads.values())
+        for job in jobs:
+            if job.state == "succeeded" and not job.out.exists():
+                self._expire(job)
+        with self._lock:
+            for upload in uploads:
+                if not upload.path.exists() and upload.name in self._uploads:
+                    del self._uploads[upload.name]
+                    self._release(upload.owner, self._upload_bytes.pop(upload.name, 0))
+                    self._expired[upload.name] = (upload.owner, now)
+            for job_id, job in list(self._jobs.items()):
+                if job.finished is not None and job.finished < horizon:
+                    del self._jobs[job_id]
+            for name, (_, when) in list(self._expired.items()):
+                if when < now - self.keep_hours * 3600:
+                    del self._expired[name]
+
+    def _sweep_every(self, interval: float) -> None:
+        while not self._stopped.wait(interval):
+            with contextlib.suppress(Exception):  # a sweep that failed is tried again
+                self.sweep()
 
     def close(self) -> None:
-        """Stop taking jobs (running ones finish) and delete the uploaded spines."""
+        """Stop taking jobs (running ones finish) and delete the uploaded spines and the
+        files of this server's jobs: nobody can ask for them once it has stopped."""
+        self._stopped.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             uploads, self._uploads = list(self._uploads.values()), {}
-        for upload in uploads:
+            finished = [j for j in self._jobs.values() if j.state == "succeeded"]
+        for path in [u.path for u in uploads] + [p for j in finished for p in j.files]:
             with contextlib.suppress(OSError):
-                upload.path.unlink()
+                path.unlink()

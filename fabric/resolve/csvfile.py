@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fabric.errors import RuleError, SourceError
+from fabric.files import open_private
 from fabric.resolve.clusters import mint_entity_id
 from fabric.resolve.engine import Resolution, resolve_records
 from fabric.resolve.rules import load_match_rules
@@ -77,7 +78,8 @@ def _write_clusters(path: Path, resolution: Resolution[str], entity_type: str) -
         taken.add(cluster_id)
         for record in members:
             cluster_of[record] = cluster_id
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    # Owner-only: a record id may be personal (an email as a source's key).
+    with open_private(path, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["record_id", "entity_id"])
         writer.writerows(sorted(cluster_of.items()))
@@ -87,7 +89,7 @@ def _write_clusters(path: Path, resolution: Resolution[str], entity_type: str) -
 def _write_explanations(
     path: Path, resolution: Resolution[str], cluster_of: dict[str, str]
 ) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    with open_private(path, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
             ["record_a", "record_b", "entity_id", "rule", "status", "score", "comparisons"]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from e2e_helpers import wait_for_export as wait
 from litestar import Litestar
 from litestar.testing import TestClient
 
@@ -34,15 +33,6 @@ def auth(key: str) -> dict[str, str]:
 def customer_ids(root: Path, count: int) -> list[str]:
     with Project.open(root / "fabric.yaml") as project:
         return sorted(project.catalog.entities("customer"))[:count]
-
-
-def wait(client: TestClient[Litestar], job: str, key: str) -> dict[str, Any]:
-    for _ in range(300):
-        status: dict[str, Any] = client.get(f"/v1/exports/{job}", headers=auth(key)).json()
-        if status["state"] in ("succeeded", "failed"):
-            return status
-        time.sleep(0.05)
-    raise AssertionError("the export did not finish")
 
 
 def test_export_job_runs_and_serves_the_same_file_as_the_cli_path(

@@ -350,6 +350,7 @@ def test_values_of_masked_columns_never_reach_a_masked_role(
     from fabric.features.compute import compute, compute_many, entity_rows, micros
     from fabric.features.service import mask_attributes, mask_columns
     from fabric.features.spec import load_views
+    from fabric.rules.operators import MaskContext
 
     views = tmp_path / "features.yaml"
     views.write_text(
@@ -376,16 +377,16 @@ def test_values_of_masked_columns_never_reach_a_masked_role(
         ((_, clear),) = compute(view, tables, [moment])
         assert clear["first_email"] in emails and clear["shout"] is not None
         masked = dict(clear)
-        mask_attributes(view, analyst, entity_id, masked)
+        mask_attributes(view, analyst, MaskContext("customer", entity_id), masked)
         assert masked["first_email"] not in emails and masked["last_email"] not in emails
         assert masked["shout"] is None  # derived from a masked value: withheld
         assert masked["loud_country"] == clear["loud_country"]  # country is kept for analysts
         unchanged = dict(clear)
-        mask_attributes(view, steward, entity_id, unchanged)
+        mask_attributes(view, steward, MaskContext("customer", entity_id), unchanged)
         assert unchanged == clear
         # The batch path masks alike.
         done = compute_many(view, [entity_rows(view, tables)], [0], [micros(moment)])
-        mask_columns(view, analyst, [entity_id], done.columns)
+        mask_columns(view, analyst, [entity_id], done.columns, lambda e: MaskContext("customer", e))
         assert done.vector(0)[1] == masked
         break
     else:

@@ -70,6 +70,9 @@ def test_resolve_writes_clusters_and_explanations(tmp_path: Path) -> None:
     similar = by_pair[("r3", "r4")]
     assert similar["rule"] == "similar_names" and float(similar["score"]) >= 1.9
     assert json.loads(similar["comparisons"])["first"] == 1.0  # Charlie is Charles
+    # Record ids may be personal (an email as a key): owner-only, nothing left beside them.
+    assert out.stat().st_mode & 0o777 == 0o600 and explain.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 def test_resolve_missing_id_column_is_exit_1(tmp_path: Path) -> None:
