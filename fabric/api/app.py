@@ -2,6 +2,9 @@
 
 ``create_app`` is what tests (through Litestar's test client) and servers use. The project
 (store, catalog, compiled rules) is opened before the app answers and closed in its shutdown.
+Every request passes :class:`FabricApp`'s bound on its target's length, then routing, then
+:class:`~fabric.api.observe.RequestObserver` and :class:`~fabric.api.gate.Gate` (who may use
+the route), then its handler.
 """
 
 from __future__ import annotations
@@ -16,19 +19,23 @@ from pathlib import Path
 
 from litestar import Litestar
 from litestar.datastructures import State
+from litestar.enums import ScopeType
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.types import Receive, Scope, Send
 
 from fabric import __version__
 from fabric.api.admin import reload_config
 from fabric.api.context import AppParts
-from fabric.api.errors import exception_handlers
+from fabric.api.errors import error_response, exception_handlers
 from fabric.api.exports import export_file, export_status, start_export, upload_spine
 from fabric.api.features import feature_batch, feature_vector
+from fabric.api.gate import Gate, seal
+from fabric.api.limits import target_bytes
 from fabric.api.metrics import COLLECTOR, MetricsController
 from fabric.api.observe import RequestObserver
 from fabric.api.offload import Offload
-from fabric.api.ratelimit import rate_limit
+from fabric.api.ratelimit import RateLimit
 from fabric.api.responses import JsonResponses
 from fabric.api.routes import (
     find_entity,
@@ -38,12 +45,12 @@ from fabric.api.routes import (
     health,
     ready,
 )
-from fabric.api.schema import COMPONENTS
+from fabric.api.schema import COMPONENTS, tailor
 from fabric.api.serving import Serving
 from fabric.features.jobs import ExportJobs
 from fabric.project import Project
 
-__all__ = ["ACCESS_LOG_ENV", "CONFIG_ENV", "app_from_env", "create_app"]
+__all__ = ["ACCESS_LOG_ENV", "CONFIG_ENV", "FabricApp", "app_from_env", "create_app"]
 
 #: How `fabric serve` tells worker processes which project to open.
 CONFIG_ENV = "FABRIC_CONFIG"
@@ -51,16 +58,36 @@ CONFIG_ENV = "FABRIC_CONFIG"
 ACCESS_LOG_ENV = "FABRIC_ACCESS_LOG"
 
 
+class FabricApp(Litestar):
+    """Litestar, refusing a request whose target (path and query string) is longer than
+    ``api.max_url_bytes`` before it is routed (414, in the one error shape): Litestar's router
+    keeps the last 1,024 paths it routed, and the access log, metrics and error log never see
+    it. Servers refuse longer targets themselves: granian past 64 KiB with an empty 414,
+    uvicorn past its parser's limit with a plain-text 400."""
+
+    max_url_bytes = 8192
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
+        if scope["type"] == ScopeType.HTTP and target_bytes(scope) > self.max_url_bytes:
+            limit = self.max_url_bytes
+            message = f"the request target is longer than {limit:,} bytes (api.max_url_bytes)"
+            await error_response(414, "uri_too_long", message)(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(project: Project, *, access_log: bool | None = None) -> Litestar:
     """Return the API app serving ``project``; the app closes the project on shutdown.
 
     ``access_log`` overrides ``api.access_log`` (which a reload may change) when given."""
+    api = project.config.api
     serving = Serving(project)
     jobs = ExportJobs(project)
     # Each thread warms its own connections and code paths before it takes a request.
     offload = Offload(
         initializer=lambda: serving.current.warm(), ready=lambda: serving.current.zero_counters()
     )
+    parts = AppParts(serving, offload, jobs, JsonResponses())
 
     def startup() -> None:
         # Answer nothing before the threads are warm (a few hundred ms; see Served.warm).
@@ -88,7 +115,7 @@ def create_app(project: Project, *, access_log: bool | None = None) -> Litestar:
         offload.close()
         serving.current.project.close()
 
-    return Litestar(
+    app = FabricApp(
         route_handlers=[
             health,
             ready,
@@ -112,15 +139,22 @@ def create_app(project: Project, *, access_log: bool | None = None) -> Litestar:
                 if access_log is not None
                 else lambda: serving.current.project.config.api.access_log,
             ),
-            *rate_limit(project.config.api.rate_limit),
+            # One rate limit for every handler's gate (Litestar makes a gate per handler).
+            DefineMiddleware(
+                Gate, parts=parts, limit=RateLimit(api.rate_limit) if api.rate_limit else None
+            ),
         ],
-        request_max_body_size=project.config.api.max_body_bytes,
+        request_max_body_size=api.max_body_bytes,
         on_startup=[startup],
-        state=State(AppParts(serving, offload, jobs, JsonResponses()).state()),
+        state=State(parts.state()),
         exception_handlers=exception_handlers,
         on_shutdown=[shutdown],
         openapi_config=OpenAPIConfig(title="fabric", version=__version__, components=COMPONENTS),
     )
+    app.max_url_bytes = api.max_url_bytes
+    seal(app)  # every route declares the role route it needs, or is public
+    tailor(app.openapi_schema, project.config)
+    return app
 
 
 def app_from_env() -> Litestar:

@@ -1,8 +1,10 @@
-"""Bearer-key authentication and role-based route access.
+"""Bearer-key authentication.
 
 Keys are compared as SHA-256 digests with :func:`hmac.compare_digest` against every configured
 key, so timing reveals neither which key nor how much of it matched. The caller is identified
-by the key's *name* from then on; the key itself is never stored, logged or echoed.
+by the key's *name* from then on (in the access log, the rate limit, export jobs); the key
+itself is never stored, logged or echoed. :mod:`fabric.api.gate` decides what a caller may
+use.
 """
 
 from __future__ import annotations
@@ -10,33 +12,24 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Any, cast
 
-from litestar import Request
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import NotAuthorizedException
 from litestar.types import Scope
 
 from fabric.config.models import ProjectConfig
 
-__all__ = ["Authenticator", "Caller", "caller_of"]
+__all__ = ["Authenticator", "Caller"]
 
-#: Where an authenticated request's :class:`Caller` is kept in its ASGI scope (for the
-#: access log, which runs outside the handler).
-_SCOPE_KEY = "fabric.caller"
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Caller:
-    """An authenticated caller: key name and role."""
+    """An authenticated caller: key name, role, and the role's routes."""
 
     key_name: str
     role: str
     routes: frozenset[str]
-
-    def require(self, route: str) -> None:
-        """Raise 403 unless the caller's role may use ``route``."""
-        if route not in self.routes:
-            raise PermissionDeniedException(f"role '{self.role}' may not use {route} routes")
 
 
 class Authenticator:
@@ -51,25 +44,25 @@ class Authenticator:
             for k in config.api.keys
         ]
 
-    def __call__(self, request: Request[Any, Any, Any]) -> Caller:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+    def __call__(self, scope: Scope) -> Caller:
+        """The caller of the request of ``scope``, from its ``Authorization`` header (the
+        scheme in any case, then spaces, then the key).
+
+        Raises:
+            NotAuthorizedException: no key, or one that is not configured (401).
+        """
+        header = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
+        scheme, _, token = header.partition(b" ")
+        token = token.strip()
+        if scheme.lower() != b"bearer" or not token:
             raise NotAuthorizedException(
-                "missing API key: send 'Authorization: Bearer <key>'",
-                headers={"WWW-Authenticate": "Bearer"},
+                "missing API key: send 'Authorization: Bearer <key>'", headers=dict(_CHALLENGE)
             )
-        digest = hashlib.sha256(token.strip().encode()).digest()
+        digest = hashlib.sha256(token).digest()
         found: Caller | None = None
         for stored, caller in self._keys:
             if hmac.compare_digest(stored, digest):
                 found = caller
         if found is None:
-            raise NotAuthorizedException("invalid API key", headers={"WWW-Authenticate": "Bearer"})
-        request.scope[_SCOPE_KEY] = found  # type: ignore[literal-required]
+            raise NotAuthorizedException("invalid API key", headers=dict(_CHALLENGE))
         return found
-
-
-def caller_of(scope: Scope) -> Caller | None:
-    """The caller a request authenticated as, or None (not yet, or not at all)."""
-    return cast("Caller | None", scope.get(_SCOPE_KEY))

@@ -1,10 +1,11 @@
 """What one request works with: its caller, the project served as it started, and the threads
 that run its blocking work.
 
-Handlers take the request and make their :class:`Call` from it (``Call.of``). Litestar's
-dependency injection did the same in about a tenth of a hot lookup's time (its resolution
-machinery per request), and with two or more dependencies it resolved them in an anyio task
-group, a third of the event loop's time.
+:class:`fabric.api.gate.Gate` makes a request's :class:`Call` once it has authenticated and
+authorized it, and keeps it in the request's scope; handlers take it from there
+(``Call.of``). Litestar's dependency injection did the same in about a tenth of a hot
+lookup's time (its resolution machinery per request), and with two or more dependencies it
+resolved them in an anyio task group, a third of the event loop's time.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from litestar import Request
+from litestar.exceptions import NotAuthorizedException
+from litestar.types import Scope
 
 from fabric.api.auth import Caller
 from fabric.api.offload import Offload
@@ -33,6 +36,8 @@ T = TypeVar("T")
 
 #: Where the app keeps its :class:`AppParts` in its state.
 _STATE_KEY = "fabric"
+#: Where a request's :class:`Call` is kept in its ASGI scope.
+_SCOPE_KEY = "fabric.call"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +69,27 @@ class Call:
     served: Served
     parts: AppParts
 
-    @classmethod
-    def of(cls, request: Request[Any, Any, Any]) -> Call:
-        """The call of ``request``, its caller authenticated (401 without a valid key)."""
-        parts = AppParts.of(request)
-        current = parts.serving.current  # once: a reload during the request does not reach it
-        return cls(current.authenticate(request), current, parts)
+    @staticmethod
+    def of(request: Request[Any, Any, Any]) -> Call:
+        """The call of ``request``, as the gate admitted it.
+
+        Raises:
+            NotAuthorizedException: the gate did not admit the request (a handler of a
+                public route asked; fail closed).
+        """
+        call: Call | None = request.scope.get(_SCOPE_KEY)  # type: ignore[assignment]
+        if call is None:
+            raise NotAuthorizedException("this route takes no key")
+        return call
+
+    def keep(self, scope: Scope) -> None:
+        """Keep this call in the request's scope, for its handler and the access log."""
+        scope[_SCOPE_KEY] = self  # type: ignore[literal-required]
+
+    @staticmethod
+    def kept(scope: Scope) -> Call | None:
+        """The call kept in a request's scope, or None (not admitted, or public)."""
+        return scope.get(_SCOPE_KEY)  # type: ignore[return-value]
 
     @property
     def serving(self) -> Serving:
@@ -87,10 +107,6 @@ class Call:
     def json(self) -> JsonResponses:
         """Dict answers as ASGI responses (see :mod:`fabric.api.responses`)."""
         return self.parts.json
-
-    def require(self, route: str) -> None:
-        """Raise 403 unless the caller's role may use ``route``."""
-        self.caller.require(route)
 
     @property
     def service(self) -> EntityService:

@@ -2,7 +2,8 @@
 
 ``{"error": {"status": 404, "code": "not_found", "message": "..."}}``. Messages come from our
 own exceptions, which never carry secrets or source values; unexpected errors answer a generic
-500 and log only the exception type, so nothing a driver put in a message can leak.
+500 and log only the exception type and the route's template (never its path: a path holds
+whatever a caller typed), so nothing a driver put in a message can leak.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ from typing import Any
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException
+from litestar.response.base import ASGIResponse
+from litestar.serialization import encode_json
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from fabric.api._text import printable
 from fabric.entities import InvalidRequestError
 from fabric.errors import (
     ConfigError,
@@ -23,7 +27,7 @@ from fabric.errors import (
     RuleError,
 )
 
-__all__ = ["ERROR_CODES", "error_body", "exception_handlers"]
+__all__ = ["ERROR_CODES", "error_body", "error_response", "exception_handlers", "refusal"]
 
 log = logging.getLogger("fabric.api")
 
@@ -36,6 +40,7 @@ ERROR_CODES = {
     405: "method_not_allowed",
     409: "conflict",
     413: "payload_too_large",
+    414: "uri_too_long",
     429: "rate_limited",
     500: "internal_error",
     503: "unavailable",
@@ -59,6 +64,18 @@ def error_body(status: int, code: str, message: str) -> dict[str, Any]:
     return {"error": {"status": status, "code": code, "message": message}}
 
 
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> ASGIResponse:
+    """The error document as an ASGI response, for those who answer outside a handler."""
+    return ASGIResponse(
+        body=encode_json(error_body(status, code, message)),
+        status_code=status,
+        media_type=MediaType.JSON,
+        headers=headers,
+    )
+
+
 def _respond(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> Response[dict[str, Any]]:
@@ -77,12 +94,22 @@ def _fabric_error(request: Request[Any, Any, Any], exc: FabricError) -> Response
     if status == 500:
         # Our side is at fault: the caller learns nothing about paths or internals; the log
         # gets the exception's type and the route (whose ids are opaque) only.
-        log.error("request failed: %s on %s", type(exc).__name__, request.url.path)
+        log.error("request failed: %s on %s", type(exc).__name__, _route(request))
         return _respond(500, "internal_error", "internal error")
     return _respond(status, exc.code, str(exc).splitlines()[0])
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    return _respond(*_described_http(exc))
+
+
+def refusal(exc: HTTPException) -> ASGIResponse:
+    """The response of ``exc``, as the exception handler would make it."""
+    return error_response(*_described_http(exc))
+
+
+def _described_http(exc: HTTPException) -> tuple[int, str, str, dict[str, str] | None]:
+    """Status, code, message and headers of a framework error."""
     status = exc.status_code
     message = exc.detail if isinstance(exc.detail, str) and exc.detail else "error"
     if status == 400:
@@ -91,7 +118,7 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
         extra = [e for e in exc.extra if isinstance(e, dict)] if isinstance(exc.extra, list) else []
         keys = [_described(e) for e in extra if e.get("key")]
         message = f"invalid or missing parameter: {', '.join(keys)}" if keys else "invalid request"
-    return _respond(status, ERROR_CODES.get(status, "error"), message, exc.headers)
+    return status, ERROR_CODES.get(status, "error"), message, exc.headers
 
 
 def _described(problem: dict[str, Any]) -> str:
@@ -102,8 +129,14 @@ def _described(problem: dict[str, Any]) -> str:
     return f"{problem['key']} ({said})" if expected else str(problem["key"])
 
 
+def _route(request: Request[Any, Any, Any]) -> str:
+    """The request's method and route template: never its path, which may be anything a
+    caller typed (an email as an id, a forged log line)."""
+    return f"{printable(request.scope['method'])} {request.scope.get('path_template', '-')}"
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    log.error("unexpected %s on %s", type(exc).__name__, request.url.path)
+    log.error("unexpected %s on %s", type(exc).__name__, _route(request))
     return _respond(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "internal error")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -56,12 +57,18 @@ class ExportRequest:
     description=(
         "`spine` names a file inside the server's spines directory (`api.exports.spines`), "
         "or a spine this key uploaded (`upload:<id>`); without it, every entity as of now. "
+        "The spine is checked before the job is queued: 400 for a missing column, a column "
+        "named twice or named like one the export writes (`found`, `existed`, a feature); "
+        "413 past `api.exports.max_spine_rows`, `max_spine_decoded_bytes` or "
+        "`max_spine_value_bytes`; 404 for an upload deleted after `api.exports.keep_hours`. "
         "The export is masked for the caller's role. At most `api.exports.max_running` run "
         "at once; the rest wait. Answers 202 with the job's status; `Location` is where to "
-        "watch it."
+        "watch it. A job whose file would take the key past `api.exports.max_bytes_per_key` "
+        "fails."
     ),
     status_code=202,
     security=BEARER,
+    opt={"route": "exports"},
     responses=answers(ExportJobStatus, _STATUS, 400, 404, 413, status=202),
 )
 def start_export(
@@ -73,7 +80,6 @@ def start_export(
 ) -> Response[dict[str, Any]]:
     """Queue the export and answer its status."""
     call = Call.of(request)
-    call.require("exports")
     caller = call.caller
     job = call.jobs.start(
         call.served.project, caller.key_name, caller.role, data.view, data.spine, data.format
@@ -87,13 +93,17 @@ def start_export(
     summary="Upload a spine (CSV or Parquet) for exports of this key",
     description=(
         "The body is the file: `Content-Type: text/csv` or `application/vnd.apache.parquet`, "
-        "at most `api.exports.max_spine_bytes`. Answers 201 with the name to pass as "
-        "`spine` to `POST /v1/exports` (`upload:<id>`); only this key can use it. Uploads "
-        "are kept while the server runs. The file is checked when an export reads it."
+        "at most `api.exports.max_spine_bytes`, and within what the key may hold "
+        "(`api.exports.max_bytes_per_key`). It is checked at once: its columns (400) and what "
+        "it decodes to (413 past `api.exports.max_spine_rows`, `max_spine_decoded_bytes` or "
+        "`max_spine_value_bytes`). Answers 201 with the name to pass as `spine` to "
+        "`POST /v1/exports` (`upload:<id>`); only this key can use it. Uploads are deleted "
+        "`api.exports.keep_hours` after they are written, or when the server stops."
     ),
     status_code=201,
     request_max_body_size=None,  # bounded below by api.exports.max_spine_bytes
     security=BEARER,
+    opt={"route": "exports"},
     responses=answers(
         SpineUpload,
         {"spine": "upload:9f86d081884c", "bytes": 20480, "format": "csv"},
@@ -105,7 +115,6 @@ def start_export(
 async def upload_spine(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """Store the body as a spine and answer ``{spine, bytes, format}``."""
     call = Call.of(request)
-    call.require("exports")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     fmt = SPINE_FORMATS.get(content_type)
     if fmt is None:
@@ -124,9 +133,12 @@ async def upload_spine(request: Request[Any, Any, Any]) -> dict[str, Any]:
                         f"the spine is larger than api.exports.max_spine_bytes ({limit:,} bytes)",
                         status_code=413,
                     )
+                jobs.grow_upload(upload, len(chunk))
                 await call.offload.run(out.write, chunk)
         if size == 0:
             raise InvalidRequestError("the spine is empty: send the file as the request body")
+        # Reading a Parquet file's dictionaries may take a while: not on the serving thread.
+        await asyncio.to_thread(jobs.check_upload, upload)
     except BaseException:
         jobs.drop_upload(upload)
         raise
@@ -139,12 +151,12 @@ async def upload_spine(request: Request[Any, Any, Any]) -> dict[str, Any]:
     tags=["exports"],
     summary="An export job's state, stage, rows done, rows/s and time left",
     security=BEARER,
+    opt={"route": "exports"},
     responses=answers(ExportJobStatus, _STATUS, 404),
 )
 def export_status(job: FromPath[str], request: Request[Any, Any, Any]) -> dict[str, Any]:
     """Answer the job's status; 404 for another key's job."""
     call = Call.of(request)
-    call.require("exports")
     return call.jobs.get(call.caller.key_name, job).status()
 
 
@@ -152,13 +164,14 @@ def export_status(job: FromPath[str], request: Request[Any, Any, Any]) -> dict[s
     "/v1/exports/{job:str}/file",
     sync_to_thread=True,
     tags=["exports"],
-    summary="The export's file, streamed, once the job succeeded (409 before)",
+    summary="The export's file, streamed, once the job succeeded (409 before; 404 once "
+    "deleted after api.exports.keep_hours)",
     security=BEARER,
+    opt={"route": "exports"},
     responses=answers(None, None, 404, 409),
 )
 def export_file(job: FromPath[str], request: Request[Any, Any, Any]) -> File:
     """Stream the file."""
     call = Call.of(request)
-    call.require("exports")
     found = call.jobs.file(call.caller.key_name, job)
     return File(path=found.out, filename=found.out.name)

@@ -56,6 +56,7 @@ class FeatureBatch:
         "answers with the survivor and `merged_from`."
     ),
     security=BEARER,
+    opt={"route": "features"},
     responses=answers(FeatureVector, _VECTOR, 400, 404, 503),
 )
 async def feature_vector(
@@ -72,7 +73,6 @@ async def feature_vector(
 ) -> ASGIResponse:
     """Return ``{view, version, entity_id, as_of, existed, policy, features}``."""
     call = Call.of(request)
-    call.require("features")
     if as_of is None:
         # Now, for an entity checked a moment ago (api.fresh_ms): answered here.
         recent = call.features.recent_vector(view, entity_id, call.caller.role)
@@ -102,6 +102,7 @@ async def feature_vector(
     ),
     status_code=200,
     security=BEARER,
+    opt={"route": "features"},
     responses=answers(
         FeatureBatchAnswer,
         {
@@ -131,7 +132,6 @@ async def feature_batch(
 ) -> dict[str, Any]:
     """Return the vectors of ``data.ids``."""
     call = Call.of(request)
-    call.require("features")
     return await call.run(
         call.features.vectors,
         view,

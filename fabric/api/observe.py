@@ -10,11 +10,14 @@ one line per request::
 
     127.0.0.1 analyst-demo analyst "GET /v1/entities/customer/3f1c9a2b7d4e" 200 1.3ms
 
-It names the caller by its key's name and role, never the key. The path goes without its query
-string, which may hold a source key such as an email address (``?source=crm&key=...``). A
-request that failed shows the route's template instead of its path. An id that answered is one
-of fabric's own opaque ids (a hash of a record reference), but a refused one may be anything a
-caller typed or pasted.
+It names the caller by its key's name and role, never the key. It shows the route's template
+(``/v1/entities/{entity_type}/{entity_id}``), and the path itself only when a handler answered
+2xx to a GET or POST: then every id in it is one of fabric's own (an opaque hash), as the
+handler found it. Any other path may be anything a caller typed or pasted (an email as an id,
+a card number, ``%0A`` and a forged line); an OPTIONS answer vouches for nothing. The query
+string never shows: it may hold a source key such as an email address
+(``?source=crm&key=...``). A request that matches no route is not logged at all. Whatever is
+written is escaped (``printable``), so no line can end early or forge the next one.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter, Gauge, Histogram
 
-from fabric.api.auth import caller_of
+from fabric.api._text import printable
+from fabric.api.context import Call
 
 __all__ = ["ACCESS_LOG", "RequestObserver"]
 
@@ -47,6 +51,8 @@ _IN_PROGRESS = Gauge(
 )
 #: Paths never counted: the scrape itself.
 _NOT_COUNTED = frozenset({"/metrics"})
+#: Methods whose 2xx answers vouch for the ids in their paths.
+_VOUCHING = frozenset({"GET", "POST"})
 
 
 class RequestObserver:
@@ -79,17 +85,18 @@ class RequestObserver:
     @staticmethod
     def _log(scope: Scope, method: str, template: str, status: int, seconds: float) -> None:
         client = scope.get("client")
-        caller = caller_of(scope)
-        ACCESS_LOG.info(
-            '%s %s %s "%s %s" %d %.1fms',
+        call = Call.kept(scope)
+        path = scope["path"] if 200 <= status < 300 and method in _VOUCHING else template
+        line = '%s %s %s "%s %s" %d %.1fms' % (  # noqa: UP031 (as fast as it gets)
             client[0] if client else "-",
-            caller.key_name if caller else "-",
-            caller.role if caller else "-",
+            call.caller.key_name if call else "-",
+            call.caller.role if call else "-",
             method,
-            scope["path"] if status < 400 else template,
+            path,
             status,
             seconds * 1000,
         )
+        ACCESS_LOG.info("%s", printable(line))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:

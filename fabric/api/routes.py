@@ -1,7 +1,8 @@
 """Route handlers: thin translations between HTTP and :class:`EntityService`.
 
 Handlers that touch SQLite hand the work to :class:`Offload`'s threads, so apsw work never
-blocks the event loop. Each takes the request and makes its :class:`Call` from it.
+blocks the event loop. Each declares the role route it needs (``opt={"route": ...}``), which
+:mod:`fabric.api.gate` enforces before it runs, and takes its :class:`Call` from the request.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ _DOCUMENT = {
     "policy": "analyst",
     "tables": {
         "crm_customers": [
-            {"id": 88710, "first_name": "Patricia", "email": "tok_ec3c6715_3S4C", "zip": "39***"}
+            {"id": 88710, "first_name": "Patricia", "email": "tok_ec3c6715p_3S4C", "zip": "39***"}
         ]
     },
 }
@@ -94,6 +95,7 @@ async def ready(request: Request[Any, Any, Any]) -> dict[str, str]:
     tags=["entities"],
     summary="One entity, masked for the caller's role",
     security=BEARER,
+    opt={"route": "entities"},
     responses=answers(EntityDocument, _DOCUMENT, 400, 404, 503),
 )
 async def get_entity(
@@ -107,7 +109,6 @@ async def get_entity(
 ) -> ASGIResponse:
     """Return the entity's tables and rows as the caller's role may see them."""
     call = Call.of(request)
-    call.require("entities")
     wanted = [t.strip() for t in tables.split(",") if t.strip()] if tables else None
     # Served a moment ago (api.fresh_ms): answered here, without a trip to a thread, and
     # sent as the response made for it then (a hot entity's is made once).
@@ -125,6 +126,7 @@ async def get_entity(
     tags=["entities"],
     summary="Find the entity a source record belongs to",
     security=BEARER,
+    opt={"route": "entities"},
     responses=answers(EntityDocument, _DOCUMENT, 400, 404, 503),
 )
 async def find_entity(
@@ -137,7 +139,6 @@ async def find_entity(
 ) -> dict[str, Any]:
     """Return the entity holding the record ``source``/``key``, masked for the caller."""
     call = Call.of(request)
-    call.require("entities")
     return await call.run(
         call.service.find_document, entity_type, source, key, role=call.caller.role
     )
@@ -154,6 +155,7 @@ async def find_entity(
         "policy see keys as keyed hashes (`key_...`)."
     ),
     security=BEARER,
+    opt={"route": "lineage"},
     responses=answers(
         Lineage,
         {
@@ -193,7 +195,6 @@ async def get_lineage(
 ) -> dict[str, Any]:
     """Return the entity's lineage as the caller's role may see it."""
     call = Call.of(request)
-    call.require("lineage")
     return await call.run(call.service.lineage, entity_type, entity_id, role=call.caller.role)
 
 
@@ -207,10 +208,10 @@ async def get_lineage(
         "URLs) and the last sync; roles and their routes. Never a value or a key."
     ),
     security=BEARER,
+    opt={"route": "catalog"},
     responses=answers(Catalog, None, 503, description="the project's description"),
 )
 async def get_catalog(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """Return the project's description."""
     call = Call.of(request)
-    call.require("catalog")
     return await call.run(describe, call.served.project)

@@ -1,9 +1,14 @@
-"""What the OpenAPI schema says each route answers: its success model, its errors, its auth.
+"""What the OpenAPI schema says each route answers: its success model, its errors, its auth,
+and what it accepts.
 
 Handlers build plain dicts (the services' own answers); these msgspec models describe them
 for the schema, with examples, and the error responses each route can give, all in the one
-error shape of :mod:`fabric.api.errors`. `tests/api/test_schema.py` holds every answer of
-every route, errors included, to what is written here (schemathesis).
+error shape of :mod:`fabric.api.errors`. :func:`tailor` then writes into the schema what the
+server refuses with a 400, as the project configures it (its sources and tables) and as the
+services check it (ids of 1 to 256 characters without NUL), so a request the schema calls
+valid is not refused. `tests/api/test_schema.py` holds every answer of every route, errors
+included, to what is written here, and every schema-valid request to being accepted
+(schemathesis).
 """
 
 from __future__ import annotations
@@ -11,9 +16,21 @@ from __future__ import annotations
 from typing import Any
 
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import Components, Example, SecurityScheme
+from litestar.openapi.spec import (
+    Components,
+    Example,
+    OpenAPI,
+    OpenAPIType,
+    Operation,
+    Parameter,
+    Schema,
+    SecurityScheme,
+)
 from msgspec import Struct
 
+from fabric.config.models import ProjectConfig
+from fabric.entities import MAX_ID_LENGTH
+from fabric.features.service import MAX_BATCH
 from fabric.store.history import EntityEvent
 
 __all__ = [
@@ -30,6 +47,7 @@ __all__ = [
     "SpineUpload",
     "Status",
     "answers",
+    "tailor",
 ]
 
 #: The security requirement of every route that takes a key.
@@ -256,6 +274,11 @@ _ERRORS: dict[int, tuple[str, str, str]] = {
     404: ("not_found", "no such entity, type, view or job", "no customer entity with this id"),
     409: ("conflict", "the export has not succeeded (yet)", "the export is running"),
     413: ("payload_too_large", "the body is larger than allowed", "request body too large"),
+    414: (
+        "uri_too_long",
+        "the path and query string are longer than `api.max_url_bytes`",
+        "the request target is longer than 8,192 bytes (api.max_url_bytes)",
+    ),
     429: ("rate_limited", "over `api.rate_limit` requests a second for this key", "rate limited"),
     503: (
         "timeout",
@@ -275,8 +298,9 @@ def answers(
     keyed: bool = True,
 ) -> dict[int, ResponseSpec]:
     """The responses of a route: ``model`` at ``status`` with ``example``, then each status of
-    ``errors`` in the error shape (400, 401, 403 and 429 too, for a route that takes a key:
-    Litestar would otherwise document its own shape for a malformed parameter)."""
+    ``errors`` in the error shape (414 for every route; 400, 401, 403 and 429 too, for a route
+    that takes a key: Litestar would otherwise document its own shape for a malformed
+    parameter)."""
     found: dict[int, ResponseSpec] = {}
     if model is not None:
         found[status] = ResponseSpec(
@@ -285,7 +309,7 @@ def answers(
             examples=[Example(value=example)] if example is not None else None,
             generate_examples=False,
         )
-    for code in sorted({*errors, *((400, 401, 403, 429) if keyed else ())}):
+    for code in sorted({*errors, 414, *((400, 401, 403, 429) if keyed else ())}):
         name, when, message = _ERRORS[code]
         found[code] = ResponseSpec(
             ErrorBody,
@@ -293,3 +317,73 @@ def answers(
             examples=[Example(value={"error": {"status": code, "code": name, "message": message}})],
         )
     return found
+
+
+def _id(description: str | None) -> Schema:
+    """An id or a key as the services accept it (:func:`fabric.entities.check_id`)."""
+    return Schema(
+        type=OpenAPIType.STRING,
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        pattern="^[^\\u0000]+$",
+        description=description,
+    )
+
+
+def lookup_sources(config: ProjectConfig) -> list[str]:
+    """The ``source`` values a lookup by source record accepts: every ``system.table``, and a
+    system alone where it names one table for every entity type (its one identity table, or
+    its only table), as :meth:`fabric.entities.EntityService.find` decides."""
+    names: set[str] = set()
+    for system, source in config.sources.items():
+        names.update(f"{system}.{table}" for table in source.tables)
+        identity = (
+            [t for t in entity.tables.values() if t.source == system and t.parent is None]
+            for entity in config.entities.values()
+        )
+        if all(len(found) == 1 or len(source.tables) == 1 for found in identity):
+            names.add(system)
+    return sorted(names)
+
+
+def tailor(openapi: OpenAPI, config: ProjectConfig) -> None:
+    """Write into ``openapi`` what the server refuses with a 400, for this project: ``source``
+    among :func:`lookup_sources`; ``tables`` a comma-separated list of the entity types'
+    tables; ids and keys of 1 to 256 characters without NUL; a batch of 1 to 1,000 of them.
+
+    A reload that changes sources or tables is seen in the schema of the next start.
+    """
+    tables = sorted({name for entity in config.entities.values() for name in entity.tables})
+    one = "(?:" + "|".join(tables) + ")"
+    replaced: dict[str, Schema] = {
+        "source": Schema(
+            type=OpenAPIType.STRING,
+            enum=lookup_sources(config),
+            description="source system (crm) or system.table (billing.payments)",
+        ),
+        "tables": Schema(
+            type=OpenAPIType.STRING,
+            pattern=f"^{one}(?:,{one})*$",
+            description="comma-separated table names to return (default: all)",
+        ),
+    }
+    for item in openapi.paths.values() if openapi.paths else ():
+        for operation in (item.get, item.post):
+            if not isinstance(operation, Operation):
+                continue
+            for parameter in operation.parameters or ():
+                if not isinstance(parameter, Parameter):
+                    continue
+                if parameter.name in ("entity_id", "key"):
+                    parameter.schema = _id(parameter.description)
+                elif parameter.name in replaced:
+                    parameter.schema = replaced[parameter.name]
+    batch = (openapi.components.schemas or {}).get("FeatureBatch")
+    if batch is not None and batch.properties is not None:
+        batch.properties["ids"] = Schema(
+            type=OpenAPIType.ARRAY,
+            items=_id(None),
+            min_items=1,
+            max_items=MAX_BATCH,
+            description=f"entity ids, 1 to {MAX_BATCH:,}",
+        )

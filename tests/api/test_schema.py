@@ -1,4 +1,5 @@
-"""The API against its own OpenAPI schema (schemathesis): no 5xx, responses as documented.
+"""The API against its own OpenAPI schema (schemathesis): no 5xx, responses as documented,
+and what the schema calls valid is accepted.
 
 Every operation is called with generated parameters and bodies, with the keys of two roles,
 and without a key. Bounded by the Hypothesis profile (``CI`` set: fewer examples).
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -55,9 +57,15 @@ def test_no_server_error_for_any_role(api_schema: Any, keys: dict[str, str]) -> 
                     assert set(body) == {"error"}, case.operation.label
                     assert set(body["error"]) == {"status", "code", "message"}
                 # As the schema documents it: the status among the route's responses, the
-                # body of its model (errors too). Not "schema-valid data is never refused":
-                # an as_of the schema calls a string may still be no time (2026-13-45).
-                case.validate_response(response, excluded_checks=[positive_data_acceptance])
+                # body of its model (errors too), and schema-valid data accepted (a source
+                # among the project's, ids of 1 to 256 characters...). Except an as_of: the
+                # schema calls it a string, and it may still be no time (2026-13-45).
+                timed = "as_of" in (case.query or {}) or (
+                    isinstance(case.body, dict) and "as_of" in case.body
+                )
+                case.validate_response(
+                    response, excluded_checks=[positive_data_acceptance] if timed else []
+                )
 
         check()
 
@@ -91,3 +99,74 @@ def test_schema_documents_auth_models_and_errors(api_schema: Any) -> None:
             if path != "/v1/exports/{job}/file":  # the file itself, not JSON
                 schema = responses[success[0]]["content"]["application/json"]["schema"]
                 assert schema["$ref"].startswith("#/components/schemas/"), (method, path)
+
+
+def test_schema_documents_what_the_server_enforces(api_schema: Any, demo_dir: Path) -> None:
+    spec = api_schema.raw_schema
+    params = _parameters(spec)
+    # The project's sources: each system.table, and a system alone where it names one table
+    # (shop has two, and neither holds customers' identities).
+    assert params[("/v1/entities/{entity_type}", "source")]["enum"] == [
+        "billing",
+        "billing.accounts",
+        "billing.payments",
+        "crm",
+        "crm.customers",
+        "shop.order_items",
+        "shop.orders",
+        "support",
+        "support.tickets",
+    ]
+    one_to_256 = {"minLength": 1, "maxLength": 256}
+    for where in (
+        ("/v1/entities/{entity_type}", "key"),
+        ("/v1/entities/{entity_type}/{entity_id}", "entity_id"),
+        ("/v1/entities/{entity_type}/{entity_id}/lineage", "entity_id"),
+        ("/v1/features/{view}/{entity_id}", "entity_id"),
+    ):
+        assert one_to_256.items() <= params[where].items(), where
+    tables = params[("/v1/entities/{entity_type}/{entity_id}", "tables")]
+    assert "crm_customers" in tables["pattern"]
+    ids = spec["components"]["schemas"]["FeatureBatch"]["properties"]["ids"]
+    assert {"minItems": 1, "maxItems": 1000}.items() <= ids.items()
+    assert one_to_256.items() <= ids["items"].items()
+
+
+def _parameters(spec: dict[str, Any]) -> dict[tuple[str, str], Any]:
+    return {
+        (path, p["name"]): p["schema"]
+        for path, operations in spec["paths"].items()
+        for operation in operations.values()
+        for p in operation.get("parameters", [])
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "value"),
+    [
+        ("/v1/entities/{entity_type}", "source", "0"),
+        ("/v1/entities/{entity_type}", "source", "shop"),  # two tables: name one
+        ("/v1/entities/{entity_type}", "key", ""),
+        ("/v1/entities/{entity_type}", "key", "a\x00b"),
+        ("/v1/entities/{entity_type}/{entity_id}", "entity_id", "x" * 257),
+        ("/v1/entities/{entity_type}/{entity_id}", "tables", "nope"),
+        ("/v1/entities/{entity_type}/{entity_id}", "tables", "crm_customers,"),
+        ("/v1/features/{view}/{entity_id}", "entity_id", ""),
+        ("FeatureBatch", "ids", [""]),
+        ("FeatureBatch", "ids", []),
+        ("FeatureBatch", "ids", ["x" * 257]),
+    ],
+)
+def test_schema_calls_invalid_what_the_server_refuses(
+    api_schema: Any, path: str, name: str, value: Any
+) -> None:
+    # What schemathesis sent as schema-valid and the server refused (400), once.
+    spec = api_schema.raw_schema
+    if path in spec["components"]["schemas"]:
+        schema = spec["components"]["schemas"][path]["properties"][name]
+    else:
+        schema = _parameters(spec)[(path, name)]
+    assert not jsonschema_rs.validator_for(schema).is_valid(value), (path, name, value)
+    good = {"source": "crm", "key": "1", "entity_id": "x" * 256, "tables": "crm_customers"}
+    if name in good:
+        assert jsonschema_rs.validator_for(schema).is_valid(good[name])
