@@ -52,6 +52,14 @@ def name_fields(rules: CompiledMatchRules) -> tuple[str, ...]:
     return tuple(found)
 
 
+def _read_from(rules: CompiledMatchRules, field: str, table: str) -> tuple[str, ...]:
+    """The columns of ``table`` a match field is read from (none: not from this table)."""
+    sources = rules.sources[field]
+    if not sources:
+        return (field,)  # a field without `columns` reads the column of its own name
+    return sources[table][0] if table in sources else ()
+
+
 class EntityNameFinder:
     """An entity's names from its rows: the text of its columns whose name ends in "name",
     and the values of its match rules' name fields, with their variants."""
@@ -67,11 +75,15 @@ class EntityNameFinder:
         key = (entity_type, table, columns)
         plan = self._plans.get(key)
         if plan is None:
-            fields = self._fields.get(entity_type)
-            extract = (
-                self._rules[entity_type].extractor(table, set(columns), fields) if fields else None
-            )
             named = tuple(c for c in columns if c.lower().endswith("name"))
+            rules = self._rules.get(entity_type)
+            # A field read from name columns alone adds no word: their text is taken whole.
+            fields = [
+                f
+                for f in self._fields.get(entity_type, ())
+                if rules is not None and not set(_read_from(rules, f, table)) <= set(named)
+            ]
+            extract = rules.extractor(table, set(columns), fields) if rules and fields else None
             plan = self._plans[key] = (named, extract)
         return plan
 

@@ -31,6 +31,7 @@ _EMAIL_UNSAFE = re.compile(r"[^a-z0-9]+")
 _WORDS = re.compile(r"[^\W\d_]+")
 #: A word of a name: anything between spaces and commas ("O'Brien", "Katie-May", "J0hn").
 _NAME_WORD = re.compile(r"[^\s,]+")
+_SEPARATED = re.compile(r"[\s,]")
 #: The name providers that fake one part of a name.
 _NAME_PARTS = frozenset({"first_name", "last_name"})
 #: Titles and suffixes of full names, kept as they are.
@@ -75,13 +76,19 @@ def _same_case(original: str, fake: str) -> str:
 _DOMAINS = ("example.com", "example.org", "example.net")
 
 
+#: A pool's values, each with its folded form and the words of that (to compare with
+#: originals and avoid an entity's names without folding per value).
+_Pool = tuple[tuple[str, str, frozenset[str]], ...]
+
+
 @functools.lru_cache(maxsize=64)
-def _pool(provider: str, locale: str, seed: int) -> tuple[str, ...]:
+def _pool(provider: str, locale: str, seed: int) -> _Pool:
     with _lock:
         faker = Faker(locale)
         faker.seed_instance(seed)
         make = getattr(faker, provider)
-        return tuple(str(make()) for _ in range(POOL_SIZE))
+        values = [str(make()) for _ in range(POOL_SIZE)]
+    return tuple((v, fold(v), frozenset(_WORDS.findall(fold(v)))) for v in values)
 
 
 @functools.lru_cache(maxsize=256)
@@ -151,14 +158,15 @@ class Fakes:
         pool = _pool(provider, locale, self._seed)
         at = self._index(provider, key)
         for step in range(len(pool)):
-            fake = pool[(at + step) % len(pool)]
-            lowered = fold(fake)
-            if lowered != own and not (avoid and avoid.intersection(_WORDS.findall(lowered))):
+            fake, folded, words = pool[(at + step) % len(pool)]
+            if folded != own and avoid.isdisjoint(words):
                 return fake
         return "*" * len(own)  # every value of the pool is one of the entity's names
 
     def _name_part(self, provider: str, locale: str, original: str, avoid: frozenset[str]) -> str:
         """A first or last name's fake, word by word ("Mary Ann": two first names)."""
+        if original and not _SEPARATED.search(original):  # one word, as most names are
+            return self._word(provider, locale, original, avoid)
         if _NAME_WORD.search(original) is None:  # blank: still never the original
             return self._pick(provider, locale, original, original, avoid)
         return _NAME_WORD.sub(lambda m: self._word(provider, locale, m.group(), avoid), original)

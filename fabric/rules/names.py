@@ -16,6 +16,7 @@ a William's "Will" is hidden, "I will call" is not.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
@@ -38,6 +39,8 @@ __all__ = [
 #: A word of a name: letters, with inner apostrophes and hyphens (O'Brien, Smith-Jones).
 WORD = re.compile(r"[^\W\d_]+(?:['-][^\W\d_]+)*")
 _LETTERS = re.compile(r"[^\W\d_]+")
+_closest = process.extractOne
+_EDITS = Levenshtein.distance
 
 #: Words that a sign-off or an email address yields but that are nobody's name: a ticket
 #: ending "... please. Thank you" gives the "name" *thank you* to the match rules' signature
@@ -94,21 +97,22 @@ def fold(text: str) -> str:
 def name_words(text: str) -> set[str]:
     """The folded words of a name worth hiding: whole (``o'brien``) and in parts (``brien``),
     two letters or more, none of :data:`NOT_NAMES`."""
+    folded = fold(text)
+    if folded.isalpha():  # one plain word, as most names are
+        return {folded} if len(folded) >= 2 and folded not in NOT_NAMES else set()
     found: set[str] = set()
-    for word in WORD.findall(fold(text)):
+    for word in WORD.findall(folded):
         found.add(word)
         found.update(_LETTERS.findall(word))
     return {w for w in found if len(w) >= 2 and w not in NOT_NAMES}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class EntityNames:
     """One entity's names: its own words, and their variants (nicknames...), all folded."""
 
     words: frozenset[str] = frozenset()
     variants: frozenset[str] = frozenset()
-    #: every word that stands for the entity: ``fake`` never hands it one of them
-    avoid: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, names: Iterable[str], variants: Iterable[str] = ()) -> EntityNames:
@@ -120,10 +124,38 @@ class EntityNames:
         """The names of these folded words, and these variant words."""
         own = frozenset(w for w in words if len(w) >= 2 and w not in NOT_NAMES)
         extra = frozenset(v for v in variants if len(v) >= 2 and v not in NOT_NAMES) - own
-        return cls(own, extra, own | extra)
+        return cls(own, extra)
+
+    # Made when first asked for: an entity masked without free text or fakes never needs them.
+
+    @functools.cached_property
+    def avoid(self) -> frozenset[str]:
+        """Every word that stands for the entity: ``fake`` never hands it one of them."""
+        return self.words | self.variants
+
+    @functools.cached_property
+    def long_words(self) -> tuple[str, ...]:
+        """The own words of four letters or more: a word one edit from one is the name
+        misspelt."""
+        return tuple(sorted(w for w in self.words if len(w) >= 4))
+
+    @functools.cached_property
+    def near(self) -> frozenset[tuple[str, int]]:
+        """(first two letters, length) and (last two letters, length) a word one edit from a
+        long own word can have: one edit leaves its first two or its last two letters as they
+        were (four letters or more), and changes its length by one at most. Other words are
+        not compared at all."""
+        return frozenset(
+            {
+                (end, len(w) + d)
+                for w in self.long_words
+                for end in (w[:2], "$" + w[-2:])
+                for d in (-1, 0, 1)
+            }
+        )
 
     def __bool__(self) -> bool:
-        return bool(self.avoid)
+        return bool(self.words or self.variants)
 
 
 #: From an entity's type and tables (its rows, unmasked) to its names.
@@ -146,29 +178,24 @@ def find_names(text: str, names: EntityNames) -> list[tuple[int, int]]:
     """Spans of ``text`` that are one of the entity's names (see the module's docstring)."""
     if not names:
         return []
-    own, variants = names.words, names.variants
-    # Typos are looked for among the longer own words only, in C (rapidfuzz), once per word.
-    long_own = [w for w in own if len(w) >= 4]
+    own, variants, long_own, near = names.words, names.variants, names.long_words, names.near
     spans: list[tuple[int, int]] = []
     for match in WORD.finditer(text):
         word = match.group()
-        folded = fold(word)
+        folded = word.casefold() if word.isascii() else fold(word)
         if (
             folded in own
-            or (variants and word[0].isupper() and folded in variants)
+            or (word[0].isupper() and folded in variants)
+            # one edit from an own word of four letters or more: the name misspelt (C loop)
             or (
-                long_own
-                and len(folded) >= 4
-                and process.extractOne(
-                    folded, long_own, scorer=Levenshtein.distance, score_cutoff=1
-                )
-                is not None
+                len(folded) >= 4
+                and ((folded[:2], len(folded)) in near or ("$" + folded[-2:], len(folded)) in near)
+                and _closest(folded, long_own, scorer=_EDITS, score_cutoff=1) is not None
             )
         ):
             spans.append((match.start(), match.end()))
-            continue
-        # "Smith-Jones" written for a Smith: the parts of a compound word count alone.
-        if "-" in word or "'" in word:
+        elif "-" in word or "'" in word:
+            # "Smith-Jones" written for a Smith: the parts of a compound word count alone.
             at = match.start()
             for part in _LETTERS.finditer(word):
                 if fold(part.group()) in own:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fabric.project import Project
 from fabric.resolve.rules import load_match_rules
@@ -97,3 +99,26 @@ def test_masking_leaves_no_source_text_in_normaliser_caches(demo_project: Projec
         service.document("customer", entity_id, role="analyst", tables=["support_tickets"])
     assert normalize._signature_name.cache_info().currsize == 0
     assert normalize._extract_email.cache_info().currsize == 0
+
+
+@given(
+    name=st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=4, max_size=12),
+    edit=st.sampled_from(["insert", "delete", "substitute"]),
+    at=st.integers(min_value=0, max_value=12),
+    letter=st.sampled_from("abcdefghijklmnopqrstuvwxyz"),
+)
+def test_names_every_one_edit_misspelling_is_found(
+    name: str, edit: str, at: int, letter: str
+) -> None:
+    """The cheap test that spares most words the edit distance (first or last two letters,
+    and the length) never turns a real one-edit misspelling away."""
+    at = min(at, len(name) - (edit != "insert"))
+    if edit == "insert":
+        typo = name[:at] + letter + name[at:]
+    elif edit == "delete":
+        typo = name[:at] + name[at + 1 :]
+    else:
+        typo = name[:at] + letter + name[at + 1 :]
+    names = EntityNames.from_words([name])
+    if len(typo) >= 4 and names.words:
+        assert found(f"Thanks, {typo.title()}!", names) == [typo.title()]
