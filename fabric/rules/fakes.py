@@ -58,6 +58,10 @@ _AFFIXES = frozenset(
 )
 
 
+#: Longest title or suffix as written ("Prof."): longer words are names.
+_AFFIX_LENGTH = max(map(len, _AFFIXES)) + 1
+
+
 def _affix(word: str) -> str:
     """A word as the title and suffix list spells it: folded, without dots."""
     return fold(word).replace(".", "")
@@ -182,7 +186,11 @@ class Fakes:
         first-name pool; titles and suffixes (Dr, Jr, III) and punctuation stay."""
         if _NAME_WORD.search(original) is None:  # blank: still never the original
             return self._pick("first_name", locale, original, original, avoid)
-        words = [m for m in _NAME_WORD.finditer(original) if _affix(m.group()) not in _AFFIXES]
+        words = [
+            m
+            for m in _NAME_WORD.finditer(original)
+            if len(m.group()) > _AFFIX_LENGTH or _affix(m.group()) not in _AFFIXES
+        ]
         comma = original.find(",")
         if comma >= 0:  # "LAST, First Middle"
             family = {m.start() for m in words if m.start() < comma}
