@@ -58,13 +58,16 @@ class ExportRequest:
         "`spine` names a file inside the server's spines directory (`api.exports.spines`), "
         "or a spine this key uploaded (`upload:<id>`); without it, every entity as of now. "
         "The spine is checked before the job is queued: 400 for a missing column, a column "
-        "named twice or named like one the export writes (`found`, `existed`, a feature); "
-        "413 past `api.exports.max_spine_rows`, `max_spine_decoded_bytes` or "
-        "`max_spine_value_bytes`; 404 for an upload deleted after `api.exports.keep_hours`. "
-        "The export is masked for the caller's role. At most `api.exports.max_running` run "
-        "at once; the rest wait. Answers 202 with the job's status; `Location` is where to "
-        "watch it. A job whose file would take the key past `api.exports.max_bytes_per_key` "
-        "fails."
+        "named twice or named like one the export writes (`entity_id`, `event_timestamp`, "
+        "`found`, `existed`, a feature), ignoring case and surrounding spaces, or a Parquet "
+        "column in an encoding whose size does not bound what it decodes to "
+        "(`DELTA_BYTE_ARRAY`: write PLAIN or dictionary); 413 past "
+        "`api.exports.max_spine_rows`, `max_spine_decoded_bytes` or `max_spine_value_bytes`; "
+        "404 for an upload deleted after `api.exports.keep_hours`. The export is masked for "
+        "the caller's role. At most `api.exports.max_running` run at once; the rest wait. "
+        "Answers 202 with the job's status; `Location` is where to watch it. A job fails as "
+        "soon as its file would take the key past `api.exports.max_bytes_per_key`: it stops, "
+        "and its file is deleted."
     ),
     status_code=202,
     security=BEARER,
@@ -94,11 +97,12 @@ def start_export(
     description=(
         "The body is the file: `Content-Type: text/csv` or `application/vnd.apache.parquet`, "
         "at most `api.exports.max_spine_bytes`, and within what the key may hold "
-        "(`api.exports.max_bytes_per_key`). It is checked at once: its columns (400) and what "
-        "it decodes to (413 past `api.exports.max_spine_rows`, `max_spine_decoded_bytes` or "
-        "`max_spine_value_bytes`). Answers 201 with the name to pass as `spine` to "
-        "`POST /v1/exports` (`upload:<id>`); only this key can use it. Uploads are deleted "
-        "`api.exports.keep_hours` after they are written, or when the server stops."
+        "(`api.exports.max_bytes_per_key`). It is checked at once: its columns and Parquet "
+        "encodings (400) and what it decodes to (413 past `api.exports.max_spine_rows`, "
+        "`max_spine_decoded_bytes` or `max_spine_value_bytes`). Answers 201 with the name "
+        "to pass as `spine` to `POST /v1/exports` (`upload:<id>`); only this key can use it. "
+        "Uploads are deleted `api.exports.keep_hours` after they are written, or when the "
+        "server stops."
     ),
     status_code=201,
     request_max_body_size=None,  # bounded below by api.exports.max_spine_bytes

@@ -140,8 +140,9 @@ class FeatureVector(Struct):
     version: int
     entity_id: str
     as_of: str
-    #: False when the entity had no row before ``as_of``
-    existed: bool
+    #: False when the entity had no row before ``as_of``; null when a time the view reads is
+    #: one the caller's role does not see in clear (it would tell when the first row was)
+    existed: bool | None
     policy: str
     #: feature -> value (attributes masked for the caller's role)
     features: dict[str, Any]
@@ -150,7 +151,7 @@ class FeatureVector(Struct):
 
 class BatchVector(Struct):
     entity_id: str
-    existed: bool
+    existed: bool | None
     features: dict[str, Any]
 
 
@@ -168,7 +169,7 @@ class FeatureBatchAnswer(Struct):
     merged_from: dict[str, str]
     vectors: list[BatchVector] | None = None
     entity_ids: list[str] | None = None
-    existed: list[bool] | None = None
+    existed: list[bool | None] | None = None
     features: dict[str, list[Any]] | None = None
 
 

@@ -9,7 +9,8 @@ entity holds is counted, not fatal: its row gets the defaults and ``found = fals
 
 The data file is written to a temporary name and renamed when complete; the same spine over
 the same store state gives a byte-identical file. ``FILE.manifest.json`` beside it records
-what it was made from.
+what it was made from. Given a byte budget (the API's quota per key), an export stops as soon
+as its file passes it, and nothing of it is kept.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import pyarrow.parquet as pq
 from fabric import __version__
 from fabric.errors import FabricError
 from fabric.features.compute import ARROW_TYPES, columns_read, compute_many, parse_times
-from fabric.features.service import FeatureService, mask_columns
+from fabric.features.service import FeatureService, mask_columns, mask_plan
 from fabric.features.spec import FeatureView
 from fabric.features.spine import (
     SpineError,
@@ -57,6 +58,7 @@ from fabric.store.history import History
 
 __all__ = [
     "FORMATS",
+    "BudgetExceededError",
     "ExportReport",
     "SpineError",
     "SpineLimits",
@@ -66,6 +68,21 @@ __all__ = [
 
 FORMATS = ("parquet", "csv", "jsonl")
 Progress = Callable[[str, int, int | None], None]
+
+
+class BudgetExceededError(FabricError):
+    """An export's file passed the bytes it was given (``budget`` of :func:`export_view`);
+    the export stopped, and nothing of it was kept."""
+
+    code = "payload_too_large"
+
+    def __init__(self, out: Path, written: int, budget: int) -> None:
+        super().__init__(
+            f"{out.name}: the export passed its budget of {budget:,} bytes ({written:,} "
+            "written); it was stopped and nothing of it was kept"
+        )
+        self.written = written
+        self.budget = budget
 
 
 @dataclass
@@ -241,6 +258,8 @@ def _compute_with(project: Project, job: _Job) -> tuple[int, int]:
     view = service.view(job.view)
     policy = project.policy_for(job.role)
     contexts = service.contexts(view, policy)
+    # A role that does not see a time the view reads in clear is not told when rows were.
+    hide_existed = mask_plan(view, policy).hide_existed
     layout = columns_read(view)
     rows = ipc.open_file(job.rows).read_all()
     ids = rows.column("entity_id").to_pylist()
@@ -273,7 +292,9 @@ def _compute_with(project: Project, job: _Job) -> tuple[int, int]:
                 {
                     "index": pa.array(index[picked], pa.int64()),
                     "found": pa.array(found),
-                    "existed": pa.array(done.existed),
+                    "existed": pa.nulls(len(entity_of), pa.bool_())
+                    if hide_existed
+                    else pa.array(done.existed),
                     **{name: column.arrow() for name, column in done.columns.items()},
                 }
             )
@@ -298,6 +319,7 @@ def export_view(
     workers: int = 1,
     progress: Progress | None = None,
     limits: SpineLimits | None = None,
+    budget: int | None = None,
 ) -> ExportReport:
     """Export ``view_name`` over ``spine`` (None: every entity, as of now) to ``out``.
 
@@ -309,12 +331,15 @@ def export_view(
     The spine's columns are checked before anything starts; ``limits`` bound what a spine
     from someone else may decode to (the API's; ``fabric export`` reads the user's own file
     and passes none). The file and its manifest are readable by their owner only, from the
-    moment they are created, as are the directories made for them.
+    moment they are created, as are the directories made for them. ``budget`` bounds the
+    bytes of the file: the export stops after the first batch that takes it past (the API's
+    quota per key; ``fabric export`` has none).
 
     Raises:
         SpineError: a spine column is missing, doubled or named like one the export
             writes, or a time does not parse (row named).
         SpineTooLargeError: the spine is past one of ``limits``.
+        BudgetExceededError: the file passed ``budget`` (and was deleted).
         EntityNotFoundError: unknown view.
     """
     progress = progress or (lambda stage, n, total: None)
@@ -382,7 +407,9 @@ def export_view(
         for count, found in done:
             entities += found
             progress("export: computing features", count, total)
-        schema = _write(batches(), [j.results for j in jobs], view, out, fmt, progress, total)
+        schema = _write(
+            batches(), [j.results for j in jobs], view, out, fmt, progress, total, budget
+        )
     finished = datetime.now(UTC)
     last_run = project.catalog.last_succeeded_run()
     manifest = out.with_name(out.name + ".manifest.json")
@@ -518,10 +545,12 @@ def _write(
     fmt: str,
     progress: Progress,
     total: int,
+    budget: int | None,
 ) -> pa.Schema:
     """Pass three: the spine's columns and the features, in spine order, to ``out``.
 
-    Written under a temporary name and renamed when complete. Returns the schema written.
+    Written under a temporary name and renamed when complete; past ``budget`` bytes, stopped
+    and deleted. Returns the schema written.
     """
     merge = _Merge(results)
     fd, tmp = private_temp(out)
@@ -529,7 +558,9 @@ def _write(
     csv_writer: pcsv.CSVWriter | None = None
     schema: pa.Schema | None = None
     try:
-        with os.fdopen(fd, "wb") as handle:
+        # The writers close before the file, when it fails too: one left open would write
+        # to the closed file when collected.
+        with os.fdopen(fd, "wb") as handle, contextlib.ExitStack() as writers:
             expected = 0
             for batch in batches:
                 features = merge.take(expected, expected + batch.num_rows)
@@ -548,11 +579,13 @@ def _write(
                         # zstd without dictionary pages: features and times rarely repeat,
                         # and trying dictionaries first made the file larger and the write
                         # twice as slow (measured on a 1,000,000-row export).
-                        parquet = pq.ParquetWriter(
-                            handle, schema, compression="zstd", use_dictionary=False
+                        parquet = writers.enter_context(
+                            pq.ParquetWriter(
+                                handle, schema, compression="zstd", use_dictionary=False
+                            )
                         )
                     elif fmt == "csv":
-                        csv_writer = pcsv.CSVWriter(handle, schema)
+                        csv_writer = writers.enter_context(pcsv.CSVWriter(handle, schema))
                 table = table.cast(schema)
                 if parquet is not None:
                     parquet.write_table(table, row_group_size=_BATCH)
@@ -562,11 +595,11 @@ def _write(
                     for row in table.to_pylist():
                         line = json.dumps(row, ensure_ascii=False, default=str) + "\n"
                         handle.write(line.encode())
+                # Each batch is in the file once written (a Parquet row group each): its
+                # position is the file's size.
+                if budget is not None and handle.tell() > budget:
+                    raise BudgetExceededError(out, handle.tell(), budget)
                 progress("export: writing", batch.num_rows, total)
-            if parquet is not None:
-                parquet.close()
-            if csv_writer is not None:
-                csv_writer.close()
         if schema is None:
             raise SpineError("the spine has no rows")
         os.replace(tmp, out)

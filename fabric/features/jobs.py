@@ -9,7 +9,10 @@ ids, never by anything a caller sent, readable by the server's user only.
 
 What callers send is bounded before it is decoded (:mod:`fabric.features.spine`): a spine is
 checked as it is uploaded and again as an export over it starts. Each key holds at most
-``api.exports.max_bytes_per_key`` of uploads and export files, and every file is deleted
+``api.exports.max_bytes_per_key`` of uploads and export files. An export is given what its
+key has left as it starts and stops, its file deleted, as soon as the file passes that (two
+exports of one key running at once may each write up to it: the one to finish second then
+fails when its files are counted). Every file is deleted
 ``api.exports.keep_hours`` after it was last written: swept as the server starts, as jobs
 start and finish, and every few minutes. The sweep deletes only files named as fabric names
 them, so a directory shared with anything else loses nothing else.
@@ -34,7 +37,7 @@ import pyarrow as pa
 
 from fabric.entities import InvalidRequestError
 from fabric.errors import EntityNotFoundError, FabricError
-from fabric.features.export import FORMATS, export_view
+from fabric.features.export import FORMATS, BudgetExceededError, export_view
 from fabric.features.spine import SpineLimits, check_spine
 from fabric.files import private_dir
 from fabric.project import Project
@@ -355,8 +358,12 @@ class ExportJobs:
             job.rows_done += advance
             job.rows_total = total
 
+        with self._lock:
+            held = self._held.get(job.owner, 0)
         try:
             private_dir(self.out_dir)
+            if held >= self.quota:
+                raise QuotaExceededError(self._over_quota(held, "nothing is left under"))
             report = export_view(
                 project,
                 job.view,
@@ -367,8 +374,15 @@ class ExportJobs:
                 workers=self.workers,
                 progress=progress,
                 limits=self.limits,
+                budget=self.quota - held,
             )
             self._keep(job)
+        except BudgetExceededError as exc:
+            stopped = (
+                "the export was stopped, and its file deleted, when it passed the "
+                f"{exc.budget:,} bytes left under"
+            )
+            job.state, job.error = "failed", self._over_quota(held, stopped)
         except FabricError as exc:
             # Spine errors name the file: the caller's name for it, not the server's path.
             message = str(exc).splitlines()[0]
@@ -406,13 +420,17 @@ class ExportJobs:
         """Add ``size`` bytes to what ``owner`` holds, within its quota (lock held)."""
         held = self._held.get(owner, 0)
         if held + size > self.quota:
-            raise QuotaExceededError(
-                f"this key holds {held:,} bytes of uploaded spines and export files; "
-                f"{size:,} more would pass api.exports.max_bytes_per_key ({self.quota:,} "
-                f"bytes). They are deleted {self.keep_hours:g} hours after they are written "
-                "(api.exports.keep_hours)"
-            )
+            raise QuotaExceededError(self._over_quota(held, f"{size:,} more would pass"))
         self._held[owner] = held + size
+
+    def _over_quota(self, held: int, what: str) -> str:
+        """Say that a key holding ``held`` bytes is at its quota (``what``: how, ending
+        where the setting is named)."""
+        return (
+            f"this key holds {held:,} bytes of uploaded spines and export files; {what} "
+            f"api.exports.max_bytes_per_key ({self.quota:,} bytes). They are deleted "
+            f"{self.keep_hours:g} hours after they are written (api.exports.keep_hours)"
+        )
 
     def _release(self, owner: str, size: int) -> None:
         """Take ``size`` bytes off what ``owner`` holds (lock held)."""

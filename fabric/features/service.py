@@ -55,7 +55,7 @@ _VALUE_KINDS = ("attribute", "last", "min", "max")
 #: role that does not see that column in clear (a sum as of just past one row is that row's
 #: value). ``distinct`` counts pass over a column masked one to one (tokens, hashes, FPE):
 #: the masked values give the same count.
-_COMPUTED_KINDS = ("sum", "avg", "distinct", "recency", "age")
+_COMPUTED_KINDS = ("sum", "avg", "distinct")
 _ONE_TO_ONE = frozenset({"tokenize", "hash", "fpe"})
 #: Operators that look at the entity's names besides the value.
 _NAMED_OPS = frozenset({"free_text", "fake"})
@@ -71,28 +71,37 @@ class MaskPlan:
     withheld: frozenset[str]
     #: some mask looks at the entity's names: it needs the entity's rows (see contexts)
     needs_names: bool
+    #: ``existed`` withheld (null): it tells when the entity's first row was, and a time
+    #: the view reads is one the role does not see in clear
+    hide_existed: bool = False
 
 
-def _columns_of(feature: Feature) -> list[tuple[str, str]]:
-    """The (table, column) pairs whose values make a computed feature's value."""
+def _times_of(feature: Feature) -> list[tuple[str, str]]:
+    """The (table, column) of each time a feature is computed as of: its rows' timestamps,
+    or the times ``age`` looks at."""
     if feature.kind == "age":
         return list(feature.times)
-    if feature.kind == "recency":
-        return [(feature.table, feature.timestamp)]
-    return [(feature.table, feature.column)]
+    return [(feature.table, feature.timestamp)] if feature.timestamp else []
 
 
 def mask_plan(view: FeatureView, policy: MaskingPolicy) -> MaskPlan:
-    """How ``policy`` masks ``view``: each feature that shows a column's value (``attribute``,
-    ``last``, ``min``, ``max``) is masked like that column, with the same entity context
-    (names included) as documents; a feature computed from a column the role does not see
-    in clear (``sum``, ``avg``, ``distinct``, ``recency``, ``age``) is withheld, as is a
-    derived feature reading, directly or through others, one masked or withheld: computed
-    from clear values, it could give them away (``upper(country)``). Counts pass: a count is
-    of rows, and its filter is the view's, not the caller's."""
+    """How ``policy`` masks ``view``.
+
+    - A feature that shows a column's value (``attribute``, ``last``, ``min``, ``max``) is
+      masked like that column, with the same entity context (names included) as documents.
+    - A feature computed from a column the role does not see in clear (``sum``, ``avg``,
+      ``distinct``) is withheld: computed from clear values, it could give them away.
+    - A feature whose rows' times the role does not see in clear (a date-shifted timestamp)
+      is withheld, whatever its kind, counts and recency and age included: asked as of times
+      a caller picks, it would tell when each row was. ``existed`` too.
+    - A derived feature reading, directly or through others, one masked or withheld is
+      withheld (``upper(country)``).
+
+    Other counts pass: a count is of rows, and its filter is the view's, not the caller's.
+    """
     masks: dict[str, MaskFunction] = {}
     withheld: set[str] = set()
-    needs_names = False
+    needs_names = hide_existed = False
     if policy.clear:
         return MaskPlan(masks, frozenset(), False)
 
@@ -101,19 +110,21 @@ def mask_plan(view: FeatureView, policy: MaskingPolicy) -> MaskPlan:
         return plan.get(column, policy.unlisted), policy.op_of(view.entity_type, table, column)
 
     for feature in view.features:  # derived ones come after what they read
-        if feature.kind in _VALUE_KINDS:
+        if any(mask_of(table, column)[0] is not None for table, column in _times_of(feature)):
+            withheld.add(feature.name)
+            hide_existed = True
+        elif feature.kind in _VALUE_KINDS:
             mask, op = mask_of(feature.table, feature.column)
             if mask is not None:
                 masks[feature.name] = mask
                 needs_names = needs_names or op in _NAMED_OPS
         elif feature.kind in _COMPUTED_KINDS:
-            for table, column in _columns_of(feature):
-                mask, op = mask_of(table, column)
-                if mask is not None and not (feature.kind == "distinct" and op in _ONE_TO_ONE):
-                    withheld.add(feature.name)
+            mask, op = mask_of(feature.table, feature.column)
+            if mask is not None and not (feature.kind == "distinct" and op in _ONE_TO_ONE):
+                withheld.add(feature.name)
         elif feature.kind == "derive" and set(feature.reads) & (set(masks) | withheld):
             withheld.add(feature.name)
-    return MaskPlan(masks, frozenset(withheld), needs_names)
+    return MaskPlan(masks, frozenset(withheld), needs_names, hide_existed)
 
 
 def mask_attributes(
@@ -400,7 +411,7 @@ class FeatureService:
             "version": view.version,
             "entity_id": vector.entity_id,
             "as_of": moment.isoformat(),
-            "existed": vector.existed,
+            "existed": None if self._plan(view, policy).hide_existed else vector.existed,
             "policy": policy.name,
             "features": self._masked(view, policy, vector),
         }
@@ -485,6 +496,8 @@ class FeatureService:
         found = self._vectors(view, entity_ids, micros(moment), current=as_of is None)
         vectors = [(asked, found[asked]) for asked in entity_ids if asked in found]
         masked = [self._masked(view, policy, vector) for _, vector in vectors]
+        hide = self._plan(view, policy).hide_existed
+        existed = [None if hide else v.existed for _, v in vectors]
         out: dict[str, Any] = {
             "view": view.name,
             "version": view.version,
@@ -494,13 +507,13 @@ class FeatureService:
         if layout == "columns":
             out |= {
                 "entity_ids": [v.entity_id for _, v in vectors],
-                "existed": [v.existed for _, v in vectors],
+                "existed": existed,
                 "features": {f.name: [values[f.name] for values in masked] for f in view.features},
             }
         else:
             out["vectors"] = [
-                {"entity_id": vector.entity_id, "existed": vector.existed, "features": values}
-                for (_, vector), values in zip(vectors, masked, strict=True)
+                {"entity_id": vector.entity_id, "existed": was, "features": values}
+                for (_, vector), was, values in zip(vectors, existed, masked, strict=True)
             ]
         out["not_found"] = [asked for asked in entity_ids if asked not in found]
         out["merged_from"] = {

@@ -153,10 +153,9 @@ def resolve_csv(
         )
     records = [(row[id_column].strip(), extract(row)) for row in rows]
     resolution = resolve_records(records, compiled)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    # Missing directories are made owner-only (0700) as the files are written.
     cluster_of = _write_clusters(out, resolution, compiled.entity_type)
     if explain is not None:
-        explain.parent.mkdir(parents=True, exist_ok=True)
         _write_explanations(explain, resolution, cluster_of)
     return ResolveCsvReport(
         records=len(records),

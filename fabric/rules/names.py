@@ -8,8 +8,9 @@ from an entity's rows to its :class:`EntityNames` (from everything resolution kn
 whose name ends in "name" (:func:`column_names`).
 
 Names are compared folded (case and accents aside): ``José`` in a ticket is the ``jose`` that
-normalised match values hold. An entity's own words are found in any case, and one edit away
-for words of four letters or more (a misspelt name is still the name); their *variants*
+normalised match values hold. An entity's own words are found in any case, and one edit (or
+one swap of neighbouring letters) away for words of four letters or more (a misspelt name is
+still the name), alone or as part of a word ("Chris's", "Smith-Jones"); their *variants*
 (nicknames, the full names they stand for) only when written with a capital, as names are:
 a William's "Will" is hidden, "I will call" is not.
 """
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rapidfuzz import process
-from rapidfuzz.distance import Levenshtein
+from rapidfuzz.distance import OSA
 
 __all__ = [
     "NOT_NAMES",
@@ -40,7 +41,8 @@ __all__ = [
 WORD = re.compile(r"[^\W\d_]+(?:['-][^\W\d_]+)*")
 _LETTERS = re.compile(r"[^\W\d_]+")
 _closest = process.extractOne
-_EDITS = Levenshtein.distance
+#: Edits and swaps of neighbouring letters ("Smiht"), each counted once.
+_EDITS = OSA.distance
 
 #: Words that a sign-off or an email address yields but that are nobody's name: a ticket
 #: ending "... please. Thank you" gives the "name" *thank you* to the match rules' signature
@@ -141,15 +143,15 @@ class EntityNames:
 
     @functools.cached_property
     def near(self) -> frozenset[tuple[str, int]]:
-        """(first two letters, length) and (last two letters, length) a word one edit from a
-        long own word can have: one edit leaves its first two or its last two letters as they
-        were (four letters or more), and changes its length by one at most. Other words are
-        not compared at all."""
+        """(first letter, length) and (last letter, length) a word one edit (or one swap of
+        neighbours) from a long own word can have: such an edit leaves its first or its last
+        letter as it was (four letters or more), and changes its length by one at most.
+        Other words are not compared at all."""
         return frozenset(
             {
                 (end, len(w) + d)
                 for w in self.long_words
-                for end in (w[:2], "$" + w[-2:])
+                for end in (w[0], "$" + w[-1])
                 for d in (-1, 0, 1)
             }
         )
@@ -175,29 +177,34 @@ def column_names(entity_type: str, tables: Mapping[str, list[dict[str, Any]]]) -
 
 
 def find_names(text: str, names: EntityNames) -> list[tuple[int, int]]:
-    """Spans of ``text`` that are one of the entity's names (see the module's docstring)."""
+    """Spans of ``text`` that are one of the entity's names (see the module's docstring).
+
+    A word joined to others by an apostrophe or a hyphen ("Chris's", "Smith-Jones") is
+    hidden whole when any of its parts is a name.
+    """
     if not names:
         return []
-    own, variants, long_own, near = names.words, names.variants, names.long_words, names.near
     spans: list[tuple[int, int]] = []
     for match in WORD.finditer(text):
         word = match.group()
-        folded = word.casefold() if word.isascii() else fold(word)
-        if (
-            folded in own
-            or (word[0].isupper() and folded in variants)
-            # one edit from an own word of four letters or more: the name misspelt (C loop)
-            or (
-                len(folded) >= 4
-                and ((folded[:2], len(folded)) in near or ("$" + folded[-2:], len(folded)) in near)
-                and _closest(folded, long_own, scorer=_EDITS, score_cutoff=1) is not None
-            )
+        if _is_name(word, names) or (
+            ("'" in word or "-" in word)
+            and any(_is_name(part, names) for part in _LETTERS.findall(word))
         ):
             spans.append((match.start(), match.end()))
-        elif "-" in word or "'" in word:
-            # "Smith-Jones" written for a Smith: the parts of a compound word count alone.
-            at = match.start()
-            for part in _LETTERS.finditer(word):
-                if fold(part.group()) in own:
-                    spans.append((at + part.start(), at + part.end()))
     return spans
+
+
+def _is_name(word: str, names: EntityNames) -> bool:
+    """Is ``word`` (as written) one of the entity's own words, one written as a name (with a
+    capital) of their variants, or an own word of four letters or more misspelt by one edit
+    or two letters swapped (OSA distance, in C)?"""
+    folded = word.casefold() if word.isascii() else fold(word)
+    if folded in names.words or (word[0].isupper() and folded in names.variants):
+        return True
+    if len(folded) < 4:
+        return False
+    near, size = names.near, len(folded)
+    return ((folded[0], size) in near or ("$" + folded[-1], size) in near) and _closest(
+        folded, names.long_words, scorer=_EDITS, score_cutoff=1
+    ) is not None

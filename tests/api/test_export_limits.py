@@ -224,3 +224,69 @@ def test_export_files_are_owner_only(synced: Path) -> None:
         os.umask(old)
     # Once the server stops, nobody can ask for them: they are deleted.
     assert not list(exports.glob(f"{job}*"))
+
+
+def test_an_export_stops_as_soon_as_its_file_would_pass_the_keys_quota(
+    synced: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fabric.features.export as export
+
+    monkeypatch.setattr(export, "_BATCH", 16)  # batches of 16 rows: stopped long before the end
+    configure(synced, "max_bytes_per_key: 8192")
+    project = Project.open(synced)
+    steward = load_secrets(project.config).api_keys["steward-demo"]
+    with TestClient(app=create_app(project)) as client:
+        started = client.post(
+            "/v1/exports", json={"view": "customer_360", "format": "jsonl"}, headers=auth(steward)
+        )
+        assert started.status_code == 202, started.text
+        status = wait(client, started.json()["job"], steward)
+        assert status["state"] == "failed", status
+        assert "api.exports.max_bytes_per_key (8,192 bytes)" in status["error"]
+        assert "stopped" in status["error"]
+        assert status["stage"] == "writing" and status["rows_done"] < status["rows_total"]
+        # Nothing half-written stays.
+        assert not [p for p in (synced.parent / "exports").iterdir() if p.name != "uploads"]
+        # What the key holds is unchanged: a spine that fills the quota is still taken.
+        header = b"entity_id,event_timestamp\n"
+        line = b"crm:1,2026-05-01T00:00:00\n"
+        rows, rest = divmod(8192 - len(header), len(line))
+        full = header + line * (rows - 1) + b"crm:1," + b"2" * (len(line) - 7 + rest) + b"\n"
+        assert len(full) == 8192
+        assert upload(client, steward, full, "text/csv").status_code == 201
+        # With nothing left, an export fails before it computes anything.
+        again = client.post("/v1/exports", json={"view": "customer_360"}, headers=auth(steward))
+        status = wait(client, again.json()["job"], steward)
+        assert status["state"] == "failed" and status["stage"] is None
+        assert "nothing is left under api.exports.max_bytes_per_key" in status["error"]
+
+
+def test_uploads_of_the_reviews_findings_are_refused(
+    limited: tuple[TestClient[Litestar], dict[str, str], Path],
+) -> None:
+    client, keys, root = limited
+    steward = keys["steward-demo"]
+    # A prefix-coded (DELTA_BYTE_ARRAY) label: its size says nothing of what it decodes to.
+    rows = 1_000
+    table = spine(["87df644f1cb5"] * rows, label=["x" * 1000] * rows)
+    sink = io.BytesIO()
+    with pq.ParquetWriter(
+        sink,
+        table.schema,
+        use_dictionary=False,
+        column_encoding={"label": "DELTA_BYTE_ARRAY"},
+        compression="zstd",
+    ) as writer:
+        writer.write_table(table)
+    message = error(upload(client, steward, sink.getvalue()), 400)
+    assert "column 'label'" in message and "DELTA_BYTE_ARRAY" in message
+    assert "PLAIN or dictionary" in message and message.startswith("upload:")
+    # A CSV value over max_spine_value_bytes.
+    long = ("entity_id,event_timestamp,note\ncrm:1,2026-05-01," + "y" * 4096 + "\n").encode()
+    message = error(upload(client, steward, long, "text/csv"), 413)
+    assert "column 'note' holds a value of 4,096 bytes" in message
+    assert "max_spine_value_bytes (1,024 bytes)" in message and "yyy" not in message
+    # A label named like a column the export writes, but for its case.
+    found = error(upload(client, steward, parquet(spine(["crm:1"], Found=[True]))), 400)
+    assert "'Found'" in found and "case" in found
+    assert not list((root / "exports" / "uploads").iterdir())

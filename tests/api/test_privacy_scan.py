@@ -58,7 +58,7 @@ class Secrets:
             if isinstance(row.get(column), str)
             for word in re.findall(r"[^\W\d_]{4,}", row[column])
         } | {w.casefold() for w in signed_names(tables["support_tickets"])}
-        #: values the analyst sees as they are (a city, a ticket's subject): a name word in
+        #: values the analyst sees as they are (a city, an order status): a name word in
         #: them is not a leak of the name
         self.kept = kept
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from fabric.cli import main
 from fabric.entities import EntityService
-from fabric.features.export import SpineError, export_view
+from fabric.features.export import FORMATS, BudgetExceededError, SpineError, export_view
 from fabric.features.service import FeatureService
 from fabric.project import Project
 
@@ -391,3 +391,44 @@ def test_values_of_masked_columns_never_reach_a_masked_role(
         break
     else:
         pytest.fail("no entity with an email")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_an_export_past_its_byte_budget_stops_at_once_and_keeps_nothing(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    import fabric.features.export as export
+
+    monkeypatch.setattr(export, "_BATCH", 64)
+    ids = sorted(project.catalog.entities("customer"))
+    spine = tmp_path / "spine.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "entity_id": [ids[i % len(ids)] for i in range(640)],
+                "event_timestamp": ["2026-05-01T00:00:00"] * 640,
+            }
+        ),
+        spine,
+    )
+    written: list[int] = []
+
+    def progress(stage: str, advance: int, total: int | None) -> None:
+        if stage == "export: writing":
+            written.append(advance)
+
+    out = tmp_path / f"out.{fmt}"
+    with pytest.raises(BudgetExceededError) as raised:
+        export_view(
+            project, "customer_360", out, spine=spine, fmt=fmt, budget=4096, progress=progress
+        )
+    # Stopped after the batch that passed it, not after the whole file.
+    assert raised.value.budget == 4096 and raised.value.written > 4096
+    assert sum(written) < 640 and raised.value.written < 4096 + 64 * 1024
+    assert "4,096 bytes" in str(raised.value)
+    # Nothing half-written stays: neither the file nor its temporary.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spine.parquet"]
+    # Within its budget, the same file as without one.
+    export_view(project, "customer_360", out, spine=spine, fmt=fmt, budget=1 << 30)
+    export_view(project, "customer_360", tmp_path / f"free.{fmt}", spine=spine, fmt=fmt)
+    assert out.read_bytes() == (tmp_path / f"free.{fmt}").read_bytes()

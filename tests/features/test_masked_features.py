@@ -5,6 +5,7 @@ online and in exports alike."""
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -133,3 +134,38 @@ def test_exports_mask_features_as_the_api_does(project: Project, tmp_path: Path)
         identities += bool(clear_row["holder"] and clear_row["first_name"])
     assert any(r["paid_7d"] is not None for r in clear)
     assert identities >= 20
+
+
+def test_features_over_times_a_role_does_not_see_are_withheld(
+    demo_dir: Path, tmp_path: Path
+) -> None:
+    """Asked as of times a caller picks, a count over date-shifted orders would tell when each
+    order was (a binary search over as_of): withheld, with ``existed``."""
+    root = tmp_path / "demo"
+    shutil.copytree(demo_dir, root)
+    masking = root / "rules" / "masking.yaml"
+    kept = "        ordered_at: {op: keep}\n"
+    assert kept in masking.read_text()
+    masking.write_text(masking.read_text().replace(kept, "        ordered_at: {op: date_shift}\n"))
+    with Project.open(root / "fabric.yaml") as opened:
+        features = FeatureService(opened)
+        entity_id = sorted(opened.catalog.entities("customer"))[0]
+        for as_of in (None, "2026-06-01T00:00:00Z"):
+            clear = features.vector("customer_360", entity_id, as_of=as_of, role="steward")
+            masked = features.vector("customer_360", entity_id, as_of=as_of, role="analyst")
+            assert isinstance(clear["existed"], bool) and masked["existed"] is None
+            for name in ("order_count_90d", "order_total_90d", "days_since_last_order"):
+                assert masked["features"][name] is None, name
+            # Times the analyst sees in clear still count.
+            assert masked["features"]["ticket_count_30d"] == clear["features"]["ticket_count_30d"]
+            batch = features.vectors("customer_360", [entity_id], as_of=as_of, role="analyst")
+            assert batch["vectors"][0]["existed"] is None
+            assert batch["vectors"][0]["features"]["order_count_90d"] is None
+        # Exports alike.
+        export_view(opened, "customer_360", tmp_path / "a.parquet", role="analyst")
+        export_view(opened, "customer_360", tmp_path / "s.parquet", role="steward")
+        masked_rows = pq.read_table(tmp_path / "a.parquet").to_pylist()
+        clear_rows = pq.read_table(tmp_path / "s.parquet").to_pylist()
+        assert all(r["existed"] is None and r["order_count_90d"] is None for r in masked_rows)
+        assert any(r["existed"] for r in clear_rows)
+        assert any(r["order_count_90d"] for r in clear_rows)

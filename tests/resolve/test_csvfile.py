@@ -75,6 +75,16 @@ def test_resolve_writes_clusters_and_explanations(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+def test_resolve_makes_missing_directories_owner_only(tmp_path: Path) -> None:
+    data, rules = write_inputs(tmp_path)
+    out, explain = tmp_path / "new" / "c.csv", tmp_path / "new2" / "sub" / "p.csv"
+    result = resolve(data, rules, out, "--explain", str(explain), "--id-column", "id")
+    assert result.exit_code == 0, result.output
+    for made in (out.parent, explain.parent, explain.parent.parent):
+        assert made.stat().st_mode & 0o777 == 0o700, made
+    assert out.stat().st_mode & 0o777 == 0o600
+
+
 def test_resolve_missing_id_column_is_exit_1(tmp_path: Path) -> None:
     data, rules = write_inputs(tmp_path)
     result = resolve(data, rules, tmp_path / "o.csv")

@@ -2,7 +2,9 @@
 
 Each kind draws the spellings seen in tickets (separators, groupings, case, international
 prefixes, non-ASCII addresses), puts them in a sentence, and checks that one span of the right
-kind covers all of the value and that masking leaves none of it.
+kind covers all of the value and that masking leaves none of it. The separators include the ones
+a security review got through: tabs, Unicode spaces, doubled spaces, underscores, commas; and
+so do full-width characters and zero-width ones inside the value.
 """
 
 from __future__ import annotations
@@ -56,6 +58,30 @@ CLOSERS = st.sampled_from(["", ".", ",", "!", "?", ";", ":", ")"])
 ENDINGS = st.sampled_from(["", " ", "\n", "\n\n", "\r\n"])
 
 
+#: what people (and their keyboards, editors and copy-paste) put between the groups of a number
+GROUP_SEPARATORS = [
+    *(" ", "-", ".", "/", ""),
+    *("\t", "  ", "--", "_", ",", "\u2013"),  # tab, doubled, underscore, comma, en dash
+    *("\u00a0", "\u202f", "\u2009", "\u2007", "\u3000"),  # no-break, thin, figure, ideographic
+]
+#: invisible characters that copy-paste and chat clients leave inside values
+ZERO_WIDTH = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad"]
+#: ASCII to its full-width form, as typed with a CJK input method
+FULL_WIDTH = str.maketrans({c: chr(ord(c) + 0xFEE0) for c in string.ascii_letters + "0123456789+"})
+
+
+@st.composite
+def with_zero_width(draw: st.DrawFn, value: str) -> str:
+    """``value``, sometimes with zero-width characters between its characters."""
+    if len(value) < 2 or draw(st.integers(0, 2)):
+        return value
+    cuts = draw(st.lists(st.integers(1, len(value) - 1), min_size=1, max_size=3, unique=True))
+    chars = list(value)
+    for cut in sorted(cuts, reverse=True):
+        chars.insert(cut, draw(st.sampled_from(ZERO_WIDTH)))
+    return "".join(chars)
+
+
 @st.composite
 def sentence(draw: st.DrawFn, value: str) -> str:
     """``value`` with words before and after it, punctuation right after, line breaks."""
@@ -84,12 +110,14 @@ def card_spellings(draw: st.DrawFn) -> str:
         st.text(alphabet=string.digits, min_size=sum(grouping) - 2, max_size=sum(grouping) - 2)
     )
     number = with_luhn_digit(first + rest)
-    separator = draw(st.sampled_from([" ", "-", ".", "/", ""]))
+    if draw(st.booleans()):
+        number = number.translate(FULL_WIDTH)
+    separator = draw(st.sampled_from(GROUP_SEPARATORS))
     groups, at = [], 0
     for size in grouping:
         groups.append(number[at : at + size])
         at += size
-    return separator.join(groups)
+    return draw(with_zero_width(separator.join(groups)))
 
 
 @given(st.data())
@@ -142,8 +170,13 @@ def iban_spellings(draw: st.DrawFn) -> str:
     elif case == "mixed":
         flips = draw(st.lists(st.booleans(), min_size=len(iban), max_size=len(iban)))
         iban = "".join(c.lower() if flip else c for c, flip in zip(iban, flips, strict=True))
-    separator = draw(st.sampled_from([" ", "-", ".", ""]))
-    return separator.join(iban[i : i + 4] for i in range(0, len(iban), 4))
+    if draw(st.booleans()):
+        iban = iban.translate(FULL_WIDTH)
+    separator = draw(st.sampled_from(GROUP_SEPARATORS))
+    groups = [iban[i : i + 4] for i in range(0, len(iban), 4)]
+    if separator and draw(st.booleans()):  # the country code apart: GB 82 WEST 1234 ...
+        groups[:1] = [iban[:2], iban[2:4]]
+    return draw(with_zero_width(separator.join(groups)))
 
 
 @given(st.data())
@@ -159,12 +192,23 @@ PHONE_REGIONS = ["US", "GB", "DE", "FR", "IN", "BR", "JP", "AU", "CH", "ES", "IT
 
 @st.composite
 def phone_spellings(draw: st.DrawFn) -> tuple[str, str]:
+    """A phone number as people type it, and the region to look for it with."""
+    value, region = draw(written_phones())
+    if draw(st.booleans()):
+        value = value.translate(FULL_WIDTH)
+    return draw(with_zero_width(value)), region
+
+
+@st.composite
+def written_phones(draw: st.DrawFn) -> tuple[str, str]:
     """A phone number as people write it, and the region to look for it with."""
     region = draw(st.sampled_from(PHONE_REGIONS))
     kind = draw(st.sampled_from([PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE]))
     number = phonenumbers.example_number_for_type(region, kind)
     assert number is not None
-    separator = draw(st.sampled_from([" ", "-", ".", ""]))
+    separator = draw(
+        st.sampled_from([" ", "-", ".", "", "\t", "  ", "_", "\u00a0", "\u202f", "\u3000"])
+    )
     national = phonenumbers.format_number(number, PhoneNumberFormat.NATIONAL)
     prefix = draw(st.sampled_from(["+", "00", "011", "national"]))
     if prefix == "national":  # written for someone in the same region
@@ -196,6 +240,7 @@ def test_find_pii_finds_phone_numbers_as_people_type_them(data: st.DataObject) -
 # -- emails ---------------------------------------------------------------------------------
 
 LETTERS = st.characters(categories=["L"])
+LOCAL_JOINS = "._+-" + "'&!#$%*/=?^`{|}~"
 WORD_CHARS = st.characters(categories=["L", "M", "N"])
 
 
@@ -215,8 +260,14 @@ def domain_label(draw: st.DrawFn) -> str:
 @st.composite
 def email_spellings(draw: st.DrawFn) -> str:
     words = draw(st.lists(unicode_word(), min_size=1, max_size=3))
-    joins = draw(st.lists(st.sampled_from("._+-"), min_size=len(words), max_size=len(words)))
-    local = "".join(j + w for j, w in zip(joins, words, strict=True))[1:]
+    if draw(st.integers(0, 4)):
+        # RFC 5322 atext between the words: john.o'neil, jsmith&co, a/b, x=y
+        joins = draw(
+            st.lists(st.sampled_from(LOCAL_JOINS), min_size=len(words), max_size=len(words))
+        )
+        local = "".join(j + w for j, w in zip(joins, words, strict=True))[1:]
+    else:  # a quoted local part: "john smith"@example.com
+        local = '"' + " ".join(words) + '"'
     labels = draw(st.lists(domain_label(), min_size=1, max_size=3))
     tld = draw(
         st.one_of(
@@ -224,7 +275,9 @@ def email_spellings(draw: st.DrawFn) -> str:
             st.sampled_from(["com", "de", "xn--p1ai", "xn--fiqs8s", "рф", "中国", "भारत"]),
         )
     )
-    return f"{local}@{'.'.join(labels)}.{tld}"
+    at = draw(st.sampled_from(["@", "\uff20", "\ufe6b"]))  # ASCII, full-width, small
+    dot = draw(st.sampled_from([".", "\u3002", "\uff0e", "\uff61"]))  # ASCII, ideographic
+    return draw(with_zero_width(f"{local}{at}{dot.join(labels)}{dot}{tld}"))
 
 
 @given(st.data())
@@ -294,6 +347,77 @@ def test_find_pii_takes_an_iban_before_a_following_word() -> None:
     assert [text[s:e] for s, e, _ in find_pii(text)] == ["BE68 5390 0754 7034", "be68539007547034"]
 
 
+# -- the spellings of the security review ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        ("4012\t8888\t8888\t1881", "card"),
+        ("4012\u00a08888\u00a08888\u00a01881", "card"),
+        ("4012\u202f8888\u202f8888\u202f1881", "card"),
+        ("4012\u30008888\u30008888\u30001881", "card"),
+        ("5500  0055  5555  5559", "card"),
+        ("6011_0009_9013_9424", "card"),
+        ("6011,0009,9013,9424", "card"),
+        ("４１１１ １１１１ １１１１ １１１１", "card"),
+        ("４１１１１１１１１１１１１１１１", "card"),
+        ("4111\u200b1111\u200b1111\u200b1111", "card"),
+        ("41\u200d11 1111 1111 1111", "card"),
+        ("GB 82 WEST 1234 5698 7654 32", "iban"),
+        ("gb 82 west 1234 5698 7654 32", "iban"),
+        ("GB82\tWEST\t1234\t5698\t7654\t32", "iban"),
+        ("GB82\u00a0WEST\u00a01234\u00a05698\u00a07654\u00a032", "iban"),
+        ("GB82  WEST  1234  5698  7654  32", "iban"),
+        ("GB82_WEST_1234_5698_7654_32", "iban"),
+        ("GB82,WEST,1234,5698,7654,32", "iban"),
+        ("ＧＢ８２ ＷＥＳＴ １２３４ ５６９８ ７６５４ ３２", "iban"),
+        ("GB8\u200b2 WEST 1234 5698 7654 32", "iban"),
+        ("415\t555\t0134", "phone"),
+        ("415\u00a0555\u00a00134", "phone"),
+        ("415  555  0134", "phone"),
+        ("415_555_0134", "phone"),
+        ("+44_20_7946_0958", "phone"),
+        ("0044\t20\t7946\t0958", "phone"),
+        ("４１５-５５５-０１３４", "phone"),
+        ("415-555\u200b-0134", "phone"),
+        ("bob.hatfield＠example.com", "email"),
+        ("john.o'neil@example.com", "email"),
+        ("jsmith&co@example.com", "email"),
+        ('"john smith"@example.com', "email"),
+        ('"bob@home"@example.com', "email"),
+        ('"bob@home.org"@example.com', "email"),
+        ("bob@example。com", "email"),
+        ("bob@example．com", "email"),
+        ("bob@example｡com", "email"),
+        ("bob\u200b.hatfield@example.com", "email"),
+        ("bob@exa\u200dmple.com", "email"),
+        ("bob@example.co\u2060m", "email"),
+        ("bob\ufeff@example.com", "email"),
+    ],
+)
+def test_find_pii_finds_the_spellings_of_the_security_review(value: str, kind: Kind) -> None:
+    assert_masked_whole(f"Hi, mine is {value}. Thanks from the team", value, kind)
+
+
+def test_find_pii_takes_a_full_width_at_for_an_address_not_for_a_name() -> None:
+    # The name detector found "hatfield" and left "bob." and "＠example.com" in the clear.
+    text = "mail bob.hatfield＠example.com please"
+    assert find_pii(text, ["Bob Hatfield"]) == [(5, 29, "email")]
+
+
+def test_find_pii_ends_an_ascii_address_at_an_ideographic_full_stop() -> None:
+    # "。" is a domain's dot in an address typed with it, a sentence's end after one typed with "."
+    text = "邮箱 ada@example.com。谢谢，用户@例子。广告"
+    assert [text[s:e] for s, e, _ in find_pii(text)] == ["ada@example.com", "用户@例子。广告"]
+
+
+def test_find_pii_leaves_quotes_around_an_address() -> None:
+    text = "write to 'ada@example.com' or `bob@example.org`, email='eve@example.net'"
+    found = [text[s:e] for s, e, _ in find_pii(text)]
+    assert found == ["ada@example.com", "bob@example.org", "eve@example.net"]
+
+
 # -- what is not personal data --------------------------------------------------------------
 
 
@@ -306,9 +430,24 @@ def test_find_pii_takes_an_iban_before_a_following_word() -> None:
         "GB82 WEST 1234 5698 7654 33",  # fails mod 97
         "gb82-west-1234-5698-7654-33",
         "ab12 this that with from here",
+        "GB 82 WEST 1234 5698 7654 33",
+        "4012\t8888\t8888\t1882",
+        "４１１１ １１１１ １１１１ １１１２",
     ],
 )
 def test_find_pii_keeps_the_checks(text: str) -> None:
+    assert find_pii(text) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # "AT14 WITH THEW RONG ITEM" passes mod 97 and has Austria's length
+        "Hi, the courier came at 14 with the wrong item inside.",
+        "Hi, I will be there at 25 on Monday and again on Friday.",
+    ],
+)
+def test_find_pii_takes_no_words_after_a_country_code_for_an_iban(text: str) -> None:
     assert find_pii(text) == []
 
 
@@ -340,6 +479,8 @@ ORDINARY_NUMBERS = st.one_of(
     st.times().flatmap(_time_spellings),
     st.integers(0, 999_999).map(str),  # short digit runs
     st.integers(1, 99).map(lambda n: f"{n}x"),
+    # lists of years and numbers: ", " joins no card's groups ("2019, 2020, 2021, 2022")
+    st.lists(st.integers(1000, 9999).map(str), min_size=4, max_size=5).map(", ".join),
 )
 
 

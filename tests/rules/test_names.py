@@ -103,18 +103,20 @@ def test_masking_leaves_no_source_text_in_normaliser_caches(demo_project: Projec
 
 @given(
     name=st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=4, max_size=12),
-    edit=st.sampled_from(["insert", "delete", "substitute"]),
+    edit=st.sampled_from(["insert", "delete", "substitute", "swap"]),
     at=st.integers(min_value=0, max_value=12),
     letter=st.sampled_from("abcdefghijklmnopqrstuvwxyz"),
 )
-def test_names_every_one_edit_misspelling_is_found(
+def test_names_every_one_edit_or_swap_misspelling_is_found(
     name: str, edit: str, at: int, letter: str
 ) -> None:
-    """The cheap test that spares most words the edit distance (first or last two letters,
-    and the length) never turns a real one-edit misspelling away."""
-    at = min(at, len(name) - (edit != "insert"))
+    """The cheap test that spares most words the edit distance (first or last letter, and
+    the length) never turns a real one-edit or one-swap misspelling away."""
+    at = min(at, len(name) - (edit != "insert") - (edit == "swap"))
     if edit == "insert":
         typo = name[:at] + letter + name[at:]
+    elif edit == "swap":
+        typo = name[:at] + name[at + 1] + name[at] + name[at + 2 :]
     elif edit == "delete":
         typo = name[:at] + name[at + 1 :]
     else:
@@ -122,3 +124,16 @@ def test_names_every_one_edit_misspelling_is_found(
     names = EntityNames.from_words([name])
     if len(typo) >= 4 and names.words:
         assert found(f"Thanks, {typo.title()}!", names) == [typo.title()]
+
+
+def test_names_inside_possessives_and_compounds_are_hidden_whole() -> None:
+    finder = EntityNameFinder({})
+    names = finder("customer", {"crm": [{"first_name": "Christopher", "last_name": "Swanson"}]})
+    text = "About Chris's refund: Chris-Swanson, Swnason and Smiht. Bob's cat."
+    assert found(text, names) == ["Chris's", "Chris-Swanson", "Swnason"]
+    smith = EntityNames.of(["Ann Smith"])
+    assert found("Dear Smiht, Smith-Jones and Smith's dog", smith) == [
+        "Smiht",
+        "Smith-Jones",
+        "Smith's",
+    ]
