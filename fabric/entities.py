@@ -12,6 +12,7 @@ from typing import Any
 
 from cachetools import LRUCache
 
+from fabric.config.models import ProjectConfig
 from fabric.errors import EntityNotFoundError, FabricError
 from fabric.project import Project
 from fabric.recent import Recent
@@ -23,7 +24,7 @@ from fabric.store.crypto import KeyedHasher, derive_key
 from fabric.store.history import History
 from fabric.store.microdb import MicroDbReader
 
-__all__ = ["EntityService", "InvalidRequestError", "check_id"]
+__all__ = ["EntityService", "InvalidRequestError", "check_id", "source_table"]
 
 #: An entity as read from its image: ``_meta``, and every table's rows, unmasked.
 Read = tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]
@@ -46,6 +47,17 @@ def check_id(value: str, what: str) -> None:
     """
     if not value or len(value) > MAX_ID_LENGTH or "\x00" in value:
         raise InvalidRequestError(f"{what} must be 1 to {MAX_ID_LENGTH} characters without NUL")
+
+
+def source_table(config: ProjectConfig, entity_type: str, system: str) -> str | None:
+    """The table a lookup by ``system`` alone means for ``entity_type``: the system's one
+    identity table of that type, else its only table; None when that is not one table."""
+    tables = config.entities[entity_type].tables.values()
+    identity = [t.table for t in tables if t.source == system and t.parent is None]
+    declared = list(config.sources[system].tables)
+    if len(identity) == 1:
+        return identity[0]
+    return declared[0] if len(declared) == 1 else None
 
 
 class EntityService:
@@ -474,17 +486,11 @@ class EntityService:
                 f"unknown table of source '{source}' (tables: {', '.join(sources[source].tables)})"
             )
         if table is None:
-            tables = self.project.config.entities[entity_type].tables.values()
-            identity = [t.table for t in tables if t.source == source and t.parent is None]
-            declared = list(sources[source].tables)
-            if len(identity) == 1:
-                table = identity[0]
-            elif len(declared) == 1:
-                table = declared[0]
-            else:
+            table = source_table(self.project.config, entity_type, source)
+            if table is None:
                 raise InvalidRequestError(
                     f"source '{source}' has several tables; name one as source={source}.TABLE "
-                    f"(tables: {', '.join(declared)})"
+                    f"(tables: {', '.join(sources[source].tables)})"
                 )
         found = self.project.catalog.find_by_source(entity_type, source, table, key)
         if not found:

@@ -77,7 +77,7 @@ class Call:
             NotAuthorizedException: the gate did not admit the request (a handler of a
                 public route asked; fail closed).
         """
-        call: Call | None = request.scope.get(_SCOPE_KEY)  # type: ignore[assignment]
+        call = Call.kept(request.scope)
         if call is None:
             raise NotAuthorizedException("this route takes no key")
         return call

@@ -29,7 +29,7 @@ from litestar.openapi.spec import (
 from msgspec import Struct
 
 from fabric.config.models import ProjectConfig
-from fabric.entities import MAX_ID_LENGTH
+from fabric.entities import MAX_ID_LENGTH, source_table
 from fabric.features.service import MAX_BATCH
 from fabric.store.history import EntityEvent
 
@@ -333,16 +333,12 @@ def _id(description: str | None) -> Schema:
 
 def lookup_sources(config: ProjectConfig) -> list[str]:
     """The ``source`` values a lookup by source record accepts: every ``system.table``, and a
-    system alone where it names one table for every entity type (its one identity table, or
-    its only table), as :meth:`fabric.entities.EntityService.find` decides."""
+    system alone where it names one table for every entity type
+    (:func:`fabric.entities.source_table`, as lookups decide)."""
     names: set[str] = set()
     for system, source in config.sources.items():
         names.update(f"{system}.{table}" for table in source.tables)
-        identity = (
-            [t for t in entity.tables.values() if t.source == system and t.parent is None]
-            for entity in config.entities.values()
-        )
-        if all(len(found) == 1 or len(source.tables) == 1 for found in identity):
+        if all(source_table(config, entity, system) is not None for entity in config.entities):
             names.add(system)
     return sorted(names)
 

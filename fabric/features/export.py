@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 from fabric import __version__
 from fabric.errors import FabricError
 from fabric.features.compute import ARROW_TYPES, columns_read, compute_many, parse_times
-from fabric.features.service import FeatureService, mask_columns, mask_plan
+from fabric.features.service import FeatureService, mask_columns
 from fabric.features.spec import FeatureView
 from fabric.features.spine import (
     SpineError,
@@ -259,7 +259,7 @@ def _compute_with(project: Project, job: _Job) -> tuple[int, int]:
     policy = project.policy_for(job.role)
     contexts = service.contexts(view, policy)
     # A role that does not see a time the view reads in clear is not told when rows were.
-    hide_existed = mask_plan(view, policy).hide_existed
+    hide_existed = service.plan(view, policy).hide_existed
     layout = columns_read(view)
     rows = ipc.open_file(job.rows).read_all()
     ids = rows.column("entity_id").to_pylist()

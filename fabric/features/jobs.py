@@ -324,8 +324,7 @@ class ExportJobs:
             job = self._jobs.get(job_id)
         if job is None or job.owner != owner:
             raise EntityNotFoundError("no export job with this id")
-        if job.state == "succeeded" and not job.out.exists():
-            self._expire(job)  # swept by another server process sharing the directory
+        self._expire_if_gone(job)  # swept by another server process sharing the directory
         return job
 
     def file(self, owner: str, job_id: str) -> ExportJob:
@@ -440,7 +439,10 @@ class ExportJobs:
         else:
             self._held.pop(owner, None)
 
-    def _expire(self, job: ExportJob) -> None:
+    def _expire_if_gone(self, job: ExportJob) -> None:
+        """Mark a succeeded job whose file was deleted as expired, and release its bytes."""
+        if job.state != "succeeded" or job.out.exists():
+            return
         with self._lock:
             if job.state == "succeeded":
                 job.state = "expired"
@@ -488,8 +490,7 @@ class ExportJobs:
             jobs = list(self._jobs.values())
             uploads = list(self._uploads.values())
         for job in jobs:
-            if job.state == "succeeded" and not job.out.exists():
-                self._expire(job)
+            self._expire_if_gone(job)
         with self._lock:
             for upload in uploads:
                 if not upload.path.exists() and upload.name in self._uploads:

@@ -411,7 +411,7 @@ class FeatureService:
             "version": view.version,
             "entity_id": vector.entity_id,
             "as_of": moment.isoformat(),
-            "existed": None if self._plan(view, policy).hide_existed else vector.existed,
+            "existed": None if self.plan(view, policy).hide_existed else vector.existed,
             "policy": policy.name,
             "features": self._masked(view, policy, vector),
         }
@@ -438,7 +438,8 @@ class FeatureService:
             self.hits += 1
         return self._answer(self.view(view_name), moment, entity_id, _vector(entry), role)
 
-    def _plan(self, view: FeatureView, policy: MaskingPolicy) -> MaskPlan:
+    def plan(self, view: FeatureView, policy: MaskingPolicy) -> MaskPlan:
+        """How ``policy`` masks ``view`` (:func:`mask_plan`), made once."""
         plan = self._mask_plans.get((view.name, policy.name))
         if plan is None:
             plan = self._mask_plans[(view.name, policy.name)] = mask_plan(view, policy)
@@ -448,7 +449,7 @@ class FeatureService:
         """An entity's mask context for the view's masks under ``policy``: with its names
         (read from the entity) when a mask looks at them, as a document's masks do."""
         entity_type = view.entity_type
-        if not self._plan(view, policy).needs_names:
+        if not self.plan(view, policy).needs_names:
             return lambda entity_id: MaskContext(entity_type, entity_id)
         return functools.partial(self.entities.mask_context, policy, entity_type)
 
@@ -459,7 +460,7 @@ class FeatureService:
         values = dict(vector.values)
         if policy.clear:
             return values
-        plan = self._plan(view, policy)
+        plan = self.plan(view, policy)
         if plan.masks or plan.withheld:
             _apply_masks(plan, self.contexts(view, policy)(vector.entity_id), values)
         return values
@@ -496,7 +497,7 @@ class FeatureService:
         found = self._vectors(view, entity_ids, micros(moment), current=as_of is None)
         vectors = [(asked, found[asked]) for asked in entity_ids if asked in found]
         masked = [self._masked(view, policy, vector) for _, vector in vectors]
-        hide = self._plan(view, policy).hide_existed
+        hide = self.plan(view, policy).hide_existed
         existed = [None if hide else v.existed for _, v in vectors]
         out: dict[str, Any] = {
             "view": view.name,

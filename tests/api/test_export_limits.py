@@ -17,6 +17,7 @@ import pytest
 from e2e_helpers import wait_for_export as wait
 from litestar import Litestar
 from litestar.testing import TestClient
+from spine_helpers import prefix_coded_spine, spine_table
 
 from fabric.api import create_app
 from fabric.config.secrets import load_secrets
@@ -53,12 +54,6 @@ def parquet(table: pa.Table, **options: Any) -> bytes:
     return sink.getvalue()
 
 
-def spine(keys: list[str], **labels: list[object]) -> pa.Table:
-    return pa.table(
-        {"entity_id": keys, "event_timestamp": ["2026-05-01T00:00:00"] * len(keys), **labels}
-    )
-
-
 def upload(client: TestClient[Litestar], key: str, body: bytes, content_type: str = PARQUET) -> Any:
     return client.post(
         "/v1/exports/spines", content=body, headers={**auth(key), "Content-Type": content_type}
@@ -80,24 +75,24 @@ def test_uploads_over_a_decode_limit_are_refused_at_once(
     client, keys, root = limited
     steward = keys["steward-demo"]
     # A few kilobytes that decode to 4 MiB: one value.
-    huge = parquet(spine(["crm:1"], label=["x" * (4 << 20)]), compression="zstd")
+    huge = parquet(spine_table(["crm:1"], label=["x" * (4 << 20)]), compression="zstd")
     assert len(huge) < 8192
     message = error(upload(client, steward, huge), 413)
     assert "api.exports.max_spine_decoded_bytes (524,288)" in message
     assert message.startswith("upload:") and str(root) not in message
     # A tiny file of many constant rows.
-    rows = parquet(spine(["crm:1"] * 1_001), compression="zstd")
+    rows = parquet(spine_table(["crm:1"] * 1_001), compression="zstd")
     assert "api.exports.max_spine_rows (1,000)" in error(upload(client, steward, rows), 413)
     csv = ("entity_id,event_timestamp\n" + "crm:1,2026-05-01\n" * 1_001).encode()
     assert "max_spine_rows" in error(upload(client, steward, csv, "text/csv"), 413)
     # One value over the value limit, and a dictionary that repeats a value into megabytes.
-    value = parquet(spine(["crm:1"], label=["y" * 2048]))
+    value = parquet(spine_table(["crm:1"], label=["y" * 2048]))
     assert "max_spine_value_bytes (1,024 bytes)" in error(upload(client, steward, value), 413)
     rows_n = 900
     repeated = pa.DictionaryArray.from_arrays(
         pa.array([0] * rows_n, pa.int32()), pa.array(["z" * 1000])
     )
-    bomb = parquet(spine(["crm:1"] * rows_n, label=repeated), store_schema=False)
+    bomb = parquet(spine_table(["crm:1"] * rows_n, label=repeated), store_schema=False)
     assert "max_spine_decoded_bytes" in error(upload(client, steward, bomb), 413)
     # Columns are checked too: a spine with two entity_id columns says so.
     two = pa.Table.from_arrays(
@@ -107,7 +102,7 @@ def test_uploads_over_a_decode_limit_are_refused_at_once(
     assert "2 columns named 'entity_id'" in error(upload(client, steward, parquet(two)), 400)
     # Nothing refused is kept.
     assert not list((root / "exports" / "uploads").iterdir())
-    fine = upload(client, steward, parquet(spine(["crm:1"] * 10)))
+    fine = upload(client, steward, parquet(spine_table(["crm:1"] * 10)))
     assert fine.status_code == 201, fine.text
 
 
@@ -117,19 +112,19 @@ def test_named_spines_are_checked_when_the_export_starts(
     client, keys, root = limited
     key = auth(keys["analyst-demo"])
     (root / "spines").mkdir()
-    pq.write_table(spine(["crm:1"] * 1_001), root / "spines" / "many.parquet")
+    pq.write_table(spine_table(["crm:1"] * 1_001), root / "spines" / "many.parquet")
     started = client.post(
         "/v1/exports", json={"view": "customer_360", "spine": "many.parquet"}, headers=key
     )
     message = error(started, 413)
     assert message.startswith("many.parquet: ") and "max_spine_rows" in message
     # A column named like a feature is refused before the job is queued, named.
-    pq.write_table(spine(["crm:1"], country=["x"]), root / "spines" / "clash.parquet")
+    pq.write_table(spine_table(["crm:1"], country=["x"]), root / "spines" / "clash.parquet")
     clash = client.post(
         "/v1/exports", json={"view": "customer_360", "spine": "clash.parquet"}, headers=key
     )
     assert "'country'" in error(clash, 400)
-    uploaded = upload(client, keys["analyst-demo"], parquet(spine(["crm:1"], found=[True])))
+    uploaded = upload(client, keys["analyst-demo"], parquet(spine_table(["crm:1"], found=[True])))
     assert "'found'" in error(uploaded, 400)
 
 
@@ -186,7 +181,7 @@ def test_files_expire_after_keep_hours(synced: Path) -> None:
         started = client.post("/v1/exports", json={"view": "customer_360"}, headers=auth(steward))
         job = started.json()["job"]
         assert wait(client, job, steward)["state"] == "succeeded"
-        name = upload(client, steward, parquet(spine(["crm:1"]))).json()["spine"]
+        name = upload(client, steward, parquet(spine_table(["crm:1"]))).json()["spine"]
         # A day later (files aged by hand), the next sweep deletes them.
         for path in [*exports.glob(f"{job}*"), *(exports / "uploads").iterdir()]:
             os.utime(path, (old, old))
@@ -267,17 +262,8 @@ def test_uploads_of_the_reviews_findings_are_refused(
     client, keys, root = limited
     steward = keys["steward-demo"]
     # A prefix-coded (DELTA_BYTE_ARRAY) label: its size says nothing of what it decodes to.
-    rows = 1_000
-    table = spine(["87df644f1cb5"] * rows, label=["x" * 1000] * rows)
     sink = io.BytesIO()
-    with pq.ParquetWriter(
-        sink,
-        table.schema,
-        use_dictionary=False,
-        column_encoding={"label": "DELTA_BYTE_ARRAY"},
-        compression="zstd",
-    ) as writer:
-        writer.write_table(table)
+    prefix_coded_spine(sink, groups=1, rows=1_000, length=1000)
     message = error(upload(client, steward, sink.getvalue()), 400)
     assert "column 'label'" in message and "DELTA_BYTE_ARRAY" in message
     assert "PLAIN or dictionary" in message and message.startswith("upload:")
@@ -287,6 +273,6 @@ def test_uploads_of_the_reviews_findings_are_refused(
     assert "column 'note' holds a value of 4,096 bytes" in message
     assert "max_spine_value_bytes (1,024 bytes)" in message and "yyy" not in message
     # A label named like a column the export writes, but for its case.
-    found = error(upload(client, steward, parquet(spine(["crm:1"], Found=[True]))), 400)
+    found = error(upload(client, steward, parquet(spine_table(["crm:1"], Found=[True]))), 400)
     assert "'Found'" in found and "case" in found
     assert not list((root / "exports" / "uploads").iterdir())

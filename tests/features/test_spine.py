@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from spine_helpers import prefix_coded_spine, spine_table
 
 from fabric.cli import main
 from fabric.features.export import SpineError, export_view
@@ -34,12 +35,6 @@ def project(demo_dir: Path) -> Iterator[Project]:
 
 def ids(project: Project, count: int) -> list[str]:
     return sorted(project.catalog.entities("customer"))[:count]
-
-
-def spine_table(keys: list[str], **labels: list[object]) -> pa.Table:
-    return pa.table(
-        {"entity_id": keys, "event_timestamp": ["2026-05-01T00:00:00"] * len(keys), **labels}
-    )
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
@@ -290,25 +285,11 @@ def test_a_dictionary_falling_back_to_plain_pages_is_counted_exactly(
     assert info.decoded_bytes == pytest.approx(pq.read_table(path).nbytes, rel=0.01)
 
 
-def reviewers_bomb(path: Path, groups: int, rows: int, length: int) -> None:
-    """The review's file: one value repeated, prefix-coded (DELTA_BYTE_ARRAY), no dictionary."""
-    table = spine_table(["87df644f1cb5"] * rows, label=["x" * length] * rows)
-    with pq.ParquetWriter(
-        path,
-        table.schema,
-        use_dictionary=False,
-        column_encoding={"label": "DELTA_BYTE_ARRAY"},
-        compression="zstd",
-    ) as writer:
-        for _ in range(groups):
-            writer.write_table(table, row_group_size=rows)
-
-
 def test_the_reviewers_prefix_coded_bomb_is_refused_before_it_is_decoded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bomb = tmp_path / "bomb.parquet"
-    reviewers_bomb(bomb, groups=12, rows=1_000, length=900)  # 10.8 MB once decoded
+    prefix_coded_spine(bomb, groups=12, rows=1_000, length=900)  # 10.8 MB once decoded
     meta = pq.ParquetFile(bomb).metadata
     footer = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
     assert bomb.stat().st_size < 65_536 and footer < ROOMY.decoded_bytes
@@ -344,7 +325,7 @@ def varint(number: int) -> bytes:
 def test_a_footer_that_lies_about_encodings_or_sizes_is_not_believed(tmp_path: Path) -> None:
     # Prefix-coded pages, the footer saying PLAIN: the reader decodes what the pages say.
     lying = tmp_path / "encodings.parquet"
-    reviewers_bomb(lying, groups=2, rows=1_000, length=900)
+    prefix_coded_spine(lying, groups=2, rows=1_000, length=900)
     # ColumnMetaData.encodings: a list of two i32 (RLE = 3, DELTA_BYTE_ARRAY = 7).
     rewrite_footer(lying, b"\x19\x25\x06\x0e", b"\x19\x25\x06\x00")
     chunk = pq.ParquetFile(lying).metadata.row_group(0).column(2)
