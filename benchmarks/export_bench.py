@@ -54,9 +54,9 @@ from _common import (
     synced_demo,
 )
 
-from fabric.entities import EntityService
-from fabric.features.service import FeatureService
 from fabric.project import Project
+from fabric.services.entities import EntityService
+from fabric.services.features import FeatureService
 
 VIEW = "customer_360"
 
@@ -64,7 +64,7 @@ VIEW = "customer_360"
 _CHILD = """
 import json, sys, time
 from pathlib import Path
-from fabric.features.export import export_view
+from fabric.services.export import export_view
 from fabric.project import Project
 config, view, spine, out, workers = sys.argv[1:6]
 with Project.open(Path(config)) as project:

@@ -58,9 +58,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, log
 
 from fabric.config.secrets import load_secrets
-from fabric.entities import EntityService
-from fabric.features.materialize import materialize
 from fabric.project import Project
+from fabric.services.entities import EntityService
+from fabric.services.materialize import materialize
 
 _BARE = """
 from litestar import Litestar, get

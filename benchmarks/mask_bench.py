@@ -32,9 +32,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Timings, emit, log, rate, synced_demo
 
-from fabric.entities import EntityService
 from fabric.project import Project
 from fabric.rules.operators import MaskContext, MaskFunction, MaskingKeys, compile_operator
+from fabric.services.entities import EntityService
 
 #: operator name -> (spec, source db, table, column, target values/s)
 CASES: dict[str, tuple[dict[str, Any], str, str, str, int]] = {

@@ -41,8 +41,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Timings, emit, log, rate, sqlite_bytes, synced_demo
 
-from fabric.entities import EntityService
 from fabric.project import Project
+from fabric.services.entities import EntityService
 from fabric.store.base import StoredBlob
 from fabric.store.codec import BlobCodec
 from fabric.store.local import LocalShardStore

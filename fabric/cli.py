@@ -413,8 +413,8 @@ def entity_show(
     config_path: Path, entity_type: str, entity_id: str, role: str | None, tables: str | None
 ) -> None:
     """Print one entity as JSON, exactly as the API returns it for the role."""
-    from fabric.entities import EntityService
     from fabric.project import Project
+    from fabric.services.entities import EntityService
 
     with Project.open(config_path) as project:
         wanted = [t.strip() for t in tables.split(",") if t.strip()] if tables else None
@@ -459,8 +459,8 @@ def export(
     entity holds is counted and gets the defaults with found=false. FILE.manifest.json beside
     the output records the view, rules, store state and spine it was made from.
     """
-    from fabric.features.export import export_view
     from fabric.project import Project
+    from fabric.services.export import export_view
 
     with Project.open(config_path) as project, _progress() as progress:
         report = export_view(
@@ -504,7 +504,7 @@ def store_verify(config_path: Path, limit: int) -> None:
     them.
     """
     from fabric.project import Project
-    from fabric.store.verify import verify_store
+    from fabric.services.verify import verify_store
 
     with Project.open(config_path) as project, _progress() as progress:
         report = verify_store(project, progress)
@@ -591,7 +591,7 @@ def store_rotate_key(config_path: Path, resume: bool) -> None:
     --resume. Keys are never printed: only their ids.
     """
     from fabric.project import Project
-    from fabric.store.rotate import rotate_store_key
+    from fabric.services.rotate import rotate_store_key
 
     with Project.open(config_path) as project, _progress() as progress:
         report = rotate_store_key(project, new_key=not resume, progress=progress)
@@ -667,8 +667,8 @@ def rules_preview(
     Clear values are shown: this is for stewards with the project's key file at hand, and the
     API offers nothing like it.
     """
-    from fabric.entities import EntityService
     from fabric.project import Project
+    from fabric.services.entities import EntityService
 
     with Project.open(config_path) as project:
         preview = EntityService(project).preview(entity_type, entity_id, role=role)
@@ -716,7 +716,7 @@ def rules_reveal(
     how it was encrypted.
     """
     from fabric.project import Project
-    from fabric.rules.reveal import reveal
+    from fabric.services.reveal import reveal
 
     with Project.open(config_path) as project:
         click.echo(reveal(project, value, role=role, column=column, domain=domain, policy=policy))
@@ -748,7 +748,7 @@ def rules_suggest(config_path: Path, rows: int, name: str, out: Path | None) -> 
     """
     from fabric.files import write_private
     from fabric.project import Project
-    from fabric.rules.suggest import suggest_policy
+    from fabric.services.suggest import suggest_policy
 
     with Project.open(config_path) as project:
         text = suggest_policy(project, rows=rows, name=name)
@@ -902,9 +902,9 @@ def materialize(
     only for the entity version and masking rules and keys it was made with; it computes
     any other.
     """
-    from fabric.entities import EntityService
-    from fabric.features.materialize import materialize as run_materialize
     from fabric.project import Project
+    from fabric.services.entities import EntityService
+    from fabric.services.materialize import materialize as run_materialize
 
     with Project.open(config_path) as project, _progress() as progress:
         views = project.views()

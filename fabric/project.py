@@ -27,7 +27,7 @@ from fabric.rules.entity_names import EntityNameFinder
 from fabric.rules.masking import MASKING_FORMAT, CompiledPolicies, MaskingPolicy, load_masking
 from fabric.rules.transforms import Transforms, load_transforms
 from fabric.sources.base import TableReader
-from fabric.sources.extract import SourceReader
+from fabric.sources.database import DatabaseSourceReader
 from fabric.sources.files import FileSourceReader
 from fabric.store.base import EntityStore
 from fabric.store.catalog import Catalog
@@ -98,7 +98,7 @@ class Project:
         reader = self._sources.get(name)
         if reader is None:
             config = self.config.sources[name]
-            kind = FileSourceReader if config.is_files else SourceReader
+            kind = FileSourceReader if config.is_files else DatabaseSourceReader
             reader = self._sources[name] = kind(name, config, self.config.root)
         return reader
 

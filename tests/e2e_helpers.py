@@ -70,8 +70,8 @@ def cleanly_linkable_people(sources: Path) -> list[tuple[int, set[tuple[str, str
 
 def clear_tables(config: Path) -> dict[str, Any]:
     """Every customer entity's tables as the clear role reads them (versions, times aside)."""
-    from fabric.entities import EntityService
     from fabric.project import Project
+    from fabric.services.entities import EntityService
 
     with Project.open(config) as project:
         service = EntityService(project)

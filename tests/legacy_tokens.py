@@ -10,8 +10,8 @@ import base64
 
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
+from fabric.crypto import KeyDeriver
 from fabric.rules.tokens import masking_key_id
-from fabric.store.crypto import KeyDeriver
 
 __all__ = ["legacy_token"]
 

@@ -47,8 +47,8 @@ def test_cli_demo_no_serve_prints_working_requests(runner: CliRunner, tmp_path: 
 
 
 def test_cli_entity_show_matches_the_service(runner: CliRunner, demo_dir: Path) -> None:
-    from fabric.entities import EntityService
     from fabric.project import Project
+    from fabric.services.entities import EntityService
 
     config = str(demo_dir / "fabric.yaml")
     with Project.open(demo_dir / "fabric.yaml") as project:

@@ -10,8 +10,8 @@ import pytest
 from e2e_helpers import DEMO_TABLES, ground_truth
 
 from fabric.demo import SOURCE_URL_ENV, create_demo_project
-from fabric.entities import EntityService
 from fabric.project import Project
+from fabric.services.entities import EntityService
 from fabric.sync import sync_project
 
 if TYPE_CHECKING:

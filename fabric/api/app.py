@@ -31,6 +31,7 @@ from fabric.api.errors import error_response, exception_handlers
 from fabric.api.exports import export_file, export_status, start_export, upload_spine
 from fabric.api.features import feature_batch, feature_vector
 from fabric.api.gate import Gate, seal
+from fabric.api.jobs import ExportJobs
 from fabric.api.limits import target_bytes
 from fabric.api.metrics import COLLECTOR, MetricsController
 from fabric.api.observe import RequestObserver
@@ -47,7 +48,6 @@ from fabric.api.routes import (
 )
 from fabric.api.schema import COMPONENTS, tailor
 from fabric.api.serving import Serving
-from fabric.features.jobs import ExportJobs
 from fabric.project import Project
 
 __all__ = ["ACCESS_LOG_ENV", "CONFIG_ENV", "FabricApp", "app_from_env", "create_app"]

@@ -20,13 +20,13 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.types import Scope
 
 from fabric.api.auth import Caller
+from fabric.api.jobs import ExportJobs
 from fabric.api.offload import Offload
 from fabric.api.responses import JsonResponses
 from fabric.api.serving import Served, Serving
-from fabric.entities import EntityService
 from fabric.errors import ReadTimeoutError
-from fabric.features.jobs import ExportJobs
-from fabric.features.service import FeatureService
+from fabric.services.entities import EntityService
+from fabric.services.features import FeatureService
 from fabric.store.sqlite import apsw, time_limit
 
 __all__ = ["AppParts", "Call"]

@@ -18,7 +18,6 @@ from litestar.serialization import encode_json
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from fabric.api._text import printable
-from fabric.entities import InvalidRequestError
 from fabric.errors import (
     ConfigError,
     EntityNotFoundError,
@@ -26,6 +25,7 @@ from fabric.errors import (
     ReadTimeoutError,
     RuleError,
 )
+from fabric.services.entities import InvalidRequestError
 
 __all__ = ["ERROR_CODES", "error_body", "error_response", "exception_handlers", "refusal"]
 

@@ -13,9 +13,9 @@ from litestar.params import Body, FromPath
 from litestar.response import File
 
 from fabric.api.context import Call
+from fabric.api.jobs import SPINE_FORMATS
 from fabric.api.schema import BEARER, ExportJobStatus, SpineUpload, answers
-from fabric.entities import InvalidRequestError
-from fabric.features.jobs import SPINE_FORMATS
+from fabric.services.entities import InvalidRequestError
 
 __all__ = ["ExportRequest", "export_file", "export_status", "start_export", "upload_spine"]
 

@@ -17,8 +17,8 @@ from msgspec import Meta
 
 from fabric.api.context import Call
 from fabric.api.schema import BEARER, FeatureBatchAnswer, FeatureVector, answers
-from fabric.entities import MAX_ID_LENGTH
-from fabric.features.service import MAX_BATCH
+from fabric.services.entities import MAX_ID_LENGTH
+from fabric.services.features import MAX_BATCH
 
 __all__ = ["FeatureBatch", "feature_batch", "feature_vector"]
 

@@ -24,9 +24,9 @@ from prometheus_client import (
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from fabric.entities import EntityService
-from fabric.features.service import FeatureService
 from fabric.project import Project
+from fabric.services.entities import EntityService
+from fabric.services.features import FeatureService
 
 __all__ = ["COLLECTOR", "FabricCollector", "MetricsController"]
 

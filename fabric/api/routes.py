@@ -18,8 +18,8 @@ from litestar.response.base import ASGIResponse
 
 from fabric.api.context import AppParts, Call
 from fabric.api.schema import BEARER, Catalog, EntityDocument, ErrorBody, Lineage, Status, answers
-from fabric.describe import describe
 from fabric.project import Project
+from fabric.services.describe import describe
 
 __all__ = ["find_entity", "get_catalog", "get_entity", "get_lineage", "health", "ready"]
 

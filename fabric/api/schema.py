@@ -29,8 +29,8 @@ from litestar.openapi.spec import (
 from msgspec import Struct
 
 from fabric.config.models import ProjectConfig
-from fabric.entities import MAX_ID_LENGTH, source_table
-from fabric.features.service import MAX_BATCH
+from fabric.services.entities import MAX_ID_LENGTH, source_table
+from fabric.services.features import MAX_BATCH
 from fabric.store.history import EntityEvent
 
 __all__ = [
@@ -321,7 +321,7 @@ def answers(
 
 
 def _id(description: str | None) -> Schema:
-    """An id or a key as the services accept it (:func:`fabric.entities.check_id`)."""
+    """An id or a key as the services accept it (:func:`fabric.services.entities.check_id`)."""
     return Schema(
         type=OpenAPIType.STRING,
         min_length=1,
@@ -334,7 +334,7 @@ def _id(description: str | None) -> Schema:
 def lookup_sources(config: ProjectConfig) -> list[str]:
     """The ``source`` values a lookup by source record accepts: every ``system.table``, and a
     system alone where it names one table for every entity type
-    (:func:`fabric.entities.source_table`, as lookups decide)."""
+    (:func:`fabric.services.entities.source_table`, as lookups decide)."""
     names: set[str] = set()
     for system, source in config.sources.items():
         names.update(f"{system}.{table}" for table in source.tables)

@@ -19,11 +19,11 @@ from typing import Any
 
 from fabric.api.auth import Authenticator
 from fabric.api.metrics import COLLECTOR
-from fabric.entities import EntityService
 from fabric.errors import FabricError
-from fabric.features.service import FeatureService
 from fabric.project import Project
 from fabric.rules.operators import MaskContext
+from fabric.services.entities import EntityService
+from fabric.services.features import FeatureService
 
 __all__ = ["ReloadError", "Served", "Serving"]
 

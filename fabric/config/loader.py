@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fabric.config._validation import display_path, format_issue, validate_document
 from fabric.config._yaml import Loc, YamlDocument, YamlLoadError, load_yaml_file
 from fabric.config.models import ProjectConfig, SourceTableConfig
+from fabric.config.validation import display_path, format_issue, validate_document
 from fabric.errors import ConfigError
 
 __all__ = ["DEFAULT_CONFIG", "load_config", "read_yaml"]

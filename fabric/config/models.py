@@ -19,7 +19,7 @@ from pydantic import (
     field_validator,
 )
 
-from fabric.config._validation import StrictModel
+from fabric.config.validation import StrictModel
 
 __all__ = [
     "ApiConfig",

@@ -25,9 +25,9 @@ import yaml
 
 from fabric.config._yaml import YamlLoadError, load_yaml_file
 from fabric.config.models import ProjectConfig
+from fabric.crypto import MASTER_KEY_ID, KeyRing
 from fabric.errors import ConfigError
 from fabric.files import write_private
-from fabric.store.crypto import MASTER_KEY_ID, KeyRing
 
 __all__ = [
     "Secrets",

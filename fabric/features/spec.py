@@ -31,8 +31,8 @@ from typing import Any
 
 from simpleeval import EvalWithCompoundTypes
 
-from fabric.config._validation import format_issue, suggest
 from fabric.config.loader import read_yaml
+from fabric.config.validation import format_issue, suggest
 from fabric.errors import RuleError
 from fabric.rules.transforms import FUNCTIONS, unsupported
 

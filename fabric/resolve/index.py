@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from fabric.crypto import KeyedHasher, derive_key
 from fabric.resolve.rules import CompiledMatchRules
 from fabric.store.catalog import Catalog
-from fabric.store.crypto import KeyedHasher, derive_key
 
 __all__ = [
     "KEY_HASH_BYTES",

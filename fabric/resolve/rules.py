@@ -34,8 +34,8 @@ from pydantic import (
     model_validator,
 )
 
-from fabric.config._validation import StrictModel, format_issue, validate_document
 from fabric.config.loader import read_yaml
+from fabric.config.validation import StrictModel, format_issue, validate_document
 from fabric.errors import RuleError
 from fabric.resolve.compare import METRICS, Metric, MetricName
 from fabric.resolve.normalize import NORMALIZER_NAMES, is_normaliser, make_normaliser

@@ -10,8 +10,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from fabric.config._validation import format_issue
 from fabric.config.loader import read_yaml
+from fabric.config.validation import format_issue
 from fabric.errors import RuleError
 from fabric.resolve.rules import load_match_rules
 from fabric.rules.masking import load_masking

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 from faker import Faker
 
+from fabric.crypto import KeyDeriver
 from fabric.rules.names import fold
-from fabric.store.crypto import KeyDeriver
 
 __all__ = ["POOL_SIZE", "Fakes", "known_locale", "known_provider"]
 

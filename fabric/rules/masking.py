@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from fabric.config._validation import StrictModel, format_issue, suggest, validate_document
 from fabric.config._yaml import YamlDocument
 from fabric.config.loader import read_yaml
+from fabric.config.validation import StrictModel, format_issue, suggest, validate_document
 from fabric.errors import RuleError
 from fabric.rules.names import NamesOf, column_names
 from fabric.rules.operators import (

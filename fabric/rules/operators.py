@@ -25,13 +25,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from fabric.config._validation import StrictModel
+from fabric.config.validation import StrictModel
+from fabric.crypto import KeyDeriver
 from fabric.rules.fakes import Fakes, known_locale, known_provider
 from fabric.rules.ff1 import DIGITS, FF1
 from fabric.rules.freetext import find_pii
 from fabric.rules.names import EntityNames
 from fabric.rules.tokens import Tokenizer, masking_key_id
-from fabric.store.crypto import KeyDeriver
 
 __all__ = [
     "FPE_MIN_DOMAIN",

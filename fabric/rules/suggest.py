@@ -15,14 +15,11 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fabric.rules.freetext import find_pii, luhn_ok
 
-if TYPE_CHECKING:
-    from fabric.project import Project
-
-__all__ = ["ColumnFinding", "render_policy", "suggest_column", "suggest_policy"]
+__all__ = ["ColumnFinding", "render_policy", "suggest_column"]
 
 _EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
 _PHONE = re.compile(r"^\+?[\d\s().-]{7,20}$")
@@ -168,33 +165,3 @@ def render_policy(
 def _key(name: str) -> str:
     """A YAML mapping key: plain when it can be, quoted otherwise."""
     return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else json.dumps(name)
-
-
-def suggest_policy(project: Project, rows: int = 1000, name: str = "suggested") -> str:
-    """Sample up to ``rows`` rows of every entity table's source and suggest a policy.
-
-    Raises:
-        SourceError: a source cannot be read.
-    """
-    findings: dict[str, dict[str, list[ColumnFinding]]] = {}
-    for entity_type in project.config.entities:
-        tables: dict[str, list[ColumnFinding]] = {}
-        for table in project.schema(entity_type).tables:
-            reader = project.source(table.source)
-            sample: list[tuple[Any, ...]] = []
-            # Judged as stored: after the transforms at ingest, which the policy will see.
-            transform = project.row_transform(entity_type, table.name)
-            read = table.source_columns or table.column_names
-            for batch in reader.read(table.source_table, read, batch_rows=rows):
-                if transform is not None:
-                    batch = [transform(row) for row in batch]
-                sample.extend(batch)
-                if len(sample) >= rows:
-                    break
-            sample = sample[:rows]
-            tables[table.name] = [
-                suggest_column(column, [row[at] for row in sample])
-                for at, column in enumerate(table.column_names)
-            ]
-        findings[entity_type] = tables
-    return render_policy(name, findings, rows)

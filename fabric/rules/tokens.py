@@ -28,8 +28,8 @@ import hmac
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
+from fabric.crypto import KeyDeriver
 from fabric.errors import FabricError
-from fabric.store.crypto import KeyDeriver
 
 __all__ = ["TOKEN_BUCKET_BYTES", "TokenError", "Tokenizer", "masking_key_id"]
 

@@ -35,9 +35,9 @@ from typing import Any
 import phonenumbers
 from simpleeval import EvalWithCompoundTypes, FeatureNotAvailable
 
-from fabric.config._validation import format_issue
 from fabric.config._yaml import YamlDocument
 from fabric.config.loader import read_yaml
+from fabric.config.validation import format_issue
 from fabric.errors import RuleError, SourceError
 from fabric.resolve.normalize import make_normaliser
 

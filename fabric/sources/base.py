@@ -1,4 +1,5 @@
-"""The one surface every source reader offers, whatever it reads (a database, a directory).
+"""The one surface every source reader offers, whatever it reads (a database, a directory),
+and the primitives every reader shares (columns, storage values, batch size).
 
 Sync and the project only ever describe a table, stream its rows and close the reader, so
 that is all a reader has to do; each kind of source keeps its own details (SQLAlchemy URLs,
@@ -7,16 +8,52 @@ file formats) to itself.
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fabric.errors import SourceError
 
 if TYPE_CHECKING:
     from fabric.config.models import SourceConfig, SourceTableConfig
-    from fabric.sources.extract import SourceColumn
 
-__all__ = ["TableReader", "columns_to_read"]
+__all__ = [
+    "BATCH_ROWS",
+    "SourceColumn",
+    "TableReader",
+    "columns_to_read",
+    "to_storage_value",
+]
+
+#: Rows fetched per round trip: large enough to amortise the driver, small enough for memory.
+BATCH_ROWS = 5000
+
+
+@dataclass(frozen=True)
+class SourceColumn:
+    """A reflected source column and the SQLite storage class fabric keeps it as."""
+
+    name: str
+    sql_type: str
+
+
+def to_storage_value(value: Any) -> int | float | str | bytes | None:
+    """Convert a driver value to what a micro-database stores (ISO 8601 for times)."""
+    if isinstance(value, bool):
+        return int(value)  # as SQLite stores it, so every path yields the same value
+    if value is None or isinstance(value, int | float | str | bytes):
+        return value
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep="T")
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    return str(value)
 
 
 def columns_to_read(config: SourceTableConfig, available: Sequence[str], where: str) -> list[str]:

@@ -30,8 +30,7 @@ import pyarrow.parquet as pq
 
 from fabric.config.models import CsvConfig, SourceConfig, SourceTableConfig
 from fabric.errors import SourceError, SourceUnavailableError
-from fabric.sources.base import columns_to_read
-from fabric.sources.extract import BATCH_ROWS, SourceColumn, to_storage_value
+from fabric.sources.base import BATCH_ROWS, SourceColumn, columns_to_read, to_storage_value
 
 __all__ = ["INFER_ROWS", "FileSourceReader", "arrow_sql_type", "infer_csv_type"]
 

@@ -27,8 +27,8 @@ from typing import Any
 
 import zstandard
 
+from fabric.crypto import MASTER_KEY_ID, KeyDeriver, KeyRing, Sealer
 from fabric.errors import StoreError
-from fabric.store.crypto import MASTER_KEY_ID, KeyDeriver, KeyRing, Sealer
 
 __all__ = [
     "BlobCodec",

@@ -7,7 +7,7 @@ one of its windows, a day count ticks over, or an ``as_of`` filter may turn (its
 computed once and served until then, as a feature store serves precomputed values, but
 without ever serving a stale one:
 
-- ``fabric sync`` and ``fabric materialize`` (:mod:`fabric.features.materialize`) compute
+- ``fabric sync`` and ``fabric materialize`` (:mod:`fabric.services.materialize`) compute
   the vectors of every entity whose stored version, view definition or horizon no longer
   matches its row here, and write them. The API only reads this file.
 - A row is served only for the entity version it was computed from, the view definition it
@@ -39,11 +39,11 @@ from typing import Any
 import msgspec
 import zstandard
 
+from fabric.crypto import Sealer
 from fabric.errors import StoreError
 from fabric.features.spec import FeatureView
 from fabric.store.base import StoredBlob
 from fabric.store.codec import BlobCodec
-from fabric.store.crypto import Sealer
 from fabric.store.sqlite import ThreadConnections, apsw, open_database
 
 __all__ = ["OnlineStore", "OnlineVector"]

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fabric.crypto import KeyRing
 from fabric.store.codec import BlobCodec, Dictionaries
-from fabric.store.crypto import KeyRing
 from fabric.store.microdb import EntityContent, EntitySchema, MicroDbBuilder, TableDef
 from fabric.sync.report import key_text
 from fabric.sync.spill import read_stream

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from multiprocessing.pool import AsyncResult, Pool
 from typing import Any
 
+from fabric.crypto import require_master_key
 from fabric.errors import SourceError
 from fabric.project import Project
 from fabric.resolve.clusters import assign_entity_ids
@@ -34,7 +35,6 @@ from fabric.store.codec import (
     new_dictionary_id,
     train_dictionary,
 )
-from fabric.store.crypto import require_master_key
 from fabric.store.history import History, StoredLink
 from fabric.store.microdb import (
     EntityContent,

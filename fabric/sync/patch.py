@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fabric.crypto import KeyRing
 from fabric.store.codec import BlobCodec, Dictionaries
-from fabric.store.crypto import KeyRing
 from fabric.store.microdb import EntitySchema, MicroDbPatcher, PatchRow
 from fabric.sync.build import BuiltEntity
 

@@ -10,11 +10,11 @@ import gc
 import time
 from collections.abc import Iterator
 
-from fabric.entities import EntityService
 from fabric.errors import FabricError
-from fabric.features.materialize import materialize
 from fabric.project import Project
 from fabric.resolve.normalize import clear_caches
+from fabric.services.entities import EntityService
+from fabric.services.materialize import materialize
 from fabric.store.catalog import Catalog, utc_now
 from fabric.sync.entity_type import EntityTypeSync
 from fabric.sync.report import ProgressCallback, SyncReport

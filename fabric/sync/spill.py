@@ -20,7 +20,7 @@ from typing import Any
 
 import zstandard
 
-from fabric.store.crypto import Sealer
+from fabric.crypto import Sealer
 
 __all__ = ["Spill", "read_stream"]
 

@@ -224,7 +224,7 @@ def test_export_files_are_owner_only(synced: Path) -> None:
 def test_an_export_stops_as_soon_as_its_file_would_pass_the_keys_quota(
     synced: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fabric.features.export as export
+    import fabric.services.export as export
 
     monkeypatch.setattr(export, "_BATCH", 16)  # batches of 16 rows: stopped long before the end
     configure(synced, "max_bytes_per_key: 8192")

@@ -14,8 +14,8 @@ from litestar.testing import TestClient
 
 from fabric.api import create_app
 from fabric.config.secrets import load_secrets
-from fabric.features.export import export_view
 from fabric.project import Project
+from fabric.services.export import export_view
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from fabric.api import create_app
-from fabric.entities import EntityService
 from fabric.project import Project
+from fabric.services.entities import EntityService
 
 #: What callers put in paths: someone's email, SSN and card number, and a forged log line.
 TYPED = ("jane.doe@example.com", "555-12-3456", "4111111111111111", "forged")

@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 from e2e_helpers import copy_demo_with_people_view, signed_names
 
-from fabric.entities import EntityService
-from fabric.features.export import export_view
-from fabric.features.service import FeatureService
 from fabric.project import Project
+from fabric.services.entities import EntityService
+from fabric.services.export import export_view
+from fabric.services.features import FeatureService
 
 
 @pytest.fixture(scope="module")

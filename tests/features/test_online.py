@@ -11,11 +11,11 @@ import pytest
 from source_changes import change_sources
 
 from fabric.demo import DemoProject
-from fabric.entities import EntityService
 from fabric.features.compute import micros
-from fabric.features.materialize import materialize
-from fabric.features.service import FeatureService
 from fabric.project import Project
+from fabric.services.entities import EntityService
+from fabric.services.features import FeatureService
+from fabric.services.materialize import materialize
 from fabric.store.codec import BlobCodec
 from fabric.store.online import OnlineStore, OnlineVector
 from fabric.sync import sync_project
@@ -210,7 +210,7 @@ def test_materializing_in_worker_processes_writes_what_one_process_writes(synced
 
 
 def test_after_a_store_key_rotation_the_online_store_is_sealed_again(synced: Path) -> None:
-    from fabric.store.rotate import rotate_store_key
+    from fabric.services.rotate import rotate_store_key
 
     with Project.open(synced) as project:
         rotate_store_key(project, new_key=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fabric.crypto import KeyedHasher
 from fabric.demo import create_demo_project
 from fabric.project import Project
 from fabric.resolve.index import IdentityIndex, values_hash
-from fabric.store.crypto import KeyedHasher
 
 
 def test_values_hash_is_keyed_order_free_and_tells_missing_from_text() -> None:

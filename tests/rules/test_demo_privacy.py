@@ -10,8 +10,8 @@ from typing import Any
 
 from e2e_helpers import signed_names
 
-from fabric.entities import EntityService
 from fabric.project import Project
+from fabric.services.entities import EntityService
 
 #: Columns whose values are personal, per source table; names are checked per entity (a fake
 #: name may be someone else's real one), the rest against every value of the sources.

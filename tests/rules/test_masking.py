@@ -193,8 +193,8 @@ policies:
 
 def test_joins_on_masked_data_still_work_across_systems(demo_dir: Path) -> None:
     """The same email in CRM, billing and support masks to the same token in each table."""
-    from fabric.entities import EntityService
     from fabric.project import Project
+    from fabric.services.entities import EntityService
 
     joined = 0
     with Project.open(demo_dir / "fabric.yaml") as project:

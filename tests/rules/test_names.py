@@ -90,8 +90,8 @@ def test_name_finder_reads_a_billing_holder_written_last_name_first() -> None:
 def test_masking_leaves_no_source_text_in_normaliser_caches(demo_project: Project) -> None:
     """Names are read with the match rules' normalisers, whose caches a sync clears after
     itself; masking, on every lookup, must not fill them with ticket bodies."""
-    from fabric.entities import EntityService
     from fabric.resolve import normalize
+    from fabric.services.entities import EntityService
 
     normalize.clear_caches()
     service = EntityService(demo_project)

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from fabric.demo import DemoProject
-from fabric.entities import EntityService
 from fabric.errors import RuleError, SourceError
 from fabric.project import Project
 from fabric.rules.transforms import load_transforms
+from fabric.services.entities import EntityService
 from fabric.sync import sync_project
 
 SOURCE = [

@@ -19,11 +19,11 @@ import pytest
 from fabric.config import load_config
 from fabric.config.models import CsvConfig, SourceConfig, SourceTableConfig
 from fabric.demo import create_demo_project
-from fabric.entities import EntityService
 from fabric.errors import ConfigError, SourceError, SourceUnavailableError
 from fabric.project import Project
+from fabric.services.entities import EntityService
 from fabric.sources import files
-from fabric.sources.extract import SourceReader
+from fabric.sources.database import DatabaseSourceReader
 from fabric.sources.files import FileSourceReader, infer_csv_type
 from fabric.sync import sync_project
 
@@ -554,7 +554,7 @@ def test_files_sync_of_exported_demo_matches_the_database_sync(tmp_path: Path) -
 
     with Project.open(original / "fabric.yaml") as db, Project.open(config) as fs:
         assert all(isinstance(fs.source(s), FileSourceReader) for s in tables)
-        assert all(isinstance(db.source(s), SourceReader) for s in tables)
+        assert all(isinstance(db.source(s), DatabaseSourceReader) for s in tables)
         db_report = sync_project(db, full=True)
         fs_report = sync_project(fs, full=True)
         assert fs_report.rows_by_table == db_report.rows_by_table

@@ -7,6 +7,7 @@ import pickle
 import pytest
 import zstandard
 
+from fabric.crypto import KeyDeriver, KeyRing, Sealer
 from fabric.errors import StoreError
 from fabric.store.codec import (
     BlobCodec,
@@ -15,7 +16,6 @@ from fabric.store.codec import (
     key_id_of,
     train_dictionary,
 )
-from fabric.store.crypto import KeyDeriver, KeyRing, Sealer
 
 MASTER = b"m" * 32
 K1 = b"1" * 32

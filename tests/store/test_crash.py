@@ -22,7 +22,7 @@ from e2e_helpers import clear_tables
 
 from fabric.demo import create_demo_project
 from fabric.project import Project
-from fabric.store.verify import verify_store
+from fabric.services.verify import verify_store
 
 CUSTOMERS = 2000
 KILLS = 5

@@ -22,8 +22,8 @@ import fabric.store.local
 from fabric.cli import main
 from fabric.errors import StoreError
 from fabric.project import Project
+from fabric.services.verify import verify_store
 from fabric.store.sqlite import open_database
-from fabric.store.verify import verify_store
 from fabric.sync import sync_project
 
 VFS_NAME = "fabric-faulty"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import apsw
 import pytest
 
+from fabric.crypto import KeyRing
 from fabric.store.codec import BlobCodec
-from fabric.store.crypto import KeyRing
 from fabric.store.microdb import (
     ColumnDef,
     EntityContent,

@@ -10,9 +10,9 @@ import pytest
 from e2e_helpers import DEMO_TABLES, cleanly_linkable_people
 
 from fabric.demo import DemoProject
-from fabric.entities import EntityService
 from fabric.errors import SourceError
 from fabric.project import Project
+from fabric.services.entities import EntityService
 from fabric.sync import sync_project
 
 

@@ -11,8 +11,8 @@ import pytest
 from source_changes import LATER, change_sources, execute
 
 from fabric.demo import DemoProject
-from fabric.entities import EntityService
 from fabric.project import Project
+from fabric.services.entities import EntityService
 from fabric.store.history import History
 from fabric.store.microdb import EntityContent, MicroDbReader
 from fabric.sync import entity_type, sync_project

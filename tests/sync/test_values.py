@@ -5,11 +5,11 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+from fabric.crypto import KeyedHasher
 from fabric.demo import DemoProject
 from fabric.project import Project
 from fabric.resolve.index import hashed
 from fabric.resolve.rules import load_match_rules
-from fabric.store.crypto import KeyedHasher
 from fabric.sync import sync_project
 from fabric.sync.values import ValuesJob, match_values
 

@@ -35,12 +35,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from fabric.entities import InvalidRequestError
 from fabric.errors import EntityNotFoundError, FabricError
-from fabric.features.export import FORMATS, BudgetExceededError, export_view
 from fabric.features.spine import SpineLimits, check_spine
 from fabric.files import private_dir
 from fabric.project import Project
+from fabric.services.entities import InvalidRequestError
+from fabric.services.export import FORMATS, BudgetExceededError, export_view
 
 __all__ = [
     "SPINE_FORMATS",

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fabric.entities import EntityService
 from fabric.project import Project
+from fabric.services.entities import EntityService
 from fabric.store.codec import BlobCodec
 from fabric.sync import sync_project
 

@@ -8,8 +8,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fabric.crypto import KeyDeriver, Sealer, derive_key
 from fabric.errors import StoreError
-from fabric.store.crypto import KeyDeriver, Sealer, derive_key
 
 
 @given(master=st.binary(min_size=16, max_size=64), purpose=st.text(max_size=80))

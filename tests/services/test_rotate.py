@@ -12,12 +12,12 @@ import yaml
 from click.testing import CliRunner
 
 from fabric.cli import main
-from fabric.entities import EntityService
 from fabric.errors import ConfigError
 from fabric.project import Project
+from fabric.services.entities import EntityService
+from fabric.services.rotate import rotate_store_key
+from fabric.services.verify import verify_store
 from fabric.store.codec import dictionary_id_of, key_id_of
-from fabric.store.rotate import rotate_store_key
-from fabric.store.verify import verify_store
 from fabric.sync import sync_project
 
 

@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 from fabric.config.models import SourceConfig
 from fabric.errors import SourceError
 from fabric.project import Project
-from fabric.sources.extract import SourceReader, _sqlite_datetime
+from fabric.sources.database import DatabaseSourceReader, _sqlite_datetime
 
 
 def test_full_sqlite_read_equals_the_sqlalchemy_path(demo_project: Project) -> None:
     for table in demo_project.schema("customer").tables:
         reader = demo_project.source(table.source)
-        assert isinstance(reader, SourceReader)
+        assert isinstance(reader, DatabaseSourceReader)
         reader.describe(table.source_table)
         columns = table.source_columns or table.column_names
         raw = [row for batch in reader.read(table.source_table, columns) for row in batch]
@@ -46,7 +46,7 @@ def test_sqlite_types_convert_like_sqlalchemy(tmp_path: Path) -> None:
     config = SourceConfig.model_validate(
         {"url": f"sqlite:///{path}", "tables": {"t": {"primary_key": "id"}}}
     )
-    reader = SourceReader("s", config, tmp_path)
+    reader = DatabaseSourceReader("s", config, tmp_path)
     columns = [c.name for c in reader.describe("t")]
     raw = [row for batch in reader.read("t", columns) for row in batch]
     typed = [row for batch in reader.read("t", columns, since=("id", 0)) for row in batch]

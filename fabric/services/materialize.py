@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fabric.entities import EntityService
 from fabric.errors import StoreError
 from fabric.features.compute import micros
-from fabric.features.service import compute_vectors
 from fabric.features.spec import FeatureView
 from fabric.project import Project
+from fabric.services.entities import EntityService
+from fabric.services.features import compute_vectors
 from fabric.store.online import OnlineStore
 from fabric.store.sqlite import apsw
 

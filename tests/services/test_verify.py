@@ -8,12 +8,12 @@ import pytest
 from click.testing import CliRunner
 
 from fabric.cli import main
-from fabric.entities import EntityService
 from fabric.errors import StoreError
 from fabric.project import Project
+from fabric.services.entities import EntityService
+from fabric.services.verify import verify_store
 from fabric.store.base import StoredBlob, entity_key, partition_of
 from fabric.store.sqlite import one_row, open_database
-from fabric.store.verify import verify_store
 
 
 def _flip_a_byte(project: Project, entity_type: str, entity_id: str) -> None:

@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fabric.cli import main
-from fabric.entities import EntityService
-from fabric.features.export import FORMATS, BudgetExceededError, SpineError, export_view
-from fabric.features.service import FeatureService
 from fabric.project import Project
+from fabric.services.entities import EntityService
+from fabric.services.export import FORMATS, BudgetExceededError, SpineError, export_view
+from fabric.services.features import FeatureService
 
 START, END = datetime(2023, 1, 1), datetime(2027, 1, 1)
 
@@ -269,7 +269,7 @@ def test_cli_export_writes_csv_and_jsonl(demo_dir: Path, tmp_path: Path) -> None
 def test_small_chunks_and_partitions_give_the_same_file(
     project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fabric.features.export as export
+    import fabric.services.export as export
 
     ids = sorted(project.catalog.entities("customer"))
     keys = [ids[(i * 7) % len(ids)] for i in range(500)]
@@ -333,7 +333,7 @@ def test_spine_times_in_any_iso_form_and_typed_columns(project: Project, tmp_pat
 def test_a_bad_time_in_a_later_batch_names_its_row(
     project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fabric.features.export as export
+    import fabric.services.export as export
 
     monkeypatch.setattr(export, "_BATCH", 4)
     lines = ["entity_id,event_timestamp"] + ["crm:1,2026-01-01"] * 9 + ["crm:1,31/12/2026"]
@@ -348,9 +348,9 @@ def test_values_of_masked_columns_never_reach_a_masked_role(
     project: Project, tmp_path: Path
 ) -> None:
     from fabric.features.compute import compute, compute_many, entity_rows, micros
-    from fabric.features.service import mask_attributes, mask_columns
     from fabric.features.spec import load_views
     from fabric.rules.operators import MaskContext
+    from fabric.services.features import mask_attributes, mask_columns
 
     views = tmp_path / "features.yaml"
     views.write_text(
@@ -397,7 +397,7 @@ def test_values_of_masked_columns_never_reach_a_masked_role(
 def test_an_export_past_its_byte_budget_stops_at_once_and_keeps_nothing(
     project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
 ) -> None:
-    import fabric.features.export as export
+    import fabric.services.export as export
 
     monkeypatch.setattr(export, "_BATCH", 64)
     ids = sorted(project.catalog.entities("customer"))

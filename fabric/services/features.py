@@ -20,7 +20,6 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from fabric.entities import EntityService, InvalidRequestError, check_id
 from fabric.errors import EntityNotFoundError, FabricError
 from fabric.features.compute import (
     BadTimeError,
@@ -34,6 +33,7 @@ from fabric.features.spec import Feature, FeatureView
 from fabric.project import Project
 from fabric.rules.masking import MaskingPolicy
 from fabric.rules.operators import MaskContext, MaskFunction
+from fabric.services.entities import EntityService, InvalidRequestError, check_id
 from fabric.store.online import OnlineVector
 
 __all__ = [

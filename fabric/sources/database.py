@@ -8,10 +8,8 @@ a :class:`SourceError` naming the source, its URL (password hidden) and the tabl
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +18,10 @@ from sqlalchemy.engine import URL, Engine
 
 from fabric.config.models import SourceConfig, SourceTableConfig
 from fabric.errors import SourceError, SourceUnavailableError
-from fabric.sources.base import columns_to_read
+from fabric.sources.base import BATCH_ROWS, SourceColumn, columns_to_read, to_storage_value
 from fabric.sources.urls import describe_url, engine_url
 
-__all__ = ["SourceColumn", "SourceReader", "sqlite_type", "to_storage_value"]
-
-#: Rows fetched per round trip: large enough to amortise the driver, small enough for memory.
-BATCH_ROWS = 5000
-
-
-@dataclass(frozen=True)
-class SourceColumn:
-    """A reflected source column and the SQLite storage class fabric keeps it as."""
-
-    name: str
-    sql_type: str
+__all__ = ["DatabaseSourceReader", "sqlite_type"]
 
 
 def sqlite_type(column_type: Any) -> str:
@@ -46,23 +33,6 @@ def sqlite_type(column_type: Any) -> str:
     if isinstance(column_type, sa.LargeBinary):
         return "BLOB"
     return "TEXT"
-
-
-def to_storage_value(value: Any) -> int | float | str | bytes | None:
-    """Convert a driver value to what a micro-database stores (ISO 8601 for times)."""
-    if isinstance(value, bool):
-        return int(value)  # as SQLite stores it, so every path yields the same value
-    if value is None or isinstance(value, int | float | str | bytes):
-        return value
-    if isinstance(value, dt.datetime):
-        return value.isoformat(sep="T")
-    if isinstance(value, dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if isinstance(value, bytearray | memoryview):
-        return bytes(value)
-    return str(value)
 
 
 def _converter(column_type: Any) -> Any:
@@ -156,7 +126,7 @@ def _row_converter(types: Sequence[Any], choose: Any = _converter) -> Any:
     return convert
 
 
-class SourceReader:
+class DatabaseSourceReader:
     """One source system, opened lazily, read-only where the driver allows it."""
 
     def __init__(self, name: str, config: SourceConfig, root: Path) -> None:

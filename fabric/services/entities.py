@@ -13,6 +13,7 @@ from typing import Any
 from cachetools import LRUCache
 
 from fabric.config.models import ProjectConfig
+from fabric.crypto import KeyedHasher, derive_key
 from fabric.errors import EntityNotFoundError, FabricError
 from fabric.project import Project
 from fabric.recent import Recent
@@ -20,7 +21,6 @@ from fabric.rules.masking import MaskingPolicy
 from fabric.rules.names import EntityNames
 from fabric.rules.operators import MaskContext
 from fabric.store.base import StoredBlob
-from fabric.store.crypto import KeyedHasher, derive_key
 from fabric.store.history import History
 from fabric.store.microdb import MicroDbReader
 
@@ -339,7 +339,7 @@ class EntityService:
         self, stored: Sequence[StoredBlob], policy: MaskingPolicy
     ) -> list[dict[str, Any]]:
         """Documents of stored entities masked for ``policy``, past the caches: what
-        :func:`fabric.features.materialize.materialize` writes to the online store."""
+        :func:`fabric.services.materialize.materialize` writes to the online store."""
         return [self._masked(blob, policy) for blob in stored]
 
     def lineage(

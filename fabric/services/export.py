@@ -42,7 +42,6 @@ import pyarrow.parquet as pq
 from fabric import __version__
 from fabric.errors import FabricError
 from fabric.features.compute import ARROW_TYPES, columns_read, compute_many, parse_times
-from fabric.features.service import FeatureService, mask_columns
 from fabric.features.spec import FeatureView
 from fabric.features.spine import (
     SpineError,
@@ -54,6 +53,7 @@ from fabric.features.spine import (
 )
 from fabric.files import private_temp, write_private
 from fabric.project import Project
+from fabric.services.features import FeatureService, mask_columns
 from fabric.store.history import History
 
 __all__ = [

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fabric.config.secrets import add_store_key, load_secrets, retire_store_keys
+from fabric.crypto import MASTER_KEY_ID
 from fabric.errors import ConfigError
 from fabric.project import Project
 from fabric.store.base import StaleWriteError, StoredBlob
 from fabric.store.codec import BlobCodec, key_id_of
-from fabric.store.crypto import MASTER_KEY_ID
 
 __all__ = ["RotationReport", "rotate_store_key"]
 
