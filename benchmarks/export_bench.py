@@ -64,8 +64,8 @@ VIEW = "customer_360"
 _CHILD = """
 import json, sys, time
 from pathlib import Path
-from fabric.services.export import export_view
 from fabric.project import Project
+from fabric.services.export import export_view
 config, view, spine, out, workers = sys.argv[1:6]
 with Project.open(Path(config)) as project:
     started = time.perf_counter()

@@ -18,7 +18,13 @@ from fabric.config.secrets import generate_key_file, hash_api_key
 from fabric.errors import ConfigError
 from fabric.sources.generate import GenerationReport, generate_sources
 
-__all__ = ["DEMO_ROLES", "DemoProject", "create_demo_project", "render_demo_config"]
+__all__ = [
+    "DEMO_ROLES",
+    "SOURCE_URL_ENV",
+    "DemoProject",
+    "create_demo_project",
+    "render_demo_config",
+]
 
 #: Demo roles, least privileged first: (key name, role, policy, routes).
 DEMO_ROLES: tuple[tuple[str, str, str, list[str]], ...] = (

@@ -19,13 +19,14 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from fabric.api._text import printable
 from fabric.errors import (
-    ConfigError,
     EntityNotFoundError,
     FabricError,
+    InvalidRequestError,
+    JobNotReadyError,
+    PayloadTooLargeError,
     ReadTimeoutError,
-    RuleError,
+    RevealError,
 )
-from fabric.services.entities import InvalidRequestError
 
 __all__ = ["ERROR_CODES", "error_body", "error_response", "exception_handlers", "refusal"]
 
@@ -46,17 +47,16 @@ ERROR_CODES = {
     503: "unavailable",
 }
 
+#: Our errors' statuses, by class, the first that matches (a spine too large is also a bad
+#: spine: its size answers first); any other error of ours is a fault on our side (500).
 _STATUS_OF: list[tuple[type[FabricError], int]] = [
-    (EntityNotFoundError, 404),
+    (PayloadTooLargeError, 413),
     (InvalidRequestError, 400),
+    (RevealError, 403),
+    (EntityNotFoundError, 404),
+    (JobNotReadyError, 409),
     (ReadTimeoutError, 503),
-    (ConfigError, 500),
-    (RuleError, 500),
 ]
-
-
-#: An error of ours whose class is not listed above answers by its code (``bad_request``).
-_STATUS_OF_CODE = {code: status for status, code in ERROR_CODES.items() if status < 500}
 
 
 def error_body(status: int, code: str, message: str) -> dict[str, Any]:
@@ -88,9 +88,7 @@ def _respond(
 
 
 def _fabric_error(request: Request[Any, Any, Any], exc: FabricError) -> Response[dict[str, Any]]:
-    status = next(
-        (s for kind, s in _STATUS_OF if isinstance(exc, kind)), _STATUS_OF_CODE.get(exc.code, 500)
-    )
+    status = next((s for kind, s in _STATUS_OF if isinstance(exc, kind)), 500)
     if status == 500:
         # Our side is at fault: the caller learns nothing about paths or internals; the log
         # gets the exception's type and the route (whose ids are opaque) only.

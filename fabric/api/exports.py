@@ -15,7 +15,7 @@ from litestar.response import File
 from fabric.api.context import Call
 from fabric.api.jobs import SPINE_FORMATS
 from fabric.api.schema import BEARER, ExportJobStatus, SpineUpload, answers
-from fabric.services.entities import InvalidRequestError
+from fabric.errors import InvalidRequestError
 
 __all__ = ["ExportRequest", "export_file", "export_status", "start_export", "upload_spine"]
 

@@ -35,20 +35,24 @@ from typing import Any
 
 import pyarrow as pa
 
-from fabric.errors import EntityNotFoundError, FabricError
+from fabric.errors import (
+    BudgetExceededError,
+    EntityNotFoundError,
+    ExpiredError,
+    FabricError,
+    InvalidRequestError,
+    JobNotReadyError,
+    QuotaExceededError,
+)
 from fabric.features.spine import SpineLimits, check_spine
 from fabric.files import private_dir
 from fabric.project import Project
-from fabric.services.entities import InvalidRequestError
-from fabric.services.export import FORMATS, BudgetExceededError, export_view
+from fabric.services.export import FORMATS, export_view
 
 __all__ = [
     "SPINE_FORMATS",
-    "ExpiredError",
     "ExportJob",
     "ExportJobs",
-    "JobNotReadyError",
-    "QuotaExceededError",
     "Upload",
 ]
 
@@ -77,22 +81,6 @@ _STAGES = {
     "export: computing features": "computing features",
     "export: writing": "writing",
 }
-
-
-class JobNotReadyError(FabricError):
-    """The job's file is asked for before the job succeeded."""
-
-    code = "conflict"
-
-
-class ExpiredError(EntityNotFoundError):
-    """An export's file or an uploaded spine was deleted after ``api.exports.keep_hours``."""
-
-
-class QuotaExceededError(FabricError):
-    """A key would hold more than ``api.exports.max_bytes_per_key`` (413)."""
-
-    code = "payload_too_large"
 
 
 @dataclass

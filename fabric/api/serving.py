@@ -19,7 +19,7 @@ from typing import Any
 
 from fabric.api.auth import Authenticator
 from fabric.api.metrics import COLLECTOR
-from fabric.errors import FabricError
+from fabric.errors import FabricError, ReloadError
 from fabric.project import Project
 from fabric.rules.operators import MaskContext
 from fabric.services.entities import EntityService
@@ -28,20 +28,6 @@ from fabric.services.features import FeatureService
 __all__ = ["ReloadError", "Served", "Serving"]
 
 log = logging.getLogger("fabric.api")
-
-
-class ReloadError(FabricError):
-    """A new configuration was refused; the old one keeps serving."""
-
-    code = "bad_request"
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        # One line (error bodies keep the first line): every problem, separated.
-        super().__init__(
-            "the new configuration was refused and the old one keeps serving: "
-            + " | ".join(problems)
-        )
 
 
 @dataclass(frozen=True)

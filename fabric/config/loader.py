@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fabric.config._yaml import Loc, YamlDocument, YamlLoadError, load_yaml_file
+from fabric.config.documents import Loc, YamlDocument, YamlLoadError, load_yaml_file
 from fabric.config.models import ProjectConfig, SourceTableConfig
 from fabric.config.validation import display_path, format_issue, validate_document
 from fabric.errors import ConfigError

@@ -22,6 +22,7 @@ from pydantic import (
 from fabric.config.validation import StrictModel
 
 __all__ = [
+    "DEFAULT_ROUTES",
     "ApiConfig",
     "ApiKeyConfig",
     "CsvConfig",
@@ -29,6 +30,7 @@ __all__ = [
     "EntityTypeConfig",
     "ProjectConfig",
     "RoleConfig",
+    "Route",
     "RulesConfig",
     "SecretsConfig",
     "SourceConfig",

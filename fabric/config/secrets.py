@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from fabric.config._yaml import YamlLoadError, load_yaml_file
+from fabric.config.documents import YamlLoadError, load_yaml_file
 from fabric.config.models import ProjectConfig
 from fabric.crypto import MASTER_KEY_ID, KeyRing
 from fabric.errors import ConfigError

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from fabric.config._yaml import Loc, YamlDocument
+from fabric.config.documents import Loc, YamlDocument
 
 __all__ = ["StrictModel", "display_path", "format_issue", "suggest", "validate_document"]
 

@@ -35,13 +35,11 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fabric.errors import FabricError
 from fabric.features.expressions import compile_expression
 from fabric.features.spec import Feature, FeatureView, names_in
 
 __all__ = [
     "ARROW_TYPES",
-    "BadTimeError",
     "Column",
     "Computed",
     "columns_read",
@@ -66,12 +64,6 @@ ARROW_TYPES = {
 _EPOCH = datetime(1970, 1, 1)
 _MICRO = timedelta(microseconds=1)
 _DAY = 86_400_000_000
-
-
-class BadTimeError(FabricError):
-    """A time that is not ISO 8601."""
-
-    code = "bad_request"
 
 
 def parse_time(value: Any) -> datetime | None:

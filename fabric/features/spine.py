@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from fabric.errors import FabricError
+from fabric.errors import SpineError, SpineTooLargeError
 from fabric.features._parquet_pages import (
     ENCODINGS,
     ChunkPages,
@@ -51,10 +51,8 @@ from fabric.features._parquet_pages import (
 
 __all__ = [
     "WRITTEN",
-    "SpineError",
     "SpineInfo",
     "SpineLimits",
-    "SpineTooLargeError",
     "check_columns",
     "check_spine",
     "estimated_rows",
@@ -88,18 +86,6 @@ _BOUNDED = {
 #: Python. Writers' defaults give a page per 20,000 rows or 1 MiB of a column (pyarrow,
 #: Spark): a 5,000,000-row spine of 40 columns has about 10,000.
 _MAX_PAGES = 100_000
-
-
-class SpineError(FabricError):
-    """A spine that cannot be used: a missing column, a time that does not parse."""
-
-    code = "bad_request"
-
-
-class SpineTooLargeError(SpineError):
-    """A spine past a limit of :class:`SpineLimits` (413 over the API)."""
-
-    code = "payload_too_large"
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,11 @@ from fabric.resolve.compare import METRICS, Metric, MetricName
 from fabric.resolve.normalize import NORMALIZER_NAMES, is_normaliser, make_normaliser
 
 __all__ = [
+    "ColumnSource",
     "CompiledMatchRules",
     "CompiledRule",
     "EntityMatchRules",
+    "Extractor",
     "MatchFile",
     "compile_match_rules",
     "load_match_rules",

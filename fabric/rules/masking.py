@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from fabric.config._yaml import YamlDocument
+from fabric.config.documents import YamlDocument
 from fabric.config.loader import read_yaml
 from fabric.config.validation import StrictModel, format_issue, suggest, validate_document
 from fabric.errors import RuleError

@@ -36,10 +36,15 @@ from fabric.rules.tokens import Tokenizer, masking_key_id
 __all__ = [
     "FPE_MIN_DOMAIN",
     "AnyOp",
+    "FpeOp",
+    "KeepOp",
     "MaskContext",
     "MaskFunction",
     "MaskingKeys",
+    "NullOp",
     "OperatorSpec",
+    "RedactOp",
+    "TokenizeOp",
     "compile_operator",
     "fpe_reveal",
 ]

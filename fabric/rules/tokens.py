@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
 from fabric.crypto import KeyDeriver
-from fabric.errors import FabricError
+from fabric.errors import TokenError
 
 __all__ = ["TOKEN_BUCKET_BYTES", "TokenError", "Tokenizer", "masking_key_id"]
 
@@ -41,12 +41,6 @@ _PADDED = "p"  # the format letter of padded tokens; not a hex digit, so never p
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 #: The padding of a value, by its length modulo the bucket: 0x80, then zeros to the boundary.
 _PADS = [b"\x80" + bytes(TOKEN_BUCKET_BYTES - 1 - n) for n in range(TOKEN_BUCKET_BYTES)]
-
-
-class TokenError(FabricError):
-    """A token that is not one of ours, or that this key cannot open."""
-
-    code = "bad_token"
 
 
 def masking_key_id(master: bytes) -> str:

@@ -35,7 +35,7 @@ from typing import Any
 import phonenumbers
 from simpleeval import EvalWithCompoundTypes, FeatureNotAvailable
 
-from fabric.config._yaml import YamlDocument
+from fabric.config.documents import YamlDocument
 from fabric.config.loader import read_yaml
 from fabric.config.validation import format_issue
 from fabric.errors import RuleError, SourceError

@@ -14,7 +14,7 @@ from cachetools import LRUCache
 
 from fabric.config.models import ProjectConfig
 from fabric.crypto import KeyedHasher, derive_key
-from fabric.errors import EntityNotFoundError, FabricError
+from fabric.errors import EntityNotFoundError, InvalidRequestError
 from fabric.project import Project
 from fabric.recent import Recent
 from fabric.rules.masking import MaskingPolicy
@@ -24,19 +24,13 @@ from fabric.store.base import StoredBlob
 from fabric.store.history import History
 from fabric.store.microdb import MicroDbReader
 
-__all__ = ["EntityService", "InvalidRequestError", "check_id", "source_table"]
+__all__ = ["MAX_ID_LENGTH", "EntityService", "check_id", "source_table"]
 
 #: An entity as read from its image: ``_meta``, and every table's rows, unmasked.
 Read = tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]
 
 #: Longest id or key accepted from a caller; anything longer is not one of ours.
 MAX_ID_LENGTH = 256
-
-
-class InvalidRequestError(FabricError):
-    """A request parameter is malformed (an id with NUL bytes, an unknown table name)."""
-
-    code = "bad_request"
 
 
 def check_id(value: str, what: str) -> None:

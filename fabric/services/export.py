@@ -40,17 +40,10 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from fabric import __version__
-from fabric.errors import FabricError
+from fabric.errors import BudgetExceededError, FabricError, SpineError
 from fabric.features.compute import ARROW_TYPES, columns_read, compute_many, parse_times
 from fabric.features.spec import FeatureView
-from fabric.features.spine import (
-    SpineError,
-    SpineLimits,
-    SpineTooLargeError,
-    check_spine,
-    estimated_rows,
-    spine_batches,
-)
+from fabric.features.spine import SpineLimits, check_spine, estimated_rows, spine_batches
 from fabric.files import private_temp, write_private
 from fabric.project import Project
 from fabric.services.features import FeatureService, mask_columns
@@ -58,31 +51,13 @@ from fabric.store.history import History
 
 __all__ = [
     "FORMATS",
-    "BudgetExceededError",
     "ExportReport",
-    "SpineError",
     "SpineLimits",
-    "SpineTooLargeError",
     "export_view",
 ]
 
 FORMATS = ("parquet", "csv", "jsonl")
 Progress = Callable[[str, int, int | None], None]
-
-
-class BudgetExceededError(FabricError):
-    """An export's file passed the bytes it was given (``budget`` of :func:`export_view`);
-    the export stopped, and nothing of it was kept."""
-
-    code = "payload_too_large"
-
-    def __init__(self, out: Path, written: int, budget: int) -> None:
-        super().__init__(
-            f"{out.name}: the export passed its budget of {budget:,} bytes ({written:,} "
-            "written); it was stopped and nothing of it was kept"
-        )
-        self.written = written
-        self.budget = budget
 
 
 @dataclass

@@ -20,26 +20,20 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from fabric.errors import EntityNotFoundError, FabricError
-from fabric.features.compute import (
-    BadTimeError,
-    Column,
-    columns_read,
-    compute_many,
-    micros,
-    parse_time,
-)
+from fabric.errors import BadTimeError, EntityNotFoundError, FabricError, InvalidRequestError
+from fabric.features.compute import Column, columns_read, compute_many, micros, parse_time
 from fabric.features.spec import Feature, FeatureView
 from fabric.project import Project
 from fabric.rules.masking import MaskingPolicy
 from fabric.rules.operators import MaskContext, MaskFunction
-from fabric.services.entities import EntityService, InvalidRequestError, check_id
+from fabric.services.entities import EntityService, check_id
 from fabric.store.online import OnlineVector
 
 __all__ = [
     "MAX_BATCH",
     "FeatureService",
     "MaskPlan",
+    "compute_vectors",
     "mask_attributes",
     "mask_columns",
     "mask_plan",

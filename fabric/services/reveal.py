@@ -8,18 +8,12 @@ it came from (alphabet, kept characters, tweak), as the policy that masked it de
 
 from __future__ import annotations
 
-from fabric.errors import ConfigError, FabricError
+from fabric.errors import ConfigError, FabricError, RevealError
 from fabric.project import Project
 from fabric.rules.operators import FpeOp, MaskingKeys, TokenizeOp, fpe_reveal
 from fabric.rules.tokens import Tokenizer
 
 __all__ = ["RevealError", "reveal"]
-
-
-class RevealError(FabricError):
-    """The value cannot be revealed: the role may not, or it is not one fabric made."""
-
-    code = "forbidden"
 
 
 def _column(project: Project, policy_name: str | None, column: str) -> tuple[str, object]:

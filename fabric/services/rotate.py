@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 from fabric.config.secrets import add_store_key, load_secrets, retire_store_keys
 from fabric.crypto import MASTER_KEY_ID
-from fabric.errors import ConfigError
+from fabric.errors import ConfigError, StaleWriteError
 from fabric.project import Project
-from fabric.store.base import StaleWriteError, StoredBlob
+from fabric.store.base import StoredBlob
 from fabric.store.codec import BlobCodec, key_id_of
 
 __all__ = ["RotationReport", "rotate_store_key"]

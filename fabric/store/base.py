@@ -13,11 +13,8 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from fabric.errors import StoreError
-
 __all__ = [
     "EntityStore",
-    "StaleWriteError",
     "StoreStats",
     "StoredBlob",
     "entity_key",
@@ -33,12 +30,6 @@ def entity_key(entity_type: str, entity_id: str) -> bytes:
 def partition_of(key: bytes, partitions: int) -> int:
     """Return the stable partition of a storage key."""
     return int.from_bytes(key[:8], "big") % partitions
-
-
-class StaleWriteError(StoreError):
-    """A write expected a version that is no longer the stored one."""
-
-    code = "stale_write"
 
 
 @dataclass(frozen=True)

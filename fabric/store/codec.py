@@ -31,6 +31,7 @@ from fabric.crypto import MASTER_KEY_ID, KeyDeriver, KeyRing, Sealer
 from fabric.errors import StoreError
 
 __all__ = [
+    "DICTIONARY_SAMPLES",
     "BlobCodec",
     "Dictionaries",
     "dictionary_id_of",

@@ -16,15 +16,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from fabric.errors import StoreError
-from fabric.store.base import (
-    EntityStore,
-    StaleWriteError,
-    StoredBlob,
-    StoreStats,
-    entity_key,
-    partition_of,
-)
+from fabric.errors import StaleWriteError, StoreError
+from fabric.store.base import EntityStore, StoredBlob, StoreStats, entity_key, partition_of
 from fabric.store.sqlite import ThreadConnections, apsw, one_row, open_database, watch_time
 
 __all__ = ["LocalShardStore"]

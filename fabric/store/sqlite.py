@@ -21,6 +21,7 @@ import apsw.bestpractice
 
 __all__ = [
     "APPLICATION_ID",
+    "ThreadConnections",
     "apsw",
     "one_row",
     "open_database",

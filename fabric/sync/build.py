@@ -23,6 +23,7 @@ from fabric.sync.spill import read_stream
 __all__ = [
     "BuildJob",
     "BuiltEntity",
+    "Known",
     "PartitionResult",
     "build_entities",
     "build_partition",

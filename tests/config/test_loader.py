@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fabric.config import load_config
-from fabric.config._yaml import MAX_DEPTH
+from fabric.config.documents import MAX_DEPTH
 from fabric.demo import DemoProject
 from fabric.errors import ConfigError, FabricError
 from fabric.project import Project

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fabric.config._yaml import MAX_DEPTH, MAX_FILE_BYTES, YamlLoadError, load_yaml_file
+from fabric.config.documents import MAX_DEPTH, MAX_FILE_BYTES, YamlLoadError, load_yaml_file
 from fabric.demo import DemoProject
 
 #: Refusing must take milliseconds; this bound only keeps a loaded CI machine from flaking.
@@ -134,7 +134,7 @@ def test_yaml_is_parsed_only_by_the_guarded_reader() -> None:
         for path in package.rglob("*.py")
         if parsing.search(path.read_text())
     }
-    assert found == {"fabric/config/_yaml.py"}  # the key file too
+    assert found == {"fabric/config/documents.py"}  # the key file too
 
 
 def test_a_deep_key_file_is_refused_without_showing_a_key(fresh_demo: DemoProject) -> None:

@@ -19,9 +19,10 @@ from click.testing import CliRunner
 from spine_helpers import prefix_coded_spine, spine_table
 
 from fabric.cli import main
-from fabric.features.spine import SpineLimits, SpineTooLargeError, check_spine
+from fabric.errors import SpineError, SpineTooLargeError
+from fabric.features.spine import SpineLimits, check_spine
 from fabric.project import Project
-from fabric.services.export import SpineError, export_view
+from fabric.services.export import export_view
 
 #: Small limits, so the tests' files stay small.
 LIMITS = SpineLimits(rows=1_000, decoded_bytes=1 << 20, value_bytes=1024)

@@ -10,6 +10,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
+from fabric.errors import TokenError
 from fabric.rules.ff1 import DIGITS, FF1
 from fabric.rules.freetext import find_pii, luhn_ok
 from fabric.rules.names import EntityNames
@@ -20,7 +21,7 @@ from fabric.rules.operators import (
     OperatorSpec,
     compile_operator,
 )
-from fabric.rules.tokens import TokenError, Tokenizer
+from fabric.rules.tokens import Tokenizer
 
 KEY = b"k" * 32
 OTHER = b"o" * 32

@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from legacy_tokens import legacy_token
 
-from fabric.rules.tokens import TOKEN_BUCKET_BYTES, TokenError, Tokenizer, masking_key_id
+from fabric.errors import TokenError
+from fabric.rules.tokens import TOKEN_BUCKET_BYTES, Tokenizer, masking_key_id
 
 KEY = bytes(range(32))
 OTHER = bytes(range(1, 33))

@@ -9,10 +9,11 @@ from click.testing import CliRunner
 from legacy_tokens import legacy_token
 
 from fabric.cli import main
+from fabric.errors import RevealError
 from fabric.project import Project
 from fabric.rules.tokens import TOKEN_BUCKET_BYTES, Tokenizer, masking_key_id
 from fabric.services.entities import EntityService
-from fabric.services.reveal import RevealError, reveal
+from fabric.services.reveal import reveal
 
 
 def test_a_detokenize_role_gets_emails_and_cards_back(demo_dir: Path) -> None:

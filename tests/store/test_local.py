@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fabric.store.base import StaleWriteError, StoredBlob, entity_key, partition_of
+from fabric.errors import StaleWriteError
+from fabric.store.base import StoredBlob, entity_key, partition_of
 from fabric.store.local import LocalShardStore
 
 

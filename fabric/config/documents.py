@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import yaml
 
-__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "YamlDocument", "YamlLoadError", "load_yaml_file"]
+__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "Loc", "YamlDocument", "YamlLoadError", "load_yaml_file"]
 
 #: Rule and config files are small; anything larger is a mistake or an attack.
 MAX_FILE_BYTES = 1024 * 1024
