@@ -34,4 +34,4 @@ __all__ = ["reload_config"]
 def reload_config(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """Answer ``{status, rules_version, views}``."""
     call = Call.of(request)
-    return call.serving.reload()
+    return call.reloader.reload()

@@ -47,7 +47,7 @@ from fabric.api.routes import (
     ready,
 )
 from fabric.api.schema import COMPONENTS, tailor
-from fabric.api.serving import Serving
+from fabric.api.serving import Reloader
 from fabric.project import Project
 
 __all__ = ["ACCESS_LOG_ENV", "CONFIG_ENV", "FabricApp", "app_from_env", "create_app"]
@@ -81,18 +81,20 @@ def create_app(project: Project, *, access_log: bool | None = None) -> Litestar:
 
     ``access_log`` overrides ``api.access_log`` (which a reload may change) when given."""
     api = project.config.api
-    serving = Serving(project)
+    reloader = Reloader(project)
     jobs = ExportJobs(project)
     # Each thread warms its own connections and code paths before it takes a request.
     offload = Offload(
-        initializer=lambda: serving.current.warm(), ready=lambda: serving.current.zero_counters()
+        initializer=lambda: reloader.current.warm(), ready=lambda: reloader.current.zero_counters()
     )
-    parts = AppParts(serving, offload, jobs, JsonResponses())
+    parts = AppParts(reloader, offload, jobs, JsonResponses())
 
     def startup() -> None:
-        # Answer nothing before the threads are warm (a few hundred ms; see Served.warm).
+        # Answer nothing before the threads are warm (a few hundred ms; see ProjectServices.warm).
         offload.wait_ready(timeout=60)
-        COLLECTOR.attach(serving.current.project, serving.current.service, serving.current.features)
+        COLLECTOR.attach(
+            reloader.current.project, reloader.current.entities, reloader.current.features
+        )
         # What exists now (the project, compiled rules, pools) lives as long as the app:
         # the collector's full passes need not walk it again and again. A request makes
         # and frees thousands of objects, nearly all freed by reference counting: younger
@@ -106,14 +108,14 @@ def create_app(project: Project, *, access_log: bool | None = None) -> Litestar:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGHUP,
-                lambda: threading.Thread(target=serving.reload_quietly, daemon=True).start(),
+                lambda: threading.Thread(target=reloader.reload_quietly, daemon=True).start(),
             )
 
     def shutdown() -> None:
-        COLLECTOR.detach(serving.current.project)
+        COLLECTOR.detach(reloader.current.project)
         jobs.close()
         offload.close()
-        serving.current.project.close()
+        reloader.current.project.close()
 
     app = FabricApp(
         route_handlers=[
@@ -137,7 +139,7 @@ def create_app(project: Project, *, access_log: bool | None = None) -> Litestar:
                 RequestObserver,
                 logging=(lambda: access_log)
                 if access_log is not None
-                else lambda: serving.current.project.config.api.access_log,
+                else lambda: reloader.current.project.config.api.access_log,
             ),
             # One rate limit for every handler's gate (Litestar makes a gate per handler).
             DefineMiddleware(

@@ -23,8 +23,9 @@ from fabric.api.auth import Caller
 from fabric.api.jobs import ExportJobs
 from fabric.api.offload import Offload
 from fabric.api.responses import JsonResponses
-from fabric.api.serving import Served, Serving
+from fabric.api.serving import ProjectServices, Reloader
 from fabric.errors import ReadTimeoutError
+from fabric.project import Project
 from fabric.services.entities import EntityService
 from fabric.services.features import FeatureService
 from fabric.store.sqlite import apsw, time_limit
@@ -44,7 +45,7 @@ _SCOPE_KEY = "fabric.call"
 class AppParts:
     """What an app makes once and every request uses."""
 
-    serving: Serving
+    reloader: Reloader
     offload: Offload
     jobs: ExportJobs
     json: JsonResponses
@@ -66,7 +67,7 @@ class Call:
 
     caller: Caller
     #: taken once, as the request starts: a reload during the request does not reach it
-    served: Served
+    services: ProjectServices
     parts: AppParts
 
     @staticmethod
@@ -92,8 +93,8 @@ class Call:
         return scope.get(_SCOPE_KEY)  # type: ignore[return-value]
 
     @property
-    def serving(self) -> Serving:
-        return self.parts.serving
+    def reloader(self) -> Reloader:
+        return self.parts.reloader
 
     @property
     def offload(self) -> Offload:
@@ -109,19 +110,24 @@ class Call:
         return self.parts.json
 
     @property
-    def service(self) -> EntityService:
+    def project(self) -> Project:
+        """The project served to this call."""
+        return self.services.project
+
+    @property
+    def entities(self) -> EntityService:
         """Entity lookups of the project served."""
-        return self.served.service
+        return self.services.entities
 
     @property
     def features(self) -> FeatureService:
         """Feature vectors of the project served."""
-        return self.served.features
+        return self.services.features
 
     async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``function(*args, **kwargs)`` off the event loop (see :class:`Offload`), its
         reads limited to ``api.read_timeout_ms``."""
-        limit = self.served.project.config.api.read_timeout_ms
+        limit = self.services.project.config.api.read_timeout_ms
         return await self.offload.run(_limited, limit, function, *args, **kwargs)
 
     async def gather(
@@ -129,7 +135,7 @@ class Call:
     ) -> Any:
         """``function`` over ``item`` and others of ``key`` waiting with it (see
         :meth:`Offload.gather`), its reads limited to ``api.read_timeout_ms``."""
-        limit = self.served.project.config.api.read_timeout_ms
+        limit = self.services.project.config.api.read_timeout_ms
         return await self.offload.gather(key, functools.partial(_limited, limit, function), item)
 
 

@@ -85,7 +85,7 @@ def start_export(
     call = Call.of(request)
     caller = call.caller
     job = call.jobs.start(
-        call.served.project, caller.key_name, caller.role, data.view, data.spine, data.format
+        call.project, caller.key_name, caller.role, data.view, data.spine, data.format
     )
     return Response(job.status(), status_code=202, headers={"Location": f"/v1/exports/{job.id}"})
 

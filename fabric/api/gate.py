@@ -136,9 +136,9 @@ class Gate:
         if door.route is None:
             return limit.admit(_address(scope)) if limit is not None and door.limited else None
         parts = self._parts
-        served = parts.serving.current  # once: a reload during the request does not reach it
+        services = parts.reloader.current  # once: a reload during the request does not reach it
         try:
-            caller = served.authenticate(scope)
+            caller = services.authenticate(scope)
         except NotAuthorizedException:
             if limit is not None:
                 limit.admit(_address(scope))  # guessing keys is limited too
@@ -146,7 +146,7 @@ class Gate:
         extra = limit.admit("key:" + caller.key_name) if limit is not None else None
         if door.route not in caller.routes:
             raise PermissionDeniedException(f"role '{caller.role}' may not use {door.route} routes")
-        Call(caller, served, parts).keep(scope)
+        Call(caller, services, parts).keep(scope)
         return extra
 
 
@@ -164,7 +164,7 @@ async def _json_problem(scope: Scope, receive: Receive) -> str | None:
     handler: HTTPRouteHandler = scope["route_handler"]  # type: ignore[assignment]
     request = handler.resolve_request_class()(scope, receive)
     body = await request.body()
-    return json_problem(body, call.served.project.config.api.max_json_depth)
+    return json_problem(body, call.project.config.api.max_json_depth)
 
 
 def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Callable[[Message], Any]:

@@ -84,7 +84,7 @@ async def ready(request: Request[Any, Any, Any]) -> dict[str, str]:
     """Answer 200 when a query on the catalog and on the store succeed, else 503."""
     parts = AppParts.of(request)
     try:
-        await parts.offload.run(_probe, parts.serving.current.project)
+        await parts.offload.run(_probe, parts.reloader.current.project)
     except Exception as exc:  # any failure means not ready; the type is enough to log
         raise ServiceUnavailableException(f"not ready ({type(exc).__name__})") from exc
     return {"status": "ready"}
@@ -112,11 +112,11 @@ async def get_entity(
     wanted = [t.strip() for t in tables.split(",") if t.strip()] if tables else None
     # Served a moment ago (api.fresh_ms): answered here, without a trip to a thread, and
     # sent as the response made for it then (a hot entity's is made once).
-    recent = call.service.recent_document(entity_type, entity_id, call.caller.role, wanted)
+    recent = call.entities.recent_document(entity_type, entity_id, call.caller.role, wanted)
     if recent is not None:
         return call.json(recent)
     answer = await call.run(
-        call.service.document, entity_type, entity_id, role=call.caller.role, tables=wanted
+        call.entities.document, entity_type, entity_id, role=call.caller.role, tables=wanted
     )
     return call.json.once(answer)
 
@@ -140,7 +140,7 @@ async def find_entity(
     """Return the entity holding the record ``source``/``key``, masked for the caller."""
     call = Call.of(request)
     return await call.run(
-        call.service.find_document, entity_type, source, key, role=call.caller.role
+        call.entities.find_document, entity_type, source, key, role=call.caller.role
     )
 
 
@@ -195,7 +195,7 @@ async def get_lineage(
 ) -> dict[str, Any]:
     """Return the entity's lineage as the caller's role may see it."""
     call = Call.of(request)
-    return await call.run(call.service.lineage, entity_type, entity_id, role=call.caller.role)
+    return await call.run(call.entities.lineage, entity_type, entity_id, role=call.caller.role)
 
 
 @get(
@@ -214,4 +214,4 @@ async def get_lineage(
 async def get_catalog(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """Return the project's description."""
     call = Call.of(request)
-    return await call.run(describe, call.served.project)
+    return await call.run(describe, call.project)

@@ -25,28 +25,28 @@ from fabric.rules.operators import MaskContext
 from fabric.services.entities import EntityService
 from fabric.services.features import FeatureService
 
-__all__ = ["ReloadError", "Served", "Serving"]
+__all__ = ["ProjectServices", "Reloader"]
 
 log = logging.getLogger("fabric.api")
 
 
 @dataclass(frozen=True)
-class Served:
+class ProjectServices:
     """One consistent set of what requests use: a project and its services."""
 
     project: Project
-    service: EntityService
+    entities: EntityService
     features: FeatureService
     authenticate: Authenticator
 
     @classmethod
-    def of(cls, project: Project) -> Served:
+    def of(cls, project: Project) -> ProjectServices:
         """Compile and open everything now: a broken rule file or store fails here, not
         in a request."""
         project.prepare()
-        service = EntityService(project)
+        entities = EntityService(project)
         return cls(
-            project, service, FeatureService(project, service), Authenticator(project.config)
+            project, entities, FeatureService(project, entities), Authenticator(project.config)
         )
 
     def warm(self) -> None:
@@ -71,7 +71,7 @@ class Served:
             for entity_type in project.config.entities:
                 for entity_id in project.catalog.first_ids(entity_type, 1):
                     for role in [*project.config.roles, None]:
-                        self.service.document(entity_type, entity_id, role=role)
+                        self.entities.document(entity_type, entity_id, role=role)
             for view in project.views().values():
                 # One vector, and a batch big enough for the vectorised paths (Arrow's
                 # kernels load on their first use).
@@ -82,15 +82,15 @@ class Served:
 
     def zero_counters(self) -> None:
         """Start the metrics' counts of reads and cache hits from zero."""
-        self.service.served = self.service.cache_hits = self.service.cache_misses = 0
+        self.entities.served = self.entities.cache_hits = self.entities.cache_misses = 0
         self.features.hits = self.features.online_hits = self.features.misses = 0
 
 
-class Serving:
+class Reloader:
     """The project the app serves, replaced whole on reload."""
 
     def __init__(self, project: Project) -> None:
-        self.current = Served.of(project)
+        self.current = ProjectServices.of(project)
         self._lock = threading.Lock()
 
     def reload(self) -> dict[str, Any]:
@@ -107,7 +107,7 @@ class Serving:
             project: Project | None = None
             try:
                 project = Project.open(Path(path))
-                fresh = Served.of(project)
+                fresh = ProjectServices.of(project)
                 # Its compiled paths warm before it serves (this thread's connections too).
                 fresh.warm()
                 fresh.zero_counters()
@@ -119,7 +119,7 @@ class Serving:
                 raise ReloadError(problems) from exc
             old = self.current
             self.current = fresh
-            COLLECTOR.attach(fresh.project, fresh.service, fresh.features)
+            COLLECTOR.attach(fresh.project, fresh.entities, fresh.features)
             COLLECTOR.detach(old.project)
         log.info("reloaded %s (rules %s)", path.name, fresh.project.rules_version())
         return {
