@@ -66,6 +66,7 @@ def test_postgres_missing_table_names_schema(postgres: PostgresCluster, tmp_path
     assert "table 'helpdesk.tickets' does not exist" in str(info.value)
 
 
+@pytest.mark.slow
 def test_postgres_connection_dropped_mid_sync_leaves_the_store_unchanged(
     postgres: PostgresCluster, tmp_path: Path
 ) -> None:

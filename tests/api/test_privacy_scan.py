@@ -141,6 +141,7 @@ def _export_rows(client: TestClient[Litestar], key: dict[str, str], ids: list[st
     return rows
 
 
+@pytest.mark.slow
 def test_nothing_the_analyst_reaches_holds_a_personal_value(
     served: tuple[TestClient[Litestar], Project], demo_keys: dict[str, str]
 ) -> None:

@@ -40,6 +40,7 @@ def api_schema(demo_dir: Path) -> Iterator[Any]:
     project.close()
 
 
+@pytest.mark.slow
 def test_no_server_error_for_any_role(api_schema: Any, keys: dict[str, str]) -> None:
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) >= 9  # every route but exports and admin

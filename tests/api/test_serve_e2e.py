@@ -32,6 +32,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("server", "workers"), [("granian", 1), ("granian", 2), ("uvicorn", 1)])
 def test_serve_answers_over_http(
     demo_dir: Path, demo_keys: dict[str, str], server: str, workers: int

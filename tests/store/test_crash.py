@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from e2e_helpers import clear_tables
 
 from fabric.demo import create_demo_project
@@ -55,6 +56,7 @@ def _when_storing(child: subprocess.Popen[bytes]) -> threading.Event:
     return storing
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_leaves_a_consistent_store(tmp_path: Path) -> None:
     project_dir = tmp_path / "killed"
     config = create_demo_project(project_dir, customers=CUSTOMERS, seed=5).config_path
