@@ -20,6 +20,7 @@ import click
 from fabric import __version__
 from fabric.config.loader import DEFAULT_CONFIG
 from fabric.errors import FabricError, RuleError
+from fabric.features.formats import FORMATS
 
 __all__ = ["main"]
 
@@ -414,10 +415,10 @@ def entity_show(
 ) -> None:
     """Print one entity as JSON, exactly as the API returns it for the role."""
     from fabric.project import Project
-    from fabric.services.entities import EntityService
+    from fabric.services.entities import EntityService, table_list
 
     with Project.open(config_path) as project:
-        wanted = [t.strip() for t in tables.split(",") if t.strip()] if tables else None
+        wanted = table_list(tables)
         doc = EntityService(project).document(entity_type, entity_id, role=role, tables=wanted)
     click.echo(json.dumps(doc, indent=2, ensure_ascii=False, default=_json_default))
 
@@ -436,7 +437,7 @@ def entity_show(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["parquet", "csv", "jsonl"]),
+    type=click.Choice(FORMATS),
     default=None,
     help="Default: from --out's suffix, else parquet.",
 )
@@ -530,46 +531,26 @@ def store_verify(config_path: Path, limit: int) -> None:
 def store_stats(config_path: Path, as_json: bool) -> None:
     """Print entity counts and the store's sizes."""
     from fabric.project import Project
+    from fabric.services.stats import store_figures
 
     with Project.open(config_path) as project:
-        stats = project.store.stats()
-        catalog_path = project.store_dir / "catalog.db"
-        catalog_bytes = sum(
-            p.stat().st_size for p in catalog_path.parent.glob("catalog.db*") if p.is_file()
-        )
-        counts = {t: project.catalog.count(t) for t in project.config.entities}
-        runs = project.catalog.runs(1)
-    figures = {
-        "entities": counts,
-        "stored_entities": stats.entities,
-        "blob_bytes": stats.blob_bytes,
-        "shard_file_bytes": stats.file_bytes,
-        "catalog_file_bytes": catalog_bytes,
-        "shards": stats.partitions,
-        "bytes_per_entity": round(stats.file_bytes / stats.entities) if stats.entities else 0,
-        "last_sync": None
-        if not runs
-        else {
-            "id": runs[0].id,
-            "status": runs[0].status,
-            "finished_at": runs[0].finished_at,
-            "rules_version": runs[0].rules_version,
-        },
-    }
+        figures = store_figures(project)
     if as_json:
         click.echo(json.dumps(figures, indent=2))
         return
-    for entity_type, count in counts.items():
+    for entity_type, count in figures["entities"].items():
         click.echo(f"{entity_type}: {count} entities")
     click.echo(
-        f"store: {stats.entities} images, {stats.blob_bytes:,} bytes of blobs in "
-        f"{stats.partitions} shards ({stats.file_bytes:,} bytes on disk, "
-        f"{figures['bytes_per_entity']:,} per entity); catalog {catalog_bytes:,} bytes"
+        f"store: {figures['stored_entities']} images, {figures['blob_bytes']:,} bytes of blobs "
+        f"in {figures['shards']} shards ({figures['shard_file_bytes']:,} bytes on disk, "
+        f"{figures['bytes_per_entity']:,} per entity); "
+        f"catalog {figures['catalog_file_bytes']:,} bytes"
     )
-    if runs:
+    last = figures["last_sync"]
+    if last:
         click.echo(
-            f"last sync: run {runs[0].id}, {runs[0].status}, {runs[0].finished_at}, "
-            f"rules {runs[0].rules_version}"
+            f"last sync: run {last['id']}, {last['status']}, {last['finished_at']}, "
+            f"rules {last['rules_version']}"
         )
 
 

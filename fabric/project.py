@@ -1,7 +1,9 @@
 """A fabric project opened for work: its config plus the store, catalog and sources it names.
 
-Both adapters (CLI, API) and the benchmarks start here, so every way in opens things the same
-way. Parts are opened lazily: serving never needs the sources, `rules check` needs no store.
+It assembles the core (config, sources, store, rules, feature views) and nothing above it: the
+services (:mod:`fabric.services`, :mod:`fabric.sync`) take a project, and the adapters (CLI,
+API) and the benchmarks reach them through it, so every way in opens things the same way.
+Parts are opened lazily: serving never needs the sources, `rules check` needs no store.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ class Project:
 
     @cached_property
     def online(self) -> OnlineStore:
-        """Current feature vectors, materialized by sync (see :mod:`fabric.features.online`)."""
+        """Current feature vectors, materialized by sync (see :mod:`fabric.store.online`)."""
         return OnlineStore(self._store_dir() / "online.db", self.codec)
 
     @cached_property

@@ -98,8 +98,8 @@ def create_app(project: Project, *, access_log: bool | None = None) -> Litestar:
         # What exists now (the project, compiled rules, pools) lives as long as the app:
         # the collector's full passes need not walk it again and again. A request makes
         # and frees thousands of objects, nearly all freed by reference counting: younger
-        # passes every 10,000 allocations rather than 700, and full ones far apart
-        # (measured: the hot lookup's p99 from 13 to 8 ms, the vector's from 16 to 13).
+        # passes every 10,000 allocations rather than 700, and full ones far apart, which
+        # lowers the p99 of lookups and vectors (benchmarks/README.md, "Collector").
         gc.collect()
         gc.freeze()
         gc.set_threshold(10_000, 20, 100)

@@ -3,9 +3,9 @@ that run its blocking work.
 
 :class:`fabric.api.gate.Gate` makes a request's :class:`Call` once it has authenticated and
 authorized it, and keeps it in the request's scope; handlers take it from there
-(``Call.of``). Litestar's dependency injection did the same in about a tenth of a hot
-lookup's time (its resolution machinery per request), and with two or more dependencies it
-resolved them in an anyio task group, a third of the event loop's time.
+(``Call.of``). Litestar's dependency injection did the same at a cost per request (its
+resolution machinery), and with two or more dependencies it resolved them in an anyio task
+group, a large share of the event loop's time (benchmarks/README.md, "Dependencies").
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
 from litestar.exceptions import ClientException
@@ -16,6 +16,7 @@ from fabric.api.context import Call
 from fabric.api.jobs import SPINE_FORMATS
 from fabric.api.schema import BEARER, ExportJobStatus, SpineUpload, answers
 from fabric.errors import InvalidRequestError
+from fabric.features.formats import ExportFormat
 
 __all__ = ["ExportRequest", "export_file", "export_status", "start_export", "upload_spine"]
 
@@ -46,7 +47,7 @@ class ExportRequest:
 
     view: str
     spine: str | None = None
-    format: Literal["parquet", "csv", "jsonl"] = "parquet"
+    format: ExportFormat = "parquet"
 
 
 @post(

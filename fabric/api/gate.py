@@ -8,13 +8,14 @@ with a handler that is neither declared nor public: a route cannot be added open
 forgetting a line. An OPTIONS handler (Litestar adds one per path) needs its path's route.
 
 :class:`Gate` is an ASGI middleware of every handler rather than a Litestar guard: Litestar
-calls each guard with a copy of the handler (``copy(handler)``, measured at 10 us, a tenth of
-a hot lookup), while the gate reads the handler routing put in the scope. It runs after
-routing, inside :class:`~fabric.api.observe.RequestObserver` (so refusals are counted and
-logged), and answers its refusals itself, in the one error shape: 401 without a valid key,
-429 over the rate limit, 403 when the key's role lacks the route, then, for a route that
-takes a JSON body, 413 or 400 for a body too large or nested too deep. Only then is the body
-parsed, by the handler's own machinery (Litestar keeps the body read here for it).
+calls each guard with a copy of the handler (``copy(handler)``, a sizeable part of a hot
+lookup: benchmarks/README.md, "Gate"), while the gate reads the handler routing put in the
+scope. It runs after routing, inside :class:`~fabric.api.observe.RequestObserver` (so
+refusals are counted and logged), and answers its refusals itself, in the one error shape:
+401 without a valid key, 429 over the rate limit, 403 when the key's role lacks the route,
+then, for a route that takes a JSON body, 413 or 400 for a body too large or nested too
+deep. Only then is the body parsed, by the handler's own machinery (Litestar keeps the body
+read here for it).
 """
 
 from __future__ import annotations

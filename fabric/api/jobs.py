@@ -44,10 +44,11 @@ from fabric.errors import (
     JobNotReadyError,
     QuotaExceededError,
 )
+from fabric.features.formats import FORMATS
 from fabric.features.spine import SpineLimits, check_spine
 from fabric.files import private_dir
 from fabric.project import Project
-from fabric.services.export import FORMATS, export_view
+from fabric.services.export import export_view
 
 __all__ = [
     "SPINE_FORMATS",

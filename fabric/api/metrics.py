@@ -110,10 +110,8 @@ class FabricCollector(Collector):
         runs = CounterMetricFamily(
             "fabric_sync_runs", "Sync runs recorded, by status", labels=["status"]
         )
-        for status, count in catalog.connection.execute(
-            "SELECT status, count(*) FROM sync_runs GROUP BY status"
-        ):
-            runs.add_metric([str(status)], int(count))
+        for status, count in catalog.runs_by_status().items():
+            runs.add_metric([status], count)
         yield runs
         last = catalog.runs(1)
         seconds = GaugeMetricFamily(

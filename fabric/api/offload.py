@@ -1,8 +1,8 @@
 """Run blocking work (apsw reads, masking, feature computation) off the event loop, cheaply.
 
 Litestar's ``sync_to_thread`` hands each call to anyio's thread pool and wakes the loop once
-per call: measured at about 110 us of CPU a request, more than reading and serving a cached
-entity. Here a few threads of our own take calls from one queue and, while more calls are
+per call, which cost more CPU than reading and serving a cached entity (benchmarks/README.md,
+"Offload"). Here a few threads of our own take calls from one queue and, while more calls are
 waiting, run them back to back and wake the loop once for the whole burst. Under load the
 cost of crossing threads is shared by every call of the burst; with one call in flight it is
 one wake-up each way, as before.
@@ -13,11 +13,10 @@ vectors of many requests computed in one pass, as an export computes them).
 
 One thread takes the calls; the others only help while it is stuck on one call (longer than
 ``stall_ms``) and calls wait behind it. Two threads taking calls side by side contend for the
-GIL on every SQLite call they make. Measured with 2 server workers and wrk's 32 connections,
-six 5-second runs each, turn about: uniform entity lookups had a median p99 of 12.0 ms and
-5,950 requests/s this way, against 14.3 ms and 5,130/s with both threads taking calls. But a
-call that takes long (a huge entity, a read stopped only by ``api.read_timeout_ms``) must not
-hold up every request of the process: then a helper takes the calls waiting behind it.
+GIL on every SQLite call they make: uniform entity lookups had a lower p99 and a higher rate
+this way than with both threads taking calls (benchmarks/README.md, "Offload"). But a call
+that takes long (a huge entity, a read stopped only by ``api.read_timeout_ms``) must not hold
+up every request of the process: then a helper takes the calls waiting behind it.
 """
 
 from __future__ import annotations

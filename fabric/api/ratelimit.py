@@ -5,7 +5,7 @@ a caller is what authenticated: the key's configured *name*, however its header 
 (``Bearer``, ``bearer``, any number of spaces). A caller without a valid key is its address.
 Litestar's :class:`RateLimitMiddleware` kept, per caller, the list of the window's request
 times in a store, as JSON: every request decoded and encoded the whole list under an async
-lock (170 us a request at 1,000 requests/s, growing with the rate), and it ran before
+lock, a cost that grew with the rate (benchmarks/README.md, "Rate limit"), and it ran before
 authentication, so it could only key on the header as sent. Here a window is a count and its
 end, in a dict. A window starts at the caller's first request rather than at a whole second,
 so a burst is never split in two. Answers carry the IETF draft's ``RateLimit-*`` headers.

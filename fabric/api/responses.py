@@ -1,16 +1,16 @@
 """JSON answers as ready-made ASGI responses, an answer served again sent as the same bytes.
 
 Litestar turns a handler's dict into a response per request: a ``Response``, its headers
-merged and checked, an ``ASGIResponse``, the JSON. That was a quarter of the time of a hot
-lookup (an entity asked for again and again, answered from memory; see
-:mod:`fabric.recent`). The services hand back the *same* dict object for as long as an
-answer is fresh, so its response is made once per object and sent as it is to every request
-that gets it. An ``ASGIResponse`` may be sent any number of times: each send encodes its
-headers anew, and nothing of it changes.
+merged and checked, an ``ASGIResponse``, the JSON. That was a large part of a hot lookup (an
+entity asked for again and again, answered from memory; see :mod:`fabric.clock`; the figure
+is in benchmarks/README.md, "Responses"). The services hand back the *same* dict object for
+as long as an answer is fresh, so its response is made once per object and sent as it is to
+every request that gets it. An ``ASGIResponse`` may be sent any number of times: each send
+encodes its headers anew, and nothing of it changes.
 
 Only answers served again are kept (the hot ones): keeping every answer of uniform traffic
 kept thousands of documents alive a little longer, and the garbage collector's young passes
-went from 2 to 10 ms.
+grew much longer (benchmarks/README.md, "Responses").
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from fabric.api.context import AppParts, Call
 from fabric.api.schema import BEARER, Catalog, EntityDocument, ErrorBody, Lineage, Status, answers
 from fabric.project import Project
 from fabric.services.describe import describe
+from fabric.services.entities import table_list
 
 __all__ = ["find_entity", "get_catalog", "get_entity", "get_lineage", "health", "ready"]
 
@@ -109,7 +110,7 @@ async def get_entity(
 ) -> ASGIResponse:
     """Return the entity's tables and rows as the caller's role may see them."""
     call = Call.of(request)
-    wanted = [t.strip() for t in tables.split(",") if t.strip()] if tables else None
+    wanted = table_list(tables)
     # Served a moment ago (api.fresh_ms): answered here, without a trip to a thread, and
     # sent as the response made for it then (a hot entity's is made once).
     recent = call.entities.recent_document(entity_type, entity_id, call.caller.role, wanted)

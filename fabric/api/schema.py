@@ -31,7 +31,7 @@ from msgspec import Struct
 from fabric.config.models import ProjectConfig
 from fabric.services.entities import MAX_ID_LENGTH, source_table
 from fabric.services.features import MAX_BATCH
-from fabric.store.history import EntityEvent
+from fabric.store.catalog import EntityEvent
 
 __all__ = [
     "BEARER",

@@ -3,8 +3,8 @@
 uvicorn with more than one worker binds the listening socket itself and hands it to its
 workers with ``proto`` 0; asyncio sets TCP_NODELAY only on connections of a socket that says
 ``IPPROTO_TCP``, so Nagle's algorithm stays on and every keep-alive response waits about
-40 ms for the client's delayed ACK (uvicorn issue #3149, open). Measured here: 720
-requests/s for a bare route with 2 workers, against 4,100 with one. The socket is re-wrapped
+40 ms for the client's delayed ACK (uvicorn issue #3149, open): 2 workers served a bare route
+far slower than one (benchmarks/README.md, "uvicorn's socket"). The socket is re-wrapped
 with its protocol before the workers start.
 """
 

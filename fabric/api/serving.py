@@ -54,9 +54,9 @@ class ProjectServices:
         do not pay for it: on the calling thread, its connections to the store and catalog;
         every mask function of every policy once (fake-value pools, the phone-number
         library's metadata, FPE plans); an entity read and masked per role's policy; and
-        feature vectors per view, one and a batch. Measured: the first vectors of a server
-        otherwise took a quarter of a second, a stall that decided the 99th percentile of a
-        whole run.
+        feature vectors per view, one and a batch. Otherwise the first vectors of a server
+        stall, long enough to decide the 99th percentile of a whole run
+        (benchmarks/README.md, "Warm-up").
         This counts as reads: :meth:`zero_counters` after."""
         project = self.project
         probe = "warm-up 555-0100 someone@example.com 4111 1111 1111 1111"

@@ -9,8 +9,8 @@ Two kinds of hostile document are refused while PyYAML reads them, before their 
 anchors and aliases (they make "billion laughs" documents possible and no fabric file needs
 them), and nesting deeper than :data:`MAX_DEPTH` mappings and lists. PyYAML's scanner keeps a
 possible key per open flow level (``[[[[``) and looks at all of them for every token, so a
-40 KB file nested 20,000 levels took 32 s to fail; counted per event and stopped at the
-limit, it fails in milliseconds whatever its size.
+small file nested deep enough took many seconds to fail; counted per event and stopped at
+the limit, it fails at once whatever its size (benchmarks/README.md, "YAML nesting").
 """
 
 from __future__ import annotations
@@ -84,8 +84,9 @@ class _GuardedLoader(yaml.SafeLoader):
         """Refuse a ``[`` or ``{`` past the limit as the scanner meets it.
 
         Each open flow level may start a key, and the scanner looks at every one of them for
-        each token, up to 1,024 characters ahead: on ``[[[[`` that took 0.3 s before the
-        event check below was reached, and takes milliseconds when stopped here. More flow
+        each token, up to 1,024 characters ahead: on ``[[[[`` that took a noticeable time
+        before the event check below was reached, and takes none when stopped here
+        (benchmarks/README.md, "YAML nesting"). More flow
         levels than the limit mean a deeper document, so this refuses nothing the event
         check would accept.
         """

@@ -17,7 +17,7 @@ come from prefix sums over the events that pass the feature's filter; sums, aver
 maxima and distinct counts from the (query, event) pairs inside each window, added up by
 ``bincount`` in event order, the order a plain loop would add them. A filter that reads
 ``as_of`` is judged per (query, event) pair. Filters and derived features are compiled once
-(:mod:`fabric.features.expressions`).
+(:mod:`fabric.expressions`).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fabric.features.expressions import compile_expression
-from fabric.features.spec import Feature, FeatureView, names_in
+from fabric.expressions import compile_expression, parse_expression
+from fabric.features.spec import Feature, FeatureView
 
 __all__ = [
     "ARROW_TYPES",
@@ -240,7 +240,7 @@ class _Plan:
                 if feature.column:
                     step.column_at = column(feature.table, feature.column)
                 if feature.filter:
-                    names, _ = names_in(feature.filter)
+                    names = set(parse_expression(feature.filter).names)
                     for name in sorted(names - {"as_of"}):
                         column(feature.table, name)
                     step.filter_uses_as_of = "as_of" in names

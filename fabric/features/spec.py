@@ -11,14 +11,14 @@ of:
 - ``{derive: EXPR}``: an expression over other features of the view.
 
 with ``type: INTEGER|REAL|TEXT|BOOLEAN`` and ``default:`` (the value for an entity with no data).
-Windows are ``Nd``, ``Nh`` or ``Nw``; ``[t - window, t)``. Filters and derived expressions are
-evaluated by ``simpleeval`` (the functions of :data:`fabric.rules.transforms.FUNCTIONS`); a
-filter sees the row's columns and ``as_of``.
+Windows are ``Nd``, ``Nh`` or ``Nw``; ``[t - window, t)``. Filters and derived features are
+expressions of :mod:`fabric.expressions`, the language of ingest transforms too, checked here
+and compiled once by :mod:`fabric.features.compute`; a filter sees the row's columns and
+``as_of`` (and may write SQL's ``=`` for ``==``).
 """
 
 from __future__ import annotations
 
-import ast
 import functools
 import hashlib
 import json
@@ -29,14 +29,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from simpleeval import EvalWithCompoundTypes
-
 from fabric.config.loader import read_yaml
 from fabric.config.validation import format_issue, suggest
 from fabric.errors import RuleError
-from fabric.rules.transforms import FUNCTIONS, unsupported
+from fabric.expressions import parse_expression
 
-__all__ = ["AGGREGATES", "Feature", "FeatureView", "load_views", "names_in"]
+__all__ = ["AGGREGATES", "Feature", "FeatureView", "load_views"]
 
 AGGREGATES = ("count", "sum", "avg", "min", "max", "distinct", "last")
 _KINDS = (*AGGREGATES, "recency", "age", "attribute", "derive")
@@ -96,20 +94,6 @@ class FeatureView:
             if item.name == name:
                 return item
         raise KeyError(name)
-
-
-def names_in(expression: str) -> tuple[set[str], set[str]]:
-    """(names read, functions called) of an expression."""
-    tree = ast.parse(expression, mode="eval")
-    called = {
-        n.func.id
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
-    }
-    if any(isinstance(n, ast.Attribute) for n in ast.walk(tree)):
-        raise SyntaxError("attribute access (x.y) is not allowed")
-    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - called
-    return names - {"None", "True", "False"}, called
 
 
 def load_views(
@@ -223,30 +207,22 @@ def _feature(
         return table, column
 
     if kind == "derive":
-        expression = str(target)
         try:
-            reads, called = names_in(expression)
-        except SyntaxError as exc:
-            issue((*loc, "derive"), f"not an expression ({exc.msg})")
+            expression = parse_expression(str(target))
+        except RuleError as exc:  # not an expression, or one with what the language lacks
+            issue((*loc, "derive"), str(exc))
             return None
-        bad_calls = sorted(called - set(FUNCTIONS))
-        if bad_calls:
-            issue(
-                (*loc, "derive"),
-                f"unknown function(s) {', '.join(bad_calls)} (functions: {', '.join(FUNCTIONS)})",
-            )
-            return None
-        problem = _refused(expression, reads)
+        problem = expression.functions_problem()
         if problem:
             issue((*loc, "derive"), problem)
             return None
         return Feature(
             name,
             kind,
-            expression=expression,
+            expression=expression.text,
             type=ftype,
             default=default,
-            reads=tuple(sorted(reads)),
+            reads=tuple(sorted(expression.names)),
         )
     if kind == "age":
         refs = target if isinstance(target, list) else [target]
@@ -284,24 +260,19 @@ def _feature(
     filter_text = str(spec.get("filter", ""))
     if filter_text:
         try:
-            reads, called = names_in(_sql_equals(filter_text))
-        except SyntaxError as exc:
-            issue((*loc, "filter"), f"not an expression ({exc.msg})")
+            condition = parse_expression(_sql_equals(filter_text))
+        except RuleError as exc:  # not an expression, or one with what the language lacks
+            issue((*loc, "filter"), str(exc))
             return None
-        unknown_cols = sorted(reads - set(tables[table]) - {"as_of"})
-        bad_calls = sorted(called - set(FUNCTIONS))
-        if unknown_cols or bad_calls:
-            issue(
-                (*loc, "filter"),
-                "; ".join(
-                    [f"unknown column(s) {', '.join(unknown_cols)} of {table}"] * bool(unknown_cols)
-                    + [f"unknown function(s) {', '.join(bad_calls)}"] * bool(bad_calls)
-                ),
-            )
-            return None
-        problem = _refused(_sql_equals(filter_text), reads)
-        if problem:
-            issue((*loc, "filter"), problem)
+        parts = []
+        unknown_cols = sorted(condition.names - set(tables[table]) - {"as_of"})
+        if unknown_cols:
+            parts.append(f"unknown column(s) {', '.join(unknown_cols)} of {table}")
+        unknown_calls = condition.functions_problem()
+        if unknown_calls:
+            parts.append(unknown_calls)
+        if parts:
+            issue((*loc, "filter"), "; ".join(parts))
             return None
     return Feature(
         name,
@@ -314,12 +285,6 @@ def _feature(
         type=ftype,
         default=default,
     )
-
-
-def _refused(expression: str, names: set[str]) -> str | None:
-    """What the evaluator refuses in an expression, found at load (see ``unsupported``)."""
-    evaluator = EvalWithCompoundTypes(functions=FUNCTIONS)
-    return unsupported(evaluator, expression, evaluator.parse(expression), names)
 
 
 def _sql_equals(text: str) -> str:

@@ -82,9 +82,10 @@ _BOUNDED = {
     "BYTE_ARRAY": frozenset({0, 2, 6, 8}),
     "FIXED_LEN_BYTE_ARRAY": frozenset({0, 2, 8, 9}),
 }
-#: Most pages a spine may have: reading a page's header costs about 10 microseconds of
-#: Python. Writers' defaults give a page per 20,000 rows or 1 MiB of a column (pyarrow,
-#: Spark): a 5,000,000-row spine of 40 columns has about 10,000.
+#: Most pages a spine may have: each page's header is read in Python, so this bounds the time
+#: a spine is judged in (a header's cost: benchmarks/README.md, "Spine pages"). Writers'
+#: defaults give a page per 20,000 rows or 1 MiB of a column (pyarrow, Spark): a
+#: 5,000,000-row spine of 40 columns has about 10,000.
 _MAX_PAGES = 100_000
 
 

@@ -4,16 +4,18 @@ For every identity record it keeps the entity it belongs to and keyed hashes (HM
 derived from the master key) of every match and blocking key it has. A changed record finds
 its candidates by looking up the hashes of its own keys; the values to compare are then read
 back from the candidates' encrypted entity images, so the index itself holds no values.
+
+The hashing is done here; the catalog only files and finds the hashes, each
+:data:`KEY_HASH_BYTES` wide (the width its identity tables keep them at).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from fabric.crypto import KeyedHasher, derive_key
 from fabric.resolve.rules import CompiledMatchRules
-from fabric.store.catalog import Catalog
+from fabric.store.catalog import KEY_HASH_BYTES, Catalog
 
 __all__ = [
     "KEY_HASH_BYTES",
@@ -43,10 +45,6 @@ def match_keys(rules: CompiledMatchRules, values: Values) -> list[str]:
 def index_key(master_key: bytes) -> bytes:
     """The key of the index's keyed hashes, derived from the master key."""
     return derive_key(master_key, "identity-index-keys")
-
-
-#: Bytes of each keyed hash the index keeps (a record's list of them is their concatenation).
-KEY_HASH_BYTES = 16
 
 
 def index_hasher(key: bytes) -> KeyedHasher:
@@ -81,13 +79,12 @@ def hashed(rules: CompiledMatchRules, hasher: KeyedHasher, values: Values) -> Ha
 
 
 class IdentityIndex:
-    """Identity records of one entity type, kept in the catalog."""
+    """Identity records of one entity type: hashed here, kept by the catalog."""
 
     def __init__(
         self, catalog: Catalog, entity_type: str, master_key: bytes, rules: CompiledMatchRules
     ) -> None:
         self._catalog = catalog
-        self._conn = catalog.connection
         self.entity_type = entity_type
         self.rules = rules
         self._hash = index_hasher(index_key(master_key))
@@ -101,104 +98,46 @@ class IdentityIndex:
         ``everything``, the index of this entity type is rebuilt from these records only (a
         full sync); otherwise only the given records change.
         """
-        rows: list[tuple[Any, ...]] = []
-        keys: list[tuple[Any, ...]] = []
-        refs: list[str] = []
+        self._catalog.replace_identity_records(
+            self.entity_type, self._hashed(records), everything=everything
+        )
+
+    def _hashed(
+        self, records: Iterable[tuple[str, str, Values | Hashed]]
+    ) -> Iterator[tuple[str, str, list[bytes], bytes]]:
+        """``(ref, entity id, key hashes, values hash)``, hashing the values not yet hashed."""
         for ref, entity_id, given in records:
-            refs.append(ref)
             key_hashes, of_values = (
                 given if isinstance(given, tuple) else hashed(self.rules, self._hash, given)
             )
-            rows.append((self.entity_type, ref, entity_id, of_values, b"".join(key_hashes)))
-            keys.extend((self.entity_type, key_hash, ref) for key_hash in key_hashes)
-        if everything:
-            with self._catalog.rewrite("identity_records", self.entity_type) as writer:
-                writer.add(rows)
-            with self._catalog.rewrite("identity_keys", self.entity_type) as writer:
-                writer.add(keys)
-            return
-        with self._conn:
-            self.forget(refs, in_transaction=True)
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO identity_records VALUES (?, ?, ?, ?, ?)", rows
-            )
-            self._conn.executemany("INSERT OR IGNORE INTO identity_keys VALUES (?, ?, ?)", keys)
+            yield ref, entity_id, key_hashes, of_values
 
     def has_records(self) -> bool:
         """Whether a full sync has filled the index for this entity type."""
-        return (
-            self._conn.execute(
-                "SELECT 1 FROM identity_records WHERE entity_type = ? LIMIT 1", (self.entity_type,)
-            ).fetchone()
-            is not None
-        )
+        return self._catalog.has_identity_records(self.entity_type)
 
-    def forget(self, refs: Sequence[str], *, in_transaction: bool = False) -> None:
+    def forget(self, refs: Sequence[str]) -> None:
         """Remove records (gone from their source) from the index."""
-
-        def run() -> None:
-            conn, entity_type = self._conn, self.entity_type
-            keys: list[tuple[str, bytes, str]] = []
-            for ref in refs:
-                row = conn.execute(
-                    "SELECT key_hashes FROM identity_records WHERE entity_type = ? AND ref = ?",
-                    (entity_type, ref),
-                ).fetchone()
-                hashes = bytes(row[0] or b"") if row is not None else b""
-                keys.extend(
-                    (entity_type, hashes[at : at + KEY_HASH_BYTES], ref)
-                    for at in range(0, len(hashes), KEY_HASH_BYTES)
-                )
-            conn.executemany(
-                "DELETE FROM identity_records WHERE entity_type = ? AND ref = ?",
-                [(entity_type, ref) for ref in refs],
-            )
-            conn.executemany(
-                "DELETE FROM identity_keys WHERE entity_type = ? AND key_hash = ? AND ref = ?",
-                keys,
-            )
-
-        if in_transaction:
-            run()
-        else:
-            with self._conn:
-                run()
+        self._catalog.forget_identity_records(self.entity_type, refs)
 
     def candidates(self, values: Iterable[Values]) -> set[str]:
         """Refs of indexed records sharing any match or blocking key with the given values."""
-        found: set[str] = set()
-        for record in values:
-            for key in match_keys(self.rules, record):
-                found.update(
-                    str(r[0])
-                    for r in self._conn.execute(
-                        "SELECT ref FROM identity_keys WHERE entity_type = ? AND key_hash = ?",
-                        (self.entity_type, self._hash(key)),
-                    )
-                )
-        return found
+        return self._catalog.identity_refs_under(
+            self.entity_type,
+            (self._hash(key) for record in values for key in match_keys(self.rules, record)),
+        )
 
     def unchanged(self, records: Iterable[tuple[str, Values]]) -> dict[str, str]:
         """ref -> entity id of the given records whose match values are those indexed."""
+        given = list(records)
+        stored = self._catalog.identity_records(self.entity_type, (ref for ref, _ in given))
         out: dict[str, str] = {}
-        for ref, values in records:
-            row = self._conn.execute(
-                "SELECT entity_id, values_hash FROM identity_records "
-                "WHERE entity_type = ? AND ref = ?",
-                (self.entity_type, ref),
-            ).fetchone()
-            if row is not None and row[1] == values_hash(self._hash, values):
-                out[ref] = str(row[0])
+        for ref, values in given:
+            found = stored.get(ref)
+            if found is not None and found[1] == values_hash(self._hash, values):
+                out[ref] = found[0]
         return out
 
     def entity_of(self, refs: Iterable[str]) -> dict[str, str]:
         """ref -> entity id for indexed records."""
-        out: dict[str, str] = {}
-        for ref in refs:
-            row = self._conn.execute(
-                "SELECT entity_id FROM identity_records WHERE entity_type = ? AND ref = ?",
-                (self.entity_type, ref),
-            ).fetchone()
-            if row is not None:
-                out[ref] = str(row[0])
-        return out
+        return self._catalog.identity_entities(self.entity_type, refs)

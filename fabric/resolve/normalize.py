@@ -103,7 +103,8 @@ def _signature_name(text: str) -> str | None:
 #: A phone-like run: an optional +, then at least seven digits with the usual separators.
 _PHONE_LIKE = re.compile(r"\+?\(?\d(?:[\d\s().-]{5,18})\d")
 #: Regions of the North American Numbering Plan: a ten-digit national number is +1 and those
-#: digits, which spares libphonenumber's full parse (most of a sync's time, measured).
+#: digits, which spares libphonenumber's full parse, most of a sync's time when every phone
+#: went through it (benchmarks/README.md, "Phone numbers").
 _NANP = frozenset({"US", "CA"})
 
 

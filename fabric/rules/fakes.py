@@ -2,11 +2,12 @@
 and run.
 
 Faker makes the values; which one a given original gets is chosen by an HMAC of the original
-under the masking key. Seeding Faker per value (the textbook way) cost about 57 us a value,
-so each (provider, locale) gets a pool of values made once per process from a seed derived
-from the key, and the HMAC picks from the pool: about 2 us a value, the same answer as long
-as the key and the Faker version are the same. Related fields stay coherent: a fake email is
-built from the fake first and last names of the same person (see :meth:`Fakes.email_from`).
+under the masking key. Seeding Faker per value (the textbook way) cost many times what the
+rest of masking a value does, so each (provider, locale) gets a pool of values made once per
+process from a seed derived from the key, and the HMAC picks from the pool (figures:
+benchmarks/README.md, "Fake values"): the same answer as long as the key and the Faker
+version are the same. Related fields stay coherent: a fake email is built from the fake
+first and last names of the same person (see :meth:`Fakes.email_from`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from fabric.rules.names import fold
 
 __all__ = ["POOL_SIZE", "Fakes", "known_locale", "known_provider"]
 
-#: Values per pool: 2,048 first names are made in about 0.1 s.
+#: Values per pool: variety enough, made once per process in a fraction of a second
+#: (benchmarks/README.md, "Fake values").
 POOL_SIZE = 2048
 _lock = threading.Lock()
 _EMAIL_UNSAFE = re.compile(r"[^a-z0-9]+")

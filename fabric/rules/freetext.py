@@ -140,7 +140,8 @@ _DOMAIN = f"{_LABEL}++(?:[.{_IDEOGRAPHIC_STOP}]{_LABEL}++)+"
 #: taken whole afterwards, see :func:`_email_span`)
 _EMAIL = re.compile(f"{_LOCAL}{{1,64}}+@{_DOMAIN}")
 #: an address with a quoted local part ("john smith"@example.com): a pattern of its own, as
-#: one branch more in :data:`_EMAIL` would cost every text with an "@" a quarter more
+#: one branch more in :data:`_EMAIL` would slow every text with an "@" (benchmarks/README.md,
+#: "Free text")
 _QUOTED_EMAIL = re.compile(f'"[^"\\n]{{1,62}}"@{_DOMAIN}')
 
 #: IBAN length by country, from the SWIFT IBAN registry.

@@ -66,7 +66,8 @@ class Tokenizer:
         """The token of ``value`` (its text)."""
         data = str(value).encode()
         sealed = self._siv.encrypt(data + _PADS[len(data) % TOKEN_BUCKET_BYTES], None)
-        # binascii and a translation table: a fifth faster than urlsafe_b64encode per value.
+        # binascii and a translation table: faster per value than urlsafe_b64encode
+        # (benchmarks/README.md, "Tokens").
         text = binascii.b2a_base64(sealed, newline=False)
         return self._head + text.translate(_URLSAFE).rstrip(b"=").decode()
 

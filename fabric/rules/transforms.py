@@ -9,42 +9,44 @@ A transforms file maps entity type -> table -> column to one of:
   (to ISO 8601; ``invalid: null`` turns values that do not parse into NULL instead of
   stopping the sync), ``{normalize: email|phone|whitespace}`` (``region:`` for phones),
   ``{default: VALUE}`` (for NULL), ``{map: {old: new, ...}}``;
-- for a column the source does not have, a derived one: ``{derive: EXPRESSION, type: T}`` (a
-  small expression over the row's columns as transformed, and dropped ones as read, evaluated
-  by ``simpleeval`` with lists and tuples (``x in ('a', 'b')``): arithmetic,
-  comparisons, ``x if c else y`` and the functions of :data:`FUNCTIONS`; no attribute access,
-  no imports) or ``{builtin: NAME, from: [COLUMNS], type: T}``.
+- for a column the source does not have, a derived one: ``{derive: EXPRESSION, type: T}`` (an
+  expression of :mod:`fabric.expressions` over the row's columns as transformed, and dropped
+  ones as read: arithmetic, comparisons, ``x if c else y``, ``x in ('a', 'b')`` and the
+  functions of :data:`fabric.expressions.FUNCTIONS`; no attribute access, no imports) or
+  ``{builtin: NAME, from: [COLUMNS], type: T}`` (one of those functions).
 
 Files are checked whole at load, each problem naming file, line and path; rules compile once
-into one function per table from a source row to the stored row. Primary keys, foreign keys
+into one function per table from a source row to the stored row, derived columns included
+(expressions are compiled to Python, never interpreted per row). Primary keys, foreign keys
 and watermark columns are read as they are: transforming them would break incremental syncs.
 """
 
 from __future__ import annotations
 
-import ast
 import difflib
 import json
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import phonenumbers
-from simpleeval import EvalWithCompoundTypes, FeatureNotAvailable
 
 from fabric.config.documents import YamlDocument
 from fabric.config.loader import read_yaml
 from fabric.config.validation import format_issue
 from fabric.errors import RuleError, SourceError
+from fabric.expressions import FUNCTIONS, parse_expression
 from fabric.resolve.normalize import make_normaliser
 
-__all__ = ["FUNCTIONS", "TableTransform", "Transforms", "load_transforms", "unsupported"]
+__all__ = ["TableTransform", "Transforms", "load_transforms"]
 
 Row = tuple[Any, ...]
 Step = Callable[[Any], Any]
+#: a derived column's value from the row's values (every source column, in source order)
+Derive = Callable[[Sequence[Any]], Any]
 
 _TYPES = ("INTEGER", "REAL", "TEXT")
 _SIMPLE_STEPS = (
@@ -60,81 +62,13 @@ _MAPPED_STEPS = ("cast", "parse_date", "parse_datetime", "normalize", "default",
 # The resolver's normalisers, shared: text steps of transforms and match fields agree.
 _TRIM = make_normaliser("trim")
 _COLLAPSE = make_normaliser("collapse_spaces")
-_DIGITS = make_normaliser("digits_only")
+#: The step keeps digits as the expressions' function does (of numbers too, not only text).
+_DIGITS_ONLY = FUNCTIONS["digits"]
 
 
 def _on_text(normalise: Callable[[str], str | None]) -> Step:
     """A text normaliser as a step: other values (numbers, NULL) pass through."""
     return lambda v: normalise(v) if isinstance(v, str) else v
-
-
-def _digits(value: Any) -> str | None:
-    return None if value is None else _DIGITS(str(value))
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _email_domain(email: Any) -> str | None:
-    text = _text(email)
-    if not text or "@" not in text:
-        return None
-    return text.rsplit("@", 1)[1].strip().lower() or None
-
-
-def _year(value: Any) -> int | None:
-    text = _text(value)
-    return int(text[:4]) if text and re.match(r"^\d{4}-", text) else None
-
-
-def _month(value: Any) -> int | None:
-    text = _text(value)
-    return int(text[5:7]) if text and re.match(r"^\d{4}-\d{2}", text) else None
-
-
-def _days_between(start: Any, end: Any) -> int | None:
-    if start is None or end is None:
-        return None
-    return (date.fromisoformat(str(end)[:10]) - date.fromisoformat(str(start)[:10])).days
-
-
-def _concat(*parts: Any) -> str:
-    return "".join("" if p is None else str(p) for p in parts)
-
-
-def _full_name(first: Any, last: Any) -> str | None:
-    name = " ".join(str(p).strip() for p in (first, last) if p is not None and str(p).strip())
-    return name or None
-
-
-#: Functions a ``derive`` expression may call (and the ``builtin`` names).
-FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "lower": lambda s: None if s is None else str(s).lower(),
-    "upper": lambda s: None if s is None else str(s).upper(),
-    "trim": lambda s: None if s is None else str(s).strip(),
-    "len": lambda s: None if s is None else len(str(s)),
-    "concat": _concat,
-    "coalesce": lambda *values: next((v for v in values if v is not None), None),
-    "nullif": lambda a, b: None if a == b else a,
-    "round": round,
-    "abs": abs,
-    "min": min,
-    "max": max,
-    "int": int,
-    "float": float,
-    "str": str,
-    "substr": lambda s, start, length=None: (
-        None if s is None else str(s)[start : None if length is None else start + length]
-    ),
-    "replace": lambda s, old, new: None if s is None else str(s).replace(old, new),
-    "year": _year,
-    "month": _month,
-    "days_between": _days_between,
-    "email_domain": _email_domain,
-    "full_name": _full_name,
-    "digits": _digits,
-}
 
 
 @dataclass(frozen=True)
@@ -186,7 +120,7 @@ class Transforms:
         types = dict(source)
         steps: dict[str, list[Step]] = {}
         dropped: set[str] = set()
-        derived: list[tuple[str, str, Callable[[dict[str, Any]], Any]]] = []
+        derived: list[tuple[str, str, Derive]] = []
         for column, entry in columns.items():
             loc = (entity_type, table, column)
             if column in protected and column in names:
@@ -209,8 +143,8 @@ class Transforms:
                     )
                     continue
                 made = _derived(entry, names, doc, loc, problems)
-                if made is not None:
-                    derived.append((column, *made))
+                if made is not None and made[1] is not None:
+                    derived.append((column, made[0], made[1]))
                 continue
             if column not in names:
                 hint = difflib.get_close_matches(column, names, n=1)
@@ -235,31 +169,31 @@ class Transforms:
             raise RuleError("\n".join(problems))
         kept = [n for n in names if n not in dropped]
         at = {n: i for i, n in enumerate(names)}
-        plan = [(at[n], steps.get(n)) for n in kept]
+        pick = _picker([at[n] for n in kept])
+        chains = [(at[n], chain) for n, chain in steps.items()]
         where = f"{self.path.name}: {entity_type}.{table}"
 
         def apply(row: Row) -> Row:
-            out = []
-            for position, chain in plan:
-                value = row[position]
-                if chain is not None:
-                    for step in chain:
-                        value = step(value)
-                out.append(value)
-            if derived:
-                # Derived columns see the transformed values, and the raw ones of dropped
-                # columns (derive an age from a birth date, then drop the date).
-                values = dict(zip(names, row, strict=True))
-                values.update(zip(kept, out, strict=True))
-                for column, _, make in derived:
-                    try:
-                        out.append(make(values))
-                    except Exception as exc:  # any expression error: say where, not what value
-                        raise SourceError(
-                            f"{where}.{column}: the derive failed on a row "
-                            f"({type(exc).__name__}); guard it, e.g. with coalesce or nullif"
-                        ) from None
-            return tuple(out)
+            # Derived columns see the transformed values, and the raw ones of dropped
+            # columns (derive an age from a birth date, then drop the date).
+            values = list(row)
+            for position, chain in chains:
+                value = values[position]
+                for step in chain:
+                    value = step(value)
+                values[position] = value
+            if not derived:
+                return pick(values)
+            made = []
+            for column, _, make in derived:
+                try:
+                    made.append(make(values))
+                except Exception as exc:  # any expression error: say where, not what value
+                    raise SourceError(
+                        f"{where}.{column}: the derive failed on a row "
+                        f"({type(exc).__name__}); guard it, e.g. with coalesce or nullif"
+                    ) from None
+            return (*pick(values), *made)
 
         def guarded(row: Row) -> Row:
             try:
@@ -269,6 +203,14 @@ class Transforms:
 
         stored = tuple((n, types[n]) for n in kept) + tuple((c, t) for c, t, _ in derived)
         return TableTransform(tuple(names), stored, guarded)
+
+
+def _picker(positions: Sequence[int]) -> Callable[[Sequence[Any]], Row]:
+    """The values at ``positions`` of a row, as a tuple (``itemgetter`` of one position
+    would return the value itself)."""
+    if len(positions) > 1:
+        return operator.itemgetter(*positions)
+    return lambda values: tuple(values[p] for p in positions)
 
 
 class _StepError(ValueError):
@@ -302,7 +244,7 @@ def _step(
             "uppercase": lambda v: v.upper() if isinstance(v, str) else v,
             "title": lambda v: v.title() if isinstance(v, str) else v,
             "collapse_spaces": _on_text(_COLLAPSE),
-            "digits_only": _digits,
+            "digits_only": _DIGITS_ONLY,
             "empty_to_null": lambda v: None if isinstance(v, str) and not v.strip() else v,
         }
         if item in simple:
@@ -428,9 +370,9 @@ def _derived(
     doc: _Doc,
     loc: tuple[str | int, ...],
     problems: list[str],
-) -> tuple[str, Callable[[dict[str, Any]], Any]] | None:
+) -> tuple[str, Derive | None] | None:
     """(storage class, function of the row's values) of a derived column; ``names`` None:
-    the columns are not known yet, only the rest is checked."""
+    the columns are not known yet, only the rest is checked (and there is no function)."""
     allowed = {"derive", "builtin", "from", "type"}
     if set(entry) - allowed or ("derive" in entry and "builtin" in entry):
         problems.append(
@@ -471,65 +413,30 @@ def _derived(
                 )
             )
             return None
-        return sql_type, lambda values: function(*(values[s] for s in sources))
-    expression = str(entry.get("derive", ""))
+        if names is None:
+            return sql_type, None
+        read = [names.index(s) for s in sources]
+        return sql_type, lambda values: function(*[values[i] for i in read])
     try:
-        tree = ast.parse(expression, mode="eval")
-    except SyntaxError as exc:
-        problems.append(doc.issue((*loc, "derive"), f"not an expression ({exc.msg})"))
+        expression = parse_expression(str(entry.get("derive", "")))
+    except RuleError as exc:  # not an expression, or one with what the language lacks
+        problems.append(doc.issue((*loc, "derive"), str(exc)))
         return None
-    called = {
-        n.func.id
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
-    }
-    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - called
-    known = set(names) if names is not None else used
-    unknown_names = sorted(used - known - {"None", "True", "False"})
-    unknown_calls = sorted(called - set(FUNCTIONS))
-    if any(isinstance(n, ast.Attribute) for n in ast.walk(tree)):
-        problems.append(doc.issue((*loc, "derive"), "attribute access (x.y) is not allowed"))
-        return None
-    if unknown_names or unknown_calls:
-        parts = []
+    parts = []
+    if names is not None:
+        unknown_names = sorted(expression.names - set(names))
         if unknown_names:
             parts.append(
-                f"unknown column(s) {', '.join(unknown_names)} (columns: {', '.join(names or ())})"
+                f"unknown column(s) {', '.join(unknown_names)} (columns: {', '.join(names)})"
             )
-        if unknown_calls:
-            parts.append(
-                f"unknown function(s) {', '.join(unknown_calls)} "
-                f"(functions: {', '.join(FUNCTIONS)})"
-            )
+    unknown_calls = expression.functions_problem()
+    if unknown_calls:
+        parts.append(unknown_calls)
+    if parts:
         problems.append(doc.issue((*loc, "derive"), "; ".join(parts)))
         return None
-    evaluator = EvalWithCompoundTypes(functions=FUNCTIONS)
-    parsed = evaluator.parse(expression)
-    problem = unsupported(evaluator, expression, parsed, used)
-    if problem:
-        problems.append(doc.issue((*loc, "derive"), problem))
-        return None
-
-    def derive(values: dict[str, Any]) -> Any:
-        evaluator.names = values
-        return evaluator.eval(expression, previously_parsed=parsed)
-
-    return sql_type, derive
-
-
-def unsupported(
-    evaluator: EvalWithCompoundTypes, expression: str, parsed: Any, names: Iterable[str]
-) -> str | None:
-    """What ``simpleeval`` refuses in an expression (a construct it does not evaluate), found
-    by one trial with every name NULL: at load, not on the first row of a sync."""
-    evaluator.names = dict.fromkeys(names)
-    try:
-        evaluator.eval(expression, previously_parsed=parsed)
-    except FeatureNotAvailable as exc:
-        return f"not allowed in an expression: {exc}"
-    except Exception:  # NULLs in arithmetic and the like: a question for real rows
-        return None
-    return None
+    # Compiled over the whole row: its values are in source order already, however many.
+    return sql_type, None if names is None else expression.compile_row(names)
 
 
 def load_transforms(path: Path, *, check_steps: bool = True) -> Transforms:

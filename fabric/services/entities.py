@@ -12,19 +12,18 @@ from typing import Any
 
 from cachetools import LRUCache
 
+from fabric.clock import Clock, Freshness, Recent, monotonic
 from fabric.config.models import ProjectConfig
 from fabric.crypto import KeyedHasher, derive_key
 from fabric.errors import EntityNotFoundError, InvalidRequestError
 from fabric.project import Project
-from fabric.recent import Recent
 from fabric.rules.masking import MaskingPolicy
 from fabric.rules.names import EntityNames
 from fabric.rules.operators import MaskContext
 from fabric.store.base import StoredBlob
-from fabric.store.history import History
 from fabric.store.microdb import MicroDbReader
 
-__all__ = ["MAX_ID_LENGTH", "EntityService", "check_id", "source_table"]
+__all__ = ["MAX_ID_LENGTH", "EntityService", "check_id", "source_table", "table_list"]
 
 #: An entity as read from its image: ``_meta``, and every table's rows, unmasked.
 Read = tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]
@@ -43,6 +42,11 @@ def check_id(value: str, what: str) -> None:
         raise InvalidRequestError(f"{what} must be 1 to {MAX_ID_LENGTH} characters without NUL")
 
 
+def table_list(text: str | None) -> list[str] | None:
+    """The tables a comma-separated ``tables`` option or parameter names (None: all)."""
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
 def source_table(config: ProjectConfig, entity_type: str, system: str) -> str | None:
     """The table a lookup by ``system`` alone means for ``entity_type``: the system's one
     identity table of that type, else its only table; None when that is not one table."""
@@ -55,9 +59,13 @@ def source_table(config: ProjectConfig, entity_type: str, system: str) -> str | 
 
 
 class EntityService:
-    """Entity lookups over a project's store and catalog; safe to share between threads."""
+    """Entity lookups over a project's store and catalog; safe to share between threads.
 
-    def __init__(self, project: Project) -> None:
+    ``clock`` (:mod:`fabric.clock`) tells how long ago a document served was checked
+    against the store (``api.fresh_ms``).
+    """
+
+    def __init__(self, project: Project, *, clock: Clock = monotonic) -> None:
         self.project = project
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -73,8 +81,10 @@ class EntityService:
         self._names: LRUCache[tuple[str, str, int], EntityNames] = LRUCache(
             maxsize=max(project.config.store.cache_entities, 1)
         )
-        #: documents served a moment ago, served again from memory (see fabric.recent)
-        self.recent = Recent(project.config.store.cache_entities, project.config.api.fresh_ms)
+        #: documents served a moment ago, served again from memory (see fabric.clock)
+        self.recent = Recent(
+            project.config.store.cache_entities, Freshness(project.config.api.fresh_ms, clock)
+        )
         #: reads answered from the cache and decoded, and entity documents served (metrics)
         self.cache_hits = 0
         self.cache_misses = 0
@@ -181,11 +191,11 @@ class EntityService:
         store = self.project.store
         found = {e: (e, v) for e, v in store.versions(entity_type, asked).items()}
         if len(found) < len(asked):
-            history = History(self.project.catalog)
+            catalog = self.project.catalog
             survivors = {
                 e: survivor
                 for e in asked
-                if e not in found and (survivor := history.alias_target(entity_type, e)) is not None
+                if e not in found and (survivor := catalog.alias_target(entity_type, e)) is not None
             }
             if survivors:
                 versions = store.versions(entity_type, sorted(set(survivors.values())))
@@ -210,7 +220,7 @@ class EntityService:
         stored = self.project.store.get(entity_type, entity_id)
         if stored is None:
             # An id merged into another entity still answers, with the survivor.
-            survivor = History(self.project.catalog).alias_target(entity_type, entity_id)
+            survivor = self.project.catalog.alias_target(entity_type, entity_id)
             if survivor is not None:
                 entity_id = survivor
                 stored = self.project.store.get(entity_type, entity_id)
@@ -262,7 +272,7 @@ class EntityService:
             InvalidRequestError: malformed id or unknown table name.
         """
         policy = self.project.policy_for(role)
-        checked_at = self.recent.now()
+        checked_at = self.recent.freshness.now()
         found, stored = self._stored(entity_type, entity_id)
         # Masking is deterministic (keyed operators, per-entity offsets), so a masked
         # document is kept by version like a decoded one: a hot entity is masked once.
@@ -273,9 +283,9 @@ class EntityService:
         if cached is None:
             if tables is None and not policy.clear:
                 # Materialized by sync for this version and these masking rules and keys.
-                cached = self.project.online.get_document(
-                    policy.name, self.project.masking_fingerprint, stored
-                )
+                scope = (entity_type, policy.name, self.project.masking_fingerprint)
+                held = self.project.online.documents.get(scope, {found: stored.version})
+                cached = held.get(found)
             if cached is None:
                 cached = self._masked(stored, policy, tables, cache=True)
             if self._documents.maxsize:
@@ -376,7 +386,7 @@ class EntityService:
             where, _, raw = name.rpartition(":")
             return f"{where}:{key(raw)}"
 
-        history = History(self.project.catalog)
+        catalog = self.project.catalog
         document: dict[str, Any] = {
             "entity_type": entity_type,
             "entity_id": found,
@@ -400,7 +410,7 @@ class EntityService:
                     "score": link.score,
                     "comparisons": link.comparisons,
                 }
-                for link in history.links(entity_type, found)
+                for link in catalog.links(entity_type, found)
             ],
             "events": [
                 {
@@ -411,7 +421,7 @@ class EntityService:
                     "at": e.at,
                     "sync_run": e.sync_run,
                 }
-                for e in history.events(entity_type, found)
+                for e in catalog.events(entity_type, found)
             ],
         }
         if found != entity_id:

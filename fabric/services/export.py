@@ -42,21 +42,19 @@ import pyarrow.parquet as pq
 from fabric import __version__
 from fabric.errors import BudgetExceededError, FabricError, SpineError
 from fabric.features.compute import ARROW_TYPES, columns_read, compute_many, parse_times
+from fabric.features.formats import export_format
 from fabric.features.spec import FeatureView
 from fabric.features.spine import SpineLimits, check_spine, estimated_rows, spine_batches
 from fabric.files import private_temp, write_private
 from fabric.project import Project
 from fabric.services.features import FeatureService, mask_columns
-from fabric.store.history import History
 
 __all__ = [
-    "FORMATS",
     "ExportReport",
     "SpineLimits",
     "export_view",
 ]
 
-FORMATS = ("parquet", "csv", "jsonl")
 Progress = Callable[[str, int, int | None], None]
 
 
@@ -122,7 +120,6 @@ class _Resolver:
         self.service = service
         self.entity_type = entity_type
         self.partitions = partitions
-        self.history = History(project.catalog)
         self._reset()
 
     def _reset(self) -> None:
@@ -163,7 +160,7 @@ class _Resolver:
                 return self.service.entities.find(self.entity_type, source, rest)
             except FabricError:
                 return None
-        return self.history.alias_target(self.entity_type, key)
+        return self.project.catalog.alias_target(self.entity_type, key)
 
 
 @dataclass(frozen=True)
@@ -197,16 +194,17 @@ def _open_project(config: Path) -> None:
     """Open the project in a worker as it starts, while the parent reads the spine."""
     if config not in _projects:
         # The system allocator: Arrow's default (mimalloc) keeps what each partition freed.
-        # Everything with the system one measured 295 against 350 MiB at the peak of an
-        # exporting process, at the same speed.
+        # With the system one an exporting process peaks lower, at the same speed
+        # (benchmarks/README.md, "Export allocator").
         pa.set_memory_pool(pa.system_memory_pool())
         _projects[config] = Project.open(config)
 
 
 def _start_pool(workers: int, config: Path) -> multiprocessing.pool.Pool:
     """Worker processes with the project open. They fork from a server process that imports
-    fabric once (spawning each cost a second of imports, on the cores reading the spine),
-    and nothing of this process (its open databases) reaches them."""
+    fabric once (spawning each paid for all of fabric's imports, on the cores reading the
+    spine: benchmarks/README.md, "Export workers"), and nothing of this process (its open
+    databases) reaches them."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     return context.Pool(workers, initializer=_open_project, initargs=(config,))
@@ -322,10 +320,7 @@ def export_view(
     service = FeatureService(project)
     view = service.view(view_name)
     policy = project.policy_for(role)
-    suffix = out.suffix.lstrip(".").lower()
-    fmt = fmt or (suffix if suffix in FORMATS else "parquet")
-    if fmt not in FORMATS:
-        raise SpineError(f"unknown format '{fmt}' (formats: {', '.join(FORMATS)})")
+    fmt = export_format(out, fmt)
     if project.config.path is None:
         raise SpineError("exports need a project opened from its fabric.yaml")
     now = started.replace(tzinfo=None, microsecond=0).isoformat()
@@ -553,7 +548,7 @@ def _write(
                     if fmt == "parquet":
                         # zstd without dictionary pages: features and times rarely repeat,
                         # and trying dictionaries first made the file larger and the write
-                        # twice as slow (measured on a 1,000,000-row export).
+                        # slower (benchmarks/README.md, "Parquet dictionaries").
                         parquet = writers.enter_context(
                             pq.ParquetWriter(
                                 handle, schema, compression="zstd", use_dictionary=False

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from typing import Any
 
 from cachetools import LRUCache
 
+from fabric.clock import Clock, Freshness, monotonic
 from fabric.errors import BadTimeError, EntityNotFoundError, FabricError, InvalidRequestError
 from fabric.features.compute import Column, columns_read, compute_many, micros, parse_time
 from fabric.features.spec import Feature, FeatureView
@@ -182,11 +182,12 @@ _Entry = tuple[str, int, int, int, bool, tuple[str, ...], tuple[Any, ...], float
 
 def _entry(vector: OnlineVector, checked_at: float) -> _Entry:
     """A vector as the cache keeps it: one flat tuple of plain values, its features as two
-    tuples (a dict, even of plain values, would keep it tracked). The garbage collector stops
-    tracking such a tuple within its first two passes (the inner tuples first); an
-    OnlineVector, and a pair holding it, stay tracked as long as they are kept, and 100,000
-    of them made every pass of the collector's older generations take tens of milliseconds
-    (a request's p99)."""
+    tuples (a dict, even of plain values, would keep it tracked), ``checked_at`` last (by
+    the service's :class:`fabric.clock.Freshness`). The garbage collector stops tracking
+    such a tuple within its first two passes (the inner tuples first); an OnlineVector, and
+    a pair holding it, stay tracked as long as they are kept, and a full cache of them made
+    every pass of the collector's older generations walk them all, which showed in a
+    request's p99 (``benchmarks/http_bench.py``)."""
     return (
         vector.entity_id,
         vector.version,
@@ -247,18 +248,28 @@ class FeatureService:
     over or an ``as_of`` filter may turn (:attr:`fabric.features.compute.Computed.until`),
     unless the entity changes, which gives it a new version. Cached vectors are unmasked
     and masked per request, so every role's vector comes from the same computation.
+
+    ``clock`` (:mod:`fabric.clock`) tells how long ago an entity's version was checked
+    (``api.fresh_ms``); it is the service's own :class:`EntityService`'s when that is made
+    here.
     """
 
-    def __init__(self, project: Project, entities: EntityService | None = None) -> None:
+    def __init__(
+        self,
+        project: Project,
+        entities: EntityService | None = None,
+        *,
+        clock: Clock = monotonic,
+    ) -> None:
         self.project = project
-        self.entities = entities or EntityService(project)
-        #: (view, entity) -> its vector, and when (monotonic) its entity's version was last
+        self.entities = entities or EntityService(project, clock=clock)
+        #: (view, entity) -> its vector, and when (by ``clock``) its entity's version was last
         #: checked: served while the version holds, from memory alone within ``fresh_ms``
         #: (kept as one flat tuple, see :func:`_entry`)
         self._cache: LRUCache[tuple[str, str], _Entry] = LRUCache(
             maxsize=project.config.api.vector_cache
         )
-        self._fresh = project.config.api.fresh_ms / 1000
+        self._fresh = Freshness(project.config.api.fresh_ms, clock)
         self._lock = threading.Lock()
         #: (view, policy) -> how it masks the view's features
         self._mask_plans: dict[tuple[str, str], MaskPlan] = {}
@@ -303,7 +314,7 @@ class FeatureService:
         Raises:
             InvalidRequestError: a malformed id.
         """
-        checked_at = time.monotonic()  # before the versions are read
+        checked_at = self._fresh.now()  # before the versions are read
         holders = self.entities.holders(view.entity_type, entity_ids)
         found: dict[str, OnlineVector] = {}
         with self._lock:
@@ -319,7 +330,8 @@ class FeatureService:
         wanted = {e: v for e, v in holders.values() if e not in found}
         if wanted:
             # Materialized by sync, for entity versions and times they hold at.
-            stored = self.project.online.get_many(view, wanted, moment) if current else {}
+            scope = (view.name, view.definition_hash)
+            stored = self.project.online.vectors.get(scope, wanted, moment) if current else {}
             computed = []
             missing = [e for e in wanted if e not in stored]
             if missing:
@@ -423,7 +435,7 @@ class FeatureService:
             return None
         with self._lock:
             entry = self._cache.get((view_name, entity_id))
-        if entry is None or time.monotonic() - entry[7] >= self._fresh:
+        if entry is None or not self._fresh.holds(entry[7]):
             return None
         moment = self._moment(None)
         if not entry[2] <= micros(moment) < entry[3]:  # computed_at <= now < until

@@ -10,6 +10,7 @@ the entity read path, so a served document equals one masked on request.
 from __future__ import annotations
 
 import multiprocessing
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from fabric.features.spec import FeatureView
 from fabric.project import Project
 from fabric.services.entities import EntityService
 from fabric.services.features import compute_vectors
-from fabric.store.online import OnlineStore
+from fabric.store.online import OnlineStore, Row, SealedTable
 from fabric.store.sqlite import apsw
 
 __all__ = ["Materialized", "materialize"]
@@ -42,40 +43,69 @@ class Materialized:
 
 
 @dataclass(frozen=True)
-class _Job:
-    """One chunk: vectors of a view, or documents of a type masked by a policy."""
+class _Job(ABC):
+    """One chunk of entities of a type: their vectors of a view, or their documents masked
+    by a policy. Picklable: worker processes compute its rows."""
 
     config: Path
-    kind: str  # "vectors" or "documents"
     name: str  # the view, or the policy
     entity_type: str
     ids: list[str]
     moment: int
 
+    @abstractmethod
+    def table(self, online: OnlineStore) -> SealedTable[Any]:
+        """The table its rows are written to."""
 
-def _rows(project: Project, entities: EntityService, job: _Job) -> list[tuple[Any, ...]]:
-    """The online store's rows of one chunk, computed, encoded and sealed."""
-    if job.kind == "vectors":
-        view = project.views()[job.name]
-        vectors = compute_vectors(entities, view, job.ids, job.moment)
-        return project.online.vector_rows(view, vectors)
-    stored = project.store.get_many(job.entity_type, job.ids)
-    blobs = [stored[e] for e in job.ids if e in stored]  # one may have gone since
-    policy = project.policies.for_policy(job.name)
-    documents = entities.masked_documents(blobs, policy)
-    return project.online.document_rows(job.name, project.masking_fingerprint, documents)
+    @abstractmethod
+    def rows(self, project: Project, entities: EntityService) -> list[Row]:
+        """Its rows, computed, encoded and sealed."""
+
+    @abstractmethod
+    def tally(self, done: Materialized) -> dict[str, int]:
+        """Where the rows written are counted, by :attr:`name`."""
+
+
+@dataclass(frozen=True)
+class _VectorJob(_Job):
+    def table(self, online: OnlineStore) -> SealedTable[Any]:
+        return online.vectors
+
+    def rows(self, project: Project, entities: EntityService) -> list[Row]:
+        view = project.views()[self.name]
+        vectors = compute_vectors(entities, view, self.ids, self.moment)
+        return project.online.vectors.rows((view.name, view.definition_hash), vectors)
+
+    def tally(self, done: Materialized) -> dict[str, int]:
+        return done.written
+
+
+@dataclass(frozen=True)
+class _DocumentJob(_Job):
+    def table(self, online: OnlineStore) -> SealedTable[Any]:
+        return online.documents
+
+    def rows(self, project: Project, entities: EntityService) -> list[Row]:
+        stored = project.store.get_many(self.entity_type, self.ids)
+        blobs = [stored[e] for e in self.ids if e in stored]  # one may have gone since
+        documents = entities.masked_documents(blobs, project.policies.for_policy(self.name))
+        scope = (self.entity_type, self.name, project.masking_fingerprint)
+        return project.online.documents.rows(scope, documents)
+
+    def tally(self, done: Materialized) -> dict[str, int]:
+        return done.documents
 
 
 #: Per worker process: the project it reads (opened once).
 _opened: dict[Path, tuple[Project, EntityService]] = {}
 
 
-def _rows_in_worker(job: _Job) -> list[tuple[Any, ...]]:
+def _rows_in_worker(job: _Job) -> list[Row]:
     if job.config not in _opened:
         project = Project.open(job.config)
         _opened[job.config] = (project, EntityService(project))
     project, entities = _opened[job.config]
-    return _rows(project, entities, job)
+    return job.rows(project, entities)
 
 
 def materialize(
@@ -118,26 +148,26 @@ def materialize(
         return read[entity_type]
 
     try:
-        done.dropped += online.prune(views)
+        done.dropped += online.vectors.prune((v.name, v.definition_hash) for v in views.values())
         for view in views.values():
             if only is not None and view.name not in only:
                 continue
             current = versions(view.entity_type)
-            held = online.held(view)
+            held = online.vectors.held((view.name, view.definition_hash))
             gone = [e for e in held if e not in current]
             if gone:
-                online.forget(view, gone)
+                online.vectors.forget((view.name,), gone)
                 done.dropped += len(gone)
             due = [
                 e
                 for e, version in current.items()
                 if everything
                 or (row := held.get(e)) is None
-                or row[0] != version
-                or row[1] <= moment
+                or row[0] != version  # (version, computed_at, until)
+                or row[2] <= moment
             ]
             done.written[view.name] = 0
-            jobs += _chunks(config, "vectors", view.name, view.entity_type, due, moment)
+            jobs += _chunks(_VectorJob, config, view.name, view.entity_type, due, moment)
         if only is None:
             jobs += _document_jobs(project, online, config, everything, moment, done, versions)
         totals: dict[str, int] = {}
@@ -147,8 +177,7 @@ def materialize(
             if progress is not None:
                 progress(f"materialize {name}", 0, total)
         for job, rows in _run(project, entities, jobs, workers):
-            written = online.write(job.kind, rows)
-            (done.written if job.kind == "vectors" else done.documents)[job.name] += written
+            job.tally(done)[job.name] += job.table(online).write(rows)
             if progress is not None:
                 progress(f"materialize {job.name}", len(job.ids), totals[job.name])
     except apsw.Error as exc:
@@ -159,10 +188,10 @@ def materialize(
 
 
 def _chunks(
-    config: Path, kind: str, name: str, entity_type: str, due: list[str], moment: int
+    kind: type[_Job], config: Path, name: str, entity_type: str, due: list[str], moment: int
 ) -> list[_Job]:
     return [
-        _Job(config, kind, name, entity_type, due[start : start + _CHUNK], moment)
+        kind(config, name, entity_type, due[start : start + _CHUNK], moment)
         for start in range(0, len(due), _CHUNK)
     ]
 
@@ -182,30 +211,35 @@ def _document_jobs(
     policies = sorted(
         {p.name for p in map(project.policy_for, project.config.roles) if not p.clear}
     )
-    done.dropped += online.prune_documents(policies, fingerprint)
+    types = project.config.entities
+    done.dropped += online.documents.prune((t, p, fingerprint) for t in types for p in policies)
     jobs: list[_Job] = []
-    for entity_type in project.config.entities:
+    for entity_type in types:
         current = versions(entity_type)
         for name in policies:
-            held = online.held_documents(entity_type, name, fingerprint)
+            held = online.documents.held((entity_type, name, fingerprint))
             gone = [e for e in held if e not in current]
             if gone:
-                online.forget_documents(entity_type, gone)
+                online.documents.forget((entity_type,), gone)  # of every policy
                 done.dropped += len(gone)
-            due = [e for e, v in current.items() if everything or held.get(e) != v]
+            due = [
+                e
+                for e, v in current.items()
+                if everything or (row := held.get(e)) is None or row[0] != v
+            ]
             done.documents[name] = 0
-            jobs += _chunks(config, "documents", name, entity_type, due, moment)
+            jobs += _chunks(_DocumentJob, config, name, entity_type, due, moment)
     return jobs
 
 
 def _run(
     project: Project, entities: EntityService, jobs: list[_Job], workers: int
-) -> Iterator[tuple[_Job, list[tuple[Any, ...]]]]:
+) -> Iterator[tuple[_Job, list[Row]]]:
     """Each job with its rows, in order: in this process, or in ``workers`` processes
     forked from a server that imported fabric once."""
     if workers <= 1 or len(jobs) < 2 or project.config.path is None:
         for job in jobs:
-            yield job, _rows(project, entities, job)
+            yield job, job.rows(project, entities)
         return
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])

@@ -198,7 +198,8 @@ def build_pools(seed: int) -> Pools:
     """Draw every Faker-made value up front from a Faker seeded with ``seed``.
 
     A thousand or two values per field keep the data realistic (repeated surnames and cities
-    are normal) at a fixed cost of about half a second, whatever the number of people.
+    are normal) at a fixed cost, whatever the number of people (benchmarks/README.md,
+    "Demo sources").
     """
     fake = Faker("en_US")
     fake.seed_instance(seed)

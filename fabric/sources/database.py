@@ -38,8 +38,9 @@ def sqlite_type(column_type: Any) -> str:
 def _converter(column_type: Any) -> Any:
     """The per-value conversion a column needs, or None when driver values are already fine.
 
-    Chosen once per column: converting every value through the generic function cost about a
-    fifth of a sync, and most columns (integers, strings) need nothing.
+    Chosen once per column: converting every value through the generic function was a large
+    part of a sync (benchmarks/README.md, "Source reads"), and most columns (integers,
+    strings) need nothing.
     """
     if isinstance(column_type, sa.Integer | sa.String) and not isinstance(column_type, sa.Enum):
         return None
@@ -51,9 +52,9 @@ def _converter(column_type: Any) -> Any:
 def _sqlite_datetime(value: Any) -> Any:
     if isinstance(value, str):
         parsed = dt.datetime.fromisoformat(value)  # checks the text, and is cheap
-        # Formatting costs nine times the parse. The text SQLAlchemy writes to SQLite,
-        # "YYYY-MM-DD HH:MM:SS[.ffffff]", becomes the same ISO text by slicing it; any other
-        # shape goes the long way.
+        # Formatting costs many times the parse (benchmarks/README.md, "Source reads"). The
+        # text SQLAlchemy writes to SQLite, "YYYY-MM-DD HH:MM:SS[.ffffff]", becomes the same
+        # ISO text by slicing it; any other shape goes the long way.
         size = len(value)
         if (
             (size == 19 or (size == 26 and value[19] == "."))
@@ -272,8 +273,9 @@ class DatabaseSourceReader:
     ) -> Iterator[list[tuple[Any, ...]]]:
         """A whole SQLite table through the driver's own cursor (a full sync's reads).
 
-        SQLAlchemy's per-row result processing was three quarters of the time of reading a
-        table; the query is still SQLAlchemy's (quoting, schema), compiled without parameters.
+        SQLAlchemy's per-row result processing was most of the time of reading a table
+        (benchmarks/README.md, "Source reads"); the query is still SQLAlchemy's (quoting,
+        schema), compiled without parameters.
         """
         sql = str(query.compile(dialect=conn.dialect))
         dbapi = conn.dialect.loaded_dbapi

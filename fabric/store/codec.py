@@ -2,10 +2,11 @@
 
 Images are mostly empty pages, SQLite's own structures and repeated column values. zstd with a
 dictionary trained on images of the same entity type (see :class:`Dictionaries`) shrinks them
-about 20 times (about 3 times without one), and faster. The compressed image is then sealed
-with AES-256-GCM under a key derived for that one entity from the current store key, with the
-entity type, id, version, key id and dictionary id as associated data: a blob copied onto
-another entity, replayed as another version, or whose header was edited, fails to open.
+several times more than zstd alone does, and faster (benchmarks/README.md, "Codec"). The
+compressed image is then sealed with AES-256-GCM under a key derived for that one entity
+from the current store key, with the entity type, id, version, key id and dictionary id as
+associated data: a blob copied onto another entity, replayed as another version, or whose
+header was edited, fails to open.
 
 Blob layouts (one byte of length before each id):
 
@@ -40,15 +41,15 @@ __all__ = [
     "train_dictionary",
 ]
 
-#: Without a dictionary, a fast level: on the demo's images, -1 compresses in 60% of level
-#: 3's time (13 against 23 us) for blobs 12% larger (1,976 against 1,770 bytes).
+#: Without a dictionary, a fast level: on the demo's images -1 compresses in less time than
+#: level 3 for blobs a little larger. Figures for this and the three settings below:
+#: benchmarks/README.md, "Codec".
 LEVEL = -1
-#: With one, level 1: 661 bytes a blob against 755 at -1, in about the same time (measured
-#: on 20,000 images of the 100,000-customer demo, a 32 KiB dictionary).
+#: With one, level 1: smaller blobs than at -1, in about the same time.
 DICTIONARY_LEVEL = 1
 #: Dictionary size: 32 KiB compressed better than 16 KiB and as well as 110 KiB.
 DICTIONARY_BYTES = 32 * 1024
-#: Images to train on: 1,000 train in about 0.4 s, within 1% of 2,000 (0.8 s).
+#: Images to train on: 1,000 train faster than 2,000 and compress about as well.
 DICTIONARY_SAMPLES = 1000
 #: Fewer images than this are not worth a dictionary.
 DICTIONARY_MIN_SAMPLES = 50
@@ -230,7 +231,8 @@ class BlobCodec:
         self.dictionaries = dictionaries if dictionaries is not None else Dictionaries()
         self._derivers = {} if keys is None else {k: KeyDeriver(v) for k, v in keys.keys.items()}
         # The last few entities' sealers: a patch decodes and encodes the same entity, and
-        # deriving its key twice was a tenth of the work.
+        # deriving its key twice was a noticeable part of the work (benchmarks/README.md,
+        # "Codec").
         self._sealers: dict[tuple[str, str], Sealer] = {}
 
     def sealer(self, key_id: str, purpose: str) -> Sealer | None:

@@ -23,8 +23,9 @@ from fabric.store.sqlite import ThreadConnections, apsw, one_row, open_database,
 __all__ = ["LocalShardStore"]
 
 # A rowid table, not WITHOUT ROWID: the latter keeps only ~1 KB of a row on its leaf page, so
-# every image of a few KB spilled into a mostly empty overflow page (2.8x the blob bytes on
-# disk, measured). The unique index on the key is small next to the blobs.
+# every image of a few KB spilled into a mostly empty overflow page (files several times the
+# blob bytes: benchmarks/README.md, "Shard files"). The unique index on the key is small
+# next to the blobs.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
     key BLOB NOT NULL UNIQUE,
@@ -109,7 +110,8 @@ class LocalShardStore(EntityStore):
         """``(entity id, (key, *what))`` of each stored entity of ``entity_ids``.
 
         One statement per shard: the keys go in as one JSON array of hex, and SQLite probes
-        its index for each in C (a statement per entity cost about 10 us each). One entity
+        its index for each in C (a statement per entity cost more: benchmarks/README.md,
+        "Shard files"). One entity
         is one plain probe, cheaper than the JSON.
         """
         if len(entity_ids) == 1:

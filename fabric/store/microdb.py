@@ -172,8 +172,9 @@ def _scrubbing_memory() -> apsw.Connection:
 
     A builder empties its database after each entity and reuses the pages; without
     ``secure_delete`` the free space of the next entity's pages still held bytes of the one
-    before, so an image carried fragments of another person's data (and compressed to twice
-    the size). The patcher likewise leaves no old value of an updated row behind.
+    before, so an image carried fragments of another person's data (and compressed to larger
+    blobs: benchmarks/README.md, "Micro-database images"). The patcher likewise leaves no old
+    value of an updated row behind.
     """
     conn = open_memory()
     conn.pragma("secure_delete", True)
@@ -185,7 +186,8 @@ class MicroDbBuilder:
 
     The database keeps its schema between entities and is emptied after each one, instead of
     being reset from an empty image with ``deserialize``: a reset makes SQLite parse the schema
-    and prepare every statement again, which cost more than the inserts themselves (measured).
+    and prepare every statement again, which cost more than the inserts themselves
+    (benchmarks/README.md, "Micro-database images").
     """
 
     def __init__(self, schema: EntitySchema) -> None:
@@ -397,12 +399,12 @@ class MicroDbReader:
 
     A read is one ``deserialize`` and, nearly always, one query: ``_meta`` and every wanted
     table through one ``UNION ALL``, each row tagged with its table's position. After
-    ``deserialize`` SQLite parses the schema again and prepares every statement anew, about
-    15 us a statement: a statement per table plus a read transaction made a read of a demo
-    entity 240 us, the compound statement without a transaction (an image in memory has no
-    one to lock out) about 90 us (measured). The statement is planned for the layout of the
-    last image read; an image of another layout (built before a schema change) is read
-    again with a plan of its own.
+    ``deserialize`` SQLite parses the schema again and prepares every statement anew, a cost
+    per statement: the compound statement without a transaction (an image in memory has no
+    one to lock out) reads a demo entity in a fraction of the time a statement per table
+    plus a read transaction took (benchmarks/README.md, "Micro-database images"). The
+    statement is planned for the layout of the last image read; an image of another layout
+    (built before a schema change) is read again with a plan of its own.
     """
 
     def __init__(self) -> None:

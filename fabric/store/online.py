@@ -20,11 +20,13 @@ the entity's version and the masking fingerprint (rules, key, operator and Faker
 served only for both.
 
 ``online.db`` sits beside the shards: one row per (view, entity) and per (entity type,
-policy, entity), ``WITHOUT ROWID``. The
+policy, entity), ``WITHOUT ROWID``. Both tables are one :class:`SealedTable` each, with the
+same verbs (:meth:`~SealedTable.rows`, :meth:`~SealedTable.write`, :meth:`~SealedTable.get`,
+:meth:`~SealedTable.held`, :meth:`~SealedTable.prune`, :meth:`~SealedTable.forget`). The
 values are derived from personal data (an attribute can be an email), so with a key
-configured they are sealed like images (AES-256-GCM under a key derived from the store key,
-bound to view, definition, entity, version and horizon by the associated data). A row sealed
-under a key the ring no longer holds is simply not used.
+configured they are sealed like images (AES-256-GCM under a key derived from the store key
+for the table's purpose, bound to the row's scope, entity, version and horizon by the
+associated data). A row sealed under a key the ring no longer holds is simply not used.
 """
 
 from __future__ import annotations
@@ -34,45 +36,37 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 import zstandard
 
 from fabric.crypto import Sealer
 from fabric.errors import StoreError
-from fabric.features.spec import FeatureView
-from fabric.store.base import StoredBlob
-from fabric.store.codec import BlobCodec
+from fabric.store.codec import BlobCodec, Dictionaries
 from fabric.store.sqlite import ThreadConnections, apsw, open_database
 
-__all__ = ["OnlineStore", "OnlineVector"]
+__all__ = ["OnlineStore", "OnlineVector", "Row", "Scope", "SealedTable"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS vectors (
-    view TEXT NOT NULL,
-    entity_id TEXT NOT NULL,
-    definition TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    computed_at INTEGER NOT NULL,
-    until INTEGER NOT NULL,
-    key_id TEXT,
-    payload BLOB NOT NULL,
-    PRIMARY KEY (view, entity_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS documents (
-    entity_type TEXT NOT NULL,
-    policy TEXT NOT NULL,
-    entity_id TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    key_id TEXT,
-    payload BLOB NOT NULL,
-    PRIMARY KEY (entity_type, policy, entity_id)
-) WITHOUT ROWID;
-"""
+#: A row as :meth:`SealedTable.rows` makes it and :meth:`SealedTable.write` writes it.
+Row = tuple[Any, ...]
+#: Which rows of a table: the values of its place columns, then what they were made with
+#: (vectors: view name, view definition hash; documents: entity type, policy, masking
+#: fingerprint).
+Scope = tuple[str, ...]
+#: An entity's state as a row records it: its version first, then what the associated data
+#: also binds (vectors: computed_at, until).
+State = tuple[int, ...]
+
+_T = TypeVar("_T")
 
 _JSON_IDS = "(SELECT value FROM json_each(?))"
+#: The one purpose every online row was sealed under before documents had their own. A
+#: ``key_id`` without a table's mark names a store key of this purpose.
+_FIRST_PURPOSE = "online vectors"
+#: Distinct ``key_id`` values whose sealers a table keeps: the ring's few keys, each with
+#: and without a mark; a bound all the same, as the values come from the file.
+_SEALERS_KEPT = 16
 log = logging.getLogger("fabric.store")
 
 
@@ -90,28 +84,151 @@ class OnlineVector:
     values: dict[str, Any]
 
 
-class OnlineStore:
-    """``online.db`` of one store; connections per thread, like the shards'."""
+@dataclass(frozen=True)
+class _Layout:
+    """A sealed table's columns, in order: ``place``, ``entity_id``, ``made_with``,
+    ``state``, ``key_id``, ``payload``; its primary key is ``place`` and ``entity_id``.
 
-    def __init__(self, path: Path, codec: BlobCodec) -> None:
+    A row is served only for the scope (``place`` and ``made_with``) and the entity version
+    it was made for. A row of the same place made otherwise (another view definition,
+    another masking fingerprint) is stale: a new one replaces it.
+    """
+
+    name: str
+    #: what the rows are of (a view; an entity type and policy)
+    place: tuple[str, ...]
+    #: how they were made (a view's definition hash; a masking fingerprint)
+    made_with: str
+    #: version, then any other state the associated data binds
+    state: tuple[str, ...]
+    #: two state columns a row holds between (``[since, until)``), if its rows expire
+    window: tuple[str, str] | None
+    #: put before the scope in the associated data
+    aad_prefix: tuple[str, ...]
+    #: the purpose the table's key is derived for
+    purpose: str
+    #: appended to the key id in ``key_id`` of rows sealed under ``purpose`` when it is not
+    #: :data:`_FIRST_PURPOSE`: how such rows are told from the rows written before
+    mark: str
+    #: names a row in messages, formatted with the scope
+    what: str
+
+    def schema(self) -> str:
+        """The table's ``CREATE TABLE``, as the first writer runs it."""
+        texts = (*self.place, "entity_id", self.made_with)
+        columns = [
+            *(f"{column} TEXT NOT NULL" for column in texts),
+            *(f"{column} INTEGER NOT NULL" for column in self.state),
+            "key_id TEXT",
+            "payload BLOB NOT NULL",
+        ]
+        key = ", ".join((*self.place, "entity_id"))
+        return (
+            f"CREATE TABLE IF NOT EXISTS {self.name} "
+            f"({', '.join(columns)}, PRIMARY KEY ({key})) WITHOUT ROWID;"
+        )
+
+
+_VECTORS = _Layout(
+    name="vectors",
+    place=("view",),
+    made_with="definition",
+    state=("version", "computed_at", "until"),
+    window=("computed_at", "until"),
+    aad_prefix=(),
+    purpose=_FIRST_PURPOSE,
+    mark="",
+    what="online vector of view {0}",
+)
+# Documents were sealed under the vectors' purpose until they had their own. Rows written
+# since carry the mark in ``key_id`` ("k2/documents"); a row whose ``key_id`` is a bare key
+# id ("k2") is one written before, opened under the old purpose. Store key ids are letters,
+# digits, "_" and "-" (fabric.config.secrets), so the mark cannot be part of one: the two
+# are never confused. It is a string suffix per distinct key_id, read from the row already
+# fetched (no column added to existing files, no second decryption attempt on the read
+# path). ``held`` names the current key with the mark, so rows of the old purpose count as
+# missing and the next sync seals them again under the new one.
+_DOCUMENTS = _Layout(
+    name="documents",
+    place=("entity_type", "policy"),
+    made_with="fingerprint",
+    state=("version",),
+    window=None,
+    aad_prefix=("doc",),
+    purpose="online documents",
+    mark="/documents",
+    what="materialized {1} document",
+)
+
+
+class _Payload(Protocol[_T]):
+    """How a table's items are split into a row's parts and joined back."""
+
+    def split(self, item: _T) -> tuple[str, State, bytes]:
+        """(entity id, state, plain payload) of an item."""
+        ...
+
+    def join(self, entity_id: str, state: State, plain: bytes) -> _T:
+        """The item of a row; raises ``ValueError`` or ``zstandard.ZstdError`` when the
+        payload cannot be read."""
+        ...
+
+
+class _VectorPayload:
+    """A vector as ``[existed, values]`` in JSON."""
+
+    def __init__(self) -> None:
+        self._encode = msgspec.json.Encoder().encode
+        self._decode = msgspec.json.Decoder().decode
+
+    def split(self, vector: OnlineVector) -> tuple[str, State, bytes]:
+        state = (vector.version, vector.computed_at, vector.until)
+        return vector.entity_id, state, self._encode([vector.existed, vector.values])
+
+    def join(self, entity_id: str, state: State, plain: bytes) -> OnlineVector:
+        version, computed_at, until = state
+        existed, values = self._decode(plain)
+        return OnlineVector(entity_id, version, computed_at, until, bool(existed), values)
+
+
+class _DocumentPayload:
+    """A masked document in JSON, compressed: documents repeat their column names row
+    after row, which compression takes out."""
+
+    def __init__(self, dictionaries: Dictionaries) -> None:
+        self._dictionaries = dictionaries
+        self._encode = msgspec.json.Encoder().encode
+        self._decode = msgspec.json.Decoder().decode
+
+    def split(self, document: dict[str, Any]) -> tuple[str, State, bytes]:
+        plain = self._dictionaries.compressor("").compress(self._encode(document))
+        return document["entity_id"], (int(document["version"]),), plain
+
+    def join(self, entity_id: str, state: State, plain: bytes) -> dict[str, Any]:
+        document: dict[str, Any] = self._decode(
+            self._dictionaries.decompressor("").decompress(plain)
+        )
+        return document
+
+
+class _OnlineFile:
+    """``online.db``: each thread's connections, the tables created by the first writer."""
+
+    def __init__(self, path: Path, schema: str) -> None:
         self.path = path
-        # Keys and per-thread zstd objects are the images' own (what seals and compresses
-        # entities seals and compresses what is derived from them).
-        self._codec = codec
+        self._schema = schema
         self._connections = ThreadConnections()
-        self._encode = msgspec.json.Encoder()
-        self._decode = msgspec.json.Decoder()
 
-    def _conn(self) -> apsw.Connection:
-        """This thread's connection, the file and its table created if need be (writers)."""
+    def writer(self) -> apsw.Connection:
+        """This thread's connection, the file and its tables created if need be."""
         return self._connections.open("writer", self._open_writer)
 
     def _open_writer(self) -> apsw.Connection:
         conn = open_database(self.path)
-        conn.execute(_SCHEMA)
+        conn.execute(self._schema)
         return conn
 
-    def _reader(self) -> apsw.Connection | None:
+    def reader(self) -> apsw.Connection | None:
         """This thread's connection for reading; None while no sync has written the file
         (a server never creates it)."""
         mine = self._connections.mine()
@@ -126,97 +243,134 @@ class OnlineStore:
         return open_database(self.path, readonly=True)
 
     def close(self) -> None:
-        """Close every thread's connection."""
         self._connections.close()
 
-    def _sealer(self, key_id: str) -> Sealer | None:
-        return self._codec.sealer(key_id, "online vectors")
+
+class SealedTable(Generic[_T]):
+    """One table of ``online.db``: rows of items of a scope, sealed, served only for the
+    entity version (and times) they were made for.
+
+    Rows are made apart from where they are written (:meth:`rows` in worker processes,
+    :meth:`write` in the one process that writes), hence the two verbs.
+    """
+
+    def __init__(
+        self, file: _OnlineFile, codec: BlobCodec, layout: _Layout, payload: _Payload[_T]
+    ) -> None:
+        self._file = file
+        self._codec = codec
+        self._layout = layout
+        self._payload = payload
+        #: key_id as stored -> its sealer (None: a key the ring does not hold)
+        self._sealers: dict[str, Sealer | None] = {}
+        place, state = layout.place, layout.state
+        scope = " AND ".join(f"{column} = ?" for column in (*place, layout.made_with))
+        self._insert = (
+            f"INSERT OR REPLACE INTO {layout.name} VALUES "
+            f"({', '.join('?' * (len(place) + len(state) + 4))})"
+        )
+        select = (
+            f"SELECT entity_id, {', '.join(state)}, key_id, payload FROM {layout.name} "
+            f"WHERE {scope} AND "
+        )
+        window = "" if layout.window is None else " AND {} <= ? AND {} > ?".format(*layout.window)
+        # One entity (a document asked for) without the JSON array many need.
+        self._select_one = select + "entity_id = ?" + window
+        self._select_many = select + f"entity_id IN {_JSON_IDS}" + window
+        self._held = (
+            f"SELECT entity_id, {', '.join(state)} FROM {layout.name} WHERE {scope} AND key_id IS ?"
+        )
+
+    def _aad_head(self, scope: Scope) -> str:
+        """The start of the associated data of every row of ``scope`` (made once a call)."""
+        return "".join(part + "\x00" for part in (*self._layout.aad_prefix, *scope))
 
     @staticmethod
-    def _aad(view: FeatureView, vector: OnlineVector) -> bytes:
-        return (
-            f"{view.name}\x00{view.definition_hash}\x00{vector.entity_id}\x00{vector.version}"
-            f"\x00{vector.computed_at}\x00{vector.until}"
-        ).encode()
+    def _aad(head: str, entity_id: str, state: State) -> bytes:
+        """A row's associated data: its scope, entity and state, NUL-separated."""
+        return "\x00".join((head + entity_id, *map(str, state))).encode()
 
-    def put_many(self, view: FeatureView, vectors: Iterable[OnlineVector]) -> int:
-        """Write (replace) vectors of a view in one transaction; how many."""
-        return self.write("vectors", self.vector_rows(view, vectors))
+    def _current_key(self) -> str | None:
+        """``key_id`` of rows sealed now: the current store key, marked; None unkeyed."""
+        keys = self._codec.keys
+        return None if keys is None else keys.current + self._layout.mark
 
-    def write(self, table: str, rows: Sequence[tuple[Any, ...]]) -> int:
-        """Write rows made by :meth:`vector_rows` or :meth:`document_rows` (``table``:
-        ``vectors`` or ``documents``) in one transaction; how many."""
-        marks = {"vectors": 8, "documents": 7}[table]
-        conn = self._conn()
-        with conn:
-            conn.executemany(
-                f"INSERT OR REPLACE INTO {table} VALUES ({', '.join('?' * marks)})", rows
-            )
-        return len(rows)
+    def _sealer(self, stored_key: str) -> Sealer | None:
+        """The sealer of rows whose ``key_id`` is ``stored_key`` (see :data:`_DOCUMENTS`
+        for how a mark tells the table's purpose from the first one)."""
+        if stored_key in self._sealers:
+            return self._sealers[stored_key]
+        mark = self._layout.mark
+        if mark and stored_key.endswith(mark):
+            sealer = self._codec.sealer(stored_key[: -len(mark)], self._layout.purpose)
+        else:
+            sealer = self._codec.sealer(stored_key, _FIRST_PURPOSE)
+        if len(self._sealers) >= _SEALERS_KEPT:
+            self._sealers.clear()
+        self._sealers[stored_key] = sealer
+        return sealer
 
-    def vector_rows(
-        self, view: FeatureView, vectors: Iterable[OnlineVector]
-    ) -> list[tuple[Any, ...]]:
-        """Rows of ``vectors`` for :meth:`write`, sealed: made wherever the vectors are
-        computed (worker processes), written by one process."""
-        key_id = self._current_key()
-        sealer = None if key_id is None else self._sealer(key_id)
+    def rows(self, scope: Scope, items: Iterable[_T]) -> list[Row]:
+        """Rows of ``items`` of ``scope`` for :meth:`write`, encoded and sealed: made
+        wherever the items are computed (worker processes), written by one process."""
+        stored_key = self._current_key()
+        sealer = None if stored_key is None else self._sealer(stored_key)
+        place, made_with = scope[:-1], scope[-1]
+        head = self._aad_head(scope)
         rows = []
-        for vector in vectors:
-            payload = self._encode.encode([vector.existed, vector.values])
+        for item in items:
+            entity_id, state, payload = self._payload.split(item)
             if sealer is not None:
-                payload = sealer.seal(payload, self._aad(view, vector))
-            rows.append(
-                (
-                    view.name,
-                    vector.entity_id,
-                    view.definition_hash,
-                    vector.version,
-                    vector.computed_at,
-                    vector.until,
-                    key_id,
-                    payload,
-                )
-            )
+                payload = sealer.seal(payload, self._aad(head, entity_id, state))
+            rows.append((*place, entity_id, made_with, *state, stored_key, payload))
         return rows
 
-    def get_many(
-        self, view: FeatureView, versions: Mapping[str, int], moment: int
-    ) -> dict[str, OnlineVector]:
-        """The stored vectors of these entities (id -> current version) that hold at
-        ``moment``: same version and view definition, ``computed_at <= moment < until``."""
-        found: dict[str, OnlineVector] = {}
-        conn = self._reader()
+    def write(self, rows: Sequence[Row]) -> int:
+        """Write (replace) rows made by :meth:`rows` in one transaction; how many."""
+        conn = self._file.writer()
+        with conn:
+            conn.executemany(self._insert, rows)
+        return len(rows)
+
+    def get(
+        self, scope: Scope, versions: Mapping[str, int], moment: int | None = None
+    ) -> dict[str, _T]:
+        """The items of these entities (id -> current version) of ``scope`` made for their
+        current version; of a table whose rows expire, only those that hold at ``moment``
+        (``since <= moment < until``) when it is given. Rows that cannot be trusted or read
+        are left out: whoever asked computes them again."""
+        found: dict[str, _T] = {}
+        conn = self._file.reader()
         if not versions or conn is None:
             return found
-        rows = conn.execute(
-            "SELECT entity_id, version, computed_at, until, key_id, payload FROM vectors "
-            f"WHERE view = ? AND definition = ? AND entity_id IN {_JSON_IDS} "
-            "AND computed_at <= ? AND until > ?",
-            (view.name, view.definition_hash, json.dumps(list(versions)), moment, moment),
-        )
-        for entity_id, version, computed_at, until, key_id, payload in rows:
-            if versions.get(entity_id) != version:
+        window = () if self._layout.window is None or moment is None else (moment, moment)
+        if len(versions) == 1:
+            (only,) = versions
+            rows = conn.execute(self._select_one, (*scope, only, *window))
+        else:
+            rows = conn.execute(self._select_many, (*scope, json.dumps(list(versions)), *window))
+        what = self._layout.what.format(*scope)
+        head = self._aad_head(scope)
+        for entity_id, *values, stored_key, payload in rows:
+            if versions.get(entity_id) != values[0]:
                 continue  # the entity changed since: computed again
-            vector = OnlineVector(entity_id, version, computed_at, until, False, {})
-            payload = self._open(
-                key_id, payload, self._aad(view, vector), f"online vector of view {view.name}"
-            )
-            if payload is None:
+            state = tuple(values)
+            plain = self._open(stored_key, payload, self._aad(head, entity_id, state), what)
+            if plain is None:
                 continue
-            existed, values = self._decode.decode(payload)
-            found[entity_id] = OnlineVector(
-                entity_id, version, computed_at, until, bool(existed), values
-            )
+            try:
+                found[entity_id] = self._payload.join(entity_id, state, plain)
+            except (ValueError, zstandard.ZstdError):  # msgspec.DecodeError is a ValueError
+                log.warning("%s could not be read; computed on request", what)
         return found
 
-    def _open(self, key_id: str | None, payload: bytes, aad: bytes, what: str) -> bytes | None:
+    def _open(self, stored_key: str | None, payload: bytes, aad: bytes, what: str) -> bytes | None:
         """A row's payload opened, or None when it is not to be trusted: sealed under a key
         the ring no longer holds, changed or moved (logged), or written in the clear before
         a key was set. A cache entry: whoever asked computes it again rather than fails."""
-        if key_id is None:
+        if stored_key is None:
             return None if self._codec.keys is not None else payload
-        sealer = self._sealer(key_id)
+        sealer = self._sealer(stored_key)
         if sealer is None:
             return None
         try:
@@ -225,143 +379,65 @@ class OnlineStore:
             log.warning("integrity check failed: %s", what)
             return None
 
-    def _current_key(self) -> str | None:
-        keys = self._codec.keys
-        return None if keys is None else keys.current
-
-    def held(self, view: FeatureView) -> dict[str, tuple[int, int]]:
-        """Entity id -> (version, until) of the view's rows of its current definition,
-        sealed under the current key (rows of a retired key count as missing)."""
-        conn = self._reader()
+    def held(self, scope: Scope) -> dict[str, State]:
+        """Entity id -> state (version first) of the rows of ``scope`` sealed as rows are
+        sealed now: under the current key and this table's purpose (others count as
+        missing, so that the next sync seals them again)."""
+        conn = self._file.reader()
         if conn is None:
             return {}
         return {
-            str(entity_id): (int(version), int(until))
-            for entity_id, version, until in conn.execute(
-                "SELECT entity_id, version, until FROM vectors "
-                "WHERE view = ? AND definition = ? AND key_id IS ?",
-                (view.name, view.definition_hash, self._current_key()),
-            )
+            str(entity_id): tuple(int(value) for value in state)
+            for entity_id, *state in conn.execute(self._held, (*scope, self._current_key()))
         }
 
-    def prune(self, views: Mapping[str, FeatureView]) -> int:
-        """Drop rows of views no longer declared, or of an older definition; how many."""
-        conn = self._conn()
-        known = json.dumps([[v.name, v.definition_hash] for v in views.values()])
-        with conn:
-            conn.execute(
-                "DELETE FROM vectors WHERE NOT EXISTS (SELECT 1 FROM json_each(?) "
-                "WHERE json_extract(value, '$[0]') = view "
-                "AND json_extract(value, '$[1]') = definition)",
-                (known,),
-            )
-            dropped = int(conn.changes())
-        return dropped
-
-    # -- masked documents ----------------------------------------------------------------
-
-    @staticmethod
-    def _document_aad(
-        entity_type: str, policy: str, fingerprint: str, entity_id: str, version: int
-    ) -> bytes:
-        parts = ("doc", entity_type, policy, fingerprint, entity_id, str(version))
-        return "\x00".join(parts).encode()
-
-    def document_rows(
-        self, policy: str, fingerprint: str, documents: Iterable[dict[str, Any]]
-    ) -> list[tuple[Any, ...]]:
-        """Rows of masked ``documents`` for :meth:`write`, compressed and sealed."""
-        key_id = self._current_key()
-        sealer = None if key_id is None else self._sealer(key_id)
-        rows = []
-        for document in documents:
-            entity_type, entity_id = document["entity_type"], document["entity_id"]
-            version = int(document["version"])
-            # Documents repeat their column names row after row: compressed to about a fifth.
-            payload = self._codec.dictionaries.compressor("").compress(
-                self._encode.encode(document)
-            )
-            if sealer is not None:
-                aad = self._document_aad(entity_type, policy, fingerprint, entity_id, version)
-                payload = sealer.seal(payload, aad)
-            rows.append((entity_type, policy, entity_id, fingerprint, version, key_id, payload))
-        return rows
-
-    def get_document(
-        self, policy: str, fingerprint: str, stored: StoredBlob
-    ) -> dict[str, Any] | None:
-        """The materialized document of this stored entity and version, masked by
-        ``policy`` under ``fingerprint``; None if there is none that holds."""
-        conn = self._reader()
-        if conn is None:
-            return None
-        row = conn.execute(
-            "SELECT key_id, payload FROM documents WHERE entity_type = ? AND policy = ? "
-            "AND entity_id = ? AND fingerprint = ? AND version = ?",
-            (stored.entity_type, policy, stored.entity_id, fingerprint, stored.version),
-        ).fetchone()
-        if row is None:
-            return None
-        key_id, sealed = row
-        payload = self._open(
-            key_id,
-            sealed,
-            self._document_aad(
-                stored.entity_type, policy, fingerprint, stored.entity_id, stored.version
-            ),
-            f"materialized {policy} document",
+    def prune(self, scopes: Iterable[Scope]) -> int:
+        """Drop every row of a scope not among ``scopes`` (a view no longer declared or
+        redefined; a policy no role sees, or other masking rules); how many."""
+        columns = (*self._layout.place, self._layout.made_with)
+        match = " AND ".join(
+            f"json_extract(value, '$[{at}]') = {column}" for at, column in enumerate(columns)
         )
-        if payload is None:
-            return None
-        try:
-            document: dict[str, Any] = self._decode.decode(
-                self._codec.dictionaries.decompressor("").decompress(payload)
-            )
-        except (zstandard.ZstdError, msgspec.DecodeError):
-            log.warning("a materialized %s document could not be read; masking on request", policy)
-            return None
-        return document
-
-    def held_documents(self, entity_type: str, policy: str, fingerprint: str) -> dict[str, int]:
-        """Entity id -> version of the documents held for a type and policy under
-        ``fingerprint``, sealed under the current key."""
-        conn = self._reader()
-        if conn is None:
-            return {}
-        return {
-            str(entity_id): int(version)
-            for entity_id, version in conn.execute(
-                "SELECT entity_id, version FROM documents WHERE entity_type = ? AND policy = ? "
-                "AND fingerprint = ? AND key_id IS ?",
-                (entity_type, policy, fingerprint, self._current_key()),
-            )
-        }
-
-    def prune_documents(self, policies: Sequence[str], fingerprint: str) -> int:
-        """Drop documents of other policies or fingerprints; how many."""
-        conn = self._conn()
+        conn = self._file.writer()
         with conn:
             conn.execute(
-                f"DELETE FROM documents WHERE fingerprint != ? OR policy NOT IN {_JSON_IDS}",
-                (fingerprint, json.dumps(list(policies))),
+                f"DELETE FROM {self._layout.name} "
+                f"WHERE NOT EXISTS (SELECT 1 FROM json_each(?) WHERE {match})",
+                (json.dumps([list(scope) for scope in scopes]),),
             )
             dropped = int(conn.changes())
         return dropped
 
-    def forget_documents(self, entity_type: str, entity_ids: Sequence[str]) -> None:
-        """Drop the documents of entities that are no longer stored."""
-        conn = self._conn()
+    def forget(self, place: Sequence[str], entity_ids: Sequence[str]) -> None:
+        """Drop the rows of entities that are no longer stored, in ``place`` (values of the
+        leading place columns: a view; an entity type, for every policy)."""
+        where = " AND ".join(f"{column} = ?" for column in self._layout.place[: len(place)])
+        conn = self._file.writer()
         with conn:
             conn.execute(
-                f"DELETE FROM documents WHERE entity_type = ? AND entity_id IN {_JSON_IDS}",
-                (entity_type, json.dumps(list(entity_ids))),
+                f"DELETE FROM {self._layout.name} WHERE {where} AND entity_id IN {_JSON_IDS}",
+                (*place, json.dumps(list(entity_ids))),
             )
 
-    def forget(self, view: FeatureView, entity_ids: Sequence[str]) -> None:
-        """Drop the rows of entities that are no longer stored."""
-        conn = self._conn()
-        with conn:
-            conn.execute(
-                f"DELETE FROM vectors WHERE view = ? AND entity_id IN {_JSON_IDS}",
-                (view.name, json.dumps(list(entity_ids))),
-            )
+
+class OnlineStore:
+    """``online.db`` of one store: its :attr:`vectors` and :attr:`documents`; connections
+    per thread, like the shards'."""
+
+    def __init__(self, path: Path, codec: BlobCodec) -> None:
+        self.path = path
+        self._file = _OnlineFile(path, _VECTORS.schema() + _DOCUMENTS.schema())
+        # Keys and per-thread zstd objects are the images' own (what seals and compresses
+        # entities seals and compresses what is derived from them).
+        #: current feature vectors; scope: (view name, view definition hash)
+        self.vectors: SealedTable[OnlineVector] = SealedTable(
+            self._file, codec, _VECTORS, _VectorPayload()
+        )
+        #: masked documents; scope: (entity type, policy, masking fingerprint)
+        self.documents: SealedTable[dict[str, Any]] = SealedTable(
+            self._file, codec, _DOCUMENTS, _DocumentPayload(codec.dictionaries)
+        )
+
+    def close(self) -> None:
+        """Close every thread's connection."""
+        self._file.close()

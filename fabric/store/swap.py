@@ -2,9 +2,9 @@
 
 ``deserialize`` makes SQLite attach a new database: it drops the parsed schema and every
 prepared statement, and the next query parses the schema and prepares itself again. For an
-image read once that was most of the cost of a read (about 70 of 100 us in an export, as
-measured). Here a read-only connection stays open on a file of a VFS of our own, whose bytes
-are whichever image was loaded last, so SQLite keeps its parsed schema and statements from one
+image read once that was most of the cost of a read (benchmarks/README.md, "Swapped file").
+Here a read-only connection stays open on a file of a VFS of our own, whose bytes are
+whichever image was loaded last, so SQLite keeps its parsed schema and statements from one
 image to the next. Two header fields make that safe:
 
 - the change counter (bytes 24-27) reads as a number new at every load, so SQLite drops the

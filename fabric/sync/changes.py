@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
 from fabric.resolve.engine import Link
-from fabric.store.history import EntityEvent
+from fabric.store.catalog import EntityEvent
 
 __all__ = ["entity_changes"]
 

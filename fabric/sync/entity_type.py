@@ -28,14 +28,13 @@ from fabric.resolve.clusters import assign_entity_ids
 from fabric.resolve.engine import Resolution, resolve_records
 from fabric.resolve.index import Hashed, IdentityIndex, index_key
 from fabric.store.base import StoredBlob, entity_key, partition_of
-from fabric.store.catalog import BulkRewrite, EntityRecord, SourceRef, utc_now
+from fabric.store.catalog import BulkRewrite, EntityRecord, SourceRef, StoredLink, utc_now
 from fabric.store.codec import (
     DICTIONARY_SAMPLES,
     dictionary_id_of,
     new_dictionary_id,
     train_dictionary,
 )
-from fabric.store.history import History, StoredLink
 from fabric.store.microdb import (
     EntityContent,
     EntitySchema,
@@ -59,7 +58,6 @@ from fabric.sync.patch import PatchBatch, PatchItem, patch_batch
 from fabric.sync.report import ProgressCallback, SyncReport, key_text
 from fabric.sync.spill import Spill, read_stream
 from fabric.sync.values import ValuesJob, match_values
-from fabric.sync.watermarks import Watermarks
 
 __all__ = ["EntityTypeSync", "ref_text"]
 
@@ -70,8 +68,8 @@ Values = Mapping[str, str | None]
 #: Entities per batch of an incremental patch (a worker's unit of work).
 _PATCH_BATCH = 250
 #: Fewest entities to patch for which an incremental sync starts its workers: starting them
-#: costs about half a second, and on 9,000 entities (170-270 us each) they were at best a
-#: quarter faster than this process alone (measured on the 100,000-customer demo).
+#: has a fixed cost, and below some thousands of entities they gain little or nothing over
+#: this process alone (benchmarks/README.md, "Patch workers").
 _PATCH_IN_WORKERS_FROM = 5000
 
 
@@ -628,11 +626,11 @@ class EntityTypeSync:
         the entities holding a changed identity record, or a record sharing a match key with
         one, are resolved again (and may merge or split).
         """
-        marks = Watermarks(self.project.catalog)
+        catalog = self.project.catalog
         changed: dict[str, list[Row]] = {}
         for table in self.tables:
             column = self._watermark_column(table)
-            since = marks.get(table.source, table.source_table, column) if column else None
+            since = catalog.watermark(table.source, table.source_table, column) if column else None
             changed[table.name] = self._read(table, since)
         identity = [
             i for t in self.tables if t.parent is None for i in self._identity(t, changed[t.name])
@@ -1054,11 +1052,7 @@ class EntityTypeSync:
             run_id=run_id,
         )
         gone = sorted(affected - set(ids))
-        catalog, store, history = (
-            self.project.catalog,
-            self.project.store,
-            History(self.project.catalog),
-        )
+        catalog, store = self.project.catalog, self.project.store
         catalog.record_schema(self.entity_type, self.schema.version, self.layout())
         if gone:
             # Catalog first: a crash between the two leaves an image no catalog entry names
@@ -1083,7 +1077,7 @@ class EntityTypeSync:
                     dict(link.comparisons),
                 )
             )
-        history.replace_links(self.entity_type, links, everything=everything)
+        catalog.replace_links(self.entity_type, links, everything=everything)
         # Records of this run, and ones now in another entity; an unchanged record in the same
         # entity is indexed already, under the same keys.
         index.replace(
@@ -1094,7 +1088,7 @@ class EntityTypeSync:
             ),
             everything=everything,
         )
-        history.record(self.entity_type, events, aliases, run_id, current=ids)
+        catalog.record_history(self.entity_type, events, aliases, run_id, current=ids)
         self.report.merged += sum(1 for e in events if e.kind == "merge")
         self.report.split += sum(1 for e in events if e.kind == "split")
 

@@ -18,7 +18,6 @@ from fabric.services.materialize import materialize
 from fabric.store.catalog import Catalog, utc_now
 from fabric.sync.entity_type import EntityTypeSync
 from fabric.sync.report import ProgressCallback, SyncReport
-from fabric.sync.watermarks import Watermarks
 
 __all__ = ["paused_gc", "sync_project"]
 
@@ -28,8 +27,8 @@ def paused_gc() -> Iterator[None]:
     """Run without Python's cyclic garbage collector, turned back on afterwards.
 
     A sync holds millions of small live objects (rows, records, keys) and allocates millions
-    more; every full collection walks all of them, and resolving 250,000 records ran twice as
-    long with the collector on (measured). What a sync allocates is freed by reference
+    more; every full collection walks all of them, so with the collector on resolution ran
+    far longer (benchmarks/README.md, "Sync collector"). What a sync allocates is freed by reference
     counting (rows, tuples and dicts form no cycles), so nothing piles up meanwhile.
     """
     enabled = gc.isenabled()
@@ -112,7 +111,7 @@ def _run(
         # A first sync reads everything: say so, rather than the mode that was asked for.
         report.mode = "incremental" if modes == {"incremental"} else "full"
         marks = {k: v for s in syncs for k, v in s.watermarks().items()}
-        Watermarks(catalog).set_many(marks, run_id)
+        catalog.set_watermarks(marks, run_id)
     except FabricError as exc:
         catalog.finish_run(
             run_id, status="failed", counts=report.counts(), error=str(exc).splitlines()[0]

@@ -11,7 +11,9 @@ import pytest
 from source_changes import change_sources
 
 from fabric.demo import DemoProject
+from fabric.errors import StoreError
 from fabric.features.compute import micros
+from fabric.features.spec import FeatureView
 from fabric.project import Project
 from fabric.services.entities import EntityService
 from fabric.services.features import FeatureService
@@ -25,15 +27,25 @@ def _now() -> int:
     return micros(datetime.now(UTC).replace(tzinfo=None))
 
 
+def _scope(view: FeatureView) -> tuple[str, str]:
+    """Which vectors rows of the online store are of ``view``."""
+    return (view.name, view.definition_hash)
+
+
+def _versions(held: dict[str, tuple[int, ...]]) -> dict[str, int]:
+    """Entity id -> version of rows held (their state starts with the version)."""
+    return {entity_id: state[0] for entity_id, state in held.items()}
+
+
 def test_sync_materializes_every_vector_and_serves_them_equal_to_computed(synced: Path) -> None:
     with Project.open(synced) as project:
         view = project.views()["customer_360"]
-        held = project.online.held(view)
+        held = project.online.vectors.held(_scope(view))
         ids = sorted(project.catalog.entities("customer"))
         assert sorted(held) == ids
         # Served from the online store: the same answer as computing from the images.
         served = FeatureService(project).vectors("customer_360", ids, role="steward")
-        assert project.online.get_many(view, {e: v for e, (v, _) in held.items()}, _now())
+        assert project.online.vectors.get(_scope(view), _versions(held), _now())
         object.__setattr__(project.config.api, "vector_cache", 0)
         service = FeatureService(project)
         project.online.path.rename(project.online.path.with_suffix(".away"))
@@ -50,15 +62,16 @@ def test_a_stored_vector_is_used_only_for_its_version_definition_and_time(
     view = demo_project.views()["customer_360"]
     online = OnlineStore(tmp_path / "online.db", demo_project.codec)
     vector = OnlineVector("e1", 3, 1_000, 2_000, True, {"order_count_90d": 7, "country": "DE"})
-    online.put_many(view, [vector])
-    assert online.get_many(view, {"e1": 3}, 1_000) == {"e1": vector}
-    assert online.get_many(view, {"e1": 3}, 1_999) == {"e1": vector}
-    assert online.get_many(view, {"e1": 3}, 2_000) == {}  # past its horizon
-    assert online.get_many(view, {"e1": 3}, 999) == {}  # before it was computed
-    assert online.get_many(view, {"e1": 4}, 1_500) == {}  # the entity changed since
+    vectors = online.vectors
+    vectors.write(vectors.rows(_scope(view), [vector]))
+    assert vectors.get(_scope(view), {"e1": 3}, 1_000) == {"e1": vector}
+    assert vectors.get(_scope(view), {"e1": 3}, 1_999) == {"e1": vector}
+    assert vectors.get(_scope(view), {"e1": 3}, 2_000) == {}  # past its horizon
+    assert vectors.get(_scope(view), {"e1": 3}, 999) == {}  # before it was computed
+    assert vectors.get(_scope(view), {"e1": 4}, 1_500) == {}  # the entity changed since
     redefined = type(view)(view.name, view.entity_type, view.version + 1, view.features, {"x": 1})
-    assert online.get_many(redefined, {"e1": 3}, 1_500) == {}
-    assert online.prune({view.name: redefined}) == 1
+    assert vectors.get(_scope(redefined), {"e1": 3}, 1_500) == {}
+    assert vectors.prune([_scope(redefined)]) == 1
     online.close()
 
 
@@ -68,16 +81,54 @@ def test_vectors_are_sealed_at_rest_and_a_changed_row_is_not_served(
     view = demo_project.views()["customer_360"]
     path = tmp_path / "online.db"
     online = OnlineStore(path, demo_project.codec)
-    online.put_many(view, [OnlineVector("e1", 1, 0, 10, True, {"country": "Atlantis"})])
+    vector = OnlineVector("e1", 1, 0, 10, True, {"country": "Atlantis"})
+    online.vectors.write(online.vectors.rows(_scope(view), [vector]))
     online.close()
     assert b"Atlantis" not in path.read_bytes()
     with sqlite3.connect(path) as conn:
         # A row moved to another entity fails its associated data.
         conn.execute("UPDATE vectors SET entity_id = 'e2'")
     online = OnlineStore(path, demo_project.codec)
-    assert online.get_many(view, {"e2": 1}, 5) == {}
+    assert online.vectors.get(_scope(view), {"e2": 1}, 5) == {}
     # Without the key, nothing is read at all.
-    assert OnlineStore(path, BlobCodec(None)).get_many(view, {"e2": 1}, 5) == {}
+    assert OnlineStore(path, BlobCodec(None)).vectors.get(_scope(view), {"e2": 1}, 5) == {}
+    online.close()
+
+
+def test_documents_are_sealed_for_their_own_purpose_and_rows_sealed_before_still_served(
+    tmp_path: Path, demo_project: Project
+) -> None:
+    codec = demo_project.codec
+    assert codec.keys is not None
+    key = codec.keys.current
+    path = tmp_path / "online.db"
+    online = OnlineStore(path, codec)
+    scope = ("customer", "analyst", "f" * 16)
+    document = {"entity_type": "customer", "entity_id": "e1", "version": 2, "tables": {}}
+    online.documents.write(online.documents.rows(scope, [document]))
+    # The associated data of a document row, as it has always been.
+    aad = "\x00".join(("doc", *scope, "e1", "2")).encode()
+    with sqlite3.connect(path) as conn:
+        key_id, sealed = conn.execute("SELECT key_id, payload FROM documents").fetchone()
+    # New rows: under the documents' own purpose, and marked so in key_id.
+    assert key_id == f"{key}/documents"
+    sealer, first = codec.sealer(key, "online documents"), codec.sealer(key, "online vectors")
+    assert sealer is not None and first is not None
+    plain = sealer.open(sealed, aad, what="a new document row")
+    with pytest.raises(StoreError):
+        first.open(sealed, aad, what="a new document row")
+    assert online.documents.held(scope) == {"e1": (2,)}
+    # A row written before documents had their own purpose: under the vectors' purpose, its
+    # key_id the bare key id. It is still served...
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE documents SET key_id = ?, payload = ?", (key, first.seal(plain, aad)))
+    assert online.documents.get(scope, {"e1": 2}) == {"e1": document}
+    # ... but counts as missing, so the next sync seals it again under the new purpose.
+    assert online.documents.held(scope) == {}
+    # The mark alone does not open a row of the old purpose: purposes are never confused.
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE documents SET key_id = ?", (f"{key}/documents",))
+    assert online.documents.get(scope, {"e1": 2}) == {}
     online.close()
 
 
@@ -85,15 +136,15 @@ def test_materialize_rewrites_only_what_changed_expired_or_went(fresh_demo: Demo
     with Project.open(fresh_demo.config_path) as project:
         sync_project(project, full=True)
         view = project.views()["customer_360"]
-        before = project.online.held(view)
+        before = project.online.vectors.held(_scope(view))
     change_sources(fresh_demo.config_path.parent / "sources")
     with Project.open(fresh_demo.config_path) as project:
         report = sync_project(project)
         entities = project.catalog.entities("customer")
         changed = {e for e, r in entities.items() if before.get(e, (None,))[0] != r.version}
         assert changed and report.materialized == {"customer_360": len(changed)}
-        held = project.online.held(view)
-        assert {e: v for e, (v, _) in held.items()} == {e: r.version for e, r in entities.items()}
+        held = project.online.vectors.held(_scope(view))
+        assert _versions(held) == {e: r.version for e, r in entities.items()}
         # Nothing is due now; a row past its horizon is, and an entity gone is dropped.
         service = EntityService(project)
         again = materialize(service, project.online, project.views())
@@ -146,10 +197,10 @@ def test_sync_materializes_masked_documents_equal_to_masking_on_request(synced: 
     with Project.open(synced) as project:
         ids = sorted(project.catalog.entities("customer"))
         fingerprint = project.masking_fingerprint
-        held = project.online.held_documents("customer", "analyst", fingerprint)
+        held = project.online.documents.held(("customer", "analyst", fingerprint))
         assert sorted(held) == ids
         # Clear documents are not copied: reading the image is all they cost.
-        assert project.online.held_documents("customer", "steward", fingerprint) == {}
+        assert project.online.documents.held(("customer", "steward", fingerprint)) == {}
         served = [EntityService(project).document("customer", e, role="analyst") for e in ids]
         assert project.online.path.read_bytes().count(b'"policy"') == 0  # sealed at rest
     with Project.open(synced) as project:
@@ -193,12 +244,12 @@ def test_materializing_in_worker_processes_writes_what_one_process_writes(synced
             now = _now()
             vectors = {
                 e: (v.existed, v.values)
-                for e, v in project.online.get_many(view, versions, now).items()
+                for e, v in project.online.vectors.get(_scope(view), versions, now).items()
             }
             stored = project.store.get_many("customer", ids)
+            scope = ("customer", "analyst", project.masking_fingerprint)
             documents = [
-                project.online.get_document("analyst", project.masking_fingerprint, stored[e])
-                for e in ids
+                project.online.documents.get(scope, {e: stored[e].version}).get(e) for e in ids
             ]
             return vectors, documents
 
@@ -218,18 +269,17 @@ def test_after_a_store_key_rotation_the_online_store_is_sealed_again(synced: Pat
         view = project.views()["customer_360"]
         count = project.catalog.count("customer")
         # Rows sealed under the retired key count as missing, and are written again.
-        assert project.online.held(view) == {}
+        assert project.online.vectors.held(_scope(view)) == {}
         done = materialize(EntityService(project), project.online, project.views())
         assert done.written == {"customer_360": count} and done.documents == {"analyst": count}
-        assert len(project.online.held(view)) == count
+        assert len(project.online.vectors.held(_scope(view))) == count
 
 
 def test_a_current_vector_checked_a_moment_ago_is_answered_from_memory(synced: Path) -> None:
-    import time
-
+    now = [0.0]  # seconds, by the service's clock
     synced.write_text(synced.read_text().replace("\napi:\n", "\napi:\n  fresh_ms: 200\n"))
     with Project.open(synced) as project:
-        service = FeatureService(project)
+        service = FeatureService(project, clock=lambda: now[0])
         entity_id = sorted(project.catalog.entities("customer"))[0]
         assert service.recent_vector("customer_360", entity_id, "analyst") is None
         first = service.vector("customer_360", entity_id, role="analyst")
@@ -246,7 +296,9 @@ def test_a_current_vector_checked_a_moment_ago_is_answered_from_memory(synced: P
             )
             is None
         )
-        time.sleep(0.25)
+        now[0] = 0.199  # still within fresh_ms of the check
+        assert service.recent_vector("customer_360", entity_id, "analyst") is not None
+        now[0] = 0.25
         assert service.recent_vector("customer_360", entity_id, "analyst") is None
 
 
@@ -257,10 +309,9 @@ def test_kept_vectors_are_not_tracked_by_the_garbage_collector(synced: Path) -> 
         service = FeatureService(project)
         ids = sorted(project.catalog.entities("customer"))
         first = service.vectors("customer_360", ids, role="analyst")
-        stored = project.online.get_many(
-            project.views()["customer_360"],
-            {e: v for e, (v, _) in project.online.held(project.views()["customer_360"]).items()},
-            _now(),
+        scope = _scope(project.views()["customer_360"])
+        stored = project.online.vectors.get(
+            scope, _versions(project.online.vectors.held(scope)), _now()
         )
         # A tuple is let go of once the tuples inside it are: two passes at most.
         gc.collect()

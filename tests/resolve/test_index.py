@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 
 from fabric.crypto import KeyedHasher
 from fabric.demo import create_demo_project
 from fabric.project import Project
 from fabric.resolve.index import IdentityIndex, values_hash
+from fabric.store.sqlite import open_database
 
 
 def test_values_hash_is_keyed_order_free_and_tells_missing_from_text() -> None:
@@ -33,13 +35,16 @@ def test_forgetting_records_removes_them_and_every_key_they_were_filed_under(
         index.replace(
             [("crm.customers:1", "C1", ada), ("crm.customers:2", "C2", bob)], everything=True
         )
-        conn = project.catalog.connection
 
         def filed() -> dict[str, int]:
-            return {
-                str(ref): int(n)
-                for ref, n in conn.execute("SELECT ref, count(*) FROM identity_keys GROUP BY ref")
-            }
+            # The catalog lends its connection to no one: look at the file from another.
+            with closing(open_database(project.catalog.path, readonly=True)) as conn:
+                return {
+                    str(ref): int(n)
+                    for ref, n in conn.execute(
+                        "SELECT ref, count(*) FROM identity_keys GROUP BY ref"
+                    )
+                }
 
         assert set(filed()) == {"crm.customers:1", "crm.customers:2"}
         assert index.candidates([ada]) == {"crm.customers:1"}

@@ -168,3 +168,45 @@ def test_a_file_alone_has_its_steps_checked(tmp_path: Path) -> None:
     assert "transforms.yaml:3 customer.people.email.0: unknown step 'lowercsae'" in message
     assert "transforms.yaml:4 customer.people.x.derive: attribute access" in message
     assert "customer.people.y.derive: not allowed in an expression: Lambda" in message
+
+
+def test_a_derive_sees_transformed_and_dropped_columns_and_a_failure_names_where(
+    tmp_path: Path,
+) -> None:
+    table = compile_table(
+        tmp_path,
+        """
+customer:
+  people:
+    amount: {cast: REAL}
+    notes: drop
+    share: {derive: "amount / len(notes)", type: REAL}
+    big: {derive: "amount ** 2 > 100 and notes[0] == 'x'", type: INTEGER}
+""",
+    )
+    assert table.apply((1, "a", "b", "c", "12", "p", "xyz")) == (
+        1,
+        "a",
+        "b",
+        "c",
+        12.0,
+        "p",
+        4.0,
+        1,
+    )
+    with pytest.raises(SourceError) as caught:
+        table.apply((1, "a", "b", "c", "12", "p", ""))  # a division by zero
+    message = str(caught.value)
+    assert message.startswith("transforms.yaml: customer.people.share: the derive failed on a row")
+    assert "ZeroDivisionError" in message and "12" not in message
+
+
+def test_what_the_language_lacks_is_refused_naming_file_line_and_path(tmp_path: Path) -> None:
+    with pytest.raises(RuleError) as caught:
+        compile_table(
+            tmp_path,
+            "customer:\n  people:\n    x: {derive: '[n for n in name]'}\n",
+        )
+    assert "transforms.yaml:3 customer.people.x.derive: not allowed in an expression: ListComp" in (
+        str(caught.value)
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -68,9 +67,10 @@ def test_the_cache_can_be_turned_off(synced: Path, monkeypatch: pytest.MonkeyPat
 def test_a_document_served_a_moment_ago_is_served_from_memory_until_fresh_ms(
     synced: Path,
 ) -> None:
+    now = [0.0]  # seconds, by the service's clock
     synced.write_text(synced.read_text().replace("\napi:\n", "\napi:\n  fresh_ms: 300\n"))
     with Project.open(synced) as project:
-        service = EntityService(project)
+        service = EntityService(project, clock=lambda: now[0])
         entity_id = sorted(project.catalog.entities("customer"))[0]
         assert service.recent_document("customer", entity_id, "analyst", None) is None
         first = service.document("customer", entity_id, role="analyst")
@@ -79,7 +79,10 @@ def test_a_document_served_a_moment_ago_is_served_from_memory_until_fresh_ms(
         assert service.recent_document("customer", entity_id, "steward", None) is None
         assert service.recent_document("customer", entity_id, "analyst", ["crm_customers"]) is None
         sync_project(project, full=True)  # a new version of every entity
-        time.sleep(0.35)
+        # Within fresh_ms of the check, the answer is served again, new version or not.
+        now[0] = 0.299
+        assert service.recent_document("customer", entity_id, "analyst", None) is first
+        now[0] = 0.35
         # Past fresh_ms, the store is asked again: the new version.
         assert service.recent_document("customer", entity_id, "analyst", None) is None
         newer = service.document("customer", entity_id, role="analyst")

@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 
 from fabric.cli import main
 from fabric.errors import BudgetExceededError, SpineError
+from fabric.features.formats import FORMATS
 from fabric.project import Project
 from fabric.services.entities import EntityService
-from fabric.services.export import FORMATS, export_view
+from fabric.services.export import export_view
 from fabric.services.features import FeatureService
 
 START, END = datetime(2023, 1, 1), datetime(2027, 1, 1)

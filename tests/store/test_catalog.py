@@ -1,4 +1,6 @@
-"""The catalog's bulk rewrite: what a full sync uses for source keys, links and the index."""
+"""The catalog: bulk rewrites (a full sync's source keys, links and index), schema steps,
+and the queries on its tables that other modules call.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from fabric.store.catalog import Catalog
+from fabric.store.catalog import Catalog, EntityEvent, EntityRecord, StoredLink
+from fabric.store.sqlite import apsw, open_database
 
 
 def keys(catalog: Catalog, entity_type: str) -> set[tuple[str, str, str, str]]:
     return {
-        (str(s), str(t), str(k), str(e))
-        for s, t, k, e in catalog.connection.execute(
-            "SELECT source, source_table, source_key, entity_id FROM source_keys "
-            "WHERE entity_type = ?",
-            (entity_type,),
-        )
+        (str(ref.source), str(ref.table), str(ref.key), str(e))
+        for ref, e in catalog.source_map(entity_type).items()
     }
 
 
@@ -80,7 +79,9 @@ def test_delete_entities_removes_their_keys_only(tmp_path: Path) -> None:
 
 def test_catalog_upgrades_an_older_schema_in_place(tmp_path: Path) -> None:
     path = tmp_path / "catalog.db"
-    conn = Catalog(path).connection
+    Catalog(path).close()
+    # The catalog lends its connection to no one: the test opens the file itself.
+    conn = open_database(path)
     # As a catalog written before the last five steps: the indexes they drop are still
     # there, the columns and table they add are not, and the identity index has a record.
     conn.execute("CREATE INDEX identity_by_entity ON identity_records (entity_type, entity_id)")
@@ -95,7 +96,8 @@ def test_catalog_upgrades_an_older_schema_in_place(tmp_path: Path) -> None:
     steps = int(conn.pragma("user_version"))
     conn.pragma("user_version", steps - 5)
     conn.close()
-    upgraded = Catalog(path).connection
+    Catalog(path).close()
+    upgraded = open_database(path)
     assert int(upgraded.pragma("user_version")) == steps
     names = {str(n) for (n,) in upgraded.execute("SELECT name FROM sqlite_master")}
     assert not names & {"identity_by_entity", "source_keys_by_entity", "identity_keys_by_ref"}
@@ -111,13 +113,70 @@ def test_catalog_upgrades_an_older_schema_in_place(tmp_path: Path) -> None:
 
 def test_existing_and_entities_in_find_catalogued_ids_in_bulk(tmp_path: Path) -> None:
     catalog = Catalog(tmp_path / "catalog.db")
-    with catalog.connection:
-        catalog.connection.executemany(
-            "INSERT INTO entities VALUES (?, ?, 1, 'f', 's', 'c', 'u')",
-            [("customer", f"C{i}") for i in range(1200)] + [("device", "C5000")],
-        )
+    for entity_type, ids in (("customer", [f"C{i}" for i in range(1200)]), ("device", ["C5000"])):
+        records = [EntityRecord(entity_type, e, 1, "f", "s", "c", "u") for e in ids]
+        catalog.apply_batch(records, [], entity_type)
     asked = [f"C{i}" for i in range(0, 5001, 5)] + ['it\'s "quoted"', "C1"]
     expected = {f"C{i}" for i in range(0, 1200, 5)} | {"C1"}
     assert catalog.existing("customer", asked) == expected
     assert set(catalog.entities_in("customer", asked)) == expected  # more than one chunk of ids
     assert catalog.existing("customer", []) == set()
+
+
+def test_catalog_lends_its_connection_to_no_one(tmp_path: Path) -> None:
+    # Every query on the catalog's tables is one of its methods (STYLE habit 14).
+    catalog = Catalog(tmp_path / "catalog.db")
+    public = [getattr(catalog, name) for name in dir(catalog) if not name.startswith("_")]
+    assert not [value for value in public if isinstance(value, apsw.Connection)]
+
+
+def test_a_write_joins_the_bulk_rewrite_the_caller_has_open(tmp_path: Path) -> None:
+    # A full sync seals its new dictionary into the catalog while its source keys are being
+    # rewritten: if the run fails, neither is kept.
+    catalog = Catalog(tmp_path / "catalog.db")
+    writer = catalog.rewrite("source_keys", "customer")
+    writer.add([("customer", "crm", "customers", "1", "C1")])
+    catalog.put_dictionary("d1", "customer", "s1", 10, b"sealed")
+    catalog.set_watermarks({("crm", "customers", "id"): 1}, run_id=1)
+    writer.abort()
+    assert catalog.dictionaries() == []
+    assert catalog.watermark("crm", "customers", "id") is None
+    assert keys(catalog, "customer") == set()
+
+
+def test_watermarks_keep_their_type_and_restart_when_the_column_changes(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "catalog.db")
+    assert catalog.watermark("crm", "customers", "updated_at") is None
+    catalog.set_watermarks(
+        {("crm", "customers", "updated_at"): "2024-01-02T03:04:05", ("shop", "orders", "id"): 41},
+        run_id=1,
+    )
+    assert catalog.watermark("crm", "customers", "updated_at") == "2024-01-02T03:04:05"
+    assert catalog.watermark("shop", "orders", "id") == 41
+    assert catalog.watermark("shop", "orders", "updated_at") is None  # read by another column
+
+
+def test_runs_by_status_counts_every_recorded_run(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "catalog.db")
+    assert catalog.runs_by_status() == {}
+    for status in ("succeeded", "failed", "succeeded"):
+        catalog.finish_run(catalog.start_run("full"), status=status, counts={})
+    catalog.start_run("incremental")
+    assert catalog.runs_by_status() == {"succeeded": 2, "failed": 1, "running": 1}
+
+
+def test_history_keeps_links_and_follows_merges_to_the_survivor(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "catalog.db")
+    link = StoredLink("crm.customers:1", "shop.orders:7", "email", 0.9, {"email": 1.0})
+    catalog.replace_links("customer", {"C1": [link], "C2": [link]})
+    catalog.replace_links("customer", {"C2": []})
+    assert catalog.links("customer", "C1") == [link]
+    assert catalog.links("customer", "C2") == []
+    merge = EntityEvent("merge", "C1", ["C2"], "email", "2024-01-01T00:00:00+00:00", 1)
+    catalog.record_history("customer", [merge], {"C2": "C1"}, 1, current=["C1"])
+    catalog.record_history("customer", [], {"C1": "C3"}, 2, current=["C3"])
+    assert catalog.alias_target("customer", "C2") == "C3"  # older aliases follow the merge
+    assert catalog.alias_target("customer", "C1") == "C3"
+    assert catalog.events("customer", "C2") == [merge]
+    catalog.record_history("customer", [], {}, 3, current=["C2"])  # a split gave C2 back
+    assert catalog.alias_target("customer", "C2") is None

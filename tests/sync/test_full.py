@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from fabric.demo import DemoProject
 from fabric.errors import SourceError
 from fabric.project import Project
 from fabric.services.entities import EntityService
+from fabric.store.sqlite import open_database
 from fabric.sync import sync_project
 
 
@@ -182,11 +184,13 @@ def test_sync_with_worker_processes_builds_the_same_entities(
             documents.append(
                 {e: service.document("customer", e, role="steward")["tables"] for e in ids}
             )
-            # The identity index, hashed in the workers or here, files records alike.
-            indexes.append(
-                set(project.catalog.connection.execute("SELECT * FROM identity_keys"))
-                | set(project.catalog.connection.execute("SELECT * FROM identity_records"))
-            )
+            # The identity index, hashed in the workers or here, files records alike (looked
+            # at from a connection of the test's own: the catalog lends its to no one).
+            with closing(open_database(project.catalog.path, readonly=True)) as conn:
+                indexes.append(
+                    set(conn.execute("SELECT * FROM identity_keys"))
+                    | set(conn.execute("SELECT * FROM identity_records"))
+                )
     assert documents[0] == documents[1]
     assert indexes[0] == indexes[1] and len(indexes[0]) > 100
 

@@ -1,50 +1,23 @@
 """What happened to entities: the links that hold them together, merges, splits and aliases.
 
-Kept in the catalog beside the entities. Links carry rule names and similarities only, never
-values, so explanations can be shown to any role.
+Links carry rule names and similarities only, never values, so explanations can be shown to
+any role.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from fabric.store.catalog import Catalog, utc_now
+from fabric.store.catalog._records import EntityEvent, StoredLink, utc_now
+from fabric.store.catalog._tables import Tables
 
-__all__ = ["EntityEvent", "History", "StoredLink"]
-
-
-@dataclass(frozen=True)
-class StoredLink:
-    """Why two records of an entity belong together."""
-
-    record_a: str
-    record_b: str
-    rule: str
-    score: float | None
-    comparisons: dict[str, float]
+__all__ = ["HistoryTables"]
 
 
-@dataclass(frozen=True)
-class EntityEvent:
-    """A merge or a split, with when, why and which other entity ids took part."""
-
-    kind: str
-    entity_id: str
-    others: list[str]
-    reason: str
-    at: str
-    sync_run: int
-
-
-class History:
-    """Links, aliases and merge/split events of one catalog."""
-
-    def __init__(self, catalog: Catalog) -> None:
-        self._catalog = catalog
-        self._conn = catalog.connection
+class HistoryTables(Tables):
+    """``links``, ``aliases`` and ``events``: why records share an entity, and what changed."""
 
     def replace_links(
         self,
@@ -72,7 +45,7 @@ class History:
             for link in items
         )
         if everything:
-            with self._catalog.rewrite("links", entity_type) as writer:
+            with self.rewrite("links", entity_type) as writer:
                 writer.add(rows)
             return
         with self._conn:
@@ -95,7 +68,7 @@ class History:
             )
         ]
 
-    def record(
+    def record_history(
         self,
         entity_type: str,
         events: Iterable[EntityEvent],

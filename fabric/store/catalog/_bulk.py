@@ -1,0 +1,60 @@
+"""Bulk rewrites: how a full sync replaces every row of an entity type in one table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from fabric.store.sqlite import apsw, one_row
+
+__all__ = ["BULK_TABLES", "BulkRewrite"]
+
+#: Tables a full sync rewrites per entity type.
+BULK_TABLES = frozenset({"source_keys", "identity_records", "identity_keys", "links"})
+
+
+class BulkRewrite:
+    """One transaction that replaces every row of an entity type in one catalog table.
+
+    Readers see the old rows until it commits. The bulk tables have no secondary indexes
+    (keeping one up to date row by row cost a full sync more than the rows themselves), and
+    rows go straight into the table instead of through a staging copy. No other write may
+    use the connection meanwhile.
+    """
+
+    def __init__(self, conn: apsw.Connection, table: str, entity_type: str) -> None:
+        self._conn = conn
+        (width,) = one_row(conn, "SELECT count(*) FROM pragma_table_info(?)", (table,))
+        self._insert = f"INSERT OR REPLACE INTO main.{table} VALUES ({', '.join('?' * width)})"
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(f"DELETE FROM main.{table} WHERE entity_type = ?", (entity_type,))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._open = True
+
+    def add(self, rows: Iterable[tuple[object, ...]]) -> None:
+        """Write rows (whole table rows, entity type first)."""
+        self._conn.executemany(self._insert, rows)
+
+    def finish(self) -> None:
+        """Commit."""
+        if not self._open:
+            return
+        self._conn.execute("COMMIT")
+        self._open = False
+
+    def abort(self) -> None:
+        """Roll back: the table is as it was."""
+        if self._open:
+            self._open = False
+            self._conn.execute("ROLLBACK")
+
+    def __enter__(self) -> BulkRewrite:
+        return self
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        if kind is None:
+            self.finish()
+        else:
+            self.abort()
