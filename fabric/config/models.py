@@ -305,7 +305,8 @@ class ApiConfig(StrictModel):
         description="a line per request on the server's standard error (logger "
         "fabric.access): client, key name and role, method, path, status, milliseconds; "
         "never a key, a query string or a refused id. Off by default, as in granian and "
-        "gunicorn: it costs about a third of the lookups a server answers",
+        "gunicorn: it costs a good share of the lookups a server answers "
+        "(benchmarks/README.md, 'Access log')",
     )
     vector_cache: int = Field(
         100_000,

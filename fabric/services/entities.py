@@ -169,7 +169,7 @@ class EntityService:
         them, unmasked and past the cache. Never hand these rows to a caller."""
         decode = self.project.codec.decode
         # All decoding, then all reading: each loop keeps its own code and tables hot (one
-        # entity at a time through both ran a fifth slower).
+        # entity at a time through both was slower: benchmarks/README.md, "Flat reads").
         images = [decode(b.blob, b.entity_type, b.entity_id, b.version) for b in stored]
         flat = self._reader().flat
         return [flat(image, layout) for image in images]
