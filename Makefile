@@ -28,9 +28,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The suite runs in one process per core (at most 4): each builds its own session fixtures
+# (demo templates, a PostgreSQL cluster); a module's tests stay on one process (loadscope).
 pytest: install
 	bash scripts/ensure-postgres.sh
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --maxprocesses 4 --dist loadscope
 
 test: lint typecheck pytest
 

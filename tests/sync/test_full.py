@@ -195,9 +195,16 @@ def test_sync_with_worker_processes_builds_the_same_entities(
     assert indexes[0] == indexes[1] and len(indexes[0]) > 100
 
 
-def test_sync_spill_files_are_removed(fresh_demo: DemoProject) -> None:
+def test_sync_spill_files_are_removed(
+    fresh_demo: DemoProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import tempfile
 
+    # The sync spills under a temporary directory of this test's own, so that another sync
+    # running at the same time (tests run in parallel) cannot leave or take files from it.
+    own = tmp_path / "tmp"
+    own.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(own))
     before = set(Path(tempfile.gettempdir()).glob("fabric-sync-*"))
     with Project.open(fresh_demo.config_path) as project:
         sync_project(project, full=True)
