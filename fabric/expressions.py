@@ -139,31 +139,30 @@ def _safe_power(a: Any, b: Any) -> Any:
     return a**b
 
 
-def _safe_lshift(a: Any, b: Any) -> Any:
+def _check_shift(a: Any, b: Any) -> None:
     if abs(b) > MAX_SHIFT or abs(a) > MAX_SHIFT_BASE:
         raise ValueError("a shift by more than 10,000 or of too large a number")
+
+
+def _safe_lshift(a: Any, b: Any) -> Any:
+    _check_shift(a, b)
     return a << b
 
 
 def _safe_rshift(a: Any, b: Any) -> Any:
-    if abs(b) > MAX_SHIFT or abs(a) > MAX_SHIFT_BASE:
-        raise ValueError("a shift by more than 10,000 or of too large a number")
+    _check_shift(a, b)
     return a >> b
 
 
 #: Operators whose result can be made arbitrarily large: computed by a guard, not inline.
-_GUARDED: dict[type[ast.operator], str] = {
-    ast.Mult: "_safe_mult",
-    ast.Pow: "_safe_power",
-    ast.LShift: "_safe_lshift",
-    ast.RShift: "_safe_rshift",
+_GUARDED: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Mult: _safe_mult,
+    ast.Pow: _safe_power,
+    ast.LShift: _safe_lshift,
+    ast.RShift: _safe_rshift,
 }
-_GUARDS: dict[str, Callable[[Any, Any], Any]] = {
-    "_safe_mult": _safe_mult,
-    "_safe_power": _safe_power,
-    "_safe_lshift": _safe_lshift,
-    "_safe_rshift": _safe_rshift,
-}
+#: The guards as compiled expressions call them, by name.
+_GUARDS = {guard.__name__: guard for guard in _GUARDED.values()}
 
 #: Every kind of syntax node the language has (calls, dicts and f-strings have more rules).
 _ALLOWED: tuple[type[ast.AST], ...] = (
@@ -343,7 +342,7 @@ class _Rename(ast.NodeTransformer):
         guard = _GUARDED.get(type(node.op))
         if guard is None:
             return node
-        call = ast.Call(ast.Name(guard, ast.Load()), [node.left, node.right], [])
+        call = ast.Call(ast.Name(guard.__name__, ast.Load()), [node.left, node.right], [])
         return ast.copy_location(call, node)
 
     def visit_FormattedValue(self, node: ast.FormattedValue) -> Any:

@@ -22,7 +22,14 @@ from fabric import __version__
 from fabric.config import ProjectConfig, load_config
 from fabric.config.loader import read_yaml
 from fabric.config.secrets import Secrets, load_secrets
-from fabric.errors import ConfigError, RuleError, SourceError, SourceUnavailableError, StoreError
+from fabric.errors import (
+    ConfigError,
+    EntityNotFoundError,
+    RuleError,
+    SourceError,
+    SourceUnavailableError,
+    StoreError,
+)
 from fabric.features.spec import FeatureView, load_views
 from fabric.resolve.rules import CompiledMatchRules, load_match_rules
 from fabric.rules.entity_names import EntityNameFinder
@@ -189,6 +196,19 @@ class Project:
                 schema = self.known_schema() or self.reflected_schema()
                 self._views = load_views(self.config.resolve(path), schema)
         return self._views
+
+    def view(self, name: str) -> FeatureView:
+        """A feature view by name.
+
+        Raises:
+            EntityNotFoundError: no such view.
+        """
+        views = self.views()
+        if name not in views:
+            raise EntityNotFoundError(
+                f"unknown feature view (views: {', '.join(views) or 'none declared'})"
+            )
+        return views[name]
 
     @cached_property
     def transforms(self) -> Transforms | None:

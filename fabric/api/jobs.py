@@ -44,7 +44,7 @@ from fabric.errors import (
     JobNotReadyError,
     QuotaExceededError,
 )
-from fabric.features.formats import FORMATS
+from fabric.features.formats import FORMATS, export_format
 from fabric.features.spine import SpineLimits, check_spine
 from fabric.files import private_dir
 from fabric.project import Project
@@ -61,8 +61,10 @@ __all__ = [
 SPINE_FORMATS = {"text/csv": "csv", "application/vnd.apache.parquet": "parquet"}
 
 #: Files the sweep may delete: what jobs write (and their temporary files), and uploads.
-_JOB_FILE = re.compile(r"\.?[0-9a-f]{24}\.(parquet|csv|jsonl)(\.manifest\.json)?(\.[^/]+\.tmp)?")
-_UPLOAD_FILE = re.compile(r"[0-9a-f]{24}\.(csv|parquet)")
+_JOB_FILE = re.compile(
+    rf"\.?[0-9a-f]{{24}}\.({'|'.join(FORMATS)})(\.manifest\.json)?(\.[^/]+\.tmp)?"
+)
+_UPLOAD_FILE = re.compile(rf"[0-9a-f]{{24}}\.({'|'.join(SPINE_FORMATS.values())})")
 #: Longest pause between two sweeps.
 _SWEEP_SECONDS = 300.0
 
@@ -258,20 +260,15 @@ class ExportJobs:
             SpineError, SpineTooLargeError: the spine cannot be exported (column named), or
                 is past a limit.
         """
-        views = project.views()
-        if view not in views:
-            raise EntityNotFoundError(f"unknown feature view (views: {', '.join(views)})")
-        if fmt not in FORMATS:
-            raise InvalidRequestError(f"format must be one of {', '.join(FORMATS)}")
+        features = [f.name for f in project.view(view).features]
+        job_id = secrets.token_hex(12)
+        out = self.out_dir / f"{job_id}.{fmt}"
+        export_format(out, fmt)
         self.sweep()
         spine_path = None if spine is None else self._spine(spine, owner)
         if spine_path is not None:
-            features = [f.name for f in views[view].features]
             check_spine(spine_path, self.limits, name=spine, reserved=features)
-        job_id = secrets.token_hex(12)
-        job = ExportJob(
-            job_id, owner, view, role, fmt, spine, self.out_dir / f"{job_id}.{fmt}", spine_path
-        )
+        job = ExportJob(job_id, owner, view, role, fmt, spine, out, spine_path)
         with self._lock:
             self._jobs[job_id] = job
         self._pool.submit(self._run, project, job, spine_path)

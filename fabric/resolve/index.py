@@ -140,4 +140,5 @@ class IdentityIndex:
 
     def entity_of(self, refs: Iterable[str]) -> dict[str, str]:
         """ref -> entity id for indexed records."""
-        return self._catalog.identity_entities(self.entity_type, refs)
+        records = self._catalog.identity_records(self.entity_type, refs)
+        return {ref: entity_id for ref, (entity_id, _) in records.items()}

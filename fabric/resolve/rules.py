@@ -216,6 +216,17 @@ class CompiledMatchRules:
             for spec_index, spec in enumerate(rule.blocking)
         )
 
+    def source_of(
+        self, field: str, table: str
+    ) -> tuple[tuple[str, ...], Callable[[Any], str | None]] | None:
+        """The columns of ``table`` a field is read from and its normaliser; None when the
+        field is not read from this table. A field without ``columns`` reads the column of
+        its own name, in every table."""
+        mapping = self.sources[field]
+        if not mapping:
+            return (field,), self._defaults[field]
+        return mapping.get(table)
+
     def extractor(
         self,
         table: str,
@@ -229,13 +240,10 @@ class CompiledMatchRules:
         """
         plan: list[tuple[str, tuple[str, ...], Callable[[Any], str | None]]] = []
         for name in self.fields if fields is None else fields:
-            mapping = self.sources[name]
-            if mapping:
-                if table not in mapping:
-                    continue
-                columns, normaliser = mapping[table]
-            else:
-                columns, normaliser = (name,), self._defaults[name]
+            source = self.source_of(name, table)
+            if source is None:
+                continue
+            columns, normaliser = source
             if available is not None:
                 columns = tuple(c for c in columns if c in available)
             if columns:

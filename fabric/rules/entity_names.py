@@ -54,10 +54,8 @@ def name_fields(rules: CompiledMatchRules) -> tuple[str, ...]:
 
 def _read_from(rules: CompiledMatchRules, field: str, table: str) -> tuple[str, ...]:
     """The columns of ``table`` a match field is read from (none: not from this table)."""
-    sources = rules.sources[field]
-    if not sources:
-        return (field,)  # a field without `columns` reads the column of its own name
-    return sources[table][0] if table in sources else ()
+    source = rules.source_of(field, table)
+    return () if source is None else source[0]
 
 
 class EntityNameFinder:

@@ -156,7 +156,8 @@ class Fakes:
             return self._name_part(provider, locale, str(original), avoid)
         if provider == "name":
             return self._full_name(locale, str(original), avoid)
-        return self._pick(provider, locale, original, str(original).strip().lower(), avoid)
+        # Compared folded, as the pool's values are: "Zürich" is "zurich" in the pool.
+        return self._pick(provider, locale, original, fold(str(original).strip()), avoid)
 
     def _pick(
         self, provider: str, locale: str, key: object, own: str, avoid: frozenset[str]

@@ -31,9 +31,19 @@ from fabric.rules.operators import (
     compile_operator,
 )
 
-__all__ = ["CLEAR", "MASKING_FORMAT", "CompiledPolicies", "MaskingPolicy", "load_masking"]
+__all__ = [
+    "CLEAR",
+    "MASKING_FORMAT",
+    "NAMED_OPS",
+    "CompiledPolicies",
+    "MaskingPolicy",
+    "load_masking",
+]
 
 CLEAR = "clear"
+#: Operators that look at the entity's names besides the value (a policy using one needs
+#: them: :attr:`MaskingPolicy.needs_names`; so do the feature masks that use one).
+NAMED_OPS = frozenset({"free_text", "fake"})
 
 #: The operators' output format: raised whenever an operator gives another output for the
 #: same value, key and rules (2: padded tokens, names from the match rules, one fake identity
@@ -278,7 +288,7 @@ def load_masking(
                             )
                         )
                         continue
-                    if spec.op in ("free_text", "fake"):
+                    if spec.op in NAMED_OPS:
                         needs_names = True
                     plan[column] = fn
                 tables[(etype, table)] = plan

@@ -118,27 +118,38 @@ class EntityService:
                 self._cache[key] = found
         return found
 
-    def mask_context(self, policy: MaskingPolicy, entity_type: str, entity_id: str) -> MaskContext:
+    def mask_context(
+        self, policy: MaskingPolicy, entity_type: str, entity_id: str, version: int | None = None
+    ) -> MaskContext:
         """An entity's mask context under ``policy``, as its document is masked with: its
         names (from its rows, kept by version) when the policy's operators look at them.
         For masks applied to values read apart from the document (feature values); an id
-        no longer stored gets a context without names."""
+        no longer stored gets a context without names. A caller that knows the entity's
+        ``version`` (a vector's) is answered from the names kept for it without a read."""
         context = MaskContext(entity_type, entity_id)
         if not policy.needs_names:
             return context
-        stored = self.project.store.get(entity_type, entity_id)
-        if stored is None:
-            return context
-        key = (entity_type, entity_id, stored.version)
-        with self._lock:
-            names = self._names.get(key)
+        names = None if version is None else self.kept_names(entity_type, entity_id, version)
         if names is None:
-            _, tables = self._read(stored)
-            names = policy.names_of(entity_type, tables)
+            stored = self.project.store.get(entity_type, entity_id)
+            if stored is None:
+                return context
+            key = (entity_type, entity_id, stored.version)
             with self._lock:
-                self._names[key] = names
+                names = self._names.get(key)
+            if names is None:
+                _, tables = self._read(stored)
+                names = policy.context(entity_type, entity_id, tables).names
+                with self._lock:
+                    self._names[key] = names
         context.names = names
         return context
+
+    def kept_names(self, entity_type: str, entity_id: str, version: int) -> EntityNames | None:
+        """The names kept for this version of an entity, if any (memory only: safe on the
+        event loop)."""
+        with self._lock:
+            return self._names.get((entity_type, entity_id, version))
 
     def _entity_type(self, entity_type: str) -> None:
         if entity_type not in self.project.config.entities:

@@ -231,8 +231,9 @@ def _compute_with(project: Project, job: _Job) -> tuple[int, int]:
     view = service.view(job.view)
     policy = project.policy_for(job.role)
     contexts = service.contexts(view, policy)
+    plan = service.plan(view, policy)
     # A role that does not see a time the view reads in clear is not told when rows were.
-    hide_existed = service.plan(view, policy).hide_existed
+    hide_existed = plan.hide_existed
     layout = columns_read(view)
     rows = ipc.open_file(job.rows).read_all()
     ids = rows.column("entity_id").to_pylist()
@@ -258,7 +259,7 @@ def _compute_with(project: Project, job: _Job) -> tuple[int, int]:
         tables = [[] if e == _MISSING else next(read) for e in chunk]
         done = compute_many(view, tables, owner[picked] - first, times[picked])
         entity_of = [chunk[o] for o in (owner[picked] - first).tolist()]
-        mask_columns(view, policy, entity_of, done.columns, contexts)
+        mask_columns(plan, entity_of, done.columns, contexts)
         found = np.fromiter((e != _MISSING for e in entity_of), np.bool_, len(entity_of))
         parts.append(
             pa.table(
@@ -325,8 +326,8 @@ def export_view(
         raise SpineError("exports need a project opened from its fabric.yaml")
     now = started.replace(tzinfo=None, microsecond=0).isoformat()
     features = [f.name for f in view.features]
-    if spine is not None:
-        check_spine(spine, limits, reserved=features)
+    # The spine's rows as its check counted them (None: not counted without limits).
+    counted = None if spine is None else check_spine(spine, limits, reserved=features).rows
 
     def batches() -> Iterator[pa.RecordBatch]:
         if spine is not None:
@@ -337,9 +338,10 @@ def export_view(
             chunk = ids[begin : begin + _BATCH]
             yield pa.record_batch({"entity_id": chunk, "event_timestamp": [now] * len(chunk)})
 
-    estimate = (
-        estimated_rows(spine) if spine is not None else project.catalog.count(view.entity_type)
-    )
+    if spine is None:
+        estimate = project.catalog.count(view.entity_type)
+    else:
+        estimate = counted if counted is not None else estimated_rows(spine)
     partitions = min(_MAX_PARTITIONS, max(4 * workers, math.ceil(estimate / _PARTITION_ROWS)))
     with (
         tempfile.TemporaryDirectory(prefix="fabric-export-") as tmp,
@@ -562,9 +564,10 @@ def _write(
                 elif csv_writer is not None:
                     csv_writer.write_table(table)
                 else:
-                    for row in table.to_pylist():
-                        line = json.dumps(row, ensure_ascii=False, default=str) + "\n"
-                        handle.write(line.encode())
+                    lines = (
+                        json.dumps(r, ensure_ascii=False, default=str) for r in table.to_pylist()
+                    )
+                    handle.write("".join(line + "\n" for line in lines).encode())
                 # Each batch is in the file once written (a Parquet row group each): its
                 # position is the file's size.
                 if budget is not None and handle.tell() > budget:

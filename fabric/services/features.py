@@ -24,7 +24,7 @@ from fabric.errors import BadTimeError, EntityNotFoundError, FabricError, Invali
 from fabric.features.compute import Column, columns_read, compute_many, micros, parse_time
 from fabric.features.spec import Feature, FeatureView
 from fabric.project import Project
-from fabric.rules.masking import MaskingPolicy
+from fabric.rules.masking import NAMED_OPS, MaskingPolicy
 from fabric.rules.operators import MaskContext, MaskFunction
 from fabric.services.entities import EntityService, check_id
 from fabric.store.online import OnlineVector
@@ -51,8 +51,6 @@ _VALUE_KINDS = ("attribute", "last", "min", "max")
 #: the masked values give the same count.
 _COMPUTED_KINDS = ("sum", "avg", "distinct")
 _ONE_TO_ONE = frozenset({"tokenize", "hash", "fpe"})
-#: Operators that look at the entity's names besides the value.
-_NAMED_OPS = frozenset({"free_text", "fake"})
 
 
 @dataclass(frozen=True)
@@ -111,7 +109,7 @@ def mask_plan(view: FeatureView, policy: MaskingPolicy) -> MaskPlan:
             mask, op = mask_of(feature.table, feature.column)
             if mask is not None:
                 masks[feature.name] = mask
-                needs_names = needs_names or op in _NAMED_OPS
+                needs_names = needs_names or op in NAMED_OPS
         elif feature.kind in _COMPUTED_KINDS:
             mask, op = mask_of(feature.table, feature.column)
             if mask is not None and not (feature.kind == "distinct" and op in _ONE_TO_ONE):
@@ -138,20 +136,18 @@ def _apply_masks(plan: MaskPlan, context: MaskContext, values: dict[str, Any]) -
 
 
 def mask_columns(
-    view: FeatureView,
-    policy: MaskingPolicy,
+    plan: MaskPlan,
     entity_of: Sequence[str],
     columns: dict[str, Column],
     context_of: Callable[[str], MaskContext],
 ) -> None:
-    """Mask columns of many vectors in place (see :func:`mask_plan`); ``entity_of`` names each
-    row's entity, and ``context_of`` gives an entity's mask context
+    """Mask columns of many vectors in place as ``plan`` says (:meth:`FeatureService.plan`);
+    ``entity_of`` names each row's entity, and ``context_of`` gives an entity's mask context
     (:meth:`FeatureService.contexts`).
 
     Each distinct (entity, value) is masked once: an entity's rows at many times mostly
     share the value.
     """
-    plan = mask_plan(view, policy)
     contexts: dict[str, MaskContext] = {}
     for name, mask in plan.masks.items():
         masked: dict[tuple[str, Any], Any] = {}
@@ -279,17 +275,12 @@ class FeatureService:
         self.misses = 0
 
     def view(self, name: str) -> FeatureView:
-        """A feature view by name.
+        """A feature view by name (:meth:`Project.view`).
 
         Raises:
             EntityNotFoundError: no such view.
         """
-        views = self.project.views()
-        if name not in views:
-            raise EntityNotFoundError(
-                f"unknown feature view (views: {', '.join(views) or 'none declared'})"
-            )
-        return views[name]
+        return self.project.view(name)
 
     @staticmethod
     def _moment(as_of: str | None) -> datetime:
@@ -440,9 +431,14 @@ class FeatureService:
         moment = self._moment(None)
         if not entry[2] <= micros(moment) < entry[3]:  # computed_at <= now < until
             return None
+        view, vector = self.view(view_name), _vector(entry)
+        if self.plan(view, self.project.policy_for(role)).needs_names and (
+            self.entities.kept_names(view.entity_type, vector.entity_id, vector.version) is None
+        ):
+            return None  # its names would be a read of the store: not on the event loop
         with self._lock:
             self.hits += 1
-        return self._answer(self.view(view_name), moment, entity_id, _vector(entry), role)
+        return self._answer(view, moment, entity_id, vector, role)
 
     def plan(self, view: FeatureView, policy: MaskingPolicy) -> MaskPlan:
         """How ``policy`` masks ``view`` (:func:`mask_plan`), made once."""
@@ -468,7 +464,14 @@ class FeatureService:
             return values
         plan = self.plan(view, policy)
         if plan.masks or plan.withheld:
-            _apply_masks(plan, self.contexts(view, policy)(vector.entity_id), values)
+            context = (
+                self.entities.mask_context(
+                    policy, view.entity_type, vector.entity_id, vector.version
+                )
+                if plan.needs_names
+                else MaskContext(view.entity_type, vector.entity_id)
+            )
+            _apply_masks(plan, context, values)
         return values
 
     def vectors(

@@ -112,6 +112,22 @@ def test_fake_is_deterministic_per_input_and_key_and_never_the_original(value: s
     assert fake.lower() != value.strip().lower()
 
 
+def test_fake_is_never_an_accented_original_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pool value with accents, masked, is never handed back as its own fake, even when its
+    key lands on its own place in the pool (the pool's values are compared folded, so the
+    original must be too)."""
+    from fabric.rules.fakes import Fakes, _pool
+    from fabric.rules.names import fold
+
+    fakes = Fakes(KEY)
+    pool = [v for v, _, _ in _pool("city", "de_DE", fakes._seed)]
+    accented = [at for at, v in enumerate(pool) if not v.isascii()]
+    assert accented, "the pool holds no accented city to try"
+    for at in accented:
+        monkeypatch.setattr(Fakes, "_index", lambda self, provider, value, at=at: at)
+        assert fold(fakes.value("city", "de_DE", pool[at])) != fold(pool[at]), pool[at]
+
+
 def test_fake_names_differ_by_key_and_emails_are_built_from_fake_names() -> None:
     names = [f"name{i}" for i in range(50)]
     mine = [op({"op": "fake", "provider": "last_name"})(n, CTX) for n in names]

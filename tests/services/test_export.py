@@ -352,7 +352,7 @@ def test_values_of_masked_columns_never_reach_a_masked_role(
     from fabric.features.compute import compute, compute_many, entity_rows, micros
     from fabric.features.spec import load_views
     from fabric.rules.operators import MaskContext
-    from fabric.services.features import mask_attributes, mask_columns
+    from fabric.services.features import mask_attributes, mask_columns, mask_plan
 
     views = tmp_path / "features.yaml"
     views.write_text(
@@ -388,7 +388,12 @@ def test_values_of_masked_columns_never_reach_a_masked_role(
         assert unchanged == clear
         # The batch path masks alike.
         done = compute_many(view, [entity_rows(view, tables)], [0], [micros(moment)])
-        mask_columns(view, analyst, [entity_id], done.columns, lambda e: MaskContext("customer", e))
+        mask_columns(
+            mask_plan(view, analyst),
+            [entity_id],
+            done.columns,
+            lambda e: MaskContext("customer", e),
+        )
         assert done.vector(0)[1] == masked
         break
     else:

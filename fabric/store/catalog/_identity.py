@@ -119,15 +119,3 @@ class IdentityTables(Tables):
             if row is not None:
                 out[ref] = (str(row[0]), None if row[1] is None else bytes(row[1]))
         return out
-
-    def identity_entities(self, entity_type: str, refs: Iterable[str]) -> dict[str, str]:
-        """ref -> entity id for indexed records."""
-        out: dict[str, str] = {}
-        for ref in refs:
-            row = self._conn.execute(
-                "SELECT entity_id FROM identity_records WHERE entity_type = ? AND ref = ?",
-                (entity_type, ref),
-            ).fetchone()
-            if row is not None:
-                out[ref] = str(row[0])
-        return out
