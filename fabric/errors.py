@@ -18,6 +18,7 @@ __all__ = [
     "BudgetExceededError",
     "ConfigError",
     "EntityNotFoundError",
+    "ExecutorError",
     "ExpiredError",
     "FabricError",
     "InvalidRequestError",
@@ -168,6 +169,12 @@ class JobNotReadyError(FabricError):
     """The job's file is asked for before the job succeeded."""
 
     code = "conflict"
+
+
+class ExecutorError(FabricError):
+    """Where a run's tasks execute failed: a scheduler unreachable or gone, a worker died."""
+
+    code = "executor_error"
 
 
 class ReadTimeoutError(FabricError):
