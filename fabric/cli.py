@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 
@@ -234,12 +234,39 @@ def _counts(counts: dict[str, int], what: str = "") -> str:
     help="Read every row and re-resolve and rewrite every entity; also removes records and "
     "entities gone from the sources.",
 )
-@_workers_option(
-    "Processes that build and encrypt entities in a full sync (the first sync is one), "
-    "and that patch entities in an incremental sync touching thousands of them."
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Worker processes that compute match values, build and encrypt entities, patch "
+    "thousands of them, and materialize the online store; with --executor dask and no "
+    "--scheduler, the workers of the cluster started for the run.  [default: "
+    "executor.workers in fabric.yaml, 1]",
+)
+@click.option(
+    "--executor",
+    "executor_kind",
+    type=click.Choice(["local", "dask"]),
+    default=None,
+    help="Where the sync's tasks run: local processes, or a Dask cluster (the one at "
+    "--scheduler, or one started on 127.0.0.1 for the run).  [default: executor.kind in "
+    "fabric.yaml, local]",
+)
+@click.option(
+    "--scheduler",
+    metavar="tcp://HOST:PORT",
+    default=None,
+    help="A running Dask scheduler (implies --executor dask). tcp:// must be this machine's "
+    "loopback: tasks carry source rows and keys; use tls:// for anything else (README).",
 )
 @_handles_errors
-def sync(config_path: Path, full: bool, workers: int) -> None:
+def sync(
+    config_path: Path,
+    full: bool,
+    workers: int | None,
+    executor_kind: Literal["local", "dask"] | None,
+    scheduler: str | None,
+) -> None:
     """Extract sources, resolve records into entities, build and store micro-databases.
 
     Incremental by default once a first sync has run: only rows at or past each table's
@@ -247,12 +274,24 @@ def sync(config_path: Path, full: bool, workers: int) -> None:
     (merges and splits are recorded; merged-away ids keep answering). Deletions in sources
     are found by --full. Sources and rules are all checked, and every row needed is read,
     before anything is written: on any error the store is left as it was.
+
+    The same tasks run inline, in local worker processes, or on a Dask cluster, and give
+    the same store: `fabric sync --full --scheduler tcp://127.0.0.1:8786` after
+    `dask scheduler --host 127.0.0.1` and `dask worker tcp://127.0.0.1:8786 --nthreads 1`.
     """
     from fabric.project import Project
-    from fabric.sync import sync_project
+    from fabric.sync import open_sync_executor, sync_project
 
-    with Project.open(config_path) as project, _progress() as progress:
-        report = sync_project(project, full=full, progress=progress, workers=workers)
+    with (
+        Project.open(config_path) as project,
+        _progress() as progress,
+        open_sync_executor(
+            project, kind=executor_kind, workers=workers, scheduler=scheduler
+        ) as executor,
+    ):
+        report = sync_project(
+            project, full=full, progress=progress, workers=workers, executor=executor
+        )
     _print_sync(report)
 
 

@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import ipaddress
 import multiprocessing
-import os
 import socket
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
 from concurrent.futures.process import BrokenProcessPool
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 
 from fabric.errors import ExecutorError
@@ -85,10 +85,20 @@ class Executor:
         for job in jobs:
             yield fn(job)
 
+    def start(
+        self, fn: Callable[[J], R], jobs: Iterable[J], *, ordered: bool = True
+    ) -> Iterator[R]:
+        """Submit every job now; yield the results as they are consumed.
+
+        For work that should proceed while this process does something else first. Inline,
+        nothing runs before the results are asked for.
+        """
+        return self.map(fn, jobs, ordered=ordered)
+
     def close(self) -> None:
         """Stop the workers this executor started (none for an inline one)."""
 
-    def __enter__(self) -> Executor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -132,12 +142,16 @@ def _windowed(
 
 
 def _first_done(futures: list[Future[Any]]) -> Future[Any]:
-    from concurrent.futures import FIRST_COMPLETED, wait
-
     return next(iter(wait(futures, return_when=FIRST_COMPLETED).done))
 
 
-def _start_worker(collect: bool, initializer: Callable[..., None] | None, args: tuple[Any, ...]) -> None:
+def _nothing() -> None:
+    """A task that only makes the workers start."""
+
+
+def _start_worker(
+    collect: bool, initializer: Callable[..., None] | None, args: tuple[Any, ...]
+) -> None:
     if not collect:
         # A sync's tasks allocate millions of small objects that form no cycles; a full
         # collection walks all of them again and again (benchmarks/README.md, "Sync
@@ -191,10 +205,27 @@ class LocalExecutor(Executor):
         ordered: bool = True,
     ) -> Iterator[R]:
         window = ahead if ahead is not None else 2 * self.workers
-        try:
-            for future in _windowed(
+        return self._results(
+            _windowed(
                 lambda job: self._pool.submit(fn, job), jobs, max(1, window), ordered, _first_done
-            ):
+            )
+        )
+
+    def start(
+        self, fn: Callable[[J], R], jobs: Iterable[J], *, ordered: bool = True
+    ) -> Iterator[R]:
+        futures = [self._pool.submit(fn, job) for job in jobs]
+        return self._results(iter(futures) if ordered else as_completed(futures))
+
+    def warm_up(self) -> None:
+        """Start the workers now (and their initializer), without waiting for them: they
+        would otherwise start with the first task."""
+        self._pool.submit(_nothing)
+
+    @staticmethod
+    def _results(futures: Iterator[Future[R]]) -> Iterator[R]:
+        try:
+            for future in futures:
                 yield future.result()
         except BrokenProcessPool as exc:
             raise ExecutorError(
@@ -253,6 +284,11 @@ def _reachable(address: str, timeout: float) -> None:
         raise ExecutorError(f"cannot reach the Dask scheduler at {address}: {reason}") from None
 
 
+def _distributed() -> Any:
+    """dask.distributed, imported when a run asks for it (it is untyped: Any)."""
+    return importlib.import_module("distributed")
+
+
 class DaskExecutor(Executor):
     """Tasks on a Dask cluster: one whose scheduler is given, or a new loopback one.
 
@@ -272,10 +308,7 @@ class DaskExecutor(Executor):
     def __init__(
         self, scheduler: str | None, workers: int = 2, *, allow_plaintext: bool = False
     ) -> None:
-        try:
-            import distributed
-        except ImportError as exc:  # pragma: no cover - a dependency of fabric
-            raise ExecutorError("the dask executor needs the 'distributed' package") from exc
+        distributed = _distributed()
         self._cluster: Any = None
         if scheduler is None:
             self._cluster = distributed.LocalCluster(
@@ -298,7 +331,9 @@ class DaskExecutor(Executor):
             raise ExecutorError(
                 f"cannot reach the Dask scheduler at {self.address}: {exc}"
             ) from None
-        self.workers = max(1, sum(self._client.nthreads().values())) if self._cluster is None else workers
+        self.workers = (
+            max(1, sum(self._client.nthreads().values())) if self._cluster is None else workers
+        )
 
     def map(
         self,
@@ -308,29 +343,43 @@ class DaskExecutor(Executor):
         ahead: int | None = None,
         ordered: bool = True,
     ) -> Iterator[R]:
-        import distributed
+        distributed = _distributed()
 
         window = ahead if ahead is not None else 2 * self.workers
-        client = self._client
         done = distributed.as_completed()
 
         def submit(job: J) -> Any:
-            # pure=False: two equal jobs of one run are still two tasks (a task's key must
-            # not let the scheduler hand back a result of an earlier, failed attempt).
-            future = client.submit(fn, job, pure=False)
+            future = self._submit(fn, job)
             done.add(future)
             return future
 
         def wait_any(futures: list[Any]) -> Any:
             return next(done)
 
+        return self._results(_windowed(submit, jobs, max(1, window), ordered, wait_any))
+
+    def start(
+        self, fn: Callable[[J], R], jobs: Iterable[J], *, ordered: bool = True
+    ) -> Iterator[R]:
+        distributed = _distributed()
+
+        futures = [self._submit(fn, job) for job in jobs]
+        return self._results(iter(futures) if ordered else distributed.as_completed(futures))
+
+    def _submit(self, fn: Callable[[J], R], job: J) -> Any:
+        # pure=False: two equal jobs are still two tasks, each with a key of its own.
+        return self._client.submit(fn, job, pure=False)
+
+    def _results(self, futures: Iterator[Any]) -> Iterator[Any]:
+        distributed = _distributed()
+
         try:
-            for future in _windowed(submit, jobs, max(1, window), ordered, wait_any):
+            for future in futures:
                 yield future.result()
         except (OSError, TimeoutError, distributed.client.FutureCancelledError) as exc:
             raise ExecutorError(
-                f"lost the Dask scheduler at {self.address} during the run ({type(exc).__name__}); "
-                "the run stopped: run it again"
+                f"lost the Dask scheduler at {self.address} during the run "
+                f"({type(exc).__name__}); the run stopped: run it again"
             ) from None
 
     def close(self) -> None:
@@ -363,4 +412,3 @@ def open_executor(
     if workers <= 1:
         return InProcessExecutor()
     return LocalExecutor(workers, preload=preload, collect=collect)
-

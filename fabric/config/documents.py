@@ -15,13 +15,25 @@ the limit, it fails at once whatever its size (benchmarks/README.md, "YAML nesti
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 
-__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "Loc", "YamlDocument", "YamlLoadError", "load_yaml_file"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
+    "Loc",
+    "YamlDocument",
+    "YamlLoadError",
+    "load_yaml_file",
+    "read_once",
+]
 
 #: Rule and config files are small; anything larger is a mistake or an attack.
 MAX_FILE_BYTES = 1024 * 1024
@@ -142,6 +154,42 @@ def _build(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> Any:
     return _constructor.construct_object(node, deep=True)
 
 
+#: Within :func:`read_once`: each file's text as first read, by absolute path.
+_READ: ContextVar[dict[str, str] | None] = ContextVar("fabric_files_read", default=None)
+
+
+@contextlib.contextmanager
+def read_once() -> Iterator[None]:
+    """Within: every YAML file is read from disk once, and each later load of it parses that
+    same text.
+
+    A sync reads each rule file several times (to compile it, to check it against the
+    sources, to compute the rules version it records): an edit saved meanwhile must not make
+    it record a version other than the one it ran.
+    """
+    token = _READ.set({})
+    try:
+        yield
+    finally:
+        _READ.reset(token)
+
+
+def _text_of(path: Path) -> str:
+    texts = _READ.get()
+    key = os.path.abspath(path)
+    if texts is not None and key in texts:
+        return texts[key]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise YamlLoadError("file is not valid UTF-8 text") from exc
+    except OSError as exc:
+        raise YamlLoadError(f"cannot read file ({exc.strerror})") from exc
+    if texts is not None:
+        texts[key] = text
+    return text
+
+
 def load_yaml_file(path: Path) -> YamlDocument:
     """Parse ``path`` into plain values with line numbers.
 
@@ -157,12 +205,7 @@ def load_yaml_file(path: Path) -> YamlDocument:
         raise YamlLoadError(f"cannot read file ({exc.strerror})") from exc
     if size > MAX_FILE_BYTES:
         raise YamlLoadError(f"file is {size} bytes; the limit is {MAX_FILE_BYTES} (1 MiB)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise YamlLoadError("file is not valid UTF-8 text") from exc
-    except OSError as exc:
-        raise YamlLoadError(f"cannot read file ({exc.strerror})") from exc
+    text = _text_of(path)
     try:
         root = yaml.compose(text, Loader=_GuardedLoader)
         lines: dict[Loc, int] = {}

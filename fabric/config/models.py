@@ -17,6 +17,7 @@ from pydantic import (
     PrivateAttr,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 from fabric.config.validation import StrictModel
@@ -28,6 +29,7 @@ __all__ = [
     "CsvConfig",
     "EntityTableConfig",
     "EntityTypeConfig",
+    "ExecutorConfig",
     "ProjectConfig",
     "RoleConfig",
     "Route",
@@ -156,6 +158,41 @@ class StoreConfig(StrictModel):
         le=1_000_000,
         description="recently read entities kept decoded in memory, by version (0: none)",
     )
+
+
+class ExecutorConfig(StrictModel):
+    """Where a sync's tasks run (README, "Running a sync on a Dask cluster").
+
+    ``local`` (the default) uses worker processes on this machine; ``dask`` sends the same
+    tasks to a Dask cluster: the one at ``scheduler``, or, without one, a cluster of
+    ``workers`` processes started for the run on 127.0.0.1. ``executor: dask`` is short for
+    ``executor: {kind: dask}``.
+    """
+
+    kind: Literal["local", "dask"] = "local"
+    workers: int = Field(
+        1, ge=1, le=64, description="worker processes (local, or a Dask cluster fabric starts)"
+    )
+    scheduler: str | None = Field(
+        None,
+        description="a running Dask scheduler, tcp://HOST:PORT (loopback only) or tls://HOST:PORT",
+    )
+    allow_plaintext: bool = Field(
+        False,
+        description="allow a tcp:// scheduler on another machine: tasks carry source rows and "
+        "store keys in the clear, so only on a network you trust with the data",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: object) -> object:
+        return {"kind": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _scheduler_needs_dask(self) -> ExecutorConfig:
+        if self.scheduler is not None and self.kind != "dask":
+            raise ValueError("scheduler: is for kind: dask")
+        return self
 
 
 class SecretsConfig(StrictModel):
@@ -325,6 +362,7 @@ class ProjectConfig(StrictModel):
     sources: dict[Name, SourceConfig] = Field(min_length=1)
     entities: dict[Name, EntityTypeConfig] = Field(min_length=1)
     store: StoreConfig = StoreConfig()
+    executor: ExecutorConfig = ExecutorConfig()
     secrets: SecretsConfig = SecretsConfig()
     rules: RulesConfig
     roles: dict[Name, RoleConfig] = Field(default_factory=dict)

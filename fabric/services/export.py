@@ -20,13 +20,10 @@ import hashlib
 import itertools
 import json
 import math
-import multiprocessing
-import multiprocessing.pool
 import os
 import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +38,7 @@ import pyarrow.parquet as pq
 
 from fabric import __version__
 from fabric.errors import BudgetExceededError, FabricError, SpineError
+from fabric.executors import LocalExecutor
 from fabric.features.compute import ARROW_TYPES, columns_read, compute_many, parse_times
 from fabric.features.formats import export_format
 from fabric.features.spec import FeatureView
@@ -200,22 +198,6 @@ def _open_project(config: Path) -> None:
         _projects[config] = Project.open(config)
 
 
-def _start_pool(workers: int, config: Path) -> multiprocessing.pool.Pool:
-    """Worker processes with the project open. They fork from a server process that imports
-    fabric once (spawning each paid for all of fabric's imports, on the cores reading the
-    spine: benchmarks/README.md, "Export workers"), and nothing of this process (its open
-    databases) reaches them."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    return context.Pool(workers, initializer=_open_project, initargs=(config,))
-
-
-def _stop_pool(starting: Future[multiprocessing.pool.Pool]) -> None:
-    # A pool that failed to start has nothing to stop, and its error is not this one's.
-    with contextlib.suppress(Exception):
-        starting.result().terminate()
-
-
 def _compute_partition(job: _Job) -> tuple[int, int]:
     """Compute a partition in a worker process (the project opened once per process)."""
     _open_project(job.config)
@@ -347,13 +329,21 @@ def export_view(
         tempfile.TemporaryDirectory(prefix="fabric-export-") as tmp,
         contextlib.ExitStack() as stack,
     ):
-        starting = None
+        executor = None
         if workers > 1:
-            # Started first, from a thread: the workers start while the spine is read.
-            starting = stack.enter_context(ThreadPoolExecutor(1)).submit(
-                _start_pool, workers, project.config.path
+            # Workers with the project open, forked from a server that imported fabric once
+            # (spawning each paid for all of fabric's imports, on the cores reading the
+            # spine: benchmarks/README.md, "Export workers"). They start now, while the
+            # spine is read.
+            executor = stack.enter_context(
+                LocalExecutor(
+                    workers,
+                    preload=[__name__],
+                    initializer=_open_project,
+                    initargs=(project.config.path,),
+                )
             )
-            stack.callback(_stop_pool, starting)
+            executor.warm_up()
         work = Path(tmp)
         total, not_found = _place(
             project, service, view, batches(), work, partitions, spine, progress, estimate
@@ -372,8 +362,8 @@ def export_view(
         ]
         entities = 0
         done: Iterable[tuple[int, int]]
-        if starting is not None and len(jobs) > 1:
-            done = starting.result().imap_unordered(_compute_partition, jobs)
+        if executor is not None and len(jobs) > 1:
+            done = executor.start(_compute_partition, jobs, ordered=False)
         else:
             done = (_compute_with(project, job) for job in jobs)
         for count, found in done:

@@ -9,7 +9,6 @@ the entity read path, so a served document equals one masked on request.
 
 from __future__ import annotations
 
-import multiprocessing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fabric.errors import StoreError
+from fabric.executors import LocalExecutor
 from fabric.features.compute import micros
 from fabric.features.spec import FeatureView
 from fabric.project import Project
@@ -241,7 +241,5 @@ def _run(
         for job in jobs:
             yield job, job.rows(project, entities)
         return
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    with context.Pool(min(workers, len(jobs))) as pool:
-        yield from zip(jobs, pool.imap(_rows_in_worker, jobs), strict=True)
+    with LocalExecutor(min(workers, len(jobs)), preload=[__name__]) as executor:
+        yield from zip(jobs, executor.map(_rows_in_worker, jobs), strict=True)

@@ -5,26 +5,24 @@ rule file compiled *before* anything is written, so a missing table or a broken 
 run with the store untouched; and every row a run needs is read before its first write, so a
 source that fails mid-run leaves the store as it was. Entities whose content did not change
 keep their version and are not rewritten.
+
+The stages follow the data: :mod:`~fabric.sync.reading` (source rows), then
+:mod:`~fabric.sync.full` or :mod:`~fabric.sync.incremental`, which hand pure tasks
+(:mod:`~fabric.sync.values`, :mod:`~fabric.sync.build`, :mod:`~fabric.sync.patch`) to an
+executor (:mod:`fabric.executors`: inline, local processes or Dask), and
+:mod:`~fabric.sync.apply`, which writes what they return and records the resolution.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from fabric.sync.report import ProgressCallback, SyncReport, key_text
+from fabric.sync.run import open_sync_executor, paused_gc, sync_project
 
-if TYPE_CHECKING:
-    from fabric.sync.run import paused_gc, sync_project
-
-__all__ = ["ProgressCallback", "SyncReport", "key_text", "paused_gc", "sync_project"]
-
-
-def __getattr__(name: str) -> Any:
-    # Worker processes import this package's job modules (build, patch, values), and a
-    # spawned worker spent most of its start-up importing what the sync itself needs (the
-    # sources' drivers, the config models): that is imported when first asked for instead.
-    if name in ("paused_gc", "sync_project"):
-        from fabric.sync import run
-
-        return getattr(run, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = [
+    "ProgressCallback",
+    "SyncReport",
+    "key_text",
+    "open_sync_executor",
+    "paused_gc",
+    "sync_project",
+]

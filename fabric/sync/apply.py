@@ -117,10 +117,10 @@ class Applying(Reading):
                     found.append(Item(table, row, key, lineage.get((table.name, key))))
         return items
 
-    @staticmethod
-    def _lineage(item: Item, run_id: int, started: str) -> Lineage:
+    def _lineage(self, item: Item) -> Lineage:
         """A row's lineage: kept from its image, or new when it was extracted in this run."""
-        return item.lineage or new_lineage(item.table, item.key, started, run_id)
+        run = self.sync_run
+        return item.lineage or new_lineage(item.table, item.key, run.started, run.run_id)
 
     def _record(
         self,
@@ -129,8 +129,6 @@ class Applying(Reading):
         clusters: Sequence[Sequence[SourceRef]],
         identity_previous: Mapping[SourceRef, str],
         keys_of: Mapping[SourceRef, Values] | Mapping[SourceRef, Hashed],
-        run_id: int,
-        started: str,
         *,
         affected: set[str],
         index: IdentityIndex,
@@ -148,8 +146,8 @@ class Applying(Reading):
             identity_previous,
             resolution.links,
             resolution.refused,
-            at=started,
-            run_id=run_id,
+            at=self.sync_run.started,
+            run_id=self.sync_run.run_id,
         )
         gone = sorted(affected - set(ids))
         catalog, store = self.project.catalog, self.project.store
@@ -188,7 +186,7 @@ class Applying(Reading):
             ),
             everything=everything,
         )
-        catalog.record_history(self.entity_type, events, aliases, run_id, current=ids)
+        catalog.record_history(self.entity_type, events, aliases, self.sync_run.run_id, current=ids)
         self.report.merged += sum(1 for e in events if e.kind == "merge")
         self.report.split += sum(1 for e in events if e.kind == "split")
 
@@ -198,8 +196,6 @@ class Applying(Reading):
         clusters: Sequence[Sequence[SourceRef]],
         item_of: Mapping[SourceRef, Item],
         children: Mapping[str, list[Item]],
-        run_id: int,
-        started: str,
     ) -> dict[str, EntityContent]:
         """Group the records of each cluster and the child rows they own into entities."""
         grouped: dict[str, list[Item]] = defaultdict(list)
@@ -226,23 +222,20 @@ class Applying(Reading):
                 add(owner, item)
             if orphans:
                 self.report.orphans[table.name] = self.report.orphans.get(table.name, 0) + orphans
-        return {e: self._content(e, items, run_id, started) for e, items in grouped.items()}
+        return {e: self._content(e, items) for e, items in grouped.items()}
 
-    def _content(
-        self, entity_id: str, items: Iterable[Item], run_id: int, started: str
-    ) -> EntityContent:
+    def _content(self, entity_id: str, items: Iterable[Item]) -> EntityContent:
         """An entity's rows and their lineage, ready to build."""
         content = EntityContent(entity_id, {t.name: [] for t in self.tables}, [])
         for item in items:
             content.rows[item.table.name].append(item.row)
-            content.lineage.append(self._lineage(item, run_id, started))
+            content.lineage.append(self._lineage(item))
         return content
 
     def _write(
         self,
         contents: dict[str, EntityContent],
         known: dict[str, EntityRecord],
-        run_id: int,
         refs_before: Mapping[str, Iterable[SourceRef]],
     ) -> None:
         """Build and write the rebuilt entities whose content (or schema) changed."""
@@ -255,7 +248,7 @@ class Applying(Reading):
             self.project.codec,
             versions,
             full=self.full,
-            run_id=run_id,
+            run_id=self.sync_run.run_id,
             built_at=now,
             rules_version=self.schema.rules,
         )

@@ -70,7 +70,8 @@ class BuildJob:
     """One partition's work."""
 
     partition: int
-    spill_path: Path
+    #: the partition's spill stream: its file, or its sealed bytes (a remote task's)
+    spill: Path | bytes
     spill_key: bytes
     schema: EntitySchema
     keys: KeyRing | None
@@ -170,7 +171,7 @@ def partition_contents(job: BuildJob) -> Iterator[EntityContent]:
     tables = {t.name: t for t in job.schema.tables}
     key_at = {t.name: t.column_names.index(t.key) for t in job.schema.tables}
     rows: dict[str, dict[str, list[tuple[Any, ...]]]] = defaultdict(lambda: defaultdict(list))
-    for chunk in read_stream(job.spill_path, job.spill_key, str(job.partition)):
+    for chunk in read_stream(job.spill, job.spill_key, str(job.partition)):
         for entity_id, table, row in chunk:
             rows[entity_id][table].append(row)
     for entity_id in sorted(rows):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fabric.crypto import require_master_key
+from fabric.executors import Executor
 from fabric.project import Project
 from fabric.store.catalog import EntityRecord, SourceRef
 from fabric.store.microdb import (
@@ -22,6 +23,7 @@ __all__ = [
     "Item",
     "Lineage",
     "Row",
+    "RunContext",
     "TypeState",
     "Values",
     "entity_versions",
@@ -89,6 +91,18 @@ class Item:
         return SourceRef(self.table.source, self.table.source_table, self.key)
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """One sync run, as every entity type's stages see it."""
+
+    run_id: int
+    #: when the run started (UTC, ISO): the extraction time in new rows' lineage
+    started: str
+    report: SyncReport
+    #: where the run's tasks execute
+    executor: Executor
+
+
 class TypeState:
     """What every stage of one entity type's sync shares. Construction checks sources and
     rules; nothing is written."""
@@ -97,22 +111,31 @@ class TypeState:
         self,
         project: Project,
         entity_type: str,
-        report: SyncReport,
         progress: ProgressCallback | None,
         full: bool = False,
-        workers: int = 1,
     ) -> None:
         self.project = project
         self.full = full
-        self.workers = workers
         self.entity_type = entity_type
-        self.report = report
         self.progress = progress or (lambda stage, n, total: None)
         self.schema = project.schema(entity_type)
         self.rules = project.match_rules(entity_type)
         self.tables = topological(self.schema)
         self._master = require_master_key(project.secrets.master_key, "sync")
         self._marks: dict[tuple[str, str, str], Any] = {}
+
+    #: the run this sync is part of (set when it runs)
+    sync_run: RunContext
+
+    @property
+    def report(self) -> SyncReport:
+        """The run's report, which every stage adds its counts to."""
+        return self.sync_run.report
+
+    @property
+    def executor(self) -> Executor:
+        """Where this run's tasks execute."""
+        return self.sync_run.executor
 
     def layout(self) -> dict[str, list[str]]:
         """Table -> columns of this entity type's micro-database."""

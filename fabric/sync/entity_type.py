@@ -13,7 +13,7 @@ next run reads the same rows again.
 from __future__ import annotations
 
 from fabric.resolve.index import IdentityIndex
-from fabric.sync.context import ref_text
+from fabric.sync.context import RunContext, ref_text
 from fabric.sync.full import FullMode
 from fabric.sync.incremental import IncrementalMode
 
@@ -23,11 +23,13 @@ __all__ = ["EntityTypeSync", "ref_text"]
 class EntityTypeSync(FullMode, IncrementalMode):
     """Sync one entity type. Construction checks sources and rules; nothing is written."""
 
-    def run(self, run_id: int, started: str) -> str:
-        """Sync this entity type; incremental when there is state to continue from.
+    def run(self, run: RunContext) -> str:
+        """Sync this entity type, as part of ``run``; incremental when there is state to
+        continue from.
 
         Returns the mode it ran in: "incremental", or "full" (asked for, or a first sync).
         """
+        self.sync_run = run
         index = IdentityIndex(self.project.catalog, self.entity_type, self._master, self.rules)
         has_state = (
             not self.full
@@ -43,7 +45,7 @@ class EntityTypeSync(FullMode, IncrementalMode):
         if latest is not None:
             self.project.codec.dictionaries.use(self.entity_type, latest.dict_id)
         if has_state:
-            self._run_incremental(index, run_id, started)
+            self._run_incremental(index)
             return "incremental"
-        self._run_full(index, run_id, started)
+        self._run_full(index)
         return "full"

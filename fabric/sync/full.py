@@ -4,12 +4,8 @@ gone deleted."""
 
 from __future__ import annotations
 
-import contextlib
-import gc
-import multiprocessing
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping
-from multiprocessing.pool import AsyncResult, Pool
+from collections.abc import Callable, Iterator, Mapping
 
 from fabric.resolve.clusters import assign_entity_ids
 from fabric.resolve.engine import Resolution, resolve_records
@@ -45,9 +41,7 @@ __all__ = ["FullMode"]
 class FullMode(Applying):
     """The full sync."""
 
-    def _train_dictionary(
-        self, spill: Spill, partitions: int, entities: int, run_id: int, started: str
-    ) -> None:
+    def _train_dictionary(self, spill: Spill, partitions: int, entities: int) -> None:
         """Train the compression dictionary of this type and schema, when it needs one.
 
         A dictionary is trained once per schema from images of this run (built from the first
@@ -70,9 +64,9 @@ class FullMode(Applying):
                 self.schema,
                 None,
                 True,
-                run_id,
-                started,
-                started,
+                self.sync_run.run_id,
+                self.sync_run.started,
+                self.sync_run.started,
                 {},
             )
             for content in partition_contents(job):
@@ -82,8 +76,8 @@ class FullMode(Applying):
                     "version": 1,
                     "schema_version": self.schema.version,
                     "rules_version": self.schema.rules,
-                    "built_at": started,
-                    "sync_run": run_id,
+                    "built_at": self.sync_run.started,
+                    "sync_run": self.sync_run.run_id,
                 }
                 samples.append(builder.build(content, meta))
                 if len(samples) >= wanted:
@@ -105,83 +99,69 @@ class FullMode(Applying):
         )
         codec.dictionaries.add(dict_id, trained, current_for=self.entity_type)
 
-    def _run_full(self, index: IdentityIndex, run_id: int, started: str) -> None:
+    def _run_full(self, index: IdentityIndex) -> None:
         """Stream every table through partition spill files and build partitions in workers.
 
         Memory holds the identity records' match values, the owners of parent rows and one
         partition of rows at a time, never whole tables.
         """
         catalog = self.project.catalog
-        partitions = max(8, 4 * self.workers)
+        partitions = max(8, 4 * self.executor.workers)
         spill = Spill(partitions)
-        with contextlib.ExitStack() as stack:
-            pool = None
-            if self.workers > 1:
-                context = multiprocessing.get_context("spawn")
-                # Workers run without the cyclic collector too (see sync.paused_gc).
-                pool = stack.enter_context(context.Pool(self.workers, initializer=gc.disable))
-            stack.callback(spill.remove)
-            self._full_with(pool, spill, partitions, index, run_id, started)
+        try:
+            self._full_with(spill, partitions, index)
+        finally:
+            spill.remove()
         self.report.entities[self.entity_type] = catalog.count(self.entity_type)
 
     def _identity_values(
-        self, spill: Spill, pool: Pool | None
+        self, spill: Spill
     ) -> tuple[list[tuple[SourceRef, Values]], dict[SourceRef, Hashed]]:
         """Stream the identity tables into the spill; workers compute their match values.
 
         Returns every record's match values, and the keyed hashes the identity index files
-        each under. At most two batches per worker wait in the pool, so memory stays bounded
-        while the parent reads on.
+        each under. At most two batches per worker are in flight, so memory stays bounded
+        while this process reads on.
         """
         assert self.rules.spec is not None
+        spec = self.rules.spec
         identity: list[tuple[SourceRef, Values]] = []
         hashes: dict[SourceRef, Hashed] = {}
-        Found = list[tuple[dict[str, str | None], Hashed]]
-        pending: deque[tuple[AsyncResult[Found], list[SourceRef]]] = deque()
+        # The refs of each job sent, in order: results come back in the jobs' order.
+        sent: deque[list[SourceRef]] = deque()
         key = index_key(self._master)
 
-        def keep(refs: list[SourceRef], found: Found) -> None:
-            for ref, (values, hashed) in zip(refs, found, strict=True):
+        def jobs() -> Iterator[ValuesJob]:
+            for table in self.tables:
+                if table.parent is not None:
+                    continue
+                key_at = table.column_names.index(table.key)
+                for batch in self._stream(table):
+                    refs = []
+                    for row in batch:
+                        text = key_text(row[key_at])
+                        refs.append(SourceRef(table.source, table.source_table, text))
+                        spill.add("pending", (table.name, text, row))
+                    sent.append(refs)
+                    yield ValuesJob(
+                        self.entity_type, spec, table.name, table.column_names, batch, key
+                    )
+
+        for found in self.executor.map(match_values, jobs()):
+            for ref, (values, hashed) in zip(sent.popleft(), found, strict=True):
                 identity.append((ref, values))
                 hashes[ref] = hashed
-
-        for table in self.tables:
-            if table.parent is not None:
-                continue
-            key_at = table.column_names.index(table.key)
-            for batch in self._stream(table):
-                refs = []
-                for row in batch:
-                    text = key_text(row[key_at])
-                    refs.append(SourceRef(table.source, table.source_table, text))
-                    spill.add("pending", (table.name, text, row))
-                job = ValuesJob(
-                    self.entity_type, self.rules.spec, table.name, table.column_names, batch, key
-                )
-                if pool is None:
-                    keep(refs, match_values(job))
-                    continue
-                pending.append((pool.apply_async(match_values, (job,)), refs))
-                while len(pending) > 2 * self.workers:
-                    result, done = pending.popleft()
-                    keep(done, result.get())
-        while pending:
-            result, done = pending.popleft()
-            keep(done, result.get())
         return identity, hashes
 
     def _full_with(
         self,
-        pool: Pool | None,
         spill: Spill,
         partitions: int,
         index: IdentityIndex,
-        run_id: int,
-        started: str,
     ) -> None:
-        """The full sync proper, with its worker pool (None: everything in this process)."""
+        """The full sync proper, its spill files removed by the caller."""
         catalog = self.project.catalog
-        identity, hashes = self._identity_values(spill, pool)
+        identity, hashes = self._identity_values(spill)
         table_of = {(t.source, t.source_table): t.name for t in self.tables}
         resolution: Resolution[SourceRef] = resolve_records(identity, self.rules)
         self.report.links_refused += len(resolution.refused)
@@ -223,7 +203,7 @@ class FullMode(Applying):
         try:
             self._place_rows(spill, owner, place, keys)
             identity.clear()
-            self._train_dictionary(spill, partitions, len(ids), run_id, started)
+            self._train_dictionary(spill, partitions, len(ids))
 
             def record() -> None:
                 keys.finish()
@@ -233,15 +213,13 @@ class FullMode(Applying):
                     resolution.clusters,
                     {ref: e for ref, e in previous.items() if ref in hashes},  # records still read
                     hashes,
-                    run_id,
-                    started,
                     # with images a crashed run stored and never catalogued
                     affected=set(known) | set(stored),
                     index=index,
                     everything=True,
                 )
 
-            self._build_and_write(spill, partitions, known, stored, run_id, started, record, pool)
+            self._build_and_write(spill, partitions, known, stored, record)
         finally:
             keys.abort()  # nothing once finished
 
@@ -299,12 +277,9 @@ class FullMode(Applying):
         partitions: int,
         known: dict[str, EntityRecord],
         stored: Mapping[str, int],
-        run_id: int,
-        started: str,
         meanwhile: Callable[[], None],
-        pool: Pool | None,
     ) -> None:
-        """Build the partitions (in worker processes when asked) and write what changed.
+        """Build the partitions (in workers when there are) and write what changed.
 
         ``stored``: every stored entity's version. ``meanwhile`` is the parent's own catalog
         work (links, identity index, history): it runs while the workers build, instead of
@@ -318,16 +293,18 @@ class FullMode(Applying):
                 entity_id
             ] = entry
         dictionaries = self.project.codec.dictionaries.subset(self.entity_type)
+        # A remote worker cannot open this machine's files: its job carries the partition.
+        remote = self.executor.remote
         jobs = [
             BuildJob(
                 p,
-                spill.path(str(p)),
+                spill.contents(str(p)) if remote else spill.path(str(p)),
                 spill.key,
                 self.schema,
                 self.project.secrets.key_ring,
                 self.full,
-                run_id,
-                started,
+                self.sync_run.run_id,
+                self.sync_run.started,
                 now,
                 by_partition.get(p, {}),
                 rules_version=self.schema.rules,
@@ -335,10 +312,7 @@ class FullMode(Applying):
             )
             for p in range(partitions)
         ]
-        if pool is not None:
-            results = pool.imap_unordered(build_partition, jobs)
-            meanwhile()
-            self._write_results(results, known, now)
-        else:
-            meanwhile()
-            self._write_results(map(build_partition, jobs), known, now)
+        # The builds start now and run while this process does its own catalog work.
+        results = self.executor.start(build_partition, jobs, ordered=False)
+        meanwhile()
+        self._write_results(results, known, now)

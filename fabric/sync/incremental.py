@@ -4,9 +4,6 @@ are resolved again (patched when they keep their records, rebuilt when not)."""
 
 from __future__ import annotations
 
-import contextlib
-import gc
-import multiprocessing
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -48,7 +45,7 @@ _PATCH_IN_WORKERS_FROM = 5000
 class IncrementalMode(Applying):
     """The incremental sync."""
 
-    def _run_incremental(self, index: IdentityIndex, run_id: int, started: str) -> None:
+    def _run_incremental(self, index: IdentityIndex) -> None:
         """Re-resolve the entities changed identity records touch; patch the others.
 
         An entity that only gained or changed child rows (orders, payments) keeps its records
@@ -97,10 +94,10 @@ class IncrementalMode(Applying):
             resolve |= set(index.entity_of(index.candidates(v for _, v, _ in back)).values())
         for entity_id, (_, _, item) in kept:
             patch[entity_id].append(item)
-        self._patch(patch, run_id, started, stored)
+        self._patch(patch, stored)
         stored.clear()
         if resolve or identity or deferred:
-            self._resolve_again(resolve, identity, deferred, index, run_id, started)
+            self._resolve_again(resolve, identity, deferred, index)
         self.report.entities[self.entity_type] = self.project.catalog.count(self.entity_type)
 
     def _place_children(
@@ -168,8 +165,6 @@ class IncrementalMode(Applying):
     def _patch(
         self,
         patch: Mapping[str, list[Item]],
-        run_id: int,
-        started: str,
         blobs: dict[str, StoredBlob] | None = None,
     ) -> None:
         """Put child rows into entities whose records did not change, without resolving.
@@ -177,8 +172,8 @@ class IncrementalMode(Applying):
         The stored image is patched in place (the new rows inserted, changed ones updated)
         and its fingerprint follows from the catalog's; an entity whose catalog entry does not
         describe its image exactly (another schema or fingerprint scheme, a version the
-        catalog missed) is rebuilt from its rows instead. With ``workers`` and enough
-        entities, worker processes patch batches while this process writes finished ones.
+        catalog missed) is rebuilt from its rows instead. With workers and enough
+        entities, the workers patch batches while this process writes finished ones.
         ``blobs``: the entities' stored blobs, when the caller has read them already.
         """
         if not patch:
@@ -208,7 +203,7 @@ class IncrementalMode(Applying):
                     blob.blob,
                     blob.version,
                     total,
-                    [(i.table.name, i.row, self._lineage(i, run_id, started), i.new) for i in rows],
+                    [(i.table.name, i.row, self._lineage(i), i.new) for i in rows],
                     [(i.table.source, i.table.source_table, i.key) for i in rows],
                 )
             )
@@ -217,7 +212,7 @@ class IncrementalMode(Applying):
                 self.schema,
                 self.project.secrets.key_ring,
                 now,
-                run_id,
+                self.sync_run.run_id,
                 items[start : start + _PATCH_BATCH],
                 rules_version=self.schema.rules,
                 dictionaries=self.project.codec.dictionaries.subset(
@@ -227,21 +222,18 @@ class IncrementalMode(Applying):
             )
             for start in range(0, len(items), _PATCH_BATCH)
         ]
-        with contextlib.ExitStack() as stack:
-            done: Iterable[tuple[list[BuiltEntity], int]]
-            if self.workers > 1 and len(items) >= _PATCH_IN_WORKERS_FROM:
-                context = multiprocessing.get_context("spawn")
-                pool = stack.enter_context(context.Pool(self.workers, initializer=gc.disable))
-                done = pool.imap(patch_batch, batches)
-            else:
-                done = map(patch_batch, batches)
-            self._write_results(
-                (PartitionResult(0, built, unchanged) for built, unchanged in done), known, now
-            )
+        done: Iterable[tuple[list[BuiltEntity], int]]
+        if self.executor.workers > 1 and len(items) >= _PATCH_IN_WORKERS_FROM:
+            done = self.executor.map(patch_batch, batches)
+        else:
+            done = map(patch_batch, batches)
+        self._write_results(
+            (PartitionResult(0, built, unchanged) for built, unchanged in done), known, now
+        )
         if rebuild:
-            self._rebuild(rebuild, run_id, started)
+            self._rebuild(rebuild)
 
-    def _rebuild(self, patch: Mapping[str, list[Item]], run_id: int, started: str) -> None:
+    def _rebuild(self, patch: Mapping[str, list[Item]]) -> None:
         """Rebuild entities from their stored rows and some new ones, without resolving."""
         stored = self._items_of_entities(set(patch))
         contents: dict[str, EntityContent] = {}
@@ -250,9 +242,9 @@ class IncrementalMode(Applying):
             items = {(i.table.name, i.key): i for i in stored.get(entity_id, [])}
             refs_before[entity_id] = [i.ref for i in items.values()]
             items.update({(i.table.name, i.key): i for i in new_items})
-            contents[entity_id] = self._content(entity_id, items.values(), run_id, started)
+            contents[entity_id] = self._content(entity_id, items.values())
         known = self.project.catalog.entities_in(self.entity_type, patch)
-        self._write(contents, known, run_id, refs_before)
+        self._write(contents, known, refs_before)
 
     def _resolve_again(
         self,
@@ -260,8 +252,6 @@ class IncrementalMode(Applying):
         identity: list[tuple[SourceRef, dict[str, str | None], Item]],
         deferred: list[Item],
         index: IdentityIndex,
-        run_id: int,
-        started: str,
     ) -> None:
         """Resolve the records of the given entities with the changed ones, and write.
 
@@ -324,7 +314,7 @@ class IncrementalMode(Applying):
         for item, owner in zip(deferred, owners, strict=True):
             if owner is not None:
                 patch[owner].append(item)
-        self._patch(patch, run_id, started)
+        self._patch(patch)
         self._rebuild_resolved(
             [(e, m) for e, m in zip(ids, clusters, strict=True) if e not in keeps],
             resolve - keeps,
@@ -332,8 +322,6 @@ class IncrementalMode(Applying):
             [item for item, owner in zip(deferred, owners, strict=True) if owner not in keeps],
             {(i.table.name, i.key) for i in deferred},
             known,
-            run_id,
-            started,
         )
         self._record(
             resolution,
@@ -341,8 +329,6 @@ class IncrementalMode(Applying):
             clusters,
             previous,
             {ref: values for ref, values, _ in identity_all},
-            run_id,
-            started,
             affected=resolve,
             index=index,
             everything=False,
@@ -400,8 +386,6 @@ class IncrementalMode(Applying):
         new_children: Sequence[Item],
         replaced: set[tuple[str, str]],
         known: dict[str, EntityRecord],
-        run_id: int,
-        started: str,
     ) -> None:
         """Assemble and build the entities whose records changed, from their stored rows."""
         if not clusters:
@@ -418,7 +402,5 @@ class IncrementalMode(Applying):
         for item in new_children:
             children[item.table.name].append(item)
         ids = [entity_id for entity_id, _ in clusters]
-        contents = self._assemble(
-            ids, [members for _, members in clusters], item_of, children, run_id, started
-        )
-        self._write(contents, known, run_id, refs_before)
+        contents = self._assemble(ids, [members for _, members in clusters], item_of, children)
+        self._write(contents, known, refs_before)

@@ -10,16 +10,19 @@ import gc
 import time
 from collections.abc import Iterator
 
+from fabric.config.documents import read_once
 from fabric.errors import FabricError
+from fabric.executors import Executor, ExecutorKind, open_executor
 from fabric.project import Project
 from fabric.resolve.normalize import clear_caches
 from fabric.services.entities import EntityService
 from fabric.services.materialize import materialize
 from fabric.store.catalog import Catalog, utc_now
+from fabric.sync.context import RunContext
 from fabric.sync.entity_type import EntityTypeSync
 from fabric.sync.report import ProgressCallback, SyncReport
 
-__all__ = ["paused_gc", "sync_project"]
+__all__ = ["open_sync_executor", "paused_gc", "sync_project"]
 
 
 @contextlib.contextmanager
@@ -40,12 +43,42 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
+#: The modules of a sync's tasks, imported once by the fork server local workers start from.
+_TASK_MODULES = ("fabric.sync.build", "fabric.sync.values", "fabric.sync.patch")
+
+
+def open_sync_executor(
+    project: Project,
+    *,
+    kind: ExecutorKind | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+) -> Executor:
+    """Where a sync's tasks run: ``fabric.yaml``'s ``executor:``, with these overrides.
+
+    Raises:
+        ExecutorError: a Dask scheduler that cannot be reached or may not be used.
+    """
+    config = project.config.executor
+    kind = kind or ("dask" if scheduler is not None else config.kind)
+    return open_executor(
+        kind,
+        workers or config.workers,
+        scheduler=scheduler or config.scheduler,
+        allow_plaintext=config.allow_plaintext,
+        preload=_TASK_MODULES,
+        # Workers run without the cyclic collector, as the sync itself does (paused_gc).
+        collect=False,
+    )
+
+
 def sync_project(
     project: Project,
     *,
     full: bool = False,
     progress: ProgressCallback | None = None,
-    workers: int = 1,
+    workers: int | None = None,
+    executor: Executor | None = None,
 ) -> SyncReport:
     """Extract, resolve, build and store every entity type of the project.
 
@@ -56,37 +89,54 @@ def sync_project(
             a first sync has run: only rows at or past each table's watermark are read, and
             only the entities they touch are re-resolved and rebuilt.
         progress: optional progress callback.
-        workers: processes that build entities in a full sync (the parent process reads the
-            sources, resolves and writes; images are built and encrypted in parallel), and
-            that patch entities in an incremental sync touching thousands of them.
+        workers: worker processes (default: ``executor.workers`` of fabric.yaml, 1). They
+            compute match values and build and encrypt entities in a full sync (this process
+            reads the sources, resolves and writes), patch entities in an incremental sync
+            touching thousands of them, and materialize the online store.
+        executor: where the sync's tasks run (the caller closes it); default: one opened
+            from fabric.yaml's ``executor:`` with ``workers``, closed at the end.
+
+    Raises:
+        FabricError: bad input, sources, rules or keys (the store is left as it was), or the
+            executor failed (a run that stopped part-way: the next sync starts over in full).
     """
     started_clock = time.perf_counter()
-    # Check everything that can be checked before touching the store: sources and match rules
-    # (in the constructors), masking rules, roles and keys.
-    syncs = [
-        EntityTypeSync(project, etype, SyncReport(0, ""), progress, full, workers)
-        for etype in project.config.entities
-    ]
-    project.check_masking({s.entity_type: s.layout() for s in syncs})
-    catalog = project.catalog
-    last = catalog.runs(1)
-    if last and last[0].status != "succeeded" and not full:
-        # A run that died part-way may have rewritten some entities and not others, and an
-        # incremental run only revisits what changed since the watermarks: start over.
-        full = True
-        for entity_sync in syncs:
-            entity_sync.full = True
-    mode = "full" if full else "incremental"
-    try:
-        with paused_gc():
-            report = _run(syncs, catalog, mode, project.rules_version())
-    finally:
-        clear_caches()  # no source text outlives the run in this process's memory
-    # The run is recorded; the online store is a cache of what it wrote, brought up to
-    # date now so the API serves current vectors and masked documents without computing.
-    done = materialize(
-        EntityService(project), project.online, project.views(), workers=workers, progress=progress
-    )
+    # Every rule file is read once: what the run compiles, checks and records as its rules
+    # version is one reading of each, whatever is saved meanwhile.
+    with read_once(), contextlib.ExitStack() as stack:
+        # Check everything that can be checked before touching the store: sources and match
+        # rules (in the constructors), masking rules, roles and keys; and reach the executor.
+        syncs = [
+            EntityTypeSync(project, etype, progress, full) for etype in project.config.entities
+        ]
+        project.check_masking({s.entity_type: s.layout() for s in syncs})
+        rules_version = project.rules_version()
+        if executor is None:
+            executor = stack.enter_context(open_sync_executor(project, workers=workers))
+        catalog = project.catalog
+        last = catalog.runs(1)
+        if last and last[0].status != "succeeded" and not full:
+            # A run that died part-way may have rewritten some entities and not others, and
+            # an incremental run only revisits what changed since the watermarks: start over.
+            full = True
+            for entity_sync in syncs:
+                entity_sync.full = True
+        mode = "full" if full else "incremental"
+        try:
+            with paused_gc():
+                report = _run(syncs, catalog, mode, rules_version, executor)
+        finally:
+            clear_caches()  # no source text outlives the run in this process's memory
+        # The run is recorded; the online store is a cache of what it wrote, brought up to
+        # date now so the API serves current vectors and masked documents without computing.
+        # It reads the store's files, so it runs on this machine whatever the executor.
+        done = materialize(
+            EntityService(project),
+            project.online,
+            project.views(),
+            workers=workers or project.config.executor.workers,
+            progress=progress,
+        )
     report.materialized = done.written
     report.documents = done.documents
     report.seconds = time.perf_counter() - started_clock
@@ -98,16 +148,16 @@ def _run(
     catalog: Catalog,
     mode: str,
     rules_version: str,
+    executor: Executor,
 ) -> SyncReport:
     """Sync every entity type as one recorded run, under a rule-set version."""
     run_id = catalog.start_run(mode, rules_version)
     report = SyncReport(run_id=run_id, mode=mode)
-    started = utc_now()
+    run = RunContext(run_id, utc_now(), report, executor)
     try:
         modes = set()
         for entity_sync in syncs:
-            entity_sync.report = report
-            modes.add(entity_sync.run(run_id, started))
+            modes.add(entity_sync.run(run))
         # A first sync reads everything: say so, rather than the mode that was asked for.
         report.mode = "incremental" if modes == {"incremental"} else "full"
         marks = {k: v for s in syncs for k, v in s.watermarks().items()}

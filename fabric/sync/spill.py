@@ -9,6 +9,7 @@ memory: a crash leaves nothing readable behind, in a private temporary directory
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import shutil
@@ -44,6 +45,11 @@ class Spill:
         """The file of one stream (a partition number or a name)."""
         return self.directory / f"{name}.bin"
 
+    def contents(self, name: str) -> bytes:
+        """The sealed bytes of one stream, for a task that runs where this disk is not."""
+        path = self.path(name)
+        return path.read_bytes() if path.exists() else b""
+
     def add(self, name: str, record: Any) -> None:
         """Append a record to the stream ``name``."""
         buffer = self._buffers.setdefault(name, [])
@@ -73,13 +79,14 @@ class Spill:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def read_stream(path: Path, key: bytes, name: str) -> Iterator[list[Any]]:
-    """Yield the chunks of one stream, in the order they were written."""
-    if not path.exists():
+def read_stream(where: Path | bytes, key: bytes, name: str) -> Iterator[list[Any]]:
+    """Yield the chunks of one stream (its file, or its sealed bytes), in the order they were
+    written."""
+    if isinstance(where, Path) and not where.exists():
         return
     sealer = Sealer(key)
     decompress = zstandard.ZstdDecompressor()
-    with path.open("rb") as handle:
+    with where.open("rb") if isinstance(where, Path) else io.BytesIO(where) as handle:
         number = 0
         while header := handle.read(_LENGTH.size):
             (size,) = _LENGTH.unpack(header)

@@ -16,7 +16,8 @@ from fabric.project import Project
 from fabric.services.entities import EntityService
 from fabric.store.microdb import EntityContent, MicroDbReader
 from fabric.store.sqlite import open_database
-from fabric.sync import incremental, sync_project
+from fabric.sync import incremental as incremental_sync
+from fabric.sync import sync_project
 
 
 def assert_fingerprints_describe_images(project: Project) -> None:
@@ -59,7 +60,7 @@ def test_incremental_reads_only_changes_and_matches_a_full_sync(
     fresh_demo: DemoProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
 ) -> None:
     # With workers, patches run in worker processes however few entities they touch.
-    monkeypatch.setattr(incremental, "_PATCH_IN_WORKERS_FROM", 1)
+    monkeypatch.setattr(incremental_sync, "_PATCH_IN_WORKERS_FROM", 1)
     with Project.open(fresh_demo.config_path) as project:
         full = sync_project(project, full=True)
     change_sources(fresh_demo.directory / "sources")
