@@ -346,7 +346,7 @@ class DaskExecutor(Executor):
         distributed = _distributed()
 
         window = ahead if ahead is not None else 2 * self.workers
-        done = distributed.as_completed()
+        done = distributed.as_completed(loop=self._client.loop)
 
         def submit(job: J) -> Any:
             future = self._submit(fn, job)
@@ -364,7 +364,9 @@ class DaskExecutor(Executor):
         distributed = _distributed()
 
         futures = [self._submit(fn, job) for job in jobs]
-        return self._results(iter(futures) if ordered else distributed.as_completed(futures))
+        if ordered or not futures:
+            return self._results(iter(futures))
+        return self._results(distributed.as_completed(futures, loop=self._client.loop))
 
     def _submit(self, fn: Callable[[J], R], job: J) -> Any:
         # pure=False: two equal jobs are still two tasks, each with a key of its own.

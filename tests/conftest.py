@@ -35,6 +35,28 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[str]:
+    """A real Dask cluster on loopback (scheduler and two single-threaded worker processes,
+    each under a nanny that restarts it if it dies); yields the scheduler's address."""
+    import logging
+
+    import distributed
+
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+    try:
+        yield cluster.scheduler_address
+    finally:
+        cluster.close(timeout=30)
+
+
 #: Small enough to build in about a second, large enough for every kind of duplicate.
 DEMO_CUSTOMERS = 300
 

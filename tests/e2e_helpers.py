@@ -81,6 +81,25 @@ def clear_tables(config: Path) -> dict[str, Any]:
         }
 
 
+def stored_entities(config: Path) -> dict[str, Any]:
+    """Every customer entity as stored, decrypted: its version, each table's rows and its
+    lineage, with the times and run ids of this store's own syncs left out."""
+    from fabric.project import Project
+    from fabric.store.microdb import MicroDbReader
+
+    reader = MicroDbReader()
+    out: dict[str, Any] = {}
+    with Project.open(config) as project:
+        layout = project.catalog.schemas()["customer"]
+        ids = sorted(project.catalog.entities("customer"))
+        for entity_id, blob in project.store.get_many("customer", ids).items():
+            image = project.codec.decode(blob.blob, "customer", entity_id, blob.version)
+            rows, lineage = reader.contents(image, layout)
+            # (table, key, source, source table, source key, extracted at, sync run)
+            out[entity_id] = (blob.version, rows, sorted(tuple(r[:5]) for r in lineage))
+    return out
+
+
 #: How the generator names the writer of a ticket and signs it (fabric.sources._people.
 #: ticket_text): the names of a customer known only from support, which has no name column.
 SIGNED = re.compile(

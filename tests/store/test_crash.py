@@ -29,9 +29,9 @@ CUSTOMERS = 2000
 KILLS = 5
 
 
-def _sync(config: Path) -> subprocess.Popen[bytes]:
+def _sync(config: Path, *options: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "fabric", "sync", "-c", str(config)],
+        [sys.executable, "-m", "fabric", "sync", "-c", str(config), *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         # Stage names on stderr, to aim at; a killed sync leaves its spill directory behind,
@@ -57,7 +57,17 @@ def _when_storing(child: subprocess.Popen[bytes]) -> threading.Event:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_leaves_a_consistent_store(tmp_path: Path) -> None:
+@pytest.mark.parametrize("executor", ["local", "dask"])
+def test_sigkill_at_random_moments_leaves_a_consistent_store(
+    tmp_path: Path, executor: str, request: pytest.FixtureRequest
+) -> None:
+    # Local: two worker processes (killed with the sync, as its children). Dask: a cluster
+    # that outlives the killed sync, with its tasks in flight.
+    options = (
+        ("--workers", "2")
+        if executor == "local"
+        else ("--scheduler", request.getfixturevalue("dask_cluster"))
+    )
     project_dir = tmp_path / "killed"
     config = create_demo_project(project_dir, customers=CUSTOMERS, seed=5).config_path
     # Small write batches: many commits, so kills land between them as well as inside.
@@ -67,7 +77,7 @@ def test_sigkill_at_random_moments_leaves_a_consistent_store(tmp_path: Path) -> 
     reference = reference_dir / "fabric.yaml"
 
     started = time.perf_counter()
-    uninterrupted = _sync(reference)
+    uninterrupted = _sync(reference, *options)
     _, err = uninterrupted.communicate(timeout=300)
     duration = time.perf_counter() - started
     assert uninterrupted.returncode == 0, err.decode()
@@ -80,7 +90,7 @@ def test_sigkill_at_random_moments_leaves_a_consistent_store(tmp_path: Path) -> 
     killed = 0
     states = []
     for kill in range(KILLS):
-        child = _sync(config)
+        child = _sync(config, *options)
         storing = _when_storing(child)
         if kill == 0:
             time.sleep(moments.uniform(0.15, 0.5) * duration)
@@ -98,7 +108,7 @@ def test_sigkill_at_random_moments_leaves_a_consistent_store(tmp_path: Path) -> 
     print("entities stored after each kill:", states)
     assert killed >= KILLS // 2, "the sync outran every kill: nothing was tested"
 
-    final = _sync(config)
+    final = _sync(config, *options)
     _, err = final.communicate(timeout=300)
     assert final.returncode == 0, err.decode()
     with Project.open(config) as project:

@@ -1,0 +1,136 @@
+"""A sync on a real Dask cluster (a ``LocalCluster`` on loopback): the same store as local
+workers build, a worker killed mid-sync changes nothing, an unreachable scheduler is one line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from e2e_helpers import clear_tables, stored_entities
+
+from fabric.demo import DemoProject, create_demo_project
+from fabric.executors import DaskExecutor
+from fabric.project import Project
+from fabric.services.verify import verify_store
+from fabric.sync import open_sync_executor, sync_project
+
+
+def _copy(demo: DemoProject, to: Path) -> Path:
+    shutil.copytree(demo.directory, to)
+    return to / demo.config_path.name
+
+
+@pytest.mark.slow
+def test_dask_builds_the_store_local_workers_build(
+    fresh_demo: DemoProject, tmp_path: Path, dask_cluster: str
+) -> None:
+    local, dask = _copy(fresh_demo, tmp_path / "local"), _copy(fresh_demo, tmp_path / "dask")
+    with Project.open(local) as project:
+        with open_sync_executor(project, kind="local", workers=2) as executor:
+            sync_project(project, full=True, executor=executor)
+    with Project.open(dask) as project:
+        with open_sync_executor(project, scheduler=dask_cluster) as executor:
+            assert isinstance(executor, DaskExecutor) and executor.workers == 2
+            report = sync_project(project, full=True, executor=executor)
+        assert report.created > 100
+    # Entity by entity: ids, versions, every row and every row's lineage.
+    assert stored_entities(dask) == stored_entities(local)
+    with Project.open(dask) as project:
+        assert verify_store(project).ok
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _fabric(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fabric", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_an_unreachable_scheduler_stops_the_sync_with_one_line_and_the_store_unchanged(
+    synced: Path,
+) -> None:
+    with Project.open(synced) as project:
+        runs = project.catalog.runs()
+    before = {p: p.stat().st_mtime_ns for p in (synced.parent / "store").rglob("*")}
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    done = _fabric("sync", "-c", str(synced), "--scheduler", address)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: cannot reach the Dask scheduler at {address}: Connection refused"
+    ]
+    assert "Traceback" not in done.stderr
+    after = {p: p.stat().st_mtime_ns for p in (synced.parent / "store").rglob("*")}
+    assert after == before
+    with Project.open(synced) as project:
+        assert project.catalog.runs() == runs
+
+
+def test_plaintext_to_a_remote_scheduler_is_refused_before_anything_runs(synced: Path) -> None:
+    done = _fabric("sync", "-c", str(synced), "--scheduler", "tcp://192.0.2.7:8786")
+    assert done.returncode == 1
+    assert "tls://" in done.stderr and "Traceback" not in done.stderr
+
+
+def _worker_pids(address: str) -> set[int]:
+    import distributed
+
+    with distributed.Client(address, timeout="10s") as client:
+        return set(client.run(os.getpid).values())
+
+
+@pytest.mark.slow
+def test_a_dask_worker_killed_mid_sync_changes_nothing(tmp_path: Path, dask_cluster: str) -> None:
+    config = create_demo_project(tmp_path / "killed", customers=2000, seed=9).config_path
+    shutil.copytree(config.parent, tmp_path / "reference")
+    reference = tmp_path / "reference" / config.name
+    done = _fabric("sync", "-c", str(reference), "--workers", "2")
+    assert done.returncode == 0, done.stderr
+
+    pids = _worker_pids(dask_cluster)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "fabric", "sync", "-c", str(config), "--scheduler", dask_cluster],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "FABRIC_PROGRESS": "1"},
+    )
+    building = threading.Event()
+    err: list[bytes] = []
+
+    def watch() -> None:
+        assert child.stderr is not None
+        while chunk := child.stderr.read1(4096):
+            err.append(chunk)
+            if b"resolve" in b"".join(err[-2:]):
+                building.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    # Once resolution is done, the builds are placed and sent to the workers.
+    assert building.wait(timeout=120), b"".join(err).decode()
+    time.sleep(0.3)
+    victim = min(pids)
+    os.kill(victim, signal.SIGKILL)
+    assert child.wait(timeout=300) == 0, b"".join(err).decode()[-2000:]
+
+    # The nanny started a new worker in its place: the kill happened.
+    deadline = time.monotonic() + 30
+    while victim in _worker_pids(dask_cluster) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert victim not in _worker_pids(dask_cluster)
+    with Project.open(config) as project:
+        report = verify_store(project)
+        assert report.ok and not report.notices, (report.faults[:5], report.notices)
+    assert clear_tables(config) == clear_tables(reference)
+    assert stored_entities(config).keys() == stored_entities(reference).keys()

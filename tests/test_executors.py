@@ -1,0 +1,115 @@
+"""Executors: the same tasks inline, in local worker processes or on Dask, and the failures an
+operator must see (a dead worker, an unreachable scheduler) as errors, never hangs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+import pytest
+
+from fabric.errors import ExecutorError
+from fabric.executors import (
+    DaskExecutor,
+    InProcessExecutor,
+    LocalExecutor,
+    check_scheduler_address,
+    open_executor,
+)
+
+
+def square(n: int) -> int:
+    return n * n
+
+
+def slow_square(n: int) -> int:
+    time.sleep(0.01 * (n % 3))
+    return n * n
+
+
+def die(n: int) -> int:
+    if n == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.2)
+    return n
+
+
+def test_inline_runs_in_order_and_lazily() -> None:
+    seen: list[int] = []
+
+    def jobs() -> object:
+        for n in range(5):
+            seen.append(n)
+            yield n
+
+    results = InProcessExecutor().map(square, jobs())  # type: ignore[arg-type]
+    assert seen == []  # nothing runs before results are asked for
+    assert list(results) == [0, 1, 4, 9, 16]
+
+
+def test_local_workers_keep_order_or_not_as_asked_and_bound_what_is_in_flight() -> None:
+    pulled: list[int] = []
+
+    def jobs() -> object:
+        for n in range(40):
+            pulled.append(n)
+            yield n
+
+    with LocalExecutor(2) as executor:
+        results = executor.map(slow_square, jobs(), ahead=3)  # type: ignore[arg-type]
+        first = next(results)
+        # One result out and at most `ahead` submitted: the input is not read ahead.
+        assert first == 0 and len(pulled) <= 4
+        assert [first, *results] == [n * n for n in range(40)]
+        unordered = executor.map(slow_square, range(40), ordered=False)
+        assert sorted(unordered) == [n * n for n in range(40)]
+        assert sorted(executor.start(square, range(10), ordered=False)) == [
+            n * n for n in range(10)
+        ]
+
+
+def test_a_worker_killed_mid_run_fails_the_run_instead_of_hanging() -> None:
+    started = time.perf_counter()
+    with LocalExecutor(2) as executor, pytest.raises(ExecutorError, match="worker process died"):
+        list(executor.map(die, range(8)))
+    assert time.perf_counter() - started < 60
+
+
+def test_one_local_worker_means_inline() -> None:
+    assert isinstance(open_executor("local", 1), InProcessExecutor)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["tcp://127.0.0.1:8786", "127.0.0.1:8786", "tcp://localhost:8786", "tcp://[::1]:8786"],
+)
+def test_loopback_plaintext_addresses_are_accepted(address: str) -> None:
+    assert check_scheduler_address(address).endswith(":8786")
+
+
+def test_plaintext_to_another_machine_is_refused_unless_allowed() -> None:
+    with pytest.raises(ExecutorError, match="not on this machine's loopback") as caught:
+        check_scheduler_address("tcp://10.1.2.3:8786")
+    assert "tls://" in str(caught.value)
+    assert check_scheduler_address("tls://10.1.2.3:8786") == "tls://10.1.2.3:8786"
+    assert check_scheduler_address("tcp://10.1.2.3:8786", allow_plaintext=True)
+
+
+@pytest.mark.parametrize("address", ["http://127.0.0.1:8786", "tcp://127.0.0.1", "nonsense"])
+def test_malformed_addresses_are_refused(address: str) -> None:
+    with pytest.raises(ExecutorError, match="not a Dask scheduler address"):
+        check_scheduler_address(address)
+
+
+def test_an_unreachable_scheduler_is_one_clear_error_naming_it() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.perf_counter()
+    with pytest.raises(ExecutorError) as caught:
+        DaskExecutor(f"tcp://127.0.0.1:{port}")
+    assert str(caught.value).startswith(f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}")
+    assert "\n" not in str(caught.value)
+    assert time.perf_counter() - started < 15
