@@ -35,6 +35,7 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
+
 @pytest.fixture(scope="session")
 def dask_cluster() -> Iterator[str]:
     """A real Dask cluster on loopback (scheduler and two single-threaded worker processes,

@@ -110,6 +110,8 @@ def test_an_unreachable_scheduler_is_one_clear_error_naming_it() -> None:
     started = time.perf_counter()
     with pytest.raises(ExecutorError) as caught:
         DaskExecutor(f"tcp://127.0.0.1:{port}")
-    assert str(caught.value).startswith(f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}")
+    assert str(caught.value).startswith(
+        f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}"
+    )
     assert "\n" not in str(caught.value)
     assert time.perf_counter() - started < 15

@@ -33,9 +33,11 @@ def test_dask_builds_the_store_local_workers_build(
     fresh_demo: DemoProject, tmp_path: Path, dask_cluster: str
 ) -> None:
     local, dask = _copy(fresh_demo, tmp_path / "local"), _copy(fresh_demo, tmp_path / "dask")
-    with Project.open(local) as project:
-        with open_sync_executor(project, kind="local", workers=2) as executor:
-            sync_project(project, full=True, executor=executor)
+    with (
+        Project.open(local) as project,
+        open_sync_executor(project, kind="local", workers=2) as executor,
+    ):
+        sync_project(project, full=True, executor=executor)
     with Project.open(dask) as project:
         with open_sync_executor(project, scheduler=dask_cluster) as executor:
             assert isinstance(executor, DaskExecutor) and executor.workers == 2
