@@ -2,8 +2,9 @@
 
 Updates reformat a column of some rows (email case, phone style, IBAN grouping) and move their
 ``updated_at`` watermark; inserts copy existing rows under new ids above the maximum, so the
-new rows land in entities that already exist. Writes go through the standard library's
-sqlite3, like a foreign application would.
+new rows land in entities that already exist. :func:`change_sources` changes a share of every
+table's rows; :func:`change_entities` a number of entities, through their crm.customers rows.
+Writes go through the standard library's sqlite3, like a foreign application would.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import random
 import re
 import sqlite3
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,7 +24,14 @@ from sqlalchemy.engine import make_url
 from fabric.sources.generate import GeneratedTable
 from fabric.store.sqlite import quote_ident
 
-__all__ = ["SourceChange", "change_sources", "source_path"]
+__all__ = [
+    "ENTITY_TABLE",
+    "EntityChange",
+    "SourceChange",
+    "change_entities",
+    "change_sources",
+    "source_path",
+]
 
 #: Tables updated in place (watermark updated_at) -> columns a change may reformat; the
 #: first is tried first, others when it is NULL. None of them changes who a record is.
@@ -31,6 +39,8 @@ _UPDATED: dict[tuple[str, str], tuple[str, ...]] = {
     ("crm", "customers"): ("city", "email", "phone"),
     ("billing", "accounts"): ("email", "phone", "iban"),
 }
+#: The table an entity round changes: every customer entity it picks has rows there.
+ENTITY_TABLE = ("crm", "customers")
 #: Tables that only grow (watermark id): a change inserts copies of existing rows.
 _INSERTED = frozenset(
     {("billing", "payments"), ("shop", "orders"), ("shop", "order_items"), ("support", "tickets")}
@@ -51,6 +61,14 @@ class SourceChange:
     def rows(self) -> int:
         """Rows changed in all tables."""
         return sum(self.updated.values()) + sum(self.inserted.values())
+
+
+@dataclass(frozen=True)
+class EntityChange:
+    """What one entity round changed: how many entities, through how many of their rows."""
+
+    entities: int
+    rows: int
 
 
 def source_path(table: GeneratedTable) -> Path:
@@ -100,13 +118,26 @@ _REFORMAT: dict[str, Callable[[str, random.Random], str]] = {
 def _update_rows(
     conn: sqlite3.Connection, name: str, columns: Sequence[str], count: int, rng: random.Random
 ) -> int:
-    """Reformat one column of ``count`` random rows and move their updated_at past the newest.
+    """Reformat one column of ``count`` random rows and move their updated_at past the newest."""
+    ids = [int(r[0]) for r in conn.execute(f"SELECT id FROM {quote_ident(name)}")]
+    chosen = sorted(rng.sample(ids, min(count, len(ids))))
+    _rewrite(conn, name, columns, chosen, rng)
+    return len(chosen)
 
+
+def _rewrite(
+    conn: sqlite3.Connection,
+    name: str,
+    columns: Sequence[str],
+    chosen: Sequence[int],
+    rng: random.Random,
+) -> None:
+    """Reformat one column of the rows ``chosen`` and move their updated_at past the newest.
+
+    The first of ``columns`` that is not NULL and that the reformat changes is rewritten.
     Each row gets its own timestamp, one second apart, so the rows sort as they were written.
     """
     table = quote_ident(name)
-    ids = [int(r[0]) for r in conn.execute(f"SELECT id FROM {table}")]
-    chosen = sorted(rng.sample(ids, min(count, len(ids))))
     (newest,) = conn.execute(f"SELECT max(updated_at) FROM {table}").fetchone()
     stamp = datetime.fromisoformat(str(newest))
     listed = ", ".join(quote_ident(c) for c in columns)
@@ -128,7 +159,6 @@ def _update_rows(
         conn.executemany(
             f"UPDATE {table} SET {quote_ident(column)} = ?, updated_at = ? WHERE id = ?", rows
         )
-    return len(chosen)
 
 
 def _insert_copies(conn: sqlite3.Connection, name: str, count: int, rng: random.Random) -> int:
@@ -173,3 +203,24 @@ def change_sources(
             else:
                 inserted[label] = _insert_copies(conn, table.name, count, rng)
     return SourceChange(updated, inserted)
+
+
+def change_entities(
+    tables: Sequence[GeneratedTable],
+    members: Mapping[str, Collection[str]],
+    rng: random.Random,
+    count: int,
+) -> EntityChange:
+    """Update the ``ENTITY_TABLE`` rows of ``count`` entities, drawn from ``members``.
+
+    ``members`` maps an entity id to the primary keys of its crm.customers rows (the store's
+    source map); entities are drawn from it in id order by ``rng``, and every one of their rows
+    gets one column reformatted (city case first: it changes neither who a record is nor how
+    it matches) and its updated_at moved past the newest, so an incremental sync reads them.
+    """
+    (table,) = [t for t in tables if (t.system, t.table) == ENTITY_TABLE]
+    chosen = rng.sample(sorted(members), min(count, len(members)))
+    rows = sorted({int(key) for entity_id in chosen for key in members[entity_id]})
+    with closing(sqlite3.connect(source_path(table))) as conn, conn:
+        _rewrite(conn, table.name, _UPDATED[ENTITY_TABLE], rows, rng)
+    return EntityChange(len(chosen), len(rows))

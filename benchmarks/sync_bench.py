@@ -1,33 +1,74 @@
 """Time full and incremental syncs of the demo sources against the floor: a plain SQLite copy.
 
 The quick default is --customers 10000; the figures issue 3 asks for (full sync >= 5,000
-entities/s, incremental >= 20x faster than full for 1% changes) are for --customers 100000.
+entities/s, incremental >= 20x faster than full for 1% changes) and issue 18 asks for (at most
+400 CPU microseconds per entity, at most 2 GiB resident in all, Dask at 0.8 of local entities/s
+or better, an incremental sync touching entities at least as fast as a full sync builds them)
+are for --customers 100000.
+
+Flags beyond the sizes: --executor {local,dask} says where the timed full syncs (full_sync and
+its memory, noop_sync) run their tasks: local worker processes (the default), or a Dask
+LocalCluster of --workers single-threaded worker processes on 127.0.0.1 that this process
+starts before the runs, outside every timed region, and stops after them. --dask adds the
+dask_full_sync line. Incremental syncs always run with local workers.
 
 Prints one JSON object per line on stdout (progress goes to stderr):
 
   generate                   creating the synthetic sources (once; not repeated).
   full_sync                  sync_project(project, full=True) into an empty store: extract,
-                             resolve, build one micro-database per entity, compress, store.
-                             Each run is a fresh spawned process (so its memory can be read)
-                             and is timed inside it around the call; medians over --repeat
-                             runs, each into a fresh store (the store directory is deleted
-                             between runs), with sync_project(workers=--workers).
+                             resolve, build one micro-database per entity, compress, store,
+                             materialize the online store. Each run is a fresh spawned process
+                             (so its memory and CPU time can be read) and is timed inside it
+                             around the call; medians over --repeat runs, each into a fresh
+                             store (the store directory is deleted between runs), with
+                             sync_project(workers=--workers, executor=...): the executor
+                             (--executor) is opened, a Dask client connected, before the clock
+                             starts and closed after it stops. "executor" says which.
                              "target_entities_per_s" is issue 3's floor, for --workers 2.
+                             CPU: "cpu_us_per_entity_median" is the median over the runs of the
+                             CPU seconds (user + system) the full sync cost in every process,
+                             per entity, in microseconds ("cpu_us_per_entity_runs": each run's,
+                             "cpu_seconds_median": the seconds themselves);
+                             "target_cpu_us_per_entity" is issue 18's ceiling. Counted in the
+                             child while the sync runs (ProcessTreeSampler in
+                             benchmarks/_common.py): the child's own getrusage (RUSAGE_SELF)
+                             after less before, less the sampler thread's own CPU;
+                             its reaped children's (RUSAGE_CHILDREN, after less before); every
+                             other descendant (fork server, worker processes, the materializing
+                             workers) sampled every 50 ms from /proc/PID/stat (own plus reaped
+                             children's times, psutil elsewhere), keeping the last value seen
+                             per process, less its value at the start when it already ran.
+                             A process that exits is counted by its live parent's reaped-
+                             children time when that parent was sampled (or is the child), else
+                             by its last sample (losing up to 50 ms); nothing is counted twice.
+                             On Dask, the cluster's worker processes are sampled the same way,
+                             and the own time of the benchmark's main process, where the
+                             scheduler and nannies run, is read before and after.
+                             "cpu_us_per_entity_parts_median" splits the median:
+                             "sync_process", "reaped_children", "descendants",
+                             "cluster_workers", "scheduler_process";
+                             "cpu_sampler_seconds_median" is the sampling's own cost, left out.
   full_sync_memory           resident-set high-water mark of that child process during the
                              full sync (Linux: VmHWM, reset just before the call; elsewhere
                              ru_maxrss, which also counts the parent's peak): "peak_rss_mib" is
                              the largest over the runs, "rss_before_sync_mib" the resident set
                              just before the call (interpreter, imports, opened project) and
                              "sync_growth_mib" the difference, what the sync itself added.
-                             Worker processes are sampled every 50 ms while it runs:
-                             "worker_peak_rss_mib" is the largest mark of any one worker,
-                             "total_peak_rss_mib_sampled" the largest resident total of the
-                             process and its workers seen (a lower bound of the true peak).
+                             Every descendant process (fork server, workers and their children,
+                             however deep) is sampled every 50 ms while it runs, by the same
+                             sampler: "workers_seen" counts them, "worker_peak_rss_mib" is the
+                             largest mark of any one, "total_peak_rss_mib_sampled" the largest
+                             resident total of the process and all its descendants seen (a
+                             lower bound of the true peak; pages shared by forked processes
+                             count once per process), "target_total_peak_rss_mib" issue 18's
+                             ceiling for it; "total_peak_pss_mib_sampled" the largest
+                             proportional total (shared pages counted once; every tenth sample).
   noop_sync                  a second sync (default mode, no --full) right after, in a newly
                              opened project, with every entity unchanged: an incremental sync
                              that reads only the rows at each table's watermark (watermarks are
                              inclusive), re-resolves the few entities holding them and finds
-                             them unchanged. Same child process as the full sync.
+                             them unchanged. Same child process and executor kind as the full
+                             sync.
   baseline_executemany_copy  the floor no per-entity design can beat: read every source table
                              (apsw, read-only) and copy its rows into ONE new SQLite file with
                              executemany, one transaction per table, same connection settings
@@ -39,6 +80,28 @@ Prints one JSON object per line on stdout (progress goes to stderr):
                              disk after the sync (including -wal/-shm), the same after the
                              files are closed (WAL checkpointed away), the catalog, and the
                              baseline file for the same entity count.
+  dask_full_sync             with --dask, after the above and before any source changes: this
+                             process starts a Dask LocalCluster of --workers single-threaded
+                             worker processes (untimed; reused by every run, so only the first
+                             run's workers import fabric), then --repeat full syncs (and their
+                             no-change syncs) into fresh stores (fabric-dask.yaml, store-dask/)
+                             run exactly as full_sync's, each in a fresh spawned child with the
+                             dask executor connected to that cluster. Seconds median/min/max/
+                             runs, "entities_per_s", CPU fields as on full_sync (the cluster's
+                             workers and the scheduler's process counted),
+                             "total_peak_rss_mib_sampled" (the child, its descendants and the
+                             cluster's workers) and its target.
+                             "over_local" is its entities/s median over full_sync's
+                             ("local_entities_per_s"; "local_executor" says what full_sync ran
+                             on), "target_over_local" issue 18's floor for it.
+                             "identical_store": the Dask store equals the last full_sync run's
+                             (after its no-change sync, as the Dask ones are; with --executor
+                             dask, one more local run's, fabric-local.yaml) entity by entity:
+                             same ids, versions, rows of every table (in order) and lineage
+                             (without extraction times and run ids). "store_differences"
+                             counts what differs: entities in one store only, layouts,
+                             versions, rows (and of those, rows only in another order), lineage,
+                             entities per differing table, and a few examples.
   incremental_sync           after all the above (so those figures are for the unchanged
                              sources), --repeat rounds of: change 1% of source rows, then time
                              sync_project(project) (incremental) in a newly opened project.
@@ -52,8 +115,25 @@ Prints one JSON object per line on stdout (progress goes to stderr):
                              changes as many rows ("rows_changed"). "rows_read" and the entity
                              counts are medians over the rounds; "full_over_incremental" is the
                              full sync median over the incremental median, "target_ratio" the
-                             issue's floor for it.
-  incremental_equals_full    after the rounds (and the profiled one, with --profile), a full
+                             issue's floor for it. "entities_touched" is the median of the
+                             entities updated plus created, "touched_entities_per_s" that over
+                             the median seconds, "over_full_entities_per_s" that over full_sync's
+                             entities/s ("full_entities_per_s"), "target_over_full" issue 18's
+                             floor for it.
+  incremental_sync_entities  then --repeat rounds that change 1% of the ENTITIES, not of the
+                             rows: 1% of the customer entities (rounded, at least one), drawn by
+                             another seeded RNG from those with crm.customers rows (as the
+                             store's source map has them before the round), get every one of
+                             their crm.customers rows updated (city case; email case or phone
+                             format when it is NULL; updated_at set past the newest one), then
+                             sync_project(project) (incremental) is timed in a newly opened
+                             project. "entities_changed" and "rows_changed" are what the change
+                             picked and wrote; "rows_read", "entities_updated",
+                             "entities_created", "entities_unchanged" and "entities_touched"
+                             (updated plus created) medians of what the syncs did; seconds,
+                             "touched_entities_per_s", "over_full_entities_per_s",
+                             "full_over_incremental" and the targets as on incremental_sync.
+  incremental_equals_full    after all the rounds (and the profiled one, with --profile), a full
                              sync of the changed sources into a second, fresh store
                              (fabric-check.yaml, store-check/): "equal" is true when both stores
                              partition the source records into the same entities (sets of
@@ -62,11 +142,11 @@ Prints one JSON object per line on stdout (progress goes to stderr):
                              "seconds" times that full sync (sources now 1% per round larger).
 
 Fields: "what", "n" (measurements), "*_median" (p50), "*_min", "*_max", "*_runs" in seconds,
-rates per second named by unit ("rows_per_s", "entities_per_s"), sizes in bytes or MiB. The
-seed is fixed, so runs with the same arguments do the same work; the times are not gated
-anywhere. --profile TOP adds one profiled incremental sync (after a further change) and one
-profiled full sync (in one process, workers=1, so the profile sees the building too), printed
-on stderr by cumulative and by own time, after the figures.
+rates per second named by unit ("rows_per_s", "entities_per_s"), sizes in bytes or MiB, CPU in
+microseconds per entity. The seed is fixed, so runs with the same arguments do the same work;
+the times are not gated anywhere. --profile TOP adds one profiled incremental sync (after a
+further change) and one profiled full sync (in one process, workers=1, so the profile sees the
+building too), printed on stderr by cumulative and by own time, after the figures.
 """
 
 from __future__ import annotations
@@ -89,11 +169,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from _changes import SourceChange, change_sources, source_path
+from _changes import (
+    ENTITY_TABLE,
+    EntityChange,
+    SourceChange,
+    change_entities,
+    change_sources,
+    source_path,
+)
+from _cluster import LoopbackCluster
 from _common import (
     MIB,
-    DescendantMemory,
+    CpuTime,
+    ProcessTreeSampler,
+    StoreComparison,
     Timings,
+    compare_stores,
     current_rss_bytes,
     emit,
     log,
@@ -104,21 +195,57 @@ from _common import (
 )
 
 from fabric.demo import create_demo_project
+from fabric.executors import EXECUTOR_KINDS, ExecutorKind
 from fabric.project import Project
 from fabric.sources.generate import GeneratedTable
 from fabric.store.base import StoreStats
 from fabric.store.catalog import SourceRef
 from fabric.store.sqlite import apsw, open_database, quote_ident
-from fabric.sync import SyncReport, sync_project
+from fabric.sync import SyncReport, open_sync_executor, sync_project
 
 BASELINE_FILE = "baseline.db"
 #: Config and store of the full sync that checks the incremental store.
 CHECK_CONFIG, CHECK_STORE = "fabric-check.yaml", "store-check"
-#: Share of each changed table's rows that one incremental round changes.
+#: Config and store of the --dask full syncs.
+DASK_CONFIG, DASK_STORE = "fabric-dask.yaml", "store-dask"
+#: Config and store of the local full sync --dask compares with when --executor is dask.
+LOCAL_CONFIG, LOCAL_STORE = "fabric-local.yaml", "store-local"
+#: Share of each changed table's rows that one incremental round changes, and share of the
+#: entities that one entity round changes.
 CHANGED_FRACTION = 0.01
+#: The demo's entity type, whose entities the entity rounds change.
+ENTITY_TYPE = "customer"
 #: Issue 3's floors on this 2-core machine, for --customers 100000.
 TARGET_ENTITIES_PER_S = 5_000
 TARGET_FULL_OVER_INCREMENTAL = 20
+#: Issue 18's: CPU per entity of a full sync (every process), resident total of a full sync
+#: and its workers, Dask entities/s over local ones, incremental touched entities/s over full.
+TARGET_CPU_US_PER_ENTITY = 400
+TARGET_TOTAL_PEAK_RSS_MIB = 2048
+TARGET_DASK_OVER_LOCAL = 0.8
+TARGET_INCREMENTAL_OVER_FULL = 1
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a timed sync's tasks run: local worker processes, or a Dask cluster."""
+
+    kind: ExecutorKind
+    workers: int
+    #: the cluster's scheduler address (dask)
+    scheduler: str | None = None
+    #: the cluster's worker processes, sampled for CPU time and memory
+    cluster_pids: tuple[int, ...] = ()
+    #: the process the cluster's scheduler runs in, whose own CPU time counts
+    scheduler_pid: int | None = None
+
+    @classmethod
+    def on(cls, kind: ExecutorKind, workers: int, cluster: LoopbackCluster | None) -> Placement:
+        """Local workers, or the ``cluster`` (which must be given for dask)."""
+        if kind == "local":
+            return cls("local", workers)
+        assert cluster is not None, "a dask placement needs a cluster"
+        return cls("dask", workers, cluster.address, cluster.pids, cluster.scheduler_pid)
 
 
 @dataclass(frozen=True)
@@ -143,11 +270,21 @@ class SyncRun:
     workers_peak_bytes: int
     total_peak_bytes: int
     workers_seen: int
+    #: the largest proportional total sampled (pages shared between processes counted once)
+    total_peak_pss_bytes: int
+    #: CPU time of the full sync: the process, its descendants, the cluster's processes
+    cpu: CpuTime
+    executor: str
 
     @property
     def entities(self) -> int:
         """Entities of every type."""
         return sum(self.report.entities.values())
+
+    @property
+    def cpu_us_per_entity(self) -> float:
+        """CPU microseconds per entity, every process counted."""
+        return rate(self.cpu.total * 1e6, self.entities)
 
 
 @dataclass(frozen=True)
@@ -173,6 +310,20 @@ class IncrementalRun:
     change: SourceChange
     seconds: float
     report: SyncReport
+
+
+@dataclass(frozen=True)
+class EntityRun:
+    """One change of 1% of the entities and the incremental sync that followed it."""
+
+    change: EntityChange
+    seconds: float
+    report: SyncReport
+
+    @property
+    def touched(self) -> int:
+        """Entities the sync rewrote or created."""
+        return self.report.updated + self.report.created
 
 
 @dataclass(frozen=True)
@@ -233,6 +384,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "3's entities/s target is for 2 on a 2-core machine (default: %(default)s)",
     )
     parser.add_argument(
+        "--executor",
+        choices=EXECUTOR_KINDS,
+        default="local",
+        help="where the timed full syncs (full_sync) run their tasks: local worker processes, "
+        "or a Dask LocalCluster of W single-threaded workers that this process starts before "
+        "the runs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dask",
+        action="store_true",
+        help="after the full syncs, time as many full syncs with the dask executor on a Dask "
+        "LocalCluster of W workers started here, and compare their store with a local one "
+        "(the dask_full_sync line)",
+    )
+    parser.add_argument(
         "--workdir",
         type=Path,
         default=None,
@@ -258,19 +424,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def sync_once(config_path: Path, store_dir: Path, workers: int) -> SyncRun:
+def sync_once(config_path: Path, store_dir: Path, placement: Placement) -> SyncRun:
     """Run a full sync into a fresh store, measure it, then time a no-change sync.
 
-    Meant to run in a fresh child process (:func:`sync_in_child`): the resident-set mark it
-    reads is the process's, so only there is it the full sync's.
+    Meant to run in a fresh child process (:func:`sync_in_child`): the resident-set mark and
+    the CPU time it reads are the process's (and its descendants'), so only there are they
+    the full sync's. The executor is opened (a Dask client connected) before the clock
+    starts and closed after it stops.
     """
     shutil.rmtree(store_dir, ignore_errors=True)
-    with Project.open(config_path) as project:
+    workers = placement.workers
+    with (
+        Project.open(config_path) as project,
+        open_sync_executor(
+            project, kind=placement.kind, workers=workers, scheduler=placement.scheduler
+        ) as executor,
+    ):
         rss_reset = reset_peak_rss()
         rss_before = current_rss_bytes() or peak_rss_bytes()
-        with DescendantMemory() as memory:
+        sampler = ProcessTreeSampler(
+            others=placement.cluster_pids,
+            others_own=() if placement.scheduler_pid is None else (placement.scheduler_pid,),
+        )
+        with sampler:
             began = time.perf_counter()
-            report = sync_project(project, full=True, workers=workers)
+            report = sync_project(project, full=True, workers=workers, executor=executor)
             seconds = time.perf_counter() - began
         rss_peak = peak_rss_bytes()
         # Measured while the files are open: the last close checkpoints and removes the WAL.
@@ -281,9 +459,14 @@ def sync_once(config_path: Path, store_dir: Path, workers: int) -> SyncRun:
     )
     catalog_bytes_at_rest = sum(sqlite_bytes(store_dir / "catalog.db"))
     # A new project, as a second `fabric sync` would open one.
-    with Project.open(config_path) as project:
+    with (
+        Project.open(config_path) as project,
+        open_sync_executor(
+            project, kind=placement.kind, workers=workers, scheduler=placement.scheduler
+        ) as executor,
+    ):
         began = time.perf_counter()
-        noop_report = sync_project(project, full=False, workers=workers)
+        noop_report = sync_project(project, full=False, workers=workers, executor=executor)
         noop_seconds = time.perf_counter() - began
     return SyncRun(
         seconds,
@@ -297,13 +480,16 @@ def sync_once(config_path: Path, store_dir: Path, workers: int) -> SyncRun:
         rss_before,
         rss_peak,
         rss_reset,
-        memory.peak_descendant_bytes,
-        memory.peak_total_bytes,
-        memory.descendants,
+        sampler.peak_descendant_bytes,
+        sampler.peak_total_bytes,
+        sampler.descendants,
+        sampler.peak_total_pss_bytes,
+        sampler.cpu,
+        placement.kind,
     )
 
 
-def sync_in_child(config_path: Path, store_dir: Path, workers: int) -> SyncRun:
+def sync_in_child(config_path: Path, store_dir: Path, placement: Placement) -> SyncRun:
     """Run :func:`sync_once` in a freshly spawned process, so its memory is the sync's own.
 
     Spawned rather than forked, so the child does not start with the parent's pages (the
@@ -312,7 +498,7 @@ def sync_in_child(config_path: Path, store_dir: Path, workers: int) -> SyncRun:
     """
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(sync_once, config_path, store_dir, workers).result()
+        return pool.submit(sync_once, config_path, store_dir, placement).result()
 
 
 @dataclass(frozen=True)
@@ -392,6 +578,27 @@ def incremental_once(
     return IncrementalRun(change, seconds, report)
 
 
+def entities_once(
+    config_path: Path, tables: Sequence[GeneratedTable], rng: random.Random, workers: int
+) -> EntityRun:
+    """Change 1% of the entities, then time an incremental sync in a newly opened project.
+
+    The entities are drawn from those with crm.customers rows, as the store maps them now
+    (read before the change, untimed); every one of their crm.customers rows is updated.
+    """
+    with Project.open(config_path) as project:
+        entities = len(project.catalog.entities(ENTITY_TYPE))
+        members: dict[str, list[str]] = defaultdict(list)
+        for ref, entity_id in project.catalog.source_map(ENTITY_TYPE, [ENTITY_TABLE]).items():
+            members[entity_id].append(ref.key)
+    change = change_entities(tables, members, rng, max(1, round(entities * CHANGED_FRACTION)))
+    with Project.open(config_path) as project:
+        began = time.perf_counter()
+        report = sync_project(project, workers=workers)
+        seconds = time.perf_counter() - began
+    return EntityRun(change, seconds, report)
+
+
 def _partition(project: Project) -> set[frozenset[tuple[str, SourceRef]]]:
     """Every entity of the project as the set of its (entity type, source record) pairs."""
     groups: dict[tuple[str, str], set[tuple[str, SourceRef]]] = defaultdict(set)
@@ -401,16 +608,24 @@ def _partition(project: Project) -> set[frozenset[tuple[str, SourceRef]]]:
     return {frozenset(members) for members in groups.values()}
 
 
+def with_store(config_path: Path, name: str, store: str) -> Path:
+    """Write a copy of a project's config (file ``name``, next to it) with another store path.
+
+    The copy reads the same sources with the same rules and keys.
+    """
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    config["store"]["path"] = store
+    path = config_path.with_name(name)
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def check_against_full(config_path: Path, workers: int) -> EqualityCheck:
     """Fully sync the (changed) sources into a second store and compare the partitions.
 
-    The second project is the first one's config with only the store path changed, so it
-    reads the same sources with the same rules and keys.
+    The second project is the first one's config with only the store path changed.
     """
-    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    config["store"]["path"] = CHECK_STORE
-    check_path = config_path.with_name(CHECK_CONFIG)
-    check_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    check_path = with_store(config_path, CHECK_CONFIG, CHECK_STORE)
     with Project.open(config_path) as project:
         incremental = _partition(project)
     with Project.open(check_path) as project:
@@ -484,6 +699,48 @@ def _check_incremental(rounds: Sequence[IncrementalRun]) -> None:
             )
 
 
+def _check_entity_rounds(rounds: Sequence[EntityRun]) -> None:
+    """Warn on stderr when an entity round's sync was not incremental or missed entities."""
+    for number, run in enumerate(rounds, 1):
+        report = run.report
+        if report.mode != "incremental":
+            log(f"warning: entity round {number} ran as a {report.mode} sync")
+        if run.touched < run.change.entities or report.rows_read < run.change.rows:
+            log(
+                f"warning: entity round {number} changed {run.change.entities} entities "
+                f"({run.change.rows} rows) but the sync read {report.rows_read} rows and "
+                f"updated or created {run.touched} entities"
+            )
+        if report.deleted or report.merged or report.split:
+            log(
+                f"warning: entity round {number} deleted {report.deleted}, merged "
+                f"{report.merged}, split {report.split} entities; the change edits no identity"
+            )
+
+
+def _cpu_fields(runs: Sequence[SyncRun]) -> dict[str, object]:
+    """JSON fields of the full syncs' CPU time per entity: median, runs, median parts."""
+    per_entity = [r.cpu_us_per_entity for r in runs]
+
+    def part(seconds: Callable[[CpuTime], float]) -> float:
+        return statistics.median(rate(seconds(r.cpu) * 1e6, r.entities) for r in runs)
+
+    return {
+        "cpu_seconds_median": statistics.median(r.cpu.total for r in runs),
+        "cpu_us_per_entity_median": statistics.median(per_entity),
+        "cpu_us_per_entity_runs": per_entity,
+        "cpu_us_per_entity_parts_median": {
+            "sync_process": part(lambda c: c.process),
+            "reaped_children": part(lambda c: c.reaped),
+            "descendants": part(lambda c: c.descendants),
+            "cluster_workers": part(lambda c: c.others),
+            "scheduler_process": part(lambda c: c.others_own),
+        },
+        "cpu_sampler_seconds_median": statistics.median(r.cpu.sampler for r in runs),
+        "target_cpu_us_per_entity": TARGET_CPU_US_PER_ENTITY,
+    }
+
+
 def report_figures(
     customers: int,
     tables: int,
@@ -512,7 +769,9 @@ def report_figures(
             "rows_per_s": sync_rps,
             "reported_seconds_median": statistics.median(r.report.seconds for r in runs),
             "workers": workers,
+            "executor": first.executor,
             "target_entities_per_s": TARGET_ENTITIES_PER_S,
+            **_cpu_fields(runs),
         }
     )
     peaks = [r.rss_peak_bytes / MIB for r in runs]
@@ -531,6 +790,8 @@ def report_figures(
             "workers_seen": max(r.workers_seen for r in runs),
             "worker_peak_rss_mib": max(r.workers_peak_bytes for r in runs) / MIB,
             "total_peak_rss_mib_sampled": max(r.total_peak_bytes for r in runs) / MIB,
+            "total_peak_pss_mib_sampled": max(r.total_peak_pss_bytes for r in runs) / MIB,
+            "target_total_peak_rss_mib": TARGET_TOTAL_PEAK_RSS_MIB,
             "method": (
                 "VmHWM of a spawned child, reset just before the full sync, read right after"
                 if all(r.rss_reset for r in runs)
@@ -606,7 +867,9 @@ def report_incremental(
 ) -> None:
     """Print the incremental figure: one 1% change per round, against the full sync."""
     full_median = statistics.median(r.seconds for r in runs)
+    full_entities_per_s = rate(runs[0].entities, full_median)
     timings = Timings.of([r.seconds for r in rounds])
+    touched = statistics.median_low(r.report.updated + r.report.created for r in rounds)
 
     def median(count: Callable[[IncrementalRun], int]) -> int:
         # The lower median: a count some round actually had.
@@ -630,9 +893,87 @@ def report_incremental(
             "entities_split": median(lambda r: r.report.split),
             **timings.fields(),
             "rows_per_s": rate(median(lambda r: r.report.rows_read), timings.median),
+            "entities_touched": touched,
+            "touched_entities_per_s": rate(touched, timings.median),
+            "full_entities_per_s": full_entities_per_s,
+            "over_full_entities_per_s": rate(rate(touched, timings.median), full_entities_per_s),
+            "target_over_full": TARGET_INCREMENTAL_OVER_FULL,
             "full_seconds_median": full_median,
             "full_over_incremental": rate(full_median, timings.median),
             "target_ratio": TARGET_FULL_OVER_INCREMENTAL,
+        }
+    )
+
+
+def report_entity_rounds(
+    customers: int, runs: Sequence[SyncRun], rounds: Sequence[EntityRun]
+) -> None:
+    """Print the entity-round figure: 1% of the entities changed per round, against full."""
+    full_median = statistics.median(r.seconds for r in runs)
+    full_entities_per_s = rate(runs[0].entities, full_median)
+    timings = Timings.of([r.seconds for r in rounds])
+
+    def median(count: Callable[[EntityRun], int]) -> int:
+        return statistics.median_low(count(r) for r in rounds)
+
+    touched = median(lambda r: r.touched)
+    emit(
+        {
+            "what": "incremental_sync_entities",
+            "customers": customers,
+            "entities": sum(rounds[-1].report.entities.values()),
+            "changed_fraction": CHANGED_FRACTION,
+            "entities_changed": median(lambda r: r.change.entities),
+            "rows_changed": median(lambda r: r.change.rows),
+            "rows_read": median(lambda r: r.report.rows_read),
+            "entities_updated": median(lambda r: r.report.updated),
+            "entities_created": median(lambda r: r.report.created),
+            "entities_unchanged": median(lambda r: r.report.unchanged),
+            "entities_touched": touched,
+            **timings.fields(),
+            "touched_entities_per_s": rate(touched, timings.median),
+            "full_entities_per_s": full_entities_per_s,
+            "over_full_entities_per_s": rate(rate(touched, timings.median), full_entities_per_s),
+            "target_over_full": TARGET_INCREMENTAL_OVER_FULL,
+            "full_seconds_median": full_median,
+            "full_over_incremental": rate(full_median, timings.median),
+            "target_ratio": TARGET_FULL_OVER_INCREMENTAL,
+        }
+    )
+
+
+def report_dask(
+    customers: int,
+    workers: int,
+    runs: Sequence[SyncRun],
+    dask_runs: Sequence[SyncRun],
+    comparison: StoreComparison,
+) -> None:
+    """Print the Dask full syncs against the full_sync line, and whether their stores agree."""
+    first = dask_runs[0]
+    entities = first.entities
+    timings = Timings.of([r.seconds for r in dask_runs])
+    local_rate = rate(runs[0].entities, statistics.median(r.seconds for r in runs))
+    dask_rate = rate(entities, timings.median)
+    emit(
+        {
+            "what": "dask_full_sync",
+            "customers": customers,
+            "entities": entities,
+            "rows": first.report.rows_read,
+            "created": first.report.created,
+            "workers": workers,
+            **timings.fields(),
+            "entities_per_s": dask_rate,
+            "local_entities_per_s": local_rate,
+            "local_executor": runs[0].executor,
+            "over_local": rate(dask_rate, local_rate),
+            "target_over_local": TARGET_DASK_OVER_LOCAL,
+            **_cpu_fields(dask_runs),
+            "total_peak_rss_mib_sampled": max(r.total_peak_bytes for r in dask_runs) / MIB,
+            "target_total_peak_rss_mib": TARGET_TOTAL_PEAK_RSS_MIB,
+            "identical_store": comparison.identical,
+            "store_differences": comparison.fields(),
         }
     )
 
@@ -692,11 +1033,53 @@ def profile_sync(config_path: Path, store_dir: Path, top: int) -> None:
         _profiled("full sync", lambda: sync_project(project, full=True, workers=1), top)
 
 
+def store_of(config_path: Path) -> Path:
+    """The store directory of a project's config."""
+    with Project.open(config_path) as project:
+        return project.store_dir
+
+
+def dask_full_syncs(
+    args: argparse.Namespace,
+    config_path: Path,
+    runs: Sequence[SyncRun],
+    cluster: LoopbackCluster,
+) -> None:
+    """Time --repeat full syncs on the Dask cluster; compare their store with a local one.
+
+    The local store is the last full_sync run's (after its no-change sync, as the Dask runs'
+    stores are); when those ran on Dask too, one more local run (untimed figures) makes one.
+    """
+    dask_config = with_store(config_path, DASK_CONFIG, DASK_STORE)
+    dask_store = store_of(dask_config)
+    placement = Placement.on("dask", args.workers, cluster)
+    dask_runs: list[SyncRun] = []
+    for number in range(1, args.repeat + 1):
+        run = sync_in_child(dask_config, dask_store, placement)
+        dask_runs.append(run)
+        log(
+            f"dask run {number}/{args.repeat}: full sync {run.seconds:.2f} s ({run.entities} "
+            f"entities, {run.cpu_us_per_entity:.0f} CPU us per entity)"
+        )
+    _check(dask_runs, runs[0].report.rows_read)
+    reference = config_path
+    if runs[0].executor != "local":
+        reference = with_store(config_path, LOCAL_CONFIG, LOCAL_STORE)
+        log("a local full sync to compare the Dask store with")
+        sync_in_child(reference, store_of(reference), Placement.on("local", args.workers, None))
+    log("comparing the Dask store with the local one, entity by entity")
+    comparison = compare_stores(reference, dask_config)
+    if not comparison.identical:
+        log(f"warning: the Dask store differs from the local one: {comparison.fields()}")
+    report_dask(args.customers, args.workers, runs, dask_runs, comparison)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Generate the sources once, repeat sync and baseline, then change and sync incrementally."""
     args = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="fabric-sync-bench-", dir=args.workdir))
     config_path = workdir / "project" / "fabric.yaml"
+    cluster: LoopbackCluster | None = None
     try:
         log(f"generating {args.customers} customers (seed {args.seed}) in {workdir}")
         began = time.perf_counter()
@@ -718,19 +1101,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "rows_per_s": rate(source_rows, demo.generation.seconds),
             }
         )
-        with Project.open(config_path) as project:
-            store_dir = project.store_dir
+        store_dir = store_of(config_path)
         baseline_path = workdir / "baseline" / BASELINE_FILE
         baseline_path.parent.mkdir()
+        if args.executor == "dask":
+            cluster = LoopbackCluster(args.workers)
+        placement = Placement.on(args.executor, args.workers, cluster)
         runs: list[SyncRun] = []
         baselines: list[BaselineRun] = []
         for number in range(1, args.repeat + 1):
-            run = sync_in_child(config_path, store_dir, args.workers)
+            run = sync_in_child(config_path, store_dir, placement)
             runs.append(run)
             log(
                 f"run {number}/{args.repeat}: full sync {run.seconds:.2f} s "
                 f"({run.report.rows_read} rows, {run.entities} entities, peak RSS "
-                f"{run.rss_peak_bytes / MIB:.0f} MiB), no-change sync {run.noop_seconds:.2f} s"
+                f"{run.rss_peak_bytes / MIB:.0f} MiB, {run.cpu_us_per_entity:.0f} CPU us per "
+                f"entity), no-change sync {run.noop_seconds:.2f} s"
             )
             baseline = copy_baseline(tables, baseline_path)
             baselines.append(baseline)
@@ -740,6 +1126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         _check(runs, source_rows)
         report_figures(args.customers, len(tables), args.workers, runs, baselines)
+        if args.dask:
+            # Started outside every timed region; its workers stay up for all the runs.
+            cluster = cluster or LoopbackCluster(args.workers)
+            dask_full_syncs(args, config_path, runs, cluster)
+        if cluster is not None:
+            cluster.close()
+            cluster = None
 
         # From here on the sources change: the figures above are for the generated ones.
         rng = random.Random(f"sync_bench changes {args.seed}")
@@ -754,14 +1147,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         _check_incremental(rounds)
         report_incremental(args.customers, runs, rounds)
+
+        entity_rng = random.Random(f"sync_bench entity changes {args.seed}")
+        entity_rounds: list[EntityRun] = []
+        for number in range(1, args.repeat + 1):
+            entity_step = entities_once(config_path, tables, entity_rng, args.workers)
+            entity_rounds.append(entity_step)
+            log(
+                f"entity round {number}/{args.repeat}: changed {entity_step.change.entities} "
+                f"entities ({entity_step.change.rows} rows), incremental sync "
+                f"{entity_step.seconds:.2f} s ({entity_step.report.rows_read} rows read, "
+                f"{entity_step.report.updated} entities updated, {entity_step.report.created} "
+                "created)"
+            )
+        _check_entity_rounds(entity_rounds)
+        report_entity_rounds(args.customers, runs, entity_rounds)
         if args.profile:
             profile_incremental(config_path, tables, rng, args.profile)
         log("checking the incremental store against a full sync of the changed sources")
         check = check_against_full(config_path, args.workers)
-        report_equality(check, len(rounds) + (1 if args.profile else 0))
+        report_equality(check, len(rounds) + len(entity_rounds) + (1 if args.profile else 0))
         if args.profile:
             profile_sync(config_path, store_dir, args.profile)
     finally:
+        if cluster is not None:
+            cluster.close()
         if args.keep:
             log(f"kept the project: {config_path}")
         else:

@@ -23,6 +23,7 @@ import contextlib
 import gc
 import importlib
 import ipaddress
+import logging
 import multiprocessing
 import socket
 from collections import deque
@@ -317,6 +318,7 @@ class DaskExecutor(Executor):
                 processes=True,
                 host="127.0.0.1",
                 dashboard_address=None,
+                silence_logs=logging.ERROR,
             )
             scheduler = self._cluster.scheduler_address
         self.address = check_scheduler_address(scheduler, allow_plaintext=allow_plaintext)
@@ -331,9 +333,19 @@ class DaskExecutor(Executor):
             raise ExecutorError(
                 f"cannot reach the Dask scheduler at {self.address}: {exc}"
             ) from None
-        self.workers = (
-            max(1, sum(self._client.nthreads().values())) if self._cluster is None else workers
-        )
+        if self._cluster is None:
+            try:
+                # Tasks sent to a scheduler without workers would wait forever.
+                self._client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+            except TimeoutError:
+                self.close()
+                raise ExecutorError(
+                    f"the Dask scheduler at {self.address} has no workers: start some with "
+                    f"`dask worker {self.address} --nthreads 1`"
+                ) from None
+            self.workers = max(1, sum(self._client.nthreads().values()))
+        else:
+            self.workers = workers
 
     def map(
         self,

@@ -115,3 +115,22 @@ def test_an_unreachable_scheduler_is_one_clear_error_naming_it() -> None:
     )
     assert "\n" not in str(caught.value)
     assert time.perf_counter() - started < 15
+
+
+def test_a_scheduler_without_workers_is_an_error_not_a_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import logging
+
+    import distributed
+
+    from fabric import executors
+
+    monkeypatch.setattr(executors, "CONNECT_TIMEOUT_S", 1.0)
+    with distributed.LocalCluster(
+        n_workers=0, host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR
+    ) as cluster:
+        address = cluster.scheduler_address
+        with pytest.raises(ExecutorError, match="has no workers") as caught:
+            DaskExecutor(address)
+    assert f"dask worker {address}" in str(caught.value)
