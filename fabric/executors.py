@@ -25,7 +25,10 @@ import importlib
 import ipaddress
 import logging
 import multiprocessing
+import multiprocessing.context
+import os
 import socket
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
@@ -146,6 +149,21 @@ def _first_done(futures: list[Future[Any]]) -> Future[Any]:
     return next(iter(wait(futures, return_when=FIRST_COMPLETED).done))
 
 
+#: Longest temporary directory the fork server's socket fits under: a Unix socket's path is
+#: at most 107 bytes, and multiprocessing puts it ~40 bytes deep in a directory of its own.
+_SOCKET_DIR_MAX = 64
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """The fork server, with the task modules preloaded; or, when the temporary directory's
+    path is too long for its socket (a deep ``TMPDIR``), spawned workers, slower to start."""
+    if len(os.fsencode(tempfile.gettempdir())) > _SOCKET_DIR_MAX:
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(_PRELOAD))
+    return context
+
+
 def _nothing() -> None:
     """A task that only makes the workers start."""
 
@@ -188,8 +206,7 @@ class LocalExecutor(Executor):
         for module in preload:
             if module not in _PRELOAD:
                 _PRELOAD.append(module)
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(list(_PRELOAD))
+        context = _context()
         self._pool = ProcessPoolExecutor(
             workers,
             mp_context=context,

@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -134,3 +137,25 @@ def test_a_scheduler_without_workers_is_an_error_not_a_wait(
         with pytest.raises(ExecutorError, match="has no workers") as caught:
             DaskExecutor(address)
     assert f"dask worker {address}" in str(caught.value)
+
+
+
+def test_workers_start_under_a_temporary_directory_too_deep_for_a_socket(tmp_path: Path) -> None:
+    # In a new process: multiprocessing picks its socket's directory once per process.
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    code = (
+        "from fabric.executors import LocalExecutor\n"
+        "from test_executors import square\n"
+        "with LocalExecutor(2) as executor:\n"
+        "    print(list(executor.map(square, range(6))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TMPDIR": str(deep), "PYTHONPATH": str(Path(__file__).parent)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[0, 1, 4, 9, 16, 25]"
