@@ -139,7 +139,6 @@ def test_a_scheduler_without_workers_is_an_error_not_a_wait(
     assert f"dask worker {address}" in str(caught.value)
 
 
-
 def test_workers_start_under_a_temporary_directory_too_deep_for_a_socket(tmp_path: Path) -> None:
     # In a new process: multiprocessing picks its socket's directory once per process.
     deep = tmp_path / ("d" * 60) / ("e" * 60)

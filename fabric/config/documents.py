@@ -175,10 +175,19 @@ def read_once() -> Iterator[None]:
 
 
 def _text_of(path: Path) -> str:
+    """The file's text: as first read within :func:`read_once`, else from disk."""
     texts = _READ.get()
     key = os.path.abspath(path)
     if texts is not None and key in texts:
         return texts[key]
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError as exc:
+        raise YamlLoadError("file not found") from exc
+    except OSError as exc:
+        raise YamlLoadError(f"cannot read file ({exc.strerror})") from exc
+    if size > MAX_FILE_BYTES:
+        raise YamlLoadError(f"file is {size} bytes; the limit is {MAX_FILE_BYTES} (1 MiB)")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -197,14 +206,6 @@ def load_yaml_file(path: Path) -> YamlDocument:
         YamlLoadError: the file is missing, too large, not YAML, nested deeper than
             :data:`MAX_DEPTH`, or uses anchors/aliases.
     """
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError as exc:
-        raise YamlLoadError("file not found") from exc
-    except OSError as exc:
-        raise YamlLoadError(f"cannot read file ({exc.strerror})") from exc
-    if size > MAX_FILE_BYTES:
-        raise YamlLoadError(f"file is {size} bytes; the limit is {MAX_FILE_BYTES} (1 MiB)")
     text = _text_of(path)
     try:
         root = yaml.compose(text, Loader=_GuardedLoader)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 
 from fabric.config.documents import read_once
-from fabric.errors import FabricError
+from fabric.errors import ExecutorError, FabricError
 from fabric.executors import Executor, ExecutorKind, open_executor
 from fabric.project import Project
 from fabric.resolve.normalize import clear_caches
@@ -60,6 +60,8 @@ def open_sync_executor(
         ExecutorError: a Dask scheduler that cannot be reached or may not be used.
     """
     config = project.config.executor
+    if kind == "local" and scheduler is not None:
+        raise ExecutorError("a scheduler is for the dask executor, not the local one")
     kind = kind or ("dask" if scheduler is not None else config.kind)
     return open_executor(
         kind,

@@ -232,3 +232,42 @@ def test_a_first_sync_trains_one_compression_dictionary_and_later_ones_reuse_it(
         entity_id = sorted(project.catalog.entities("customer"))[0]
         doc = EntityService(project).document("customer", entity_id, role="steward")
         assert doc["entity_id"] == entity_id and doc["tables"]["crm_customers"] is not None
+
+
+def test_a_sync_reads_each_rule_file_once_and_records_the_version_it_ran(
+    fresh_demo: DemoProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: dict[str, int] = {}
+    read_text = Path.read_text
+
+    def counting(path: Path, *args: object, **kwargs: object) -> str:
+        if path.suffix == ".yaml" and path.parent.name == "rules":
+            reads[path.name] = reads.get(path.name, 0) + 1
+        return read_text(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    with Project.open(fresh_demo.config_path) as project:
+        version = project.rules_version()
+    reads.clear()
+    match = fresh_demo.directory / "rules" / "match.yaml"
+    original = match.read_text()
+    edited = False
+
+    def progress(stage: str, done: int, total: int | None) -> None:
+        # An edit saved mid-run (after every rule file was read): the run goes on with what
+        # it read, and records that version.
+        nonlocal edited
+        if not edited:
+            match.write_text(original.replace("normalize: [phone]", "normalize: [phone, trim]"))
+            edited = True
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    with Project.open(fresh_demo.config_path) as project:
+        report = sync_project(project, full=True, progress=progress)
+        recorded = project.catalog.runs(1)[0].rules_version
+    assert edited and report.created > 0
+    assert set(reads) >= {"match.yaml", "masking.yaml"}
+    assert all(count == 1 for count in reads.values()), reads
+    assert recorded == version
+    monkeypatch.undo()
+    with Project.open(fresh_demo.config_path) as project:
+        assert project.rules_version() != version  # the edit was one the version tells
