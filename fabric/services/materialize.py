@@ -30,6 +30,8 @@ __all__ = ["Materialized", "materialize"]
 
 #: Entities read and computed together when materializing.
 _CHUNK = 2000
+#: Fewest entities (summed over the jobs) for which materializing starts worker processes.
+_IN_WORKERS_FROM = 2000
 
 
 @dataclass
@@ -236,8 +238,18 @@ def _run(
     project: Project, entities: EntityService, jobs: list[_Job], workers: int
 ) -> Iterator[tuple[_Job, list[Row]]]:
     """Each job with its rows, in order: in this process, or in ``workers`` processes
-    forked from a server that imported fabric once."""
-    if workers <= 1 or len(jobs) < 2 or project.config.path is None:
+    forked from a server that imported fabric once.
+
+    Starting workers costs a second or more (the server imports fabric, each worker opens
+    the project), so the few entities an incremental sync touches are done here.
+    """
+    entities_due = sum(len(job.ids) for job in jobs)
+    if (
+        workers <= 1
+        or len(jobs) < 2
+        or entities_due < _IN_WORKERS_FROM
+        or project.config.path is None
+    ):
         for job in jobs:
             yield job, job.rows(project, entities)
         return

@@ -15,6 +15,7 @@ from fabric.errors import StoreError
 from fabric.features.compute import micros
 from fabric.features.spec import FeatureView
 from fabric.project import Project
+from fabric.services import materialize as materialize_module
 from fabric.services.entities import EntityService
 from fabric.services.features import FeatureService
 from fabric.services.materialize import materialize
@@ -233,7 +234,11 @@ def test_changed_masking_rules_rematerialize_every_document(synced: Path) -> Non
         assert service.cache_misses == 0
 
 
-def test_materializing_in_worker_processes_writes_what_one_process_writes(synced: Path) -> None:
+def test_materializing_in_worker_processes_writes_what_one_process_writes(
+    synced: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Workers start however few entities there are (the demo is small).
+    monkeypatch.setattr(materialize_module, "_IN_WORKERS_FROM", 1)
     with Project.open(synced) as project:
         service = EntityService(project)
         view = project.views()["customer_360"]
