@@ -198,7 +198,8 @@ def generate(out: Path, customers: int, seed: int, source_url: str | None) -> No
 
 def _print_sync(report: Any) -> None:
     click.echo(
-        f"sync run {report.run_id} ({report.mode}): read {report.rows_read} rows in "
+        f"sync run {report.run_id} ({report.mode}, {report.executor}): read "
+        f"{report.rows_read} rows in "
         f"{report.seconds:.1f} s; entities: "
         + ", ".join(f"{n} {t}" for t, n in report.entities.items())
     )

@@ -66,7 +66,7 @@ _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 class Executor:
     """Runs tasks, ``fn(job)``, somewhere; results come back to this process."""
 
-    #: "inline", "local" or "dask": for progress messages and the run's report.
+    #: "inline", "local" or "dask"
     kind = "inline"
     #: how many tasks run at once
     workers = 1
@@ -98,6 +98,12 @@ class Executor:
         nothing runs before the results are asked for.
         """
         return self.map(fn, jobs, ordered=ordered)
+
+    def describe(self) -> str:
+        """Where tasks run, for people: "inline", "local: 2 workers", "dask: 2 workers"."""
+        if self.kind == "inline":
+            return "inline"
+        return f"{self.kind}: {self.workers} worker{'s' if self.workers != 1 else ''}"
 
     def close(self) -> None:
         """Stop the workers this executor started (none for an inline one)."""

@@ -42,6 +42,8 @@ class SyncReport:
     materialized: dict[str, int] = field(default_factory=dict)
     #: masked entity documents written to the online store, per policy
     documents: dict[str, int] = field(default_factory=dict)
+    #: where the run's tasks ran: "inline", "local: 2 workers", "dask: 2 workers"
+    executor: str = "inline"
 
     def counts(self) -> dict[str, int]:
         """Counters as recorded in the catalog."""

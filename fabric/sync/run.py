@@ -154,7 +154,7 @@ def _run(
 ) -> SyncReport:
     """Sync every entity type as one recorded run, under a rule-set version."""
     run_id = catalog.start_run(mode, rules_version)
-    report = SyncReport(run_id=run_id, mode=mode)
+    report = SyncReport(run_id=run_id, mode=mode, executor=executor.describe())
     run = RunContext(run_id, utc_now(), report, executor)
     try:
         modes = set()

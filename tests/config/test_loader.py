@@ -170,3 +170,32 @@ def test_every_project_file_refuses_deep_nesting(fresh_demo: DemoProject, name: 
         project.rules_version()
     assert f"{path.name}:{line}: nested deeper than {MAX_DEPTH} levels" in str(info.value)
     assert time.perf_counter() - started < 5.0
+
+
+def test_executor_defaults_to_inline_local_and_takes_a_shorthand(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL))
+    assert (config.executor.kind, config.executor.workers, config.executor.scheduler) == (
+        "local",
+        1,
+        None,
+    )
+    dask = load_config(write(tmp_path, MINIMAL + "executor: dask\n"))
+    assert dask.executor.kind == "dask" and dask.executor.scheduler is None
+    given = load_config(
+        write(tmp_path, MINIMAL + "executor: {kind: dask, scheduler: tcp://127.0.0.1:8786}\n")
+    )
+    assert given.executor.scheduler == "tcp://127.0.0.1:8786"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("executor: {kind: local, scheduler: tcp://127.0.0.1:8786}\n", "scheduler: is for kind: dask"),
+        ("executor: {kind: spark}\n", "executor.kind"),
+        ("executor: {workers: 0}\n", "executor.workers"),
+        ("executor: {schedular: x}\n", "executor.schedular: unknown key"),
+    ],
+)
+def test_executor_mistakes_are_named(tmp_path: Path, text: str, expected: str) -> None:
+    message = error_of(write(tmp_path, MINIMAL + text))
+    assert "fabric.yaml" in message and expected in message, message
