@@ -190,7 +190,10 @@ def test_executor_defaults_to_inline_local_and_takes_a_shorthand(tmp_path: Path)
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("executor: {kind: local, scheduler: tcp://127.0.0.1:8786}\n", "scheduler: is for kind: dask"),
+        (
+            "executor: {kind: local, scheduler: tcp://127.0.0.1:8786}\n",
+            "scheduler: is for kind: dask",
+        ),
         ("executor: {kind: spark}\n", "executor.kind"),
         ("executor: {workers: 0}\n", "executor.workers"),
         ("executor: {schedular: x}\n", "executor.schedular: unknown key"),
