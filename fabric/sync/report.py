@@ -42,6 +42,8 @@ class SyncReport:
     materialized: dict[str, int] = field(default_factory=dict)
     #: masked entity documents written to the online store, per policy
     documents: dict[str, int] = field(default_factory=dict)
+    #: of ``seconds``, those spent bringing the online store up to date after the run
+    materialize_seconds: float = 0.0
     #: where the run's tasks ran: "inline", "local: 2 workers", "dask: 2 workers"
     executor: str = "inline"
 

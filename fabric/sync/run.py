@@ -132,6 +132,7 @@ def sync_project(
         # The run is recorded; the online store is a cache of what it wrote, brought up to
         # date now so the API serves current vectors and masked documents without computing.
         # It reads the store's files, so it runs on this machine whatever the executor.
+        materializing = time.perf_counter()
         done = materialize(
             EntityService(project),
             project.online,
@@ -139,6 +140,7 @@ def sync_project(
             workers=workers or project.config.executor.workers,
             progress=progress,
         )
+    report.materialize_seconds = time.perf_counter() - materializing
     report.materialized = done.written
     report.documents = done.documents
     report.seconds = time.perf_counter() - started_clock
