@@ -171,6 +171,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from _changes import (
@@ -879,12 +880,25 @@ def report_figures(
     )
 
 
+def _against_full(runs: Sequence[SyncRun], touched: int, timings: Timings) -> dict[str, Any]:
+    """An incremental figure's rates against the full sync's: entities/s and speed-up."""
+    full_median = statistics.median(r.seconds for r in runs)
+    full_entities_per_s = rate(runs[0].entities, full_median)
+    return {
+        "touched_entities_per_s": rate(touched, timings.median),
+        "full_entities_per_s": full_entities_per_s,
+        "over_full_entities_per_s": rate(rate(touched, timings.median), full_entities_per_s),
+        "target_over_full": TARGET_INCREMENTAL_OVER_FULL,
+        "full_seconds_median": full_median,
+        "full_over_incremental": rate(full_median, timings.median),
+        "target_ratio": TARGET_FULL_OVER_INCREMENTAL,
+    }
+
+
 def report_incremental(
     customers: int, runs: Sequence[SyncRun], rounds: Sequence[IncrementalRun]
 ) -> None:
     """Print the incremental figure: one 1% change per round, against the full sync."""
-    full_median = statistics.median(r.seconds for r in runs)
-    full_entities_per_s = rate(runs[0].entities, full_median)
     timings = Timings.of([r.seconds for r in rounds])
     touched = statistics.median_low(r.report.updated + r.report.created for r in rounds)
 
@@ -911,13 +925,7 @@ def report_incremental(
             **timings.fields(),
             "rows_per_s": rate(median(lambda r: r.report.rows_read), timings.median),
             "entities_touched": touched,
-            "touched_entities_per_s": rate(touched, timings.median),
-            "full_entities_per_s": full_entities_per_s,
-            "over_full_entities_per_s": rate(rate(touched, timings.median), full_entities_per_s),
-            "target_over_full": TARGET_INCREMENTAL_OVER_FULL,
-            "full_seconds_median": full_median,
-            "full_over_incremental": rate(full_median, timings.median),
-            "target_ratio": TARGET_FULL_OVER_INCREMENTAL,
+            **_against_full(runs, touched, timings),
         }
     )
 
@@ -926,8 +934,6 @@ def report_entity_rounds(
     customers: int, runs: Sequence[SyncRun], rounds: Sequence[EntityRun]
 ) -> None:
     """Print the entity-round figure: 1% of the entities changed per round, against full."""
-    full_median = statistics.median(r.seconds for r in runs)
-    full_entities_per_s = rate(runs[0].entities, full_median)
     timings = Timings.of([r.seconds for r in rounds])
 
     def median(count: Callable[[EntityRun], int]) -> int:
@@ -948,13 +954,7 @@ def report_entity_rounds(
             "entities_unchanged": median(lambda r: r.report.unchanged),
             "entities_touched": touched,
             **timings.fields(),
-            "touched_entities_per_s": rate(touched, timings.median),
-            "full_entities_per_s": full_entities_per_s,
-            "over_full_entities_per_s": rate(rate(touched, timings.median), full_entities_per_s),
-            "target_over_full": TARGET_INCREMENTAL_OVER_FULL,
-            "full_seconds_median": full_median,
-            "full_over_incremental": rate(full_median, timings.median),
-            "target_ratio": TARGET_FULL_OVER_INCREMENTAL,
+            **_against_full(runs, touched, timings),
         }
     )
 
