@@ -41,6 +41,7 @@ from fabric.errors import ExecutorError
 
 __all__ = [
     "EXECUTOR_KINDS",
+    "NO_DISK_SPILL",
     "DaskExecutor",
     "Executor",
     "ExecutorKind",
@@ -58,6 +59,12 @@ EXECUTOR_KINDS: tuple[ExecutorKind, ...] = ("local", "dask")
 
 #: Modules every local worker imports before its first task, in the fork server.
 _PRELOAD = ["fabric.project"]
+#: Dask settings for workers that hold a sync's data: nothing spilled to disk under memory
+#: pressure (``distributed`` writes what a worker holds to its local directory, in clear).
+NO_DISK_SPILL = {
+    "distributed.worker.memory.target": False,
+    "distributed.worker.memory.spill": False,
+}
 #: Seconds to wait for a Dask scheduler to answer before saying it cannot be reached.
 CONNECT_TIMEOUT_S = 10.0
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
@@ -335,14 +342,17 @@ class DaskExecutor(Executor):
         distributed = _distributed()
         self._cluster: Any = None
         if scheduler is None:
-            self._cluster = distributed.LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
-            )
+            # Workers must never spill what they hold to disk: a task's rows and match values
+            # are source data in clear (the workers take this configuration as they start).
+            with importlib.import_module("dask").config.set(NO_DISK_SPILL):
+                self._cluster = distributed.LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
             scheduler = self._cluster.scheduler_address
         self.address = check_scheduler_address(scheduler, allow_plaintext=allow_plaintext)
         if self.address.startswith("tcp://"):

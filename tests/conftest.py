@@ -42,16 +42,20 @@ def dask_cluster() -> Iterator[str]:
     each under a nanny that restarts it if it dies); yields the scheduler's address."""
     import logging
 
+    import dask
     import distributed
 
-    cluster = distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    )
+    from fabric.executors import NO_DISK_SPILL
+
+    with dask.config.set(NO_DISK_SPILL):  # as fabric's README asks of a sync's workers
+        cluster = distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
     try:
         yield cluster.scheduler_address
     finally:

@@ -158,3 +158,23 @@ def test_workers_start_under_a_temporary_directory_too_deep_for_a_socket(tmp_pat
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[0, 1, 4, 9, 16, 25]"
+
+
+def _spill_settings() -> tuple[object, object]:
+    import dask
+
+    return (
+        dask.config.get("distributed.worker.memory.target"),
+        dask.config.get("distributed.worker.memory.spill"),
+    )
+
+
+def test_the_cluster_fabric_starts_is_on_loopback_and_never_spills_to_disk() -> None:
+    with open_executor("dask", 2) as executor:
+        assert isinstance(executor, DaskExecutor)
+        assert executor.address.startswith("tcp://127.0.0.1:")
+        assert executor.describe() == "dask: 2 workers"
+        assert list(executor.map(square, range(5))) == [0, 1, 4, 9, 16]
+        settings = executor._client.run(_spill_settings)
+    assert len(settings) == 2
+    assert set(settings.values()) == {(False, False)}
