@@ -16,6 +16,7 @@ the limit, it fails at once whatever its size (benchmarks/README.md, "YAML nesti
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -154,18 +155,18 @@ def _build(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> Any:
     return _constructor.construct_object(node, deep=True)
 
 
-#: Within :func:`read_once`: each file's text as first read, by absolute path.
-_READ: ContextVar[dict[str, str] | None] = ContextVar("fabric_files_read", default=None)
+#: Within :func:`read_once`: each file as first read and parsed, by absolute path.
+_READ: ContextVar[dict[str, YamlDocument] | None] = ContextVar("fabric_files_read", default=None)
 
 
 @contextlib.contextmanager
 def read_once() -> Iterator[None]:
-    """Within: every YAML file is read from disk once, and each later load of it parses that
-    same text.
+    """Within: every YAML file is read from disk and parsed once; each later load of it gets
+    a copy of that document.
 
-    A sync reads each rule file several times (to compile it, to check it against the
+    A sync loads each rule file several times (to compile it, to check it against the
     sources, to compute the rules version it records): an edit saved meanwhile must not make
-    it record a version other than the one it ran.
+    it record a version other than the one it ran, and parsing again is wasted work.
     """
     token = _READ.set({})
     try:
@@ -174,12 +175,24 @@ def read_once() -> Iterator[None]:
         _READ.reset(token)
 
 
-def _text_of(path: Path) -> str:
-    """The file's text: as first read within :func:`read_once`, else from disk."""
-    texts = _READ.get()
+def load_yaml_file(path: Path) -> YamlDocument:
+    """Parse ``path`` into plain values with line numbers.
+
+    Raises:
+        YamlLoadError: the file is missing, too large, not YAML, nested deeper than
+            :data:`MAX_DEPTH`, or uses anchors/aliases.
+    """
+    documents = _READ.get()
+    if documents is None:
+        return _parse(path)
     key = os.path.abspath(path)
-    if texts is not None and key in texts:
-        return texts[key]
+    if key not in documents:
+        documents[key] = _parse(path)
+    # A copy: loaders reshape the data they are given.
+    return copy.deepcopy(documents[key])
+
+
+def _parse(path: Path) -> YamlDocument:
     try:
         size = path.stat().st_size
     except FileNotFoundError as exc:
@@ -194,19 +207,6 @@ def _text_of(path: Path) -> str:
         raise YamlLoadError("file is not valid UTF-8 text") from exc
     except OSError as exc:
         raise YamlLoadError(f"cannot read file ({exc.strerror})") from exc
-    if texts is not None:
-        texts[key] = text
-    return text
-
-
-def load_yaml_file(path: Path) -> YamlDocument:
-    """Parse ``path`` into plain values with line numbers.
-
-    Raises:
-        YamlLoadError: the file is missing, too large, not YAML, nested deeper than
-            :data:`MAX_DEPTH`, or uses anchors/aliases.
-    """
-    text = _text_of(path)
     try:
         root = yaml.compose(text, Loader=_GuardedLoader)
         lines: dict[Loc, int] = {}

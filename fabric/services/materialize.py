@@ -145,8 +145,7 @@ def materialize(
     def versions(entity_type: str) -> dict[str, int]:
         """Entity id -> version of a type, read from the catalog once."""
         if entity_type not in read:
-            entities_of = project.catalog.entities(entity_type)
-            read[entity_type] = {e: r.version for e, r in entities_of.items()}
+            read[entity_type] = project.catalog.versions_of(entity_type)
         return read[entity_type]
 
     try:

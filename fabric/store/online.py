@@ -386,10 +386,9 @@ class SealedTable(Generic[_T]):
         conn = self._file.reader()
         if conn is None:
             return {}
-        return {
-            str(entity_id): tuple(int(value) for value in state)
-            for entity_id, *state in conn.execute(self._held, (*scope, self._current_key()))
-        }
+        # Columns declared TEXT and INTEGER (WITHOUT ROWID tables keep their types): rows
+        # come back as what they are, and a sync reads every one, so nothing is converted.
+        return {row[0]: row[1:] for row in conn.execute(self._held, (*scope, self._current_key()))}
 
     def prune(self, scopes: Iterable[Scope]) -> int:
         """Drop every row of a scope not among ``scopes`` (a view no longer declared or

@@ -34,6 +34,15 @@ class EntityTables(Tables):
             )
         }
 
+    def versions_of(self, entity_type: str) -> dict[str, int]:
+        """Every entity of a type: id -> version (what materializing compares, read without
+        building a record per entity)."""
+        return dict(
+            self._conn.execute(
+                "SELECT entity_id, version FROM entities WHERE entity_type = ?", (entity_type,)
+            )
+        )
+
     def entities_in(self, entity_type: str, entity_ids: Iterable[str]) -> dict[str, EntityRecord]:
         """Return the given entities' rows (missing ones are left out)."""
         return {
