@@ -394,14 +394,13 @@ class SealedTable(Generic[_T]):
         """Drop every row of a scope not among ``scopes`` (a view no longer declared or
         redefined; a policy no role sees, or other masking rules); how many."""
         columns = (*self._layout.place, self._layout.made_with)
-        match = " AND ".join(
-            f"json_extract(value, '$[{at}]') = {column}" for at, column in enumerate(columns)
-        )
+        kept = ", ".join(f"json_extract(value, '$[{at}]')" for at in range(len(columns)))
         conn = self._file.writer()
         with conn:
+            # The kept scopes are unpacked once (an uncorrelated subquery), not for every row.
             conn.execute(
-                f"DELETE FROM {self._layout.name} "
-                f"WHERE NOT EXISTS (SELECT 1 FROM json_each(?) WHERE {match})",
+                f"DELETE FROM {self._layout.name} WHERE ({', '.join(columns)}) "
+                f"NOT IN (SELECT {kept} FROM json_each(?))",
                 (json.dumps([list(scope) for scope in scopes]),),
             )
             dropped = int(conn.changes())
