@@ -315,6 +315,19 @@ def _reachable(address: str, timeout: float) -> None:
         raise ExecutorError(f"cannot reach the Dask scheduler at {address}: {reason}") from None
 
 
+def _quiet(package: str) -> list[tuple[logging.Logger, int]]:
+    """Set every logger of ``package`` to CRITICAL; return each with the level it had."""
+    names = [
+        name
+        for name in list(logging.root.manager.loggerDict)
+        if name == package or name.startswith(f"{package}.")
+    ]
+    loud = [(logging.getLogger(name), logging.getLogger(name).level) for name in names]
+    for logger, _ in loud:
+        logger.setLevel(logging.CRITICAL)
+    return loud
+
+
 def _distributed() -> Any:
     """dask.distributed, imported when a run asks for it (it is untyped: Any)."""
     return importlib.import_module("distributed")
@@ -341,6 +354,9 @@ class DaskExecutor(Executor):
     ) -> None:
         distributed = _distributed()
         self._cluster: Any = None
+        # distributed logs a lost scheduler with tracebacks; the run reports it in one line
+        # (ExecutorError), so its loggers are quiet while this executor is open.
+        self._loud = _quiet("distributed")
         if scheduler is None:
             # Workers must never spill what they hold to disk: a task's rows and match values
             # are source data in clear (the workers take this configuration as they start).
@@ -438,6 +454,9 @@ class DaskExecutor(Executor):
             with contextlib.suppress(Exception):
                 self._cluster.close(timeout=CONNECT_TIMEOUT_S)
             self._cluster = None
+        for logger, level in self._loud:
+            logger.setLevel(level)
+        self._loud = []
 
 
 def open_executor(

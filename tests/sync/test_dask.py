@@ -136,3 +136,78 @@ def test_a_dask_worker_killed_mid_sync_changes_nothing(tmp_path: Path, dask_clus
         assert report.ok and not report.notices, (report.faults[:5], report.notices)
     assert clear_tables(config) == clear_tables(reference)
     assert stored_entities(config).keys() == stored_entities(reference).keys()
+
+
+def _shard_files(config: Path) -> dict[Path, bytes]:
+    """The shard files' bytes (not their -wal and -shm companions, which readers touch)."""
+    directory = config.parent / "store" / "shards"
+    return {p: p.read_bytes() for p in directory.iterdir() if not p.name.endswith(("-wal", "-shm"))}
+
+
+def _start(*command: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "dask"), *command],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.kill()
+    process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_scheduler_gone_mid_sync_is_one_line_and_no_entity_changes(tmp_path: Path) -> None:
+    import distributed
+
+    config = create_demo_project(tmp_path / "gone", customers=2000, seed=3).config_path
+    assert _fabric("sync", "-c", str(config)).returncode == 0
+    with Project.open(config) as project:
+        versions = {e: r.version for e, r in project.catalog.entities("customer").items()}
+    shards = _shard_files(config)
+
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    scheduler = _start("scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1])
+    worker = _start("worker", address, "--nthreads", "1", "--no-dashboard")
+    try:
+        with distributed.Client(address, timeout="30s") as client:
+            client.wait_for_workers(1, timeout=60)
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fabric",
+                "sync",
+                "--full",
+                "-c",
+                str(config),
+                "--scheduler",
+                address,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "FABRIC_PROGRESS": "1"},
+        )
+        assert child.stderr is not None
+        seen = b""
+        while b"extract" not in seen and (chunk := child.stderr.read1(4096)):
+            seen += chunk
+        _stop(scheduler)  # gone while the run sends its first tasks, before any write
+        rest = child.stderr.read().decode()
+        assert child.wait(timeout=120) == 1
+    finally:
+        _stop(worker)
+        _stop(scheduler)
+    # After the progress bar's last line: one error line naming the scheduler, nothing else.
+    errors = [line[line.index("error:") :] for line in rest.splitlines() if "error:" in line]
+    assert errors == [
+        f"error: lost the Dask scheduler at {address} during the run (FutureCancelledError); "
+        "the run stopped: run it again"
+    ], rest[-2000:]
+    assert "Traceback" not in rest and "distributed" not in rest
+    with Project.open(config) as project:
+        assert {e: r.version for e, r in project.catalog.entities("customer").items()} == versions
+        last = project.catalog.runs(1)[0]
+        assert last.status == "failed" and address in (last.error or "")
+    assert _shard_files(config) == shards
