@@ -40,20 +40,26 @@ def _sync(config: Path, *options: str) -> subprocess.Popen[bytes]:
     )
 
 
-def _when_storing(child: subprocess.Popen[bytes]) -> threading.Event:
-    """An event set once the child's progress shows it writing entities to the store."""
-    storing = threading.Event()
+class Watched:
+    """A sync's progress as it runs: when it began writing entities to the store, and what
+    it printed."""
 
-    def watch() -> None:
-        assert child.stderr is not None
+    def __init__(self, child: subprocess.Popen[bytes]) -> None:
+        self.child = child
+        self.storing = threading.Event()
+        self.storing_at = 0.0
+        self.printed: list[bytes] = []
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        assert self.child.stderr is not None
         seen = b""
-        while chunk := child.stderr.read1(4096):
+        while chunk := self.child.stderr.read1(4096):
+            self.printed.append(chunk)
             seen = (seen + chunk)[-64:]
-            if b"store" in seen:
-                storing.set()
-
-    threading.Thread(target=watch, daemon=True).start()
-    return storing
+            if b"store" in seen and not self.storing.is_set():
+                self.storing_at = time.perf_counter()
+                self.storing.set()
 
 
 @pytest.mark.slow
@@ -77,26 +83,30 @@ def test_sigkill_at_random_moments_leaves_a_consistent_store(
     reference = reference_dir / "fabric.yaml"
 
     started = time.perf_counter()
-    uninterrupted = _sync(reference, *options)
-    _, err = uninterrupted.communicate(timeout=300)
-    duration = time.perf_counter() - started
-    assert uninterrupted.returncode == 0, err.decode()
+    uninterrupted = Watched(_sync(reference, *options))
+    assert uninterrupted.child.wait(timeout=300) == 0, b"".join(uninterrupted.printed).decode()
+    ended = time.perf_counter()
+    assert uninterrupted.storing.is_set()
+    # Where the kills aim, from the run the same sources took uninterrupted: the reading and
+    # resolving before the first write, and the writing (with what follows it).
+    reading = uninterrupted.storing_at - started
+    writing = ended - uninterrupted.storing_at
     expected = clear_tables(reference)
     assert len(expected) > CUSTOMERS * 0.9
 
     # The first kill at a random moment of reading and resolving; the others at a random
-    # moment of writing entities (a short part of the run, and the one that matters).
+    # moment of the first part of writing entities (the part that matters, and short).
     moments = random.Random(20261126)
     killed = 0
     states = []
     for kill in range(KILLS):
-        child = _sync(config, *options)
-        storing = _when_storing(child)
+        watched = Watched(_sync(config, *options))
+        child = watched.child
         if kill == 0:
-            time.sleep(moments.uniform(0.15, 0.5) * duration)
+            time.sleep(moments.uniform(0.15, 0.6) * reading)
         else:
-            storing.wait(timeout=duration * 3)
-            time.sleep(moments.uniform(0.0, 0.15) * duration)
+            watched.storing.wait(timeout=(reading + writing) * 3)
+            time.sleep(moments.uniform(0.0, 0.3) * writing)
         if child.poll() is None:
             child.send_signal(signal.SIGKILL)
             killed += 1
@@ -108,9 +118,8 @@ def test_sigkill_at_random_moments_leaves_a_consistent_store(
     print("entities stored after each kill:", states)
     assert killed >= KILLS // 2, "the sync outran every kill: nothing was tested"
 
-    final = _sync(config, *options)
-    _, err = final.communicate(timeout=300)
-    assert final.returncode == 0, err.decode()
+    final = Watched(_sync(config, *options))
+    assert final.child.wait(timeout=300) == 0, b"".join(final.printed).decode()
     with Project.open(config) as project:
         report = verify_store(project)
         assert report.ok and not report.notices, (report.faults[:5], report.notices)
