@@ -29,6 +29,7 @@ import multiprocessing.context
 import os
 import socket
 import tempfile
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
@@ -249,9 +250,16 @@ class LocalExecutor(Executor):
         return self._results(iter(futures) if ordered else as_completed(futures))
 
     def warm_up(self) -> None:
-        """Start the workers now (and their initializer), without waiting for them: they
-        would otherwise start with the first task."""
-        self._pool.submit(_nothing)
+        """Start the workers (and their initializer) now, from a thread, without waiting for
+        them: they would otherwise start with the first task. Starting the fork server
+        waits for its imports, which this process can spend on other work meanwhile."""
+
+        def start() -> None:
+            # Closed before it started (the run failed first): nothing to start.
+            with contextlib.suppress(RuntimeError):
+                self._pool.submit(_nothing)
+
+        threading.Thread(target=start, name="fabric-workers-start", daemon=True).start()
 
     @staticmethod
     def _results(futures: Iterator[Future[R]]) -> Iterator[R]:
