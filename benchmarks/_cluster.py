@@ -8,13 +8,13 @@ processes' ids: they are this process's children that appeared while the cluster
 
 from __future__ import annotations
 
-import importlib
-import logging
 import os
 from types import TracebackType
 from typing import Any, Self
 
 from _common import descendant_pids, log
+
+from fabric.executors import start_loopback_cluster
 
 __all__ = ["LoopbackCluster"]
 
@@ -22,22 +22,14 @@ __all__ = ["LoopbackCluster"]
 class LoopbackCluster:
     """A ``distributed.LocalCluster`` of ``workers`` single-threaded worker processes.
 
-    Bound to 127.0.0.1, without a dashboard; closed on exit. Starting it is not timed by
-    anything here: callers start it outside their timed regions.
+    The one fabric starts (:func:`fabric.executors.start_loopback_cluster`); closed on exit.
+    Starting it is not timed by anything here: callers start it outside their timed regions.
     """
 
     def __init__(self, workers: int) -> None:
-        # Imported when a cluster is asked for; its LocalCluster is untyped (Any).
-        distributed: Any = importlib.import_module("distributed")
         before = set(descendant_pids(str(os.getpid())))
-        self._cluster: Any = distributed.LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        )
+        # The cluster `fabric sync --executor dask` starts, for syncs in other processes.
+        self._cluster: Any = start_loopback_cluster(workers)
         self.workers = workers
         #: the scheduler's address, for open_sync_executor(scheduler=...)
         self.address: str = self._cluster.scheduler_address

@@ -50,6 +50,7 @@ __all__ = [
     "LocalExecutor",
     "check_scheduler_address",
     "open_executor",
+    "start_loopback_cluster",
 ]
 
 J = TypeVar("J")
@@ -323,6 +324,23 @@ def _reachable(address: str, timeout: float) -> None:
         raise ExecutorError(f"cannot reach the Dask scheduler at {address}: {reason}") from None
 
 
+def start_loopback_cluster(workers: int) -> Any:
+    """A ``distributed.LocalCluster`` of ``workers`` single-threaded worker processes (each
+    under a nanny that restarts it), bound to 127.0.0.1, without a dashboard, that never
+    spill what they hold to disk: a sync's tasks hold source data in clear (the workers take
+    this configuration as they start). The caller closes it."""
+    distributed = _distributed()
+    with importlib.import_module("dask").config.set(NO_DISK_SPILL):
+        return distributed.LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+
+
 def _quiet(package: str) -> list[tuple[logging.Logger, int]]:
     """Set every logger of ``package`` to CRITICAL; return each with the level it had."""
     names = [
@@ -366,17 +384,7 @@ class DaskExecutor(Executor):
         # (ExecutorError), so its loggers are quiet while this executor is open.
         self._loud = _quiet("distributed")
         if scheduler is None:
-            # Workers must never spill what they hold to disk: a task's rows and match values
-            # are source data in clear (the workers take this configuration as they start).
-            with importlib.import_module("dask").config.set(NO_DISK_SPILL):
-                self._cluster = distributed.LocalCluster(
-                    n_workers=workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    host="127.0.0.1",
-                    dashboard_address=None,
-                    silence_logs=logging.ERROR,
-                )
+            self._cluster = start_loopback_cluster(workers)
             scheduler = self._cluster.scheduler_address
         self.address = check_scheduler_address(scheduler, allow_plaintext=allow_plaintext)
         if self.address.startswith("tcp://"):

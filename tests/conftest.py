@@ -39,23 +39,11 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 @pytest.fixture(scope="session")
 def dask_cluster() -> Iterator[str]:
     """A real Dask cluster on loopback (scheduler and two single-threaded worker processes,
-    each under a nanny that restarts it if it dies); yields the scheduler's address."""
-    import logging
+    each under a nanny that restarts it if it dies), the one fabric starts; yields the
+    scheduler's address."""
+    from fabric.executors import start_loopback_cluster
 
-    import dask
-    import distributed
-
-    from fabric.executors import NO_DISK_SPILL
-
-    with dask.config.set(NO_DISK_SPILL):  # as fabric's README asks of a sync's workers
-        cluster = distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        )
+    cluster = start_loopback_cluster(2)
     try:
         yield cluster.scheduler_address
     finally:
