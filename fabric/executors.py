@@ -9,7 +9,8 @@ This is the one place worker processes are started. Local workers fork from a se
 (multiprocessing's ``forkserver``) that imported the task modules once: spawning each worker
 paid for all of fabric's imports again, and forking this process would copy its open
 databases into the children. A worker that dies (killed, out of memory) fails the run with an
-:class:`~fabric.errors.ExecutorError` instead of waiting forever for its result.
+:class:`~fabric.errors.ExecutorError` instead of waiting forever for its result; a run
+killed outright takes its workers with it.
 
 Dask (``distributed``) is imported only when asked for. Its scheduler and workers unpickle
 and run whatever a client sends, and a sync's tasks carry source rows and the store's keys, so
@@ -27,9 +28,11 @@ import logging
 import multiprocessing
 import multiprocessing.context
 import os
+import select
 import socket
 import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
@@ -183,9 +186,46 @@ def _nothing() -> None:
     """A task that only makes the workers start."""
 
 
+def _end_with(owner: int) -> None:
+    """End this worker process as soon as ``owner`` (the process whose executor started it)
+    has ended, from a thread of its own.
+
+    A pool's workers otherwise outlive an owner killed with SIGKILL: forked from the fork
+    server, they are not its children, and one sending a result back when it died blocks on
+    the full result pipe (whose reading end the workers hold too) forever, the others behind
+    it, each holding its memory and the project's files open. They write nothing (the owner
+    is the store's only writer), so ending them at once loses nothing.
+    """
+
+    def watch() -> None:
+        try:
+            handle = os.pidfd_open(owner)  # readable once the process has ended (Linux)
+        except ProcessLookupError:
+            os._exit(1)  # already gone
+        except (AttributeError, OSError):  # no pidfd here: ask every half second
+            while _alive(owner):
+                time.sleep(0.5)
+        else:
+            select.select([handle], [], [])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="fabric-owner-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's: the pid was reused, so the owner is gone
+        return False
+    return True
+
+
 def _start_worker(
-    collect: bool, initializer: Callable[..., None] | None, args: tuple[Any, ...]
+    collect: bool, initializer: Callable[..., None] | None, args: tuple[Any, ...], owner: int
 ) -> None:
+    _end_with(owner)
     if not collect:
         # A sync's tasks allocate millions of small objects that form no cycles; a full
         # collection walks all of them again and again (benchmarks/README.md, "Sync
@@ -226,7 +266,7 @@ class LocalExecutor(Executor):
             workers,
             mp_context=context,
             initializer=_start_worker,
-            initargs=(collect, initializer, initargs),
+            initargs=(collect, initializer, initargs, os.getpid()),
         )
 
     def map(

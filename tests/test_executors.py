@@ -160,6 +160,43 @@ def test_workers_start_under_a_temporary_directory_too_deep_for_a_socket(tmp_pat
     assert done.stdout.strip() == "[0, 1, 4, 9, 16, 25]"
 
 
+@pytest.mark.parametrize("temporary", ["short", "deep"])
+def test_workers_end_with_a_run_killed_outright(tmp_path: Path, temporary: str) -> None:
+    import psutil
+
+    # Forked from the fork server (or spawned, under a deep temporary directory), the workers
+    # are not the run's children: killed with SIGKILL, it cannot take them along itself.
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    if temporary == "deep":
+        deep = tmp_path / ("d" * 60) / ("e" * 60)
+        deep.mkdir(parents=True)
+        env["TMPDIR"] = str(deep)
+    code = (
+        "import time\n"
+        "from fabric.executors import LocalExecutor\n"
+        "from test_executors import square\n"
+        "executor = LocalExecutor(2)\n"
+        "print(list(executor.map(square, range(6))), flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    run = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert run.stdout is not None and run.stdout.readline().strip() == "[0, 1, 4, 9, 16, 25]"
+        workers = [
+            p
+            for p in psutil.Process(run.pid).children(recursive=True)
+            if "resource_tracker" not in " ".join(p.cmdline())
+        ]
+        assert len(workers) >= 2  # the two workers (and the fork server)
+    finally:
+        run.kill()
+        run.wait()
+    _, alive = psutil.wait_procs(workers, timeout=15)
+    for process in alive:
+        process.kill()
+    assert not alive, f"{len(alive)} worker process(es) outlived the killed run"
+
+
 def _spill_settings() -> tuple[object, object]:
     import dask
 

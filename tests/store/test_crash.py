@@ -8,6 +8,7 @@ sources, with a fixed seed, so the test is repeatable and bounded in time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -18,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from e2e_helpers import clear_tables
 
@@ -38,6 +40,13 @@ def _sync(config: Path, *options: str) -> subprocess.Popen[bytes]:
         # so it goes under the test's own directory rather than the machine's /tmp.
         env={**os.environ, "FABRIC_PROGRESS": "1", "TMPDIR": str(config.parent)},
     )
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    """The processes a process started, and theirs (none, once it has ended)."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return psutil.Process(pid).children(recursive=True)
+    return []
 
 
 class Watched:
@@ -67,8 +76,8 @@ class Watched:
 def test_sigkill_at_random_moments_leaves_a_consistent_store(
     tmp_path: Path, executor: str, request: pytest.FixtureRequest
 ) -> None:
-    # Local: two worker processes (killed with the sync, as its children). Dask: a cluster
-    # that outlives the killed sync, with its tasks in flight.
+    # Local: two worker processes, which end with the killed sync. Dask: a cluster that
+    # outlives the killed sync, with its tasks in flight.
     options = (
         ("--workers", "2")
         if executor == "local"
@@ -108,8 +117,15 @@ def test_sigkill_at_random_moments_leaves_a_consistent_store(
             watched.storing.wait(timeout=(reading + writing) * 3)
             time.sleep(moments.uniform(0.0, 0.3) * writing)
         if child.poll() is None:
+            # Its worker processes (building, or materializing: spawned under this deep
+            # temporary directory) are not its children: they must end by themselves.
+            workers = _descendants(child.pid)
             child.send_signal(signal.SIGKILL)
             killed += 1
+            _, outlived = psutil.wait_procs(workers, timeout=15)
+            for process in outlived:
+                process.kill()
+            assert not outlived, [p.cmdline()[-1][:60] for p in outlived]
         child.wait(timeout=60)
         with Project.open(config) as project:
             report = verify_store(project)
