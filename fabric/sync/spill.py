@@ -32,8 +32,7 @@ _LENGTH = struct.Struct(">I")
 class Spill:
     """Partition files of sealed, compressed chunks of records (any picklable tuples)."""
 
-    def __init__(self, partitions: int, directory: Path | None = None) -> None:
-        self.partitions = partitions
+    def __init__(self, directory: Path | None = None) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="fabric-sync-", dir=directory))
         self.key = os.urandom(32)
         self._sealer = Sealer(self.key)

@@ -271,3 +271,32 @@ def test_a_sync_reads_each_rule_file_once_and_records_the_version_it_ran(
     monkeypatch.undo()
     with Project.open(fresh_demo.config_path) as project:
         assert project.rules_version() != version  # the edit was one the version tells
+
+
+def test_partitions_grow_with_entities_so_no_build_task_holds_more_than_its_share(
+    fresh_demo: DemoProject, synced_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from e2e_helpers import stored_entities
+
+    from fabric.sync import full
+
+    built: list[int] = []
+    build = full.build_partition
+
+    def recorded(job: full.BuildJob) -> full.PartitionResult:
+        result = build(job)
+        built.append(len(result.built))
+        return result
+
+    monkeypatch.setattr(full, "ENTITIES_PER_PARTITION", 5)
+    monkeypatch.setattr(full, "build_partition", recorded)
+    with Project.open(fresh_demo.config_path) as project:
+        sync_project(project, full=True, workers=1)  # inline: the tasks run here
+        entities = project.catalog.count("customer")
+    # ~120 entities: 25 or more partitions of about 5, not the 8 of ~15 fewer entities get.
+    assert len(built) >= entities / 5 > 8 and sum(built) == entities
+    assert max(built) < entities / 8  # a hash of the id places them: about evenly
+    # The same entities, whatever the partitioning (the template synced with the default).
+    assert stored_entities(fresh_demo.config_path) == stored_entities(
+        synced_template / "fabric.yaml"
+    )
