@@ -10,7 +10,9 @@ Flags beyond the sizes: --executor {local,dask} says where the timed full syncs 
 its memory, noop_sync) run their tasks: local worker processes (the default), or a Dask
 LocalCluster of --workers single-threaded worker processes on 127.0.0.1 that this process
 starts before the runs, outside every timed region, and stops after them. --dask adds the
-dask_full_sync line. Incremental syncs always run with local workers.
+dask_full_sync line. Incremental syncs always run with local workers. --full-only stops after
+the full syncs and their baselines: issue 18's growth figure is
+--customers 1000000 --repeat 1 --full-only, against a run at --customers 100000.
 
 Prints one JSON object per line on stdout (progress goes to stderr):
 
@@ -402,6 +404,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="after the full syncs, time as many full syncs with the dask executor on a Dask "
         "LocalCluster of W workers started here, and compare their store with a local one "
         "(the dask_full_sync line)",
+    )
+    parser.add_argument(
+        "--full-only",
+        action="store_true",
+        help="stop after the full syncs, their baselines (and --dask): no source changes, "
+        "no incremental rounds, no check against a full sync of the changed sources; for the "
+        "growth run, --customers 1000000 --repeat 1 --full-only (about 40 minutes here)",
     )
     parser.add_argument(
         "--workdir",
@@ -1151,6 +1160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cluster is not None:
             cluster.close()
             cluster = None
+        if args.full_only:
+            return 0
 
         # From here on the sources change: the figures above are for the generated ones.
         rng = random.Random(f"sync_bench changes {args.seed}")
