@@ -164,8 +164,9 @@ def test_workers_start_under_a_temporary_directory_too_deep_for_a_socket(tmp_pat
 def test_workers_end_with_a_run_killed_outright(tmp_path: Path, temporary: str) -> None:
     import psutil
 
-    # Forked from the fork server (or spawned, under a deep temporary directory), the workers
-    # are not the run's children: killed with SIGKILL, it cannot take them along itself.
+    # Killed with SIGKILL, a run cannot take its workers along itself (forked from the fork
+    # server, they are not even its children; under a deep temporary directory, spawned, they
+    # are): each must see it gone and end.
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     if temporary == "deep":
         deep = tmp_path / ("d" * 60) / ("e" * 60)

@@ -123,9 +123,10 @@ def test_sigkill_at_random_moments_leaves_a_consistent_store(
             child.send_signal(signal.SIGKILL)
             killed += 1
             _, outlived = psutil.wait_procs(workers, timeout=15)
+            left = [process.pid for process in outlived]
             for process in outlived:
                 process.kill()
-            assert not outlived, [p.cmdline()[-1][:60] for p in outlived]
+            assert not left, f"processes of the killed sync outlived it: {left}"
         child.wait(timeout=60)
         with Project.open(config) as project:
             report = verify_store(project)
