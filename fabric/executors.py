@@ -201,7 +201,7 @@ def _end_with(owner: int) -> None:
         try:
             handle = os.pidfd_open(owner)  # readable once the process has ended (Linux)
         except ProcessLookupError:
-            os._exit(1)  # already gone
+            pass  # already gone
         except (AttributeError, OSError):  # no pidfd here: ask every half second
             while _alive(owner):
                 time.sleep(0.5)
@@ -215,9 +215,7 @@ def _end_with(owner: int) -> None:
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's: the pid was reused, so the owner is gone
+    except (ProcessLookupError, PermissionError):  # gone, or its pid now someone else's
         return False
     return True
 

@@ -117,8 +117,8 @@ def test_sigkill_at_random_moments_leaves_a_consistent_store(
             watched.storing.wait(timeout=(reading + writing) * 3)
             time.sleep(moments.uniform(0.0, 0.3) * writing)
         if child.poll() is None:
-            # Its worker processes (building, or materializing: spawned under this deep
-            # temporary directory) are not its children: they must end by themselves.
+            # Its worker processes (building or materializing) are not killed with it: they
+            # must see it gone and end by themselves.
             workers = _descendants(child.pid)
             child.send_signal(signal.SIGKILL)
             killed += 1
