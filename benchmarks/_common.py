@@ -405,6 +405,16 @@ class ProcessTreeSampler:
         self._own_before: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tree-sampler", daemon=True)
+        # A sample from the measured thread (:meth:`cpu_so_far`) must not interleave with
+        # one of the sampler's thread.
+        self._lock = threading.Lock()
+
+    def cpu_so_far(self) -> CpuTime:
+        """CPU time of the block so far (with ``cpu``), sampled now: to split a block into
+        stages, the later stage's time being :attr:`cpu` less this. Costs one sample."""
+        with self._lock:
+            self._sample()
+            return self._cpu_time()
 
     def _sample(self) -> None:
         began = time.thread_time()
@@ -499,7 +509,8 @@ class ProcessTreeSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self._sample()
+            with self._lock:
+                self._sample()
 
     def __enter__(self) -> Self:
         if self._with_cpu:
