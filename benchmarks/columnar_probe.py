@@ -57,6 +57,7 @@ from _common import emit, log
 from fabric.crypto import Sealer
 from fabric.project import Project
 from fabric.store.base import entity_key, partition_of
+from fabric.sync.context import topological
 from fabric.sync.report import key_text
 from fabric.sync.spill import Spill, read_stream
 
@@ -76,17 +77,16 @@ class Table:
 
 
 def _tables(project: Project, entity_type: str) -> list[Table]:
-    """The entity type's tables, parents before children (as the config lists them)."""
+    """The entity type's tables, every parent before its children."""
     entity = project.config.entities[entity_type]
-    schema = project.schema(entity_type)
     found = []
-    for name, spec in entity.tables.items():
+    for table in topological(project.schema(entity_type)):
+        name, spec = table.name, entity.tables[table.name]
         url = getattr(project.source(spec.source), "engine", None)
         url = None if url is None else url.url
         if url is None or url.get_backend_name() != "sqlite" or not url.database:
             raise SystemExit(f"source '{spec.source}' is not a SQLite file: the probe reads SQLite")
         path = Path(url.database)
-        table = schema.table(name)
         found.append(
             Table(
                 name,
@@ -218,6 +218,7 @@ def columnar_way(
             order = pc.sort_indices(parts)
             rows, parts = rows.take(order), parts.take(order)
             start = 0
+            # Counts come in the order values are first met: partition order, parts sorted.
             for item in pc.value_counts(parts).to_pylist():
                 partition, count = int(item["values"]), int(item["counts"])
                 piece = rows.slice(start, count)
