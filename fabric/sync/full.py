@@ -175,6 +175,9 @@ class FullMode(Applying):
         resolution: Resolution[SourceRef] = resolve_records(identity, self.rules)
         self.report.links_refused += len(resolution.refused)
         self.progress("resolve", len(identity), len(identity))
+        # The match values are resolution's alone: freed now, their memory serves the rows'
+        # placement instead of adding to it (the syncing process's peak).
+        identity.clear()
         # Identity records only: child rows follow their parents, and loading every source
         # key of a large store would cost memory for nothing.
         previous = catalog.source_map(
@@ -213,7 +216,6 @@ class FullMode(Applying):
         keys = catalog.rewrite("source_keys", self.entity_type)
         try:
             self._place_rows(spill, owner, place, keys)
-            identity.clear()
             self._train_dictionary(spill, partitions, len(ids))
 
             def record() -> None:
