@@ -18,8 +18,8 @@ same entities and partitions. Each way, in the same run, ``--repeat`` times:
              ``fabric.sync.spill.Spill`` (pickled, zstd, sealed) to its entity's partition.
   columnar   each table read as an Arrow table by the ADBC SQLite driver, every row's
              entity found by ``pyarrow.compute.index_in`` and ``take`` against the same
-             owners, rows sorted by partition, and each partition's slice written as
-             zstd-compressed Arrow IPC, sealed the same way.
+             owners, rows sorted by partition, and each table's slice of a partition
+             written as Arrow IPC, one record of the same ``Spill``.
   back       what a build worker then does: every partition read back as Python tuples (the
              spill's chunks, or the IPC tables through ``to_pylist``), in one process.
 
@@ -36,8 +36,6 @@ progress on stderr.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -54,7 +52,6 @@ import pyarrow.ipc as ipc
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, log
 
-from fabric.crypto import Sealer
 from fabric.project import Project
 from fabric.store.base import entity_key, partition_of
 from fabric.sync.context import topological
@@ -183,15 +180,15 @@ def columnar_way(
                 {"key": [k for k, _ in mine], "entity": [e for _, e in mine]}
             )
     parents = {t.parent for t in tables if t.parent is not None}
-    sealer = Sealer(os.urandom(32))
-    directory = Path(tempfile.mkdtemp(prefix="fabric-probe-", dir=spill_dir))
+    # The same sealed, compressed partition files as today's way: each record one table's
+    # slice of a partition, as Arrow IPC.
+    spill = Spill(spill_dir)
     read_s = place_s = 0.0
     try:
         began = time.perf_counter()
         entities = pa.chunked_array([o["entity"] for o in owners.values()]).unique()
         place = _partition_of(entity_type, partitions)
         partition_of_entity = pa.array([place(e) for e in entities.to_pylist()], pa.int32())
-        sinks: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
         place_s += time.perf_counter() - began
         for table in tables:
             began = time.perf_counter()
@@ -224,38 +221,23 @@ def columnar_way(
                 piece = rows.slice(start, count)
                 start += count
                 sink = pa.BufferOutputStream()
-                with ipc.new_stream(
-                    sink, piece.schema, options=ipc.IpcWriteOptions(compression="zstd")
-                ) as writer:
+                with ipc.new_stream(sink, piece.schema) as writer:
                     writer.write_table(piece)
-                number = len(sinks[partition])
-                sinks[partition].append(
-                    sealer.seal(sink.getvalue().to_pybytes(), f"{partition}\x00{number}".encode())
-                )
+                spill.add(str(partition), sink.getvalue().to_pybytes())
             place_s += time.perf_counter() - began
         began = time.perf_counter()
-        for partition, chunks in sinks.items():
-            with (directory / f"{partition}.bin").open("wb") as handle:
-                for chunk in chunks:
-                    handle.write(len(chunk).to_bytes(4, "big") + chunk)
-        sinks.clear()
+        spill.finish()
         place_s += time.perf_counter() - began
         began = time.perf_counter()
         count = 0
-        for partition in range(partitions):
-            data = (directory / f"{partition}.bin").read_bytes()
-            at, number = 0, 0
-            while at < len(data):
-                size = int.from_bytes(data[at : at + 4], "big")
-                sealed = data[at + 4 : at + 4 + size]
-                at += 4 + size
-                plain = sealer.open(sealed, f"{partition}\x00{number}".encode(), what="probe")
-                number += 1
-                piece = ipc.open_stream(pa.py_buffer(plain)).read_all()
-                count += len(list(zip(*(c.to_pylist() for c in piece.columns), strict=True)))
+        for number in range(partitions):
+            for chunk in read_stream(spill.path(str(number)), spill.key, str(number)):
+                for data in chunk:
+                    piece = ipc.open_stream(pa.py_buffer(data)).read_all()
+                    count += len(list(zip(*(c.to_pylist() for c in piece.columns), strict=True)))
         back_s = time.perf_counter() - began
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        spill.remove()
     return {"read": read_s, "place_and_spill": place_s, "back": back_s, "rows": count}
 
 

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 #: (system, table) -> entity table of the demo customer
 DEMO_TABLES = {
     ("crm", "customers"): "crm_customers",
@@ -194,3 +196,12 @@ def wait_for_export(client: Any, job: str, key: str) -> dict[str, Any]:
             return status
         time.sleep(0.05)
     raise AssertionError("the export did not finish")
+
+
+def assert_processes_end(processes: list[psutil.Process], what: str, timeout: float = 15) -> None:
+    """Wait up to ``timeout`` seconds for ``processes`` to end; kill those that did not and
+    fail, naming them by pid (a killed process has no command line left to show)."""
+    _, outlived = psutil.wait_procs(processes, timeout=timeout)
+    for process in outlived:
+        process.kill()
+    assert not outlived, f"{what}: {[process.pid for process in outlived]}"

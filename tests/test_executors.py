@@ -163,6 +163,7 @@ def test_workers_start_under_a_temporary_directory_too_deep_for_a_socket(tmp_pat
 @pytest.mark.parametrize("temporary", ["short", "deep"])
 def test_workers_end_with_a_run_killed_outright(tmp_path: Path, temporary: str) -> None:
     import psutil
+    from e2e_helpers import assert_processes_end
 
     # Killed with SIGKILL, a run cannot take its workers along itself (forked from the fork
     # server, they are not even its children; under a deep temporary directory, spawned, they
@@ -192,10 +193,7 @@ def test_workers_end_with_a_run_killed_outright(tmp_path: Path, temporary: str) 
     finally:
         run.kill()
         run.wait()
-    _, alive = psutil.wait_procs(workers, timeout=15)
-    for process in alive:
-        process.kill()
-    assert not alive, f"{len(alive)} worker process(es) outlived the killed run"
+    assert_processes_end(workers, "worker processes outlived the killed run")
 
 
 def _spill_settings() -> tuple[object, object]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from e2e_helpers import clear_tables
+from e2e_helpers import assert_processes_end, clear_tables
 
 from fabric.demo import create_demo_project
 from fabric.project import Project
@@ -122,11 +122,7 @@ def test_sigkill_at_random_moments_leaves_a_consistent_store(
             workers = _descendants(child.pid)
             child.send_signal(signal.SIGKILL)
             killed += 1
-            _, outlived = psutil.wait_procs(workers, timeout=15)
-            left = [process.pid for process in outlived]
-            for process in outlived:
-                process.kill()
-            assert not left, f"processes of the killed sync outlived it: {left}"
+            assert_processes_end(workers, "processes of the killed sync outlived it")
         child.wait(timeout=60)
         with Project.open(config) as project:
             report = verify_store(project)
