@@ -103,6 +103,28 @@ def _partition_of(entity_type: str, partitions: int) -> Callable[[str], int]:
     return lambda entity_id: partition_of(entity_key(entity_type, entity_id), partitions)
 
 
+def _finish_and_read_back(
+    spill: Spill, partitions: int, rows_in: Callable[[Any], int]
+) -> tuple[float, float, int]:
+    """Write the spill's buffers out (seconds), then read every partition back as a build
+    worker would (seconds, and rows: ``rows_in`` of each record)."""
+    began = time.perf_counter()
+    spill.finish()
+    finish_s = time.perf_counter() - began
+    began = time.perf_counter()
+    count = 0
+    for number in range(partitions):
+        for chunk in read_stream(spill.path(str(number)), spill.key, str(number)):
+            count += sum(rows_in(record) for record in chunk)
+    return finish_s, time.perf_counter() - began, count
+
+
+def _ipc_rows(data: bytes) -> int:
+    """A record of the columnar way (a table's slice of a partition) as Python tuples."""
+    piece = ipc.open_stream(pa.py_buffer(data)).read_all()
+    return len(list(zip(*(c.to_pylist() for c in piece.columns), strict=True)))
+
+
 def row_way(
     project: Project, entity_type: str, tables: list[Table], partitions: int, spill_dir: Path
 ) -> dict[str, float]:
@@ -145,15 +167,8 @@ def row_way(
                     spill.add(stream, (found, table.name, row))
                 place_s += time.perf_counter() - began
                 began = time.perf_counter()
-        began = time.perf_counter()
-        spill.finish()
-        place_s += time.perf_counter() - began
-        began = time.perf_counter()
-        count = 0
-        for number in range(partitions):
-            for chunk in read_stream(spill.path(str(number)), spill.key, str(number)):
-                count += len(chunk)
-        back_s = time.perf_counter() - began
+        finish_s, back_s, count = _finish_and_read_back(spill, partitions, lambda record: 1)
+        place_s += finish_s
     finally:
         spill.remove()
     return {"read": read_s, "place_and_spill": place_s, "back": back_s, "rows": count}
@@ -225,17 +240,8 @@ def columnar_way(
                     writer.write_table(piece)
                 spill.add(str(partition), sink.getvalue().to_pybytes())
             place_s += time.perf_counter() - began
-        began = time.perf_counter()
-        spill.finish()
-        place_s += time.perf_counter() - began
-        began = time.perf_counter()
-        count = 0
-        for number in range(partitions):
-            for chunk in read_stream(spill.path(str(number)), spill.key, str(number)):
-                for data in chunk:
-                    piece = ipc.open_stream(pa.py_buffer(data)).read_all()
-                    count += len(list(zip(*(c.to_pylist() for c in piece.columns), strict=True)))
-        back_s = time.perf_counter() - began
+        finish_s, back_s, count = _finish_and_read_back(spill, partitions, _ipc_rows)
+        place_s += finish_s
     finally:
         spill.remove()
     return {"read": read_s, "place_and_spill": place_s, "back": back_s, "rows": count}
