@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
@@ -21,6 +21,9 @@ from fabric import __version__
 from fabric.config.loader import DEFAULT_CONFIG
 from fabric.errors import FabricError, RuleError
 from fabric.features.formats import FORMATS
+
+if TYPE_CHECKING:
+    from fabric.objects import Location
 
 __all__ = ["main"]
 
@@ -133,6 +136,19 @@ def main() -> None:
 role_option = click.option(
     "--role", default=None, help="Role whose masking applies (default: default_role)."
 )
+
+
+def _location(ctx: click.Context, param: click.Parameter, value: str | None) -> Location | None:
+    """An option's local file or ``s3://bucket/key`` object (:mod:`fabric.objects`)."""
+    from fabric.errors import ConfigError
+    from fabric.objects import parse_location
+
+    if value is None:
+        return None
+    try:
+        return parse_location(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
 
 
 def _workers_option(help_text: str) -> Callable[[F], F]:
@@ -468,12 +484,20 @@ def entity_show(
 @click.argument("view")
 @click.option(
     "--spine",
-    type=click.Path(path_type=Path),
+    metavar="PATH|s3://BUCKET/KEY",
+    callback=_location,
     default=None,
-    help="CSV or Parquet with entity_id (an id or source:key), event_timestamp and labels. "
-    "Without it: every entity, as of now.",
+    help="CSV or Parquet with entity_id (an id or source:key), event_timestamp and labels; "
+    "a local file or s3://bucket/key. Without it: every entity, as of now.",
 )
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="The file to write.")
+@click.option(
+    "--out",
+    metavar="PATH|s3://BUCKET/KEY",
+    callback=_location,
+    required=True,
+    help="The file to write: a local path, or s3://bucket/key (endpoint and credentials from "
+    "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION).",
+)
 @click.option(
     "--format",
     "fmt",
@@ -487,8 +511,8 @@ def entity_show(
 def export(
     config_path: Path,
     view: str,
-    spine: Path | None,
-    out: Path,
+    spine: Location | None,
+    out: Location,
     fmt: str | None,
     role: str | None,
     workers: int,

@@ -11,8 +11,6 @@ data.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 __all__ = [
     "BadTimeError",
     "BudgetExceededError",
@@ -23,6 +21,7 @@ __all__ = [
     "FabricError",
     "InvalidRequestError",
     "JobNotReadyError",
+    "ObjectStorageError",
     "PayloadTooLargeError",
     "QuotaExceededError",
     "ReadTimeoutError",
@@ -150,13 +149,20 @@ class BudgetExceededError(PayloadTooLargeError):
     :func:`fabric.services.export.export_view`); the export stopped, and nothing of it was
     kept."""
 
-    def __init__(self, out: Path, written: int, budget: int) -> None:
+    def __init__(self, name: str, written: int, budget: int) -> None:
         super().__init__(
-            f"{out.name}: the export passed its budget of {budget:,} bytes ({written:,} "
+            f"{name}: the export passed its budget of {budget:,} bytes ({written:,} "
             "written); it was stopped and nothing of it was kept"
         )
         self.written = written
         self.budget = budget
+
+
+class ObjectStorageError(FabricError):
+    """S3-compatible storage refused a request or did not answer (503 over the API): the
+    message names the object and the storage's reason, never a credential."""
+
+    code = "storage_error"
 
 
 class RevealError(FabricError):

@@ -23,6 +23,7 @@ from fabric.errors import (
     FabricError,
     InvalidRequestError,
     JobNotReadyError,
+    ObjectStorageError,
     PayloadTooLargeError,
     ReadTimeoutError,
     RevealError,
@@ -56,6 +57,7 @@ _STATUS_OF: list[tuple[type[FabricError], int]] = [
     (EntityNotFoundError, 404),
     (JobNotReadyError, 409),
     (ReadTimeoutError, 503),
+    (ObjectStorageError, 503),
 ]
 
 

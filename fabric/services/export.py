@@ -9,7 +9,8 @@ entity holds is counted, not fatal: its row gets the defaults and ``found = fals
 
 The data file is written to a temporary name and renamed when complete; the same spine over
 the same store state gives a byte-identical file. ``FILE.manifest.json`` beside it records
-what it was made from. Given a byte budget (the API's quota per key), an export stops as soon
+what it was made from (an export to ``s3://`` is written locally, then published whole:
+:mod:`fabric.objects`). Given a byte budget (the API's quota per key), an export stops as soon
 as its file passes it, and nothing of it is kept.
 """
 
@@ -44,6 +45,7 @@ from fabric.features.formats import export_format
 from fabric.features.spec import FeatureView
 from fabric.features.spine import SpineLimits, check_spine, estimated_rows, spine_batches
 from fabric.files import private_temp, write_private
+from fabric.objects import Location, S3Url, check_reachable, fetch, object_size, publish
 from fabric.project import Project
 from fabric.services.features import FeatureService, mask_columns
 
@@ -60,8 +62,8 @@ Progress = Callable[[str, int, int | None], None]
 class ExportReport:
     """What an export wrote."""
 
-    out: Path
-    manifest: Path
+    out: Location
+    manifest: Location
     rows: int
     entities: int
     not_found: int
@@ -267,9 +269,9 @@ def _compute_with(project: Project, job: _Job) -> tuple[int, int]:
 def export_view(
     project: Project,
     view_name: str,
-    out: Path,
+    out: Location,
     *,
-    spine: Path | None = None,
+    spine: Location | None = None,
     fmt: str | None = None,
     role: str | None = None,
     workers: int = 1,
@@ -284,6 +286,11 @@ def export_view(
     each partition is computed (in ``workers`` processes) and written sorted by spine row;
     the partitions are merged back in spine order next to the spine's own columns.
 
+    ``out`` and ``spine`` may be objects on S3 (:mod:`fabric.objects`): a spine there is
+    copied to a private temporary directory first, and the export is written there whole
+    and then published, the file first and its manifest after, so each appears complete or
+    not at all.
+
     The spine's columns are checked before anything starts; ``limits`` bound what a spine
     from someone else may decode to (the API's; ``fabric export`` reads the user's own file
     and passes none). The file and its manifest are readable by their owner only, from the
@@ -297,19 +304,103 @@ def export_view(
         SpineTooLargeError: the spine is past one of ``limits``.
         BudgetExceededError: the file passed ``budget`` (and was deleted).
         EntityNotFoundError: unknown view.
+        ObjectStorageError: S3 refused or did not answer (nothing is left at ``out``).
     """
     progress = progress or (lambda stage, n, total: None)
     started = datetime.now(UTC)
     service = FeatureService(project)
     view = service.view(view_name)
     policy = project.policy_for(role)
-    fmt = export_format(out, fmt)
+    fmt = export_format(Path(out.name), fmt)
     if project.config.path is None:
         raise SpineError("exports need a project opened from its fabric.yaml")
+    if isinstance(out, S3Url):
+        check_reachable(out)  # before the work, not after it
+    if isinstance(spine, S3Url) and object_size(spine) is None:
+        raise SpineError(f"{spine}: spine file not found")
+    with tempfile.TemporaryDirectory(prefix="fabric-export-") as tmp:
+        work = Path(tmp)
+        spine_file = spine if not isinstance(spine, S3Url) else fetch(spine, work)
+        # An export bound for S3 is written here whole, then published.
+        file = out if isinstance(out, Path) else work / "out" / out.name
+        total, entities, not_found, schema = _export(
+            project,
+            service,
+            view,
+            file,
+            fmt,
+            spine_file,
+            str(spine),
+            role,
+            workers,
+            progress,
+            limits,
+            budget,
+            started,
+        )
+        finished = datetime.now(UTC)
+        last_run = project.catalog.last_succeeded_run()
+        manifest_doc = {
+            "view": view.name,
+            "view_version": view.version,
+            "feature_definitions_sha256": view.definition_hash,
+            "rules_version": project.rules_version(),
+            "role": role or project.config.default_role,
+            "policy": policy.name,
+            "store_state": {
+                "sync_run": None if last_run is None else last_run.id,
+                "entities": project.catalog.count(view.entity_type),
+            },
+            "out": str(out),
+            "spine": None if spine is None else str(spine),
+            "spine_sha256": None if spine_file is None else _sha256(spine_file),
+            "rows": total,
+            "entities": entities,
+            "keys_not_found": not_found,
+            "format": fmt,
+            "workers": workers,
+            "schema": {field.name: str(field.type) for field in schema},
+            "fabric_version": __version__,
+            "started_at": started.isoformat(),
+            "finished_at": finished.isoformat(),
+        }
+        manifest = out.with_name(out.name + ".manifest.json")
+        manifest_file = file.with_name(file.name + ".manifest.json")
+        write_private(manifest_file, json.dumps(manifest_doc, indent=2).encode())
+        if isinstance(out, S3Url) and isinstance(manifest, S3Url):
+            progress("export: uploading", 0, None)
+            publish(file, out)
+            publish(manifest_file, manifest)
+    return ExportReport(
+        out, manifest, total, entities, not_found, (finished - started).total_seconds()
+    )
+
+
+def _export(
+    project: Project,
+    service: FeatureService,
+    view: FeatureView,
+    out: Path,
+    fmt: str,
+    spine: Path | None,
+    spine_name: str,
+    role: str | None,
+    workers: int,
+    progress: Progress,
+    limits: SpineLimits | None,
+    budget: int | None,
+    started: datetime,
+) -> tuple[int, int, int, pa.Schema]:
+    """The three passes of :func:`export_view`, writing the local file ``out``: its rows,
+    entities found, keys not found, and the schema written."""
     now = started.replace(tzinfo=None, microsecond=0).isoformat()
     features = [f.name for f in view.features]
     # The spine's rows as its check counted them (None: not counted without limits).
-    counted = None if spine is None else check_spine(spine, limits, reserved=features).rows
+    counted = (
+        None
+        if spine is None
+        else check_spine(spine, limits, reserved=features, name=spine_name).rows
+    )
 
     def batches() -> Iterator[pa.RecordBatch]:
         if spine is not None:
@@ -325,6 +416,7 @@ def export_view(
     else:
         estimate = counted if counted is not None else estimated_rows(spine)
     partitions = min(_MAX_PARTITIONS, max(4 * workers, math.ceil(estimate / _PARTITION_ROWS)))
+    assert project.config.path is not None  # checked by export_view
     with (
         tempfile.TemporaryDirectory(prefix="fabric-export-") as tmp,
         contextlib.ExitStack() as stack,
@@ -372,36 +464,7 @@ def export_view(
         schema = _write(
             batches(), [j.results for j in jobs], view, out, fmt, progress, total, budget
         )
-    finished = datetime.now(UTC)
-    last_run = project.catalog.last_succeeded_run()
-    manifest = out.with_name(out.name + ".manifest.json")
-    manifest_doc = {
-        "view": view.name,
-        "view_version": view.version,
-        "feature_definitions_sha256": view.definition_hash,
-        "rules_version": project.rules_version(),
-        "role": role or project.config.default_role,
-        "policy": policy.name,
-        "store_state": {
-            "sync_run": None if last_run is None else last_run.id,
-            "entities": project.catalog.count(view.entity_type),
-        },
-        "spine": None if spine is None else str(spine),
-        "spine_sha256": None if spine is None else _sha256(spine),
-        "rows": total,
-        "entities": entities,
-        "keys_not_found": not_found,
-        "format": fmt,
-        "workers": workers,
-        "schema": {field.name: str(field.type) for field in schema},
-        "fabric_version": __version__,
-        "started_at": started.isoformat(),
-        "finished_at": finished.isoformat(),
-    }
-    write_private(manifest, json.dumps(manifest_doc, indent=2).encode())
-    return ExportReport(
-        out, manifest, total, entities, not_found, (finished - started).total_seconds()
-    )
+    return total, entities, not_found, schema
 
 
 def _sha256(path: Path) -> str:
@@ -561,7 +624,7 @@ def _write(
                 # Each batch is in the file once written (a Parquet row group each): its
                 # position is the file's size.
                 if budget is not None and handle.tell() > budget:
-                    raise BudgetExceededError(out, handle.tell(), budget)
+                    raise BudgetExceededError(out.name, handle.tell(), budget)
                 progress("export: writing", batch.num_rows, total)
         if schema is None:
             raise SpineError("the spine has no rows")

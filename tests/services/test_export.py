@@ -14,10 +14,12 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from s3server import SeaweedFS
 
 from fabric.cli import main
-from fabric.errors import BudgetExceededError, SpineError
+from fabric.errors import BudgetExceededError, ObjectStorageError, SpineError
 from fabric.features.formats import FORMATS
+from fabric.objects import S3Url, fetch, publish
 from fabric.project import Project
 from fabric.services.entities import EntityService
 from fabric.services.export import export_view
@@ -439,3 +441,97 @@ def test_an_export_past_its_byte_budget_stops_at_once_and_keeps_nothing(
     export_view(project, "customer_360", out, spine=spine, fmt=fmt, budget=1 << 30)
     export_view(project, "customer_360", tmp_path / f"free.{fmt}", spine=spine, fmt=fmt)
     assert out.read_bytes() == (tmp_path / f"free.{fmt}").read_bytes()
+
+
+def test_an_export_to_s3_equals_the_local_one_and_reads_its_spine_there(
+    project: Project, tmp_path: Path, s3_env: SeaweedFS
+) -> None:
+    bucket = s3_env.make_bucket()
+    ids = sorted(project.catalog.entities("customer"))[:30]
+    spine = tmp_path / "spine.csv"
+    spine.write_text(
+        "entity_id,event_timestamp,label\n"
+        + "".join(f"{e},2026-03-0{1 + i % 9}T00:00:00,{i}\n" for i, e in enumerate(ids))
+    )
+    local = export_view(project, "customer_360", tmp_path / "local.parquet", spine=spine)
+    publish(spine, S3Url(bucket, "spines/spine.csv"))
+    out = S3Url(bucket, "train/c360.parquet")
+    remote = export_view(
+        project, "customer_360", out, spine=S3Url(bucket, "spines/spine.csv"), workers=2
+    )
+    assert remote.out == out and remote.manifest == out.with_name("c360.parquet.manifest.json")
+    assert (remote.rows, remote.entities) == (local.rows, local.entities) == (30, 30)
+    fetched = fetch(out, tmp_path)
+    assert fetched.read_bytes() == (tmp_path / "local.parquet").read_bytes()
+    manifest = json.loads(fetch(remote.manifest, tmp_path).read_text())  # type: ignore[arg-type]
+    local_manifest = json.loads((tmp_path / "local.parquet.manifest.json").read_text())
+    assert manifest["out"] == str(out) and manifest["spine"] == f"s3://{bucket}/spines/spine.csv"
+    assert manifest["spine_sha256"] == local_manifest["spine_sha256"]
+    assert local_manifest["out"] == str(tmp_path / "local.parquet")
+    # Only the three objects: nothing left in staging.
+    assert set(s3_env.keys(bucket)) == {
+        "spines/spine.csv",
+        "train/c360.parquet",
+        "train/c360.parquet.manifest.json",
+    }
+    with pytest.raises(SpineError, match=rf"s3://{bucket}/nope.csv: spine file not found"):
+        export_view(project, "customer_360", out, spine=S3Url(bucket, "nope.csv"))
+
+
+def test_cli_export_to_s3_fails_in_one_line_before_any_work(
+    demo_dir: Path, s3_env: SeaweedFS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = s3_env.make_bucket()
+    config = str(demo_dir / "fabric.yaml")
+    out = f"s3://{bucket}/all.csv"
+    ok = CliRunner().invoke(main, ["export", "customer_360", "--out", out, "-c", config])
+    assert ok.exit_code == 0, ok.output
+    assert f"to {out} in" in ok.output and f"manifest {out}.manifest.json" in ok.output
+    assert (
+        "order_count_90d"
+        in s3_env.filesystem()
+        .open_input_stream(  # type: ignore[attr-defined]
+            f"{bucket}/all.csv"
+        )
+        .read(4096)
+        .decode()
+    )
+    wrong = "wrong-secret-" + "y" * 24
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", wrong)
+    refused = CliRunner().invoke(
+        main, ["export", "customer_360", "--out", f"s3://{bucket}/b.csv", "-c", config]
+    )
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert refused.output.startswith(f"error: s3://{bucket}/b.csv: cannot look up: AWS Error")
+    assert wrong not in refused.output and s3_env.secret not in refused.output
+    assert "b.csv" not in s3_env.keys(bucket)
+    bad = CliRunner().invoke(main, ["export", "customer_360", "--out", "s3://x/", "-c", config])
+    assert bad.exit_code == 2 and "not a valid S3 bucket name" in bad.output
+
+
+def test_a_volume_server_killed_during_an_export_leaves_no_partial_object(
+    project: Project, tmp_path: Path
+) -> None:
+    with SeaweedFS() as server, pytest.MonkeyPatch.context() as patch:
+        for name, value in server.env.items():
+            patch.setenv(name, value)
+        bucket = server.make_bucket()
+        local = export_view(project, "customer_360", tmp_path / "all.parquet")
+        size = (tmp_path / "all.parquet").stat().st_size
+
+        def kill_on_upload(stage: str, done: int, total: int | None) -> None:
+            if stage == "export: uploading":
+                server.kill("volume1")
+
+        out = S3Url(bucket, "all.parquet")
+        try:
+            report = export_view(project, "customer_360", out, progress=kill_on_upload)
+            assert report.rows == local.rows
+        except ObjectStorageError as exc:
+            assert str(out) in str(exc) or str(out.with_name("all.parquet.manifest.json")) in str(
+                exc
+            )
+        keys = server.keys(bucket)
+        assert keys.get("all.parquet", size) == size
+        # The manifest is published after the file: never one without the other.
+        assert "all.parquet.manifest.json" not in keys or "all.parquet" in keys
