@@ -46,6 +46,8 @@ __all__ = [
     "open_object",
     "parse_location",
     "publish",
+    "remove",
+    "size_of",
 ]
 
 #: Where objects wait in their bucket between upload and copy to their destination.
@@ -292,3 +294,29 @@ def list_objects(prefix: S3Url) -> list[tuple[S3Url, int, float]]:
             mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
             found.append((S3Url(prefix.bucket, info.path.split("/", 1)[1]), info.size, mtime))
     return found
+
+
+def size_of(where: Location) -> int | None:
+    """The size of a local file or an object, or None when there is none.
+
+    Raises:
+        ObjectStorageError: the storage refused or did not answer.
+    """
+    if isinstance(where, S3Url):
+        return object_size(where)
+    try:
+        return where.stat().st_size if where.is_file() else None
+    except OSError:
+        return None
+
+
+def remove(where: Location) -> None:
+    """Delete a local file or an object (no error when it is gone already).
+
+    Raises:
+        ObjectStorageError: the storage refused or did not answer.
+    """
+    if isinstance(where, S3Url):
+        delete_object(where)
+    else:
+        where.unlink(missing_ok=True)

@@ -21,9 +21,12 @@ them, so a directory shared with anything else loses nothing else.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -42,11 +45,13 @@ from fabric.errors import (
     FabricError,
     InvalidRequestError,
     JobNotReadyError,
+    ObjectStorageError,
     QuotaExceededError,
 )
 from fabric.features.formats import FORMATS, export_format
 from fabric.features.spine import SpineLimits, check_spine
 from fabric.files import private_dir
+from fabric.objects import Location, S3Url, fetch, list_objects, object_size, remove, size_of
 from fabric.project import Project
 from fabric.services.export import export_view
 
@@ -56,6 +61,8 @@ __all__ = [
     "ExportJobs",
     "Upload",
 ]
+
+log = logging.getLogger("fabric.api")
 
 #: Formats of an uploaded spine, by the upload's Content-Type.
 SPINE_FORMATS = {"text/csv": "csv", "application/vnd.apache.parquet": "parquet"}
@@ -96,8 +103,10 @@ class ExportJob:
     role: str
     format: str
     spine: str | None
-    out: Path
+    out: Location
     spine_path: Path | None = None
+    #: whether ``spine_path`` is a copy fetched for this job (deleted when it ends)
+    fetched: bool = False
     state: str = "queued"
     stage: str | None = None
     rows_done: int = 0
@@ -114,7 +123,7 @@ class ExportJob:
     _stage_started: float = 0.0
 
     @property
-    def files(self) -> tuple[Path, Path]:
+    def files(self) -> tuple[Location, Location]:
         """The export's file and its manifest."""
         return self.out, self.out.with_name(self.out.name + ".manifest.json")
 
@@ -155,8 +164,18 @@ class ExportJobs:
         # Directories and limits are the ones the server started with; each job exports
         # from the project it was started on (a reload does not move running jobs).
         settings = project.config.api.exports
-        self.out_dir = project.config.resolve(settings.dir)
-        self.spine_dir = project.config.resolve(settings.spines)
+        self.out_dir = project.config.locate(settings.dir)
+        self.spine_dir = project.config.locate(settings.spines)
+        # With files or spines on S3, what must be local (uploads as they arrive, spines
+        # fetched to be read) is kept in a directory of this process, deleted on close.
+        self._local: Path | None = None
+        if isinstance(self.out_dir, S3Url) or isinstance(self.spine_dir, S3Url):
+            self._local = Path(tempfile.mkdtemp(prefix="fabric-exports-"))
+        self._uploads_dir = (
+            self.out_dir / "uploads"
+            if isinstance(self.out_dir, Path)
+            else Path(self._local or ".") / "uploads"
+        )
         self.workers = settings.workers
         self._pool = ThreadPoolExecutor(settings.max_running, thread_name_prefix="fabric-export")
         self.max_spine_bytes = settings.max_spine_bytes
@@ -195,7 +214,7 @@ class ExportJobs:
         """
         if fmt not in SPINE_FORMATS.values():
             raise InvalidRequestError(f"an uploaded spine is {' or '.join(SPINE_FORMATS.values())}")
-        directory = self.out_dir / "uploads"
+        directory = self._uploads_dir
         private_dir(directory)
         upload_id = secrets.token_hex(12)
         path = directory / f"{upload_id}.{fmt}"
@@ -263,12 +282,23 @@ class ExportJobs:
         features = [f.name for f in project.view(view).features]
         job_id = secrets.token_hex(12)
         out = self.out_dir / f"{job_id}.{fmt}"
-        export_format(out, fmt)
+        export_format(out.name, fmt)
         self.sweep()
         spine_path = None if spine is None else self._spine(spine, owner)
+        # A spine fetched from S3 is this job's own copy, deleted when it ends.
+        fetched = (
+            spine is not None
+            and not spine.startswith("upload:")
+            and isinstance(self.spine_dir, S3Url)
+        )
         if spine_path is not None:
-            check_spine(spine_path, self.limits, name=spine, reserved=features)
-        job = ExportJob(job_id, owner, view, role, fmt, spine, out, spine_path)
+            try:
+                check_spine(spine_path, self.limits, name=spine, reserved=features)
+            except BaseException:
+                if fetched:
+                    shutil.rmtree(spine_path.parent, ignore_errors=True)
+                raise
+        job = ExportJob(job_id, owner, view, role, fmt, spine, out, spine_path, fetched)
         with self._lock:
             self._jobs[job_id] = job
         self._pool.submit(self._run, project, job, spine_path)
@@ -276,7 +306,8 @@ class ExportJobs:
 
     def _spine(self, name: str, owner: str) -> Path:
         """A spine named by a caller: one it uploaded, or a file inside the spines
-        directory."""
+        directory (on S3: fetched into this process's directory, deleted when the job
+        ends)."""
         if name.startswith("upload:"):
             with self._lock:
                 upload = self._uploads.get(name)
@@ -292,6 +323,8 @@ class ExportJobs:
             return upload.path
         if not name or "\x00" in name or len(name) > 512:
             raise InvalidRequestError("spine must name a file in the spines directory")
+        if isinstance(self.spine_dir, S3Url):
+            return self._fetch_spine(self.spine_dir, name)
         base = self.spine_dir.resolve()
         path = (base / name).resolve()
         if base not in path.parents or not path.is_file():
@@ -299,6 +332,21 @@ class ExportJobs:
                 "spine must name an existing file in the spines directory (api.exports.spines)"
             )
         return path
+
+    def _fetch_spine(self, prefix: S3Url, name: str) -> Path:
+        """The spine ``name`` under ``prefix``, fetched to a file of this process."""
+        parts = name.split("/")
+        if name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise InvalidRequestError(
+                "spine must name an existing file in the spines directory (api.exports.spines)"
+            )
+        url = prefix / name
+        if object_size(url) is None:
+            raise InvalidRequestError(
+                "spine must name an existing file in the spines directory (api.exports.spines)"
+            )
+        assert self._local is not None  # made whenever a directory is on S3
+        return fetch(url, self._local)
 
     def get(self, owner: str, job_id: str) -> ExportJob:
         """The job, if ``owner`` started it.
@@ -346,7 +394,8 @@ class ExportJobs:
         with self._lock:
             held = self._held.get(job.owner, 0)
         try:
-            private_dir(self.out_dir)
+            if isinstance(self.out_dir, Path):
+                private_dir(self.out_dir)
             if held >= self.quota:
                 raise QuotaExceededError(self._over_quota(held, "nothing is left under"))
             report = export_view(
@@ -368,6 +417,11 @@ class ExportJobs:
                 f"{exc.budget:,} bytes left under"
             )
             job.state, job.error = "failed", self._over_quota(held, stopped)
+        except ObjectStorageError as exc:
+            # The storage's address and keys are the server's business: the log has them.
+            log.warning("export job %s: %s", job.id, str(exc).splitlines()[0])
+            job.state = "failed"
+            job.error = "the export's storage refused it or did not answer; try again later"
         except FabricError as exc:
             # Spine errors name the file: the caller's name for it, not the server's path.
             message = str(exc).splitlines()[0]
@@ -380,8 +434,11 @@ class ExportJobs:
             job.state, job.rows = "succeeded", report.rows
         finally:
             if job.state != "succeeded":
-                for path in job.files:
-                    path.unlink(missing_ok=True)
+                for where in job.files:
+                    with contextlib.suppress(ObjectStorageError):
+                        remove(where)
+            if job.fetched and spine is not None:
+                shutil.rmtree(spine.parent, ignore_errors=True)
             # What the export decoded goes back to the system, not to Arrow's pool.
             pa.default_memory_pool().release_unused()
         job.finished_at = datetime.now(UTC).isoformat()
@@ -394,7 +451,7 @@ class ExportJobs:
         Raises:
             QuotaExceededError: they would take the key past it (the caller deletes them).
         """
-        size = sum(p.stat().st_size for p in job.files if p.exists())
+        size = sum(size_of(where) or 0 for where in job.files)
         with self._lock:
             self._reserve(job.owner, size)
             job.bytes = size
@@ -427,8 +484,13 @@ class ExportJobs:
 
     def _expire_if_gone(self, job: ExportJob) -> None:
         """Mark a succeeded job whose file was deleted as expired, and release its bytes."""
-        if job.state != "succeeded" or job.out.exists():
+        if job.state != "succeeded":
             return
+        try:
+            if size_of(job.out) is not None:
+                return
+        except ObjectStorageError:
+            return  # the storage does not answer: nothing is known to be gone
         with self._lock:
             if job.state == "succeeded":
                 job.state = "expired"
@@ -448,10 +510,14 @@ class ExportJobs:
                 j.spine_path for j in self._jobs.values() if j.state in ("queued", "running")
             }
         removed = 0
+        if isinstance(self.out_dir, S3Url):
+            removed += self._sweep_objects(self.out_dir, cutoff)
         for directory, pattern in (
             (self.out_dir, _JOB_FILE),
-            (self.out_dir / "uploads", _UPLOAD_FILE),
+            (self._uploads_dir, _UPLOAD_FILE),
         ):
+            if not isinstance(directory, Path):
+                continue
             try:
                 entries = list(os.scandir(directory))
             except OSError:
@@ -466,6 +532,19 @@ class ExportJobs:
                 except OSError:
                     continue  # swept by another server process first, or not ours to delete
         self._forget(now)
+        return removed
+
+    def _sweep_objects(self, prefix: S3Url, cutoff: float) -> int:
+        """The sweep of export files on S3: those of fabric's naming written before
+        ``cutoff``."""
+        removed = 0
+        try:
+            for url, _, mtime in list_objects(prefix):
+                if _JOB_FILE.fullmatch(url.name) and mtime < cutoff:
+                    remove(url)
+                    removed += 1
+        except ObjectStorageError as exc:
+            log.warning("sweeping export files: %s", str(exc).splitlines()[0])
         return removed
 
     def _forget(self, now: float) -> None:
@@ -503,6 +582,8 @@ class ExportJobs:
         with self._lock:
             uploads, self._uploads = list(self._uploads.values()), {}
             finished = [j for j in self._jobs.values() if j.state == "succeeded"]
-        for path in [u.path for u in uploads] + [p for j in finished for p in j.files]:
-            with contextlib.suppress(OSError):
-                path.unlink()
+        for where in [u.path for u in uploads] + [p for j in finished for p in j.files]:
+            with contextlib.suppress(OSError, ObjectStorageError):
+                remove(where)
+        if self._local is not None:
+            shutil.rmtree(self._local, ignore_errors=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
+    BeforeValidator,
     Field,
     PrivateAttr,
     StringConstraints,
@@ -21,6 +22,8 @@ from pydantic import (
 )
 
 from fabric.config.validation import StrictModel
+from fabric.errors import ConfigError
+from fabric.objects import Location, S3Url, is_s3, parse_location
 
 __all__ = [
     "DEFAULT_ROUTES",
@@ -242,13 +245,31 @@ class ApiKeyConfig(StrictModel):
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
+def _directory(value: object) -> object:
+    """A directory setting: ``s3://bucket/prefix`` as an :class:`S3Url`, else a path."""
+    if isinstance(value, str) and is_s3(value):
+        try:
+            return parse_location(value, prefix=True)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+#: A local directory or a prefix on S3-compatible storage.
+Directory = Annotated[Path | S3Url, BeforeValidator(_directory)]
+
+
 class ExportJobsConfig(StrictModel):
     """Exports started over the API (`POST /v1/exports`)."""
 
-    dir: Path = Field(Path("exports"), description="where export files are written")
-    spines: Path = Field(
+    dir: Directory = Field(
+        Path("exports"),
+        description="where export files are written: a directory, or s3://bucket/prefix",
+    )
+    spines: Directory = Field(
         Path("spines"),
-        description="the only directory spines may be named from (paths inside it)",
+        description="the only directory spines may be named from (paths inside it): a "
+        "directory, or s3://bucket/prefix",
     )
     max_running: int = Field(2, ge=1, le=64, description="exports run at once; more wait")
     workers: int = Field(1, ge=1, le=64, description="processes per export")
@@ -393,3 +414,7 @@ class ProjectConfig(StrictModel):
     def resolve(self, path: Path) -> Path:
         """Resolve a path written in the config against the config's directory."""
         return path if path.is_absolute() else (self.root / path)
+
+    def locate(self, where: Location) -> Location:
+        """Resolve a local path as :meth:`resolve` does; an object on S3 is where it is."""
+        return where if isinstance(where, S3Url) else self.resolve(where)

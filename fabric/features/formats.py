@@ -6,7 +6,7 @@ without importing Arrow.
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Literal, get_args
 
 from fabric.errors import InvalidRequestError
@@ -18,15 +18,15 @@ ExportFormat = Literal["parquet", "csv", "jsonl"]
 FORMATS: tuple[str, ...] = get_args(ExportFormat)
 
 
-def export_format(out: Path, fmt: str | None) -> str:
-    """The format to write ``out`` in: ``fmt``, else ``out``'s suffix when it names one,
-    else the default.
+def export_format(name: str, fmt: str | None) -> str:
+    """The format to write the file ``name`` in: ``fmt``, else the name's suffix when it
+    names one, else the default.
 
     Raises:
         InvalidRequestError: ``fmt`` is not one of :data:`FORMATS`.
     """
     if fmt is None:
-        suffix = out.suffix.lstrip(".").lower()
+        suffix = PurePosixPath(name).suffix.lstrip(".").lower()
         return suffix if suffix in FORMATS else FORMATS[0]
     if fmt not in FORMATS:
         raise InvalidRequestError(f"unknown format '{fmt}' (formats: {', '.join(FORMATS)})")

@@ -311,7 +311,7 @@ def export_view(
     service = FeatureService(project)
     view = service.view(view_name)
     policy = project.policy_for(role)
-    fmt = export_format(Path(out.name), fmt)
+    fmt = export_format(out.name, fmt)
     if project.config.path is None:
         raise SpineError("exports need a project opened from its fabric.yaml")
     if isinstance(out, S3Url):

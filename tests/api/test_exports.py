@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from e2e_helpers import wait_for_export as wait
 from litestar import Litestar
 from litestar.testing import TestClient
+from s3server import SeaweedFS
 
 from fabric.api import create_app
 from fabric.config.secrets import load_secrets
+from fabric.objects import S3Url, publish
 from fabric.project import Project
 from fabric.services.export import export_view
 
@@ -175,3 +179,83 @@ def test_spine_uploads_refuse_other_types_empty_bodies_and_oversize(
     # Refused uploads leave no file behind.
     uploads = synced.parent / "exports" / "uploads"
     assert not uploads.exists() or not list(uploads.iterdir())
+
+
+def test_exports_on_s3_serve_the_same_file_and_sweep_there(synced: Path, s3_env: SeaweedFS) -> None:
+    bucket = s3_env.make_bucket()
+    config = yaml.safe_load(synced.read_text())
+    config.setdefault("api", {})["exports"] = {
+        "dir": f"s3://{bucket}/exports",
+        "spines": f"s3://{bucket}/spines/",
+    }
+    synced.write_text(yaml.safe_dump(config))
+    root = synced.parent
+    ids = customer_ids(root, 20)
+    spine = root / "train.csv"
+    spine.write_text(
+        "entity_id,event_timestamp\n" + "".join(f"{e},2026-04-01T00:00:00\n" for e in ids)
+    )
+    publish(spine, S3Url(bucket, "spines/week1/train.csv"))
+    project = Project.open(synced)
+    keys = load_secrets(project.config).api_keys
+    steward = auth(keys["steward-demo"])
+    with TestClient(app=create_app(project)) as client:
+        started = client.post(
+            "/v1/exports",
+            json={"view": "customer_360", "spine": "week1/train.csv"},
+            headers=steward,
+        )
+        assert started.status_code == 202, started.text
+        job = started.json()["job"]
+        status = wait(client, job, keys["steward-demo"])
+        assert status["state"] == "succeeded" and status["rows"] == 20, status
+        answer = client.get(f"/v1/exports/{job}/file", headers=steward)
+        assert answer.status_code == 200
+        assert answer.headers["content-disposition"] == f'attachment; filename="{job}.parquet"'
+        export_view(project, "customer_360", root / "direct.parquet", spine=spine, role="steward")
+        assert answer.content == (root / "direct.parquet").read_bytes()
+        stored = s3_env.keys(bucket)
+        assert (
+            f"exports/{job}.parquet" in stored and f"exports/{job}.parquet.manifest.json" in stored
+        )
+        # The spine fetched for the job is gone from the server's disk once it ended.
+        assert not any(client.app.state["fabric"].jobs._local.rglob("train.csv"))  # type: ignore[union-attr]
+        for name in ("../train.csv", "week1/../week1/train.csv", "nope.csv", "/spines/x.csv"):
+            refused = client.post(
+                "/v1/exports", json={"view": "customer_360", "spine": name}, headers=steward
+            )
+            assert refused.status_code == 400, (name, refused.text)
+            assert "spines directory" in refused.json()["error"]["message"]
+        # A sweep past keep_hours deletes the files on S3, and the job says it expired.
+        jobs = client.app.state["fabric"].jobs
+        later = time.time() + jobs.keep_hours * 3600 + 60
+        jobs._clock = lambda: later
+        assert jobs.sweep() == 2
+        assert not any(k.startswith("exports/") for k in s3_env.keys(bucket))
+        gone = client.get(f"/v1/exports/{job}/file", headers=steward)
+        assert gone.status_code == 404 and "expired" in gone.json()["error"]["message"]
+    project.close()
+
+
+def test_exports_on_s3_that_does_not_answer_fail_without_naming_it(
+    synced: Path, s3_env: SeaweedFS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = s3_env.make_bucket()
+    config = yaml.safe_load(synced.read_text())
+    config.setdefault("api", {})["exports"] = {"dir": f"s3://{bucket}/exports"}
+    synced.write_text(yaml.safe_dump(config))
+    project = Project.open(synced)
+    keys = load_secrets(project.config).api_keys
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    with TestClient(app=create_app(project)) as client:
+        started = client.post(
+            "/v1/exports", json={"view": "customer_360"}, headers=auth(keys["steward-demo"])
+        )
+        assert started.status_code == 202, started.text
+        status = wait(client, started.json()["job"], keys["steward-demo"])
+        assert status["state"] == "failed"
+        assert status["error"] == (
+            "the export's storage refused it or did not answer; try again later"
+        )
+        assert bucket not in status["error"] and "127.0.0.1" not in status["error"]
+    project.close()
