@@ -6,7 +6,8 @@ be imported at run time.
 
 The layers, lowest first; a module may import its own layer and those below, never above:
 
-1. primitives: errors, files, clocks, crypto, executors (where tasks run), YAML documents
+1. primitives: errors, files, objects (files on S3), clocks, crypto, executors (where tasks
+   run), YAML documents
    and validation (``fabric.config.documents``, ``fabric.config.validation``);
 2. core: config, then sources, store, resolve, the expression language (whose functions
    include resolution's normalisers), rules, features, in that order (a core package
@@ -32,6 +33,7 @@ PRIMITIVES = (
     "fabric",
     "fabric.errors",
     "fabric.files",
+    "fabric.objects",
     "fabric.clock",
     "fabric.crypto",
     "fabric.executors",
