@@ -7,8 +7,8 @@ be imported at run time.
 The layers, lowest first; a module may import its own layer and those below, never above:
 
 1. primitives: errors, files, objects (files on S3), clocks, crypto, executors (where tasks
-   run), YAML documents
-   and validation (``fabric.config.documents``, ``fabric.config.validation``);
+   run), YAML documents and validation (``fabric.config.documents``,
+   ``fabric.config.validation``);
 2. core: config, then sources, store, resolve, the expression language (whose functions
    include resolution's normalisers), rules, features, in that order (a core package
    imports only the core packages before it, and itself);
