@@ -1,11 +1,14 @@
 """The catalog: bulk rewrites (a full sync's source keys, links and index), schema steps,
-and the queries on its tables that other modules call.
+and the queries on its tables that other modules call; on each backend (``make_catalog``:
+tests/store/conftest.py) but for the SQLite file's own schema steps.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from fabric.store.catalog import Catalog, EntityEvent, EntityRecord, StoredLink
@@ -19,8 +22,8 @@ def keys(catalog: Catalog, entity_type: str) -> set[tuple[str, str, str, str]]:
     }
 
 
-def test_rewrite_replaces_one_entity_type(tmp_path: Path) -> None:
-    catalog = Catalog(tmp_path / "catalog.db")
+def test_rewrite_replaces_one_entity_type(make_catalog: Callable[[], Catalog]) -> None:
+    catalog = make_catalog()
     with catalog.rewrite("source_keys", "customer") as writer:
         writer.add([("customer", "crm", "customers", "1", "C1")])
     with catalog.rewrite("source_keys", "device") as writer:
@@ -39,15 +42,16 @@ def test_rewrite_replaces_one_entity_type(tmp_path: Path) -> None:
     assert keys(catalog, "device") == set()
 
 
-def test_rewrite_is_one_transaction_that_an_error_rolls_back(tmp_path: Path) -> None:
-    path = tmp_path / "catalog.db"
-    catalog = Catalog(path)
+def test_rewrite_is_one_transaction_that_an_error_rolls_back(
+    make_catalog: Callable[[], Catalog],
+) -> None:
+    catalog = make_catalog()
     with catalog.rewrite("source_keys", "customer") as writer:
         writer.add([("customer", "crm", "customers", "1", "C1")])
     writer = catalog.rewrite("source_keys", "customer")
     writer.add([("customer", "crm", "customers", "2", "C2")])
     # Another connection (a server reading) sees the old rows until the rewrite commits.
-    reader = Catalog(path)
+    reader = make_catalog()
     assert keys(reader, "customer") == {("crm", "customers", "1", "C1")}
     writer.abort()
     assert keys(catalog, "customer") == {("crm", "customers", "1", "C1")}
@@ -57,13 +61,13 @@ def test_rewrite_is_one_transaction_that_an_error_rolls_back(tmp_path: Path) -> 
     assert keys(reader, "customer") == {("crm", "customers", "1", "C1")}
 
 
-def test_only_bulk_tables_can_be_rewritten(tmp_path: Path) -> None:
+def test_only_bulk_tables_can_be_rewritten(make_catalog: Callable[[], Catalog]) -> None:
     with pytest.raises(ValueError, match="not a table a full sync rewrites"):
-        Catalog(tmp_path / "catalog.db").rewrite("entities", "customer")
+        make_catalog().rewrite("entities", "customer")
 
 
-def test_delete_entities_removes_their_keys_only(tmp_path: Path) -> None:
-    catalog = Catalog(tmp_path / "catalog.db")
+def test_delete_entities_removes_their_keys_only(make_catalog: Callable[[], Catalog]) -> None:
+    catalog = make_catalog()
     with catalog.rewrite("source_keys", "customer") as writer:
         writer.add(
             [
@@ -111,8 +115,10 @@ def test_catalog_upgrades_an_older_schema_in_place(tmp_path: Path) -> None:
     assert upgraded.execute("SELECT count(*) FROM identity_keys").fetchone()[0] == 0
 
 
-def test_existing_and_entities_in_find_catalogued_ids_in_bulk(tmp_path: Path) -> None:
-    catalog = Catalog(tmp_path / "catalog.db")
+def test_existing_and_entities_in_find_catalogued_ids_in_bulk(
+    make_catalog: Callable[[], Catalog],
+) -> None:
+    catalog = make_catalog()
     for entity_type, ids in (("customer", [f"C{i}" for i in range(1200)]), ("device", ["C5000"])):
         records = [EntityRecord(entity_type, e, 1, "f", "s", "c", "u") for e in ids]
         catalog.apply_batch(records, [], entity_type)
@@ -123,17 +129,20 @@ def test_existing_and_entities_in_find_catalogued_ids_in_bulk(tmp_path: Path) ->
     assert catalog.existing("customer", []) == set()
 
 
-def test_catalog_lends_its_connection_to_no_one(tmp_path: Path) -> None:
+def test_catalog_lends_its_connection_to_no_one(make_catalog: Callable[[], Catalog]) -> None:
     # Every query on the catalog's tables is one of its methods (STYLE habit 14).
-    catalog = Catalog(tmp_path / "catalog.db")
+    catalog = make_catalog()
     public = [getattr(catalog, name) for name in dir(catalog) if not name.startswith("_")]
-    assert not [value for value in public if isinstance(value, apsw.Connection)]
+    connections = (apsw.Connection, psycopg.Connection)
+    assert not [value for value in public if isinstance(value, connections)]
 
 
-def test_a_write_joins_the_bulk_rewrite_the_caller_has_open(tmp_path: Path) -> None:
+def test_a_write_joins_the_bulk_rewrite_the_caller_has_open(
+    make_catalog: Callable[[], Catalog],
+) -> None:
     # A full sync seals its new dictionary into the catalog while its source keys are being
     # rewritten: if the run fails, neither is kept.
-    catalog = Catalog(tmp_path / "catalog.db")
+    catalog = make_catalog()
     writer = catalog.rewrite("source_keys", "customer")
     writer.add([("customer", "crm", "customers", "1", "C1")])
     catalog.put_dictionary("d1", "customer", "s1", 10, b"sealed")
@@ -144,8 +153,10 @@ def test_a_write_joins_the_bulk_rewrite_the_caller_has_open(tmp_path: Path) -> N
     assert keys(catalog, "customer") == set()
 
 
-def test_watermarks_keep_their_type_and_restart_when_the_column_changes(tmp_path: Path) -> None:
-    catalog = Catalog(tmp_path / "catalog.db")
+def test_watermarks_keep_their_type_and_restart_when_the_column_changes(
+    make_catalog: Callable[[], Catalog],
+) -> None:
+    catalog = make_catalog()
     assert catalog.watermark("crm", "customers", "updated_at") is None
     catalog.set_watermarks(
         {("crm", "customers", "updated_at"): "2024-01-02T03:04:05", ("shop", "orders", "id"): 41},
@@ -156,8 +167,8 @@ def test_watermarks_keep_their_type_and_restart_when_the_column_changes(tmp_path
     assert catalog.watermark("shop", "orders", "updated_at") is None  # read by another column
 
 
-def test_runs_by_status_counts_every_recorded_run(tmp_path: Path) -> None:
-    catalog = Catalog(tmp_path / "catalog.db")
+def test_runs_by_status_counts_every_recorded_run(make_catalog: Callable[[], Catalog]) -> None:
+    catalog = make_catalog()
     assert catalog.runs_by_status() == {}
     for status in ("succeeded", "failed", "succeeded"):
         catalog.finish_run(catalog.start_run("full"), status=status, counts={})
@@ -165,8 +176,10 @@ def test_runs_by_status_counts_every_recorded_run(tmp_path: Path) -> None:
     assert catalog.runs_by_status() == {"succeeded": 2, "failed": 1, "running": 1}
 
 
-def test_history_keeps_links_and_follows_merges_to_the_survivor(tmp_path: Path) -> None:
-    catalog = Catalog(tmp_path / "catalog.db")
+def test_history_keeps_links_and_follows_merges_to_the_survivor(
+    make_catalog: Callable[[], Catalog],
+) -> None:
+    catalog = make_catalog()
     link = StoredLink("crm.customers:1", "shop.orders:7", "email", 0.9, {"email": 1.0})
     catalog.replace_links("customer", {"C1": [link], "C2": [link]})
     catalog.replace_links("customer", {"C2": []})

@@ -1,11 +1,10 @@
-"""What every entity store does, on each backend: the embedded shard files and PostgreSQL (a
-real server: the session's private cluster, a fresh database per test)."""
+"""What every entity store does, on each backend (``make_store``: tests/store/conftest.py):
+the embedded shard files and PostgreSQL (a real server)."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -13,7 +12,6 @@ from pgcluster import PostgresCluster
 
 from fabric.errors import StaleWriteError, StoreError
 from fabric.store.base import EntityStore, StoredBlob, entity_key, partition_of
-from fabric.store.local import LocalShardStore
 from fabric.store.postgres import PostgresStore
 
 Factory = Callable[[int], EntityStore]
@@ -21,28 +19,6 @@ Factory = Callable[[int], EntityStore]
 
 def blob(entity_id: str, version: int, expected: int, data: bytes = b"x") -> StoredBlob:
     return StoredBlob("customer", entity_id, version, data, expected_version=expected)
-
-
-@pytest.fixture(params=["embedded", "postgres"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory]:
-    """Opens a store of N partitions on the backend under test (the same one each call)."""
-    opened: list[EntityStore] = []
-    if request.param == "embedded":
-
-        def factory(partitions: int) -> EntityStore:
-            opened.append(LocalShardStore(tmp_path / "store", partitions))
-            return opened[-1]
-    else:
-        cluster: PostgresCluster = request.getfixturevalue("postgres")
-        url = cluster.create_database()
-
-        def factory(partitions: int) -> EntityStore:
-            opened.append(PostgresStore(url, partitions))
-            return opened[-1]
-
-    yield factory
-    for store in opened:
-        store.close()
 
 
 def test_put_get_roundtrip(make_store: Factory) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fabric.store.catalog._bulk import BulkRewrite
+from fabric.store.catalog._db import CatalogDb, SqliteDb
 from fabric.store.catalog._dictionaries import DictionaryTables
 from fabric.store.catalog._entities import EntityTables
 from fabric.store.catalog._history import HistoryTables
@@ -32,7 +33,7 @@ from fabric.store.catalog._records import (
     utc_now,
 )
 from fabric.store.catalog._runs import RunTables
-from fabric.store.catalog._schema import open_catalog
+from fabric.store.catalog._schema import open_catalog, open_postgres_catalog
 
 __all__ = [
     "KEY_HASH_BYTES",
@@ -52,8 +53,26 @@ class Catalog(EntityTables, DictionaryTables, RunTables, HistoryTables, Identity
     """Every query on ``catalog.db``: one mixin per group of tables, over one connection."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._conn = open_catalog(path)
+        self.path: Path | None = path
+        #: where the catalog is, for messages
+        self.where = str(path)
+        self._conn: CatalogDb = SqliteDb(open_catalog(path))
+
+    @classmethod
+    def on_postgres(cls, url: str, statement_timeout_ms: int | None = None) -> Catalog:
+        """The catalog on the PostgreSQL server at ``url`` (tables in schema ``fabric``,
+        created on first use).
+
+        Raises:
+            StoreError: the server cannot be reached, or a newer fabric made the tables.
+        """
+        catalog = cls.__new__(cls)
+        catalog._conn = open_postgres_catalog(url, statement_timeout_ms)
+        catalog.path = None
+        from fabric.store.postgres import connection_info, describe_target
+
+        catalog.where = describe_target(connection_info(url))
+        return catalog
 
     def close(self) -> None:
         """Close the connection."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from fabric.store.sqlite import apsw, one_row
+from fabric.store.catalog._db import CatalogDb, upsert
 
 __all__ = ["BULK_TABLES", "BulkRewrite"]
 
@@ -21,15 +21,14 @@ class BulkRewrite:
     use the connection meanwhile.
     """
 
-    def __init__(self, conn: apsw.Connection, table: str, entity_type: str) -> None:
+    def __init__(self, conn: CatalogDb, table: str, entity_type: str) -> None:
         self._conn = conn
-        (width,) = one_row(conn, "SELECT count(*) FROM pragma_table_info(?)", (table,))
-        self._insert = f"INSERT OR REPLACE INTO main.{table} VALUES ({', '.join('?' * width)})"
-        conn.execute("BEGIN IMMEDIATE")
+        self._insert = upsert(table)
+        conn.begin()
         try:
-            conn.execute(f"DELETE FROM main.{table} WHERE entity_type = ?", (entity_type,))
+            conn.execute(f"DELETE FROM {table} WHERE entity_type = ?", (entity_type,))
         except BaseException:
-            conn.execute("ROLLBACK")
+            conn.rollback()
             raise
         self._open = True
 
@@ -41,14 +40,14 @@ class BulkRewrite:
         """Commit."""
         if not self._open:
             return
-        self._conn.execute("COMMIT")
+        self._conn.commit()
         self._open = False
 
     def abort(self) -> None:
         """Roll back: the table is as it was."""
         if self._open:
             self._open = False
-            self._conn.execute("ROLLBACK")
+            self._conn.rollback()
 
     def __enter__(self) -> BulkRewrite:
         return self

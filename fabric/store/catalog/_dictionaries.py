@@ -10,6 +10,8 @@ from fabric.store.catalog._tables import Tables
 
 __all__ = ["DictionaryTables"]
 
+_COLUMNS = "dict_id, entity_type, schema_version, samples, created_at, sealed"
+
 
 def _dictionary(row: Sequence[Any]) -> DictionaryRecord:
     """A ``dictionaries`` row as a record."""
@@ -28,7 +30,7 @@ class DictionaryTables(Tables):
         """Keep a sealed dictionary (joins a transaction the caller has open)."""
         with self._conn:
             self._conn.execute(
-                "INSERT INTO dictionaries VALUES (?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO dictionaries ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
                 (dict_id, entity_type, schema_version, samples, utc_now(), sealed),
             )
 
@@ -43,14 +45,17 @@ class DictionaryTables(Tables):
         """Every dictionary, oldest first."""
         return [
             _dictionary(row)
-            for row in self._conn.execute("SELECT * FROM dictionaries ORDER BY created_at, rowid")
+            for row in self._conn.execute(
+                f"SELECT {_COLUMNS} FROM dictionaries "
+                f"ORDER BY created_at, {self._conn.insertion_order}"
+            )
         ]
 
     def latest_dictionary(self, entity_type: str, schema_version: str) -> DictionaryRecord | None:
         """The newest dictionary of one entity type and schema."""
         row = self._conn.execute(
-            "SELECT * FROM dictionaries WHERE entity_type = ? AND schema_version = ? "
-            "ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            f"SELECT {_COLUMNS} FROM dictionaries WHERE entity_type = ? AND schema_version = ? "
+            f"ORDER BY created_at DESC, {self._conn.insertion_order} DESC LIMIT 1",
             (entity_type, schema_version),
         ).fetchone()
         return None if row is None else _dictionary(row)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 
+from fabric.store.catalog._db import upsert
 from fabric.store.catalog._records import EntityRecord, SourceRef
-from fabric.store.catalog._tables import JSON_IDS, Tables
-from fabric.store.sqlite import one_row
+from fabric.store.catalog._tables import Tables
 
 __all__ = ["EntityTables"]
 
@@ -48,7 +48,7 @@ class EntityTables(Tables):
         return {
             row[1]: EntityRecord(*row)
             for row in self._conn.execute(
-                f"SELECT * FROM entities WHERE entity_type = ? AND entity_id IN {JSON_IDS}",
+                f"SELECT * FROM entities WHERE entity_type = ? AND entity_id IN {self._conn.ids}",
                 (entity_type, json.dumps(sorted(set(entity_ids)))),
             )
         }
@@ -57,7 +57,8 @@ class EntityTables(Tables):
         """Which of ``entity_ids`` are catalogued: one query (the ids go in as one JSON
         array), so a spine's hundred thousand keys cost one index probe each, in C."""
         rows = self._conn.execute(
-            f"SELECT entity_id FROM entities WHERE entity_type = ? AND entity_id IN {JSON_IDS}",
+            "SELECT entity_id FROM entities WHERE entity_type = ? AND entity_id IN "
+            + self._conn.ids,
             (entity_type, json.dumps(list(entity_ids))),
         )
         return {row[0] for row in rows}
@@ -65,11 +66,11 @@ class EntityTables(Tables):
     def count(self, entity_type: str | None = None) -> int:
         """Number of entities (of one type, or all)."""
         if entity_type is None:
-            return int(one_row(self._conn, "SELECT count(*) FROM entities")[0])
+            return int(self._conn.execute("SELECT count(*) FROM entities").fetchone()[0])
         return int(
-            one_row(
-                self._conn, "SELECT count(*) FROM entities WHERE entity_type = ?", (entity_type,)
-            )[0]
+            self._conn.execute(
+                "SELECT count(*) FROM entities WHERE entity_type = ?", (entity_type,)
+            ).fetchone()[0]
         )
 
     def first_ids(self, entity_type: str, limit: int) -> list[str]:
@@ -128,7 +129,7 @@ class EntityTables(Tables):
                 )
             added = [(e, ref) for e, keys in new.items() for ref in keys - set(before.get(e, ()))]
             self._conn.executemany(
-                "INSERT OR REPLACE INTO entities VALUES (?, ?, ?, ?, ?, ?, ?)",
+                upsert("entities"),
                 [
                     (
                         r.entity_type,
@@ -143,7 +144,7 @@ class EntityTables(Tables):
                 ],
             )
             self._conn.executemany(
-                "INSERT OR REPLACE INTO source_keys VALUES (?, ?, ?, ?, ?)",
+                upsert("source_keys"),
                 [
                     (entity_type, ref.source, ref.table, ref.key, entity_id)
                     for entity_id, ref in added
@@ -159,8 +160,7 @@ class EntityTables(Tables):
             )
             # One statement, one pass over the type's keys: they are not indexed by entity.
             self._conn.execute(
-                "DELETE FROM source_keys WHERE entity_type = ? AND entity_id IN "
-                "(SELECT value FROM json_each(?))",
+                "DELETE FROM source_keys WHERE entity_type = ? AND entity_id IN " + self._conn.ids,
                 (entity_type, json.dumps(list(entity_ids))),
             )
 
@@ -213,7 +213,7 @@ class EntityTables(Tables):
         """Remember the table layout entities of a type were last built with."""
         with self._conn:
             self._conn.execute(
-                "INSERT OR REPLACE INTO schemas VALUES (?, ?, ?)",
+                upsert("schemas"),
                 (entity_type, version, json.dumps(layout)),
             )
 

@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from fabric.store.catalog._db import upsert
 from fabric.store.catalog._records import EntityEvent, StoredLink, utc_now
 from fabric.store.catalog._tables import Tables
 
@@ -53,9 +54,7 @@ class HistoryTables(Tables):
                 "DELETE FROM links WHERE entity_type = ? AND entity_id = ?",
                 [(entity_type, e) for e in links],
             )
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO links VALUES (?, ?, ?, ?, ?, ?, ?)", rows
-            )
+            self._conn.executemany(upsert("links"), rows)
 
     def links(self, entity_type: str, entity_id: str) -> list[StoredLink]:
         """The links of one entity."""
@@ -105,7 +104,7 @@ class HistoryTables(Tables):
                     (survivor, entity_type, alias),
                 )
                 self._conn.execute(
-                    "INSERT OR REPLACE INTO aliases VALUES (?, ?, ?, ?, ?)",
+                    upsert("aliases"),
                     (entity_type, alias, survivor, now, run_id),
                 )
             # An id that is an entity again (a split gave it back) is no alias.

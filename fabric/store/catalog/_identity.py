@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from fabric.store.catalog._db import upsert
 from fabric.store.catalog._tables import Tables
 
 __all__ = ["KEY_HASH_BYTES", "IdentityTables"]
@@ -50,10 +51,8 @@ class IdentityTables(Tables):
             return
         with self._conn:
             self._forget_identity_records(entity_type, refs)
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO identity_records VALUES (?, ?, ?, ?, ?)", rows
-            )
-            self._conn.executemany("INSERT OR IGNORE INTO identity_keys VALUES (?, ?, ?)", keys)
+            self._conn.executemany(upsert("identity_records"), rows)
+            self._conn.executemany(upsert("identity_keys"), keys)
 
     def has_identity_records(self, entity_type: str) -> bool:
         """Whether a full sync has filled the index for this entity type."""

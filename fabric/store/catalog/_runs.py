@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from fabric.store.catalog._db import upsert
 from fabric.store.catalog._records import SyncRunRecord, utc_now
 from fabric.store.catalog._tables import Tables
 
@@ -23,12 +24,12 @@ class RunTables(Tables):
     def start_run(self, mode: str, rules_version: str | None = None) -> int:
         """Record the start of a sync run (under a rule-set version) and return its id."""
         with self._conn:
-            self._conn.execute(
+            row = self._conn.execute(
                 "INSERT INTO sync_runs (started_at, status, mode, rules_version) "
-                "VALUES (?, 'running', ?, ?)",
+                "VALUES (?, 'running', ?, ?) RETURNING id",
                 (utc_now(), mode, rules_version),
-            )
-            run_id = int(self._conn.last_insert_rowid())
+            ).fetchone()
+            run_id = int(row[0])
         return run_id
 
     def finish_run(
@@ -62,7 +63,7 @@ class RunTables(Tables):
                     run_id,
                 ),
             )
-        self._conn.pragma("optimize")  # what apsw's best practice did on every open
+        self._conn.optimize()  # what apsw's best practice did on every open
 
     def last_succeeded_run(self) -> SyncRunRecord | None:
         """The latest sync run that succeeded: the state the store is in."""
@@ -105,6 +106,6 @@ class RunTables(Tables):
         """Store ``(source, table, column) -> value`` in one transaction."""
         with self._conn:
             self._conn.executemany(
-                "INSERT OR REPLACE INTO watermarks VALUES (?, ?, ?, ?, ?)",
+                upsert("watermarks"),
                 [(s, t, c, json.dumps(v), run_id) for (s, t, c), v in values.items()],
             )

@@ -8,19 +8,19 @@ a transaction another has open (a full sync's bulk rewrite of source keys, say).
 from __future__ import annotations
 
 from fabric.store.catalog._bulk import BULK_TABLES, BulkRewrite
-from fabric.store.sqlite import apsw
+from fabric.store.catalog._db import CatalogDb
 
-__all__ = ["JSON_IDS", "Tables"]
-
-#: Many ids as one parameter (a JSON array): one statement whatever their number, each id an
-#: index probe in C.
-JSON_IDS = "(SELECT value FROM json_each(?))"
+__all__ = ["Tables"]
 
 
 class Tables:
-    """The catalog's connection, as every group of its tables uses it."""
+    """The catalog's connection, as every group of its tables uses it.
 
-    _conn: apsw.Connection
+    Many ids go in as one JSON array parameter (``IN {self._conn.ids}``): one statement
+    whatever their number, each id an index probe.
+    """
+
+    _conn: CatalogDb
 
     def rewrite(self, table: str, entity_type: str) -> BulkRewrite:
         """Start replacing every row of one entity type in ``table`` (see :class:`BulkRewrite`).
