@@ -32,46 +32,18 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from fabric.errors import StaleWriteError, StoreError
 from fabric.store.base import EntityStore, StoredBlob, StoreStats, entity_key, partition_of
+from fabric.store.database import (
+    CONNECT_SECONDS,
+    SCHEMA,
+    describe_target,
+    driver_reason,
+    postgres_conninfo,
+)
 
-__all__ = ["PostgresStore", "connection_info", "describe_target"]
+__all__ = ["PostgresStore"]
 
-#: The PostgreSQL schema fabric's tables live in.
-SCHEMA = "fabric"
-#: Seconds to wait for the server to accept a connection.
-_CONNECT_SECONDS = 5
 #: Rows a scan fetches from the server at a time.
 _SCAN_BATCH = 1000
-
-
-def connection_info(url: str) -> str:
-    """A libpq connection string from ``url`` (``postgresql://`` or SQLAlchemy's
-    ``postgresql+psycopg://``).
-
-    Raises:
-        StoreError: not a PostgreSQL URL.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme.split("+")[0] not in ("postgresql", "postgres"):
-        raise StoreError(
-            "the store URL must be postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE "
-            f"(it starts with {scheme[:20]!r})"
-        )
-    return f"postgresql://{rest}"
-
-
-def describe_target(conninfo: str) -> str:
-    """Where ``conninfo`` points, for messages: host, port and database, no credentials."""
-    try:
-        parts = psycopg.conninfo.conninfo_to_dict(conninfo)
-    except psycopg.ProgrammingError:
-        return "the configured PostgreSQL server"
-    host = parts.get("host") or "localhost"
-    return f"postgresql://{host}:{parts.get('port') or 5432}/{parts.get('dbname') or ''}"
-
-
-def _reason(exc: BaseException) -> str:
-    """The first line of a driver error: libpq's messages name hosts, never passwords."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 class PostgresStore(EntityStore):
@@ -86,24 +58,24 @@ class PostgresStore(EntityStore):
         statement_timeout_ms: int | None = None,
     ) -> None:
         self.partitions = partitions
-        self._conninfo = connection_info(url)
+        self._conninfo = postgres_conninfo(url)
         self.target = describe_target(self._conninfo)
         self._timeout_ms = statement_timeout_ms
         self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] | None = None
         try:
-            with psycopg.connect(self._conninfo, connect_timeout=_CONNECT_SECONDS) as conn:
+            with psycopg.connect(self._conninfo, connect_timeout=CONNECT_SECONDS) as conn:
                 self._create(conn)
         except psycopg.Error as exc:
             raise StoreError(
-                f"cannot open the entity store at {self.target}: {_reason(exc)}"
+                f"cannot open the entity store at {self.target}: {driver_reason(exc)}"
             ) from None
         self._pool = ConnectionPool(
             self._conninfo,
             min_size=1,
             max_size=pool_size,
-            kwargs={"autocommit": True, "connect_timeout": _CONNECT_SECONDS},
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_SECONDS},
             configure=self._configure,
-            timeout=_CONNECT_SECONDS * 2,
+            timeout=CONNECT_SECONDS * 2,
             open=True,
             name="fabric-store",
         )
@@ -179,11 +151,11 @@ class PostgresStore(EntityStore):
         except PoolTimeout:
             raise StoreError(
                 f"cannot {what} the entity store at {self.target}: no connection within "
-                f"{_CONNECT_SECONDS * 2} s (the server is down or every connection is busy)"
+                f"{CONNECT_SECONDS * 2} s (the server is down or every connection is busy)"
             ) from None
         except psycopg.Error as exc:
             raise StoreError(
-                f"cannot {what} the entity store at {self.target}: {_reason(exc)}"
+                f"cannot {what} the entity store at {self.target}: {driver_reason(exc)}"
             ) from None
 
     # -- reads -----------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from fabric.store.catalog._bulk import BulkRewrite
-from fabric.store.catalog._db import CatalogDb, SqliteDb
 from fabric.store.catalog._dictionaries import DictionaryTables
 from fabric.store.catalog._entities import EntityTables
 from fabric.store.catalog._history import HistoryTables
@@ -34,6 +33,7 @@ from fabric.store.catalog._records import (
 )
 from fabric.store.catalog._runs import RunTables
 from fabric.store.catalog._schema import open_catalog, open_postgres_catalog
+from fabric.store.database import Database, SqliteDb
 
 __all__ = [
     "KEY_HASH_BYTES",
@@ -56,7 +56,7 @@ class Catalog(EntityTables, DictionaryTables, RunTables, HistoryTables, Identity
         self.path: Path | None = path
         #: where the catalog is, for messages
         self.where = str(path)
-        self._conn: CatalogDb = SqliteDb(open_catalog(path))
+        self._conn: Database = SqliteDb(open_catalog(path))
 
     @classmethod
     def on_postgres(cls, url: str, statement_timeout_ms: int | None = None) -> Catalog:
@@ -67,11 +67,8 @@ class Catalog(EntityTables, DictionaryTables, RunTables, HistoryTables, Identity
             StoreError: the server cannot be reached, or a newer fabric made the tables.
         """
         catalog = cls.__new__(cls)
-        catalog._conn = open_postgres_catalog(url, statement_timeout_ms)
-        catalog.path = None
-        from fabric.store.postgres import connection_info, describe_target
-
-        catalog.where = describe_target(connection_info(url))
+        db = open_postgres_catalog(url, statement_timeout_ms)
+        catalog._conn, catalog.path, catalog.where = db, None, db.target
         return catalog
 
     def close(self) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from fabric.store.catalog._db import CatalogDb, upsert
+from fabric.store.catalog._upsert import upsert
+from fabric.store.database import Database
 
 __all__ = ["BULK_TABLES", "BulkRewrite"]
 
@@ -21,7 +22,7 @@ class BulkRewrite:
     use the connection meanwhile.
     """
 
-    def __init__(self, conn: CatalogDb, table: str, entity_type: str) -> None:
+    def __init__(self, conn: Database, table: str, entity_type: str) -> None:
         self._conn = conn
         self._insert = upsert(table)
         conn.begin()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 
-from fabric.store.catalog._db import upsert
 from fabric.store.catalog._records import EntityRecord, SourceRef
 from fabric.store.catalog._tables import Tables
+from fabric.store.catalog._upsert import upsert
 
 __all__ = ["EntityTables"]
 

@@ -10,9 +10,9 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from fabric.store.catalog._db import upsert
 from fabric.store.catalog._records import EntityEvent, StoredLink, utc_now
 from fabric.store.catalog._tables import Tables
+from fabric.store.catalog._upsert import upsert
 
 __all__ = ["HistoryTables"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from fabric.store.catalog._db import upsert
 from fabric.store.catalog._tables import Tables
+from fabric.store.catalog._upsert import upsert
 
 __all__ = ["KEY_HASH_BYTES", "IdentityTables"]
 

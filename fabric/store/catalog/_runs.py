@@ -11,9 +11,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from fabric.store.catalog._db import upsert
 from fabric.store.catalog._records import SyncRunRecord, utc_now
 from fabric.store.catalog._tables import Tables
+from fabric.store.catalog._upsert import upsert
 
 __all__ = ["RunTables"]
 

@@ -7,10 +7,9 @@ the queries on them, one group of tables each.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from fabric.errors import StoreError
-from fabric.store.catalog._db import PostgresDb
+from fabric.store.database import SCHEMA, PostgresDb, connect_postgres, driver_reason
 from fabric.store.sqlite import apsw, open_database
 
 __all__ = ["POSTGRES_TABLES", "STEPS", "open_catalog", "open_postgres_catalog"]
@@ -311,39 +310,28 @@ def open_postgres_catalog(url: str, statement_timeout_ms: int | None = None) -> 
     """
     import psycopg
 
-    from fabric.store.postgres import SCHEMA, connection_info, describe_target
-
-    conninfo = connection_info(url)
-    target = describe_target(conninfo)
-    options = f"-c search_path={SCHEMA}"
-    if statement_timeout_ms is not None:
-        options += f" -c statement_timeout={int(statement_timeout_ms)}"
-    conn: Any = None
+    db = connect_postgres(url, "the catalog", statement_timeout_ms)
     try:
-        conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=5, options=options)
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('fabric.catalog'))")
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-            conn.execute(
+        with db:
+            db.execute("SELECT pg_advisory_xact_lock(hashtext('fabric.catalog'))")
+            db.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+            db.execute(
                 "CREATE TABLE IF NOT EXISTS layout (name text PRIMARY KEY, value text NOT NULL)"
             )
-            row = conn.execute("SELECT value FROM layout WHERE name = 'catalog'").fetchone()
+            row = db.execute("SELECT value FROM layout WHERE name = 'catalog'").fetchone()
             if row is not None and int(row[0]) > _POSTGRES_VERSION:
                 raise StoreError(
-                    f"the catalog at {target} was written by a newer fabric (schema {row[0]}); "
-                    "upgrade fabric"
+                    f"the catalog at {db.target} was written by a newer fabric (schema "
+                    f"{row[0]}); upgrade fabric"
                 )
             if row is None:
                 for statement in POSTGRES_TABLES:
-                    conn.execute(statement)
-                conn.execute("INSERT INTO layout VALUES ('catalog', %s)", (str(_POSTGRES_VERSION),))
+                    db.execute(statement)
+                db.execute("INSERT INTO layout VALUES ('catalog', ?)", (str(_POSTGRES_VERSION),))
     except psycopg.Error as exc:
-        if conn is not None:
-            conn.close()
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise StoreError(f"cannot open the catalog at {target}: {reason}") from None
+        db.close()
+        raise StoreError(f"cannot open the catalog at {db.target}: {driver_reason(exc)}") from None
     except BaseException:
-        if conn is not None:
-            conn.close()
+        db.close()
         raise
-    return PostgresDb(conn)
+    return db

@@ -8,7 +8,7 @@ a transaction another has open (a full sync's bulk rewrite of source keys, say).
 from __future__ import annotations
 
 from fabric.store.catalog._bulk import BULK_TABLES, BulkRewrite
-from fabric.store.catalog._db import CatalogDb
+from fabric.store.database import Database
 
 __all__ = ["Tables"]
 
@@ -20,7 +20,7 @@ class Tables:
     whatever their number, each id an index probe.
     """
 
-    _conn: CatalogDb
+    _conn: Database
 
     def rewrite(self, table: str, entity_type: str) -> BulkRewrite:
         """Start replacing every row of one entity type in ``table`` (see :class:`BulkRewrite`).

@@ -1,11 +1,14 @@
-"""The catalog's one connection, on either backend: SQLite (``catalog.db``) or PostgreSQL.
+"""One connection to the SQL a store part keeps its tables in: SQLite (a file beside the
+shards) or PostgreSQL (schema ``fabric``, shared by every node).
 
-The catalog's queries are written once, in the SQL both speak: ``?`` placeholders (turned into
-psycopg's ``%s`` here), upserts as ``INSERT … ON CONFLICT (key) DO UPDATE`` (SQLite 3.24 and
-later take them), ``RETURNING``. What still differs is a method or an attribute of the
-connection: a list of ids passed as one JSON parameter (``ids``), the column that orders rows
-by insertion (``insertion_order``), beginning a transaction that takes the write lock at once
-(``begin``), and SQLite's ``PRAGMA optimize``.
+The catalog's and the online store's queries are written once, in the SQL both speak: ``?``
+placeholders (turned into psycopg's ``%s`` here), upserts as ``INSERT … ON CONFLICT (key) DO
+UPDATE`` (SQLite 3.24 and later take them), ``RETURNING``, ``IS NOT DISTINCT FROM``. What still
+differs is an attribute or a method of the connection: a list of ids passed as one JSON
+parameter (:attr:`~Database.ids`), the column that orders rows by insertion
+(:attr:`~Database.insertion_order`), beginning a transaction that takes the write lock at
+once (:meth:`~Database.begin`), how many rows a statement changed (:meth:`~Database.count`)
+and SQLite's ``PRAGMA optimize``.
 
 ``with db:`` is a transaction; nested, a savepoint, so a write of one group of tables joins
 a transaction another has open (a full sync's bulk rewrite), on both backends.
@@ -18,61 +21,59 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from fabric.errors import StoreError
 from fabric.store.sqlite import apsw
 
-__all__ = ["TABLES", "CatalogDb", "PostgresDb", "Rows", "SqliteDb", "upsert"]
+__all__ = [
+    "CONNECT_SECONDS",
+    "SCHEMA",
+    "Database",
+    "PostgresDb",
+    "Rows",
+    "SqliteDb",
+    "connect_postgres",
+    "describe_target",
+    "driver_reason",
+    "postgres_conninfo",
+]
 
-#: Every catalog table a row is written to whole: its columns, in order, and its key.
-TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "entities": (
-        (
-            "entity_type",
-            "entity_id",
-            "version",
-            "fingerprint",
-            "schema_version",
-            "created_at",
-            "updated_at",
-        ),
-        ("entity_type", "entity_id"),
-    ),
-    "source_keys": (
-        ("entity_type", "source", "source_table", "source_key", "entity_id"),
-        ("entity_type", "source", "source_table", "source_key"),
-    ),
-    "schemas": (("entity_type", "version", "layout"), ("entity_type",)),
-    "links": (
-        ("entity_type", "entity_id", "record_a", "record_b", "rule", "score", "comparisons"),
-        ("entity_type", "entity_id", "record_a", "record_b"),
-    ),
-    "aliases": (
-        ("entity_type", "alias_id", "entity_id", "created_at", "sync_run"),
-        ("entity_type", "alias_id"),
-    ),
-    "watermarks": (
-        ("source", "source_table", "column_name", "value", "sync_run"),
-        ("source", "source_table"),
-    ),
-    "identity_records": (
-        ("entity_type", "ref", "entity_id", "values_hash", "key_hashes"),
-        ("entity_type", "ref"),
-    ),
-    "identity_keys": (("entity_type", "key_hash", "ref"), ("entity_type", "key_hash", "ref")),
-}
+#: The PostgreSQL schema fabric's tables live in (blobs, catalog, online store).
+SCHEMA = "fabric"
+#: Seconds to wait for the server to accept a connection.
+CONNECT_SECONDS = 5
 
 
-def upsert(table: str) -> str:
-    """``INSERT`` of one whole row of ``table`` that replaces the row with its key."""
-    columns, key = TABLES[table]
-    marks = ", ".join("?" * len(columns))
-    head = (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
-        f"ON CONFLICT ({', '.join(key)})"
-    )
-    rest = [c for c in columns if c not in key]
-    if not rest:
-        return f"{head} DO NOTHING"
-    return f"{head} DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in rest)}"
+def postgres_conninfo(url: str) -> str:
+    """A libpq connection string from ``url`` (``postgresql://`` or SQLAlchemy's
+    ``postgresql+psycopg://``).
+
+    Raises:
+        StoreError: not a PostgreSQL URL.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.split("+")[0] not in ("postgresql", "postgres"):
+        raise StoreError(
+            "the store URL must be postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE "
+            f"(it starts with {scheme[:20]!r})"
+        )
+    return f"postgresql://{rest}"
+
+
+def describe_target(conninfo: str) -> str:
+    """Where ``conninfo`` points, for messages: host, port and database, no credentials."""
+    import psycopg
+
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "the configured PostgreSQL server"
+    host = parts.get("host") or "localhost"
+    return f"postgresql://{host}:{parts.get('port') or 5432}/{parts.get('dbname') or ''}"
+
+
+def driver_reason(exc: BaseException) -> str:
+    """The first line of a driver error: libpq's messages name hosts, never passwords."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 class Rows(Protocol):
@@ -85,8 +86,8 @@ class Rows(Protocol):
     def fetchall(self) -> list[Any]: ...
 
 
-class CatalogDb(Protocol):
-    """The catalog's connection, whichever the backend."""
+class Database(Protocol):
+    """A store part's connection, whichever the backend."""
 
     #: A subquery of the ids in one JSON array parameter (``… IN {ids}``).
     ids: str
@@ -96,6 +97,9 @@ class CatalogDb(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows: ...
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    def count(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; how many rows it changed."""
 
     def begin(self) -> None:
         """Start a transaction that holds the write lock until :meth:`commit`."""
@@ -109,13 +113,13 @@ class CatalogDb(Protocol):
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> CatalogDb: ...
+    def __enter__(self) -> Database: ...
 
     def __exit__(self, kind: Any, error: Any, trace: Any) -> Any: ...
 
 
 class SqliteDb:
-    """``catalog.db`` through apsw (its ``with`` is a savepoint when nested)."""
+    """A SQLite file through apsw (its ``with`` is a savepoint when nested)."""
 
     ids = "(SELECT value FROM json_each(?))"
     insertion_order = "rowid"
@@ -129,6 +133,10 @@ class SqliteDb:
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self._conn.executemany(sql, rows)
+
+    def count(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self._conn.execute(sql, params)
+        return int(self._conn.changes())
 
     def begin(self) -> None:
         self._conn.execute("BEGIN IMMEDIATE")
@@ -158,14 +166,16 @@ _PLACEHOLDER = re.compile(r"\?")
 
 
 class PostgresDb:
-    """The catalog's tables on PostgreSQL (schema ``fabric``), through one psycopg connection
-    in autocommit mode: ``with db:`` and :meth:`begin` open transactions explicitly."""
+    """Tables on PostgreSQL (schema ``fabric``), through one psycopg connection in autocommit
+    mode: ``with db:`` and :meth:`begin` open transactions explicitly."""
 
     ids = "(SELECT jsonb_array_elements_text(?::jsonb))"
     insertion_order = "seq"
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, target: str) -> None:
         self._conn = conn
+        #: where the connection goes, for messages (host, port, database)
+        self.target = target
         self._sql: dict[str, str] = {}
         self._transactions: list[Any] = []
         # One connection serves every thread of the process (as the SQLite one does): a
@@ -187,6 +197,9 @@ class PostgresDb:
         if batch:
             with self._conn.cursor() as cursor:
                 cursor.executemany(self._translate(sql), batch)
+
+    def count(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return int(self._conn.execute(self._translate(sql), params).rowcount)
 
     def begin(self) -> None:
         self._lock.acquire()
@@ -222,3 +235,27 @@ class PostgresDb:
             return self._transactions.pop().__exit__(kind, error, trace)
         finally:
             self._lock.release()
+
+
+def connect_postgres(url: str, what: str, statement_timeout_ms: int | None = None) -> PostgresDb:
+    """A connection to the PostgreSQL server at ``url``, its search path schema ``fabric``.
+
+    Raises:
+        StoreError: the server cannot be reached: ``cannot open {what} at`` host, port and
+            database (never the password) and the driver's reason.
+    """
+    import psycopg
+
+    conninfo = postgres_conninfo(url)
+    options = f"-c search_path={SCHEMA}"
+    if statement_timeout_ms is not None:
+        options += f" -c statement_timeout={int(statement_timeout_ms)}"
+    try:
+        conn = psycopg.connect(
+            conninfo, autocommit=True, connect_timeout=CONNECT_SECONDS, options=options
+        )
+    except psycopg.Error as exc:
+        raise StoreError(
+            f"cannot open {what} at {describe_target(conninfo)}: {driver_reason(exc)}"
+        ) from None
+    return PostgresDb(conn, describe_target(conninfo))
