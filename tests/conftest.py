@@ -27,7 +27,7 @@ from fabric.services.entities import EntityService
 from fabric.services.materialize import materialize
 from fabric.sync import sync_project
 
-pytest_plugins = ["pgcluster", "s3server"]
+pytest_plugins = ["pgcluster", "s3server", "backends"]
 
 settings.register_profile(
     "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -44,7 +44,7 @@ class LocalShardStore(EntityStore):
     def __init__(self, path: Path, shards: int = 8) -> None:
         self.path = path
         self.partitions = shards
-        self._connections = ThreadConnections()
+        self._connections: ThreadConnections[apsw.Connection] = ThreadConnections()
         self._write_lock = threading.Lock()
         try:
             path.mkdir(parents=True, exist_ok=True, mode=0o700)

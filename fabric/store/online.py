@@ -19,10 +19,12 @@ the entity's version and the masking fingerprint (rules, key, operator and Faker
 :attr:`fabric.project.Project.masking_fingerprint`): it is materialized the same way and
 served only for both.
 
-``online.db`` sits beside the shards: one row per (view, entity) and per (entity type,
-policy, entity), ``WITHOUT ROWID``. Both tables are one :class:`SealedTable` each, with the
-same verbs (:meth:`~SealedTable.rows`, :meth:`~SealedTable.write`, :meth:`~SealedTable.get`,
-:meth:`~SealedTable.held`, :meth:`~SealedTable.prune`, :meth:`~SealedTable.forget`). The
+``online.db`` sits beside the shards (on PostgreSQL: tables ``fabric.vectors`` and
+``fabric.documents`` beside the blobs and the catalog): one row per (view, entity) and per
+(entity type, policy, entity), ``WITHOUT ROWID`` in SQLite. Both tables are one
+:class:`SealedTable` each, with the same verbs (:meth:`~SealedTable.rows`,
+:meth:`~SealedTable.write`, :meth:`~SealedTable.get`, :meth:`~SealedTable.held`,
+:meth:`~SealedTable.prune`, :meth:`~SealedTable.forget`). The
 values are derived from personal data (an attribute can be an email), so with a key
 configured they are sealed like images (AES-256-GCM under a key derived from the store key
 for the table's purpose, bound to the row's scope, entity, version and horizon by the
@@ -44,7 +46,8 @@ import zstandard
 from fabric.crypto import Sealer
 from fabric.errors import StoreError
 from fabric.store.codec import BlobCodec, Dictionaries
-from fabric.store.sqlite import ThreadConnections, apsw, open_database
+from fabric.store.database import SCHEMA, Database, PostgresDb, SqliteDb, connect_postgres
+from fabric.store.sqlite import ThreadConnections, open_database
 
 __all__ = ["OnlineStore", "OnlineVector", "Row", "Scope", "SealedTable"]
 
@@ -60,7 +63,6 @@ State = tuple[int, ...]
 
 _T = TypeVar("_T")
 
-_JSON_IDS = "(SELECT value FROM json_each(?))"
 #: The one purpose every online row was sealed under before documents had their own. A
 #: ``key_id`` without a table's mark names a store key of this purpose.
 _FIRST_PURPOSE = "online vectors"
@@ -113,19 +115,34 @@ class _Layout:
     #: names a row in messages, formatted with the scope
     what: str
 
-    def schema(self) -> str:
-        """The table's ``CREATE TABLE``, as the first writer runs it."""
+    @property
+    def key(self) -> tuple[str, ...]:
+        """The primary key's columns."""
+        return (*self.place, "entity_id")
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every column, in order."""
+        return (*self.key, self.made_with, *self.state, "key_id", "payload")
+
+    def schema(self, postgres: bool = False) -> str:
+        """The table's ``CREATE TABLE``, as the first writer runs it (SQLite's, or
+        PostgreSQL's: its own names for the types, and no ``WITHOUT ROWID``)."""
+        text, integer, blob = (
+            ("text", "bigint", "bytea") if postgres else ("TEXT", "INTEGER", "BLOB")
+        )
         texts = (*self.place, "entity_id", self.made_with)
         columns = [
-            *(f"{column} TEXT NOT NULL" for column in texts),
-            *(f"{column} INTEGER NOT NULL" for column in self.state),
-            "key_id TEXT",
-            "payload BLOB NOT NULL",
+            *(f"{column} {text} NOT NULL" for column in texts),
+            *(f"{column} {integer} NOT NULL" for column in self.state),
+            f"key_id {text}",
+            f"payload {blob} NOT NULL",
         ]
-        key = ", ".join((*self.place, "entity_id"))
         return (
             f"CREATE TABLE IF NOT EXISTS {self.name} "
-            f"({', '.join(columns)}, PRIMARY KEY ({key})) WITHOUT ROWID;"
+            f"({', '.join(columns)}, PRIMARY KEY ({', '.join(self.key)}))"
+            + ("" if postgres else " WITHOUT ROWID")
+            + ";"
         )
 
 
@@ -211,24 +228,43 @@ class _DocumentPayload:
         return document
 
 
+class _Tables(Protocol):
+    """Where a store's online tables are: each thread's connection to them."""
+
+    #: the database's way of passing many ids as one parameter (:attr:`Database.ids`)
+    ids: str
+
+    def writer(self) -> Database:
+        """This thread's connection for writing, the tables created if need be."""
+        ...
+
+    def reader(self) -> Database | None:
+        """This thread's connection for reading; None while nothing was ever written."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class _OnlineFile:
     """``online.db``: each thread's connections, the tables created by the first writer."""
 
-    def __init__(self, path: Path, schema: str) -> None:
-        self.path = path
-        self._schema = schema
-        self._connections = ThreadConnections()
+    ids = SqliteDb.ids
 
-    def writer(self) -> apsw.Connection:
+    def __init__(self, path: Path, layouts: Sequence[_Layout]) -> None:
+        self.path = path
+        self._schema = "".join(layout.schema() for layout in layouts)
+        self._connections: ThreadConnections[SqliteDb] = ThreadConnections()
+
+    def writer(self) -> Database:
         """This thread's connection, the file and its tables created if need be."""
         return self._connections.open("writer", self._open_writer)
 
-    def _open_writer(self) -> apsw.Connection:
+    def _open_writer(self) -> SqliteDb:
         conn = open_database(self.path)
         conn.execute(self._schema)
-        return conn
+        return SqliteDb(conn)
 
-    def reader(self) -> apsw.Connection | None:
+    def reader(self) -> Database | None:
         """This thread's connection for reading; None while no sync has written the file
         (a server never creates it)."""
         mine = self._connections.mine()
@@ -239,8 +275,40 @@ class _OnlineFile:
             conn = self._connections.open("reader", self._open_reader)
         return conn
 
-    def _open_reader(self) -> apsw.Connection:
-        return open_database(self.path, readonly=True)
+    def _open_reader(self) -> SqliteDb:
+        return SqliteDb(open_database(self.path, readonly=True))
+
+    def close(self) -> None:
+        self._connections.close()
+
+
+class _OnlineServer:
+    """The online tables on PostgreSQL: created when the store opens (under a lock, so
+    several processes opening one database at once do not race), a connection per thread."""
+
+    ids = PostgresDb.ids
+
+    def __init__(
+        self, url: str, layouts: Sequence[_Layout], statement_timeout_ms: int | None
+    ) -> None:
+        self._url = url
+        self._timeout_ms = statement_timeout_ms
+        self._connections: ThreadConnections[PostgresDb] = ThreadConnections()
+        db = self.writer()
+        with db:
+            db.execute("SELECT pg_advisory_xact_lock(hashtext('fabric.online'))")
+            db.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+            for layout in layouts:
+                db.execute(layout.schema(postgres=True))
+
+    def _open(self) -> PostgresDb:
+        return connect_postgres(self._url, "the online store", self._timeout_ms)
+
+    def writer(self) -> Database:
+        return self._connections.open("db", self._open)
+
+    def reader(self) -> Database | None:
+        return self._connections.open("db", self._open)
 
     def close(self) -> None:
         self._connections.close()
@@ -255,7 +323,7 @@ class SealedTable(Generic[_T]):
     """
 
     def __init__(
-        self, file: _OnlineFile, codec: BlobCodec, layout: _Layout, payload: _Payload[_T]
+        self, file: _Tables, codec: BlobCodec, layout: _Layout, payload: _Payload[_T]
     ) -> None:
         self._file = file
         self._codec = codec
@@ -265,9 +333,11 @@ class SealedTable(Generic[_T]):
         self._sealers: dict[str, Sealer | None] = {}
         place, state = layout.place, layout.state
         scope = " AND ".join(f"{column} = ?" for column in (*place, layout.made_with))
+        replaced = [c for c in layout.columns if c not in layout.key]
         self._insert = (
-            f"INSERT OR REPLACE INTO {layout.name} VALUES "
-            f"({', '.join('?' * (len(place) + len(state) + 4))})"
+            f"INSERT INTO {layout.name} ({', '.join(layout.columns)}) VALUES "
+            f"({', '.join('?' * len(layout.columns))}) ON CONFLICT ({', '.join(layout.key)}) "
+            f"DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in replaced)}"
         )
         select = (
             f"SELECT entity_id, {', '.join(state)}, key_id, payload FROM {layout.name} "
@@ -276,9 +346,10 @@ class SealedTable(Generic[_T]):
         window = "" if layout.window is None else " AND {} <= ? AND {} > ?".format(*layout.window)
         # One entity (a document asked for) without the JSON array many need.
         self._select_one = select + "entity_id = ?" + window
-        self._select_many = select + f"entity_id IN {_JSON_IDS}" + window
+        self._select_many = select + f"entity_id IN {file.ids}" + window
         self._held = (
-            f"SELECT entity_id, {', '.join(state)} FROM {layout.name} WHERE {scope} AND key_id IS ?"
+            f"SELECT entity_id, {', '.join(state)} FROM {layout.name} "
+            f"WHERE {scope} AND key_id IS NOT DISTINCT FROM ?"
         )
 
     def _aad_head(self, scope: Scope) -> str:
@@ -394,16 +465,21 @@ class SealedTable(Generic[_T]):
         """Drop every row of a scope not among ``scopes`` (a view no longer declared or
         redefined; a policy no role sees, or other masking rules); how many."""
         columns = (*self._layout.place, self._layout.made_with)
-        kept = ", ".join(f"json_extract(value, '$[{at}]')" for at in range(len(columns)))
+        kept = {tuple(scope) for scope in scopes}
+        match = " AND ".join(f"{column} = ?" for column in columns)
         conn = self._file.writer()
+        dropped = 0
         with conn:
-            # The kept scopes are unpacked once (an uncorrelated subquery), not for every row.
-            conn.execute(
-                f"DELETE FROM {self._layout.name} WHERE ({', '.join(columns)}) "
-                f"NOT IN (SELECT {kept} FROM json_each(?))",
-                (json.dumps([list(scope) for scope in scopes]),),
-            )
-            dropped = int(conn.changes())
+            # The scopes present are few (views and their definitions; types, policies and
+            # fingerprints): found in one pass, the others dropped one statement each.
+            present = conn.execute(
+                f"SELECT DISTINCT {', '.join(columns)} FROM {self._layout.name}"
+            ).fetchall()
+            for scope in present:
+                if tuple(scope) not in kept:
+                    dropped += conn.count(
+                        f"DELETE FROM {self._layout.name} WHERE {match}", tuple(scope)
+                    )
         return dropped
 
     def forget(self, place: Sequence[str], entity_ids: Sequence[str]) -> None:
@@ -413,7 +489,7 @@ class SealedTable(Generic[_T]):
         conn = self._file.writer()
         with conn:
             conn.execute(
-                f"DELETE FROM {self._layout.name} WHERE {where} AND entity_id IN {_JSON_IDS}",
+                f"DELETE FROM {self._layout.name} WHERE {where} AND entity_id IN {self._file.ids}",
                 (*place, json.dumps(list(entity_ids))),
             )
 
@@ -422,9 +498,9 @@ class OnlineStore:
     """``online.db`` of one store: its :attr:`vectors` and :attr:`documents`; connections
     per thread, like the shards'."""
 
-    def __init__(self, path: Path, codec: BlobCodec) -> None:
+    def __init__(self, path: Path, codec: BlobCodec, *, tables: _Tables | None = None) -> None:
         self.path = path
-        self._file = _OnlineFile(path, _VECTORS.schema() + _DOCUMENTS.schema())
+        self._file: _Tables = tables or _OnlineFile(path, (_VECTORS, _DOCUMENTS))
         # Keys and per-thread zstd objects are the images' own (what seals and compresses
         # entities seals and compresses what is derived from them).
         #: current feature vectors; scope: (view name, view definition hash)
@@ -435,6 +511,19 @@ class OnlineStore:
         self.documents: SealedTable[dict[str, Any]] = SealedTable(
             self._file, codec, _DOCUMENTS, _DocumentPayload(codec.dictionaries)
         )
+
+    @classmethod
+    def on_postgres(
+        cls, url: str, codec: BlobCodec, statement_timeout_ms: int | None = None
+    ) -> OnlineStore:
+        """The online store's tables on the PostgreSQL server at ``url`` (schema
+        ``fabric``, created on first use).
+
+        Raises:
+            StoreError: the server cannot be reached.
+        """
+        tables = _OnlineServer(url, (_VECTORS, _DOCUMENTS), statement_timeout_ms)
+        return cls(Path(), codec, tables=tables)
 
     def close(self) -> None:
         """Close every thread's connection."""

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import apsw
 import apsw.bestpractice
@@ -76,8 +76,16 @@ def watch_time(conn: apsw.Connection) -> None:
     conn.set_progress_handler(_over_time, _STEPS)
 
 
-class ThreadConnections:
-    """Each thread's connections to a store's files, by name, and closing every thread's.
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_C = TypeVar("_C", bound=_Closable)
+
+
+class ThreadConnections(Generic[_C]):
+    """Each thread's connections to a store's files (or server), by name, and closing every
+    thread's.
 
     apsw connections are used by the thread that opened them. The list of all of them has a
     lock of its own: a thread may open a connection while it holds its store's write lock.
@@ -85,19 +93,17 @@ class ThreadConnections:
 
     def __init__(self) -> None:
         self._local = threading.local()
-        self._opened: list[apsw.Connection] = []  # every thread's, so close() reaches them
+        self._opened: list[_C] = []  # every thread's, so close() reaches them
         self._lock = threading.Lock()
 
-    def mine(self) -> dict[Any, apsw.Connection]:
+    def mine(self) -> dict[Any, _C]:
         """This thread's connections, by name."""
-        conns: dict[Any, apsw.Connection] | None = getattr(self._local, "conns", None)
+        conns: dict[Any, _C] | None = getattr(self._local, "conns", None)
         if conns is None:
             conns = self._local.conns = {}
         return conns
 
-    def open(
-        self, name: Any, opener: Callable[..., apsw.Connection], *args: Any
-    ) -> apsw.Connection:
+    def open(self, name: Any, opener: Callable[..., _C], *args: Any) -> _C:
         """This thread's connection ``name``, opened by ``opener(*args)`` the first time."""
         conns = self.mine()
         conn = conns.get(name)

@@ -1,13 +1,16 @@
 """The online store: sync materializes current vectors, the API serves them only for the
-entity version, view definition and times they hold for, and they are sealed at rest."""
+entity version, view definition and times they hold for, and they are sealed at rest. The
+store's own verbs are tested on each backend (``make_online``: tests/backends.py)."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from backends import RawSql
 from source_changes import change_sources
 
 from fabric.demo import DemoProject
@@ -58,10 +61,10 @@ def test_sync_materializes_every_vector_and_serves_them_equal_to_computed(synced
 
 
 def test_a_stored_vector_is_used_only_for_its_version_definition_and_time(
-    tmp_path: Path, demo_project: Project
+    make_online: Callable[[BlobCodec], OnlineStore], demo_project: Project
 ) -> None:
     view = demo_project.views()["customer_360"]
-    online = OnlineStore(tmp_path / "online.db", demo_project.codec)
+    online = make_online(demo_project.codec)
     vector = OnlineVector("e1", 3, 1_000, 2_000, True, {"order_count_90d": 7, "country": "DE"})
     vectors = online.vectors
     vectors.write(vectors.rows(_scope(view), [vector]))
@@ -73,44 +76,46 @@ def test_a_stored_vector_is_used_only_for_its_version_definition_and_time(
     redefined = type(view)(view.name, view.entity_type, view.version + 1, view.features, {"x": 1})
     assert vectors.get(_scope(redefined), {"e1": 3}, 1_500) == {}
     assert vectors.prune([_scope(redefined)]) == 1
-    online.close()
+    assert vectors.get(_scope(view), {"e1": 3}, 1_500) == {}
+    other = OnlineVector("e2", 1, 1_000, 2_000, False, {})
+    vectors.write(vectors.rows(_scope(view), [vector, other]))
+    assert set(vectors.get(_scope(view), {"e1": 3, "e2": 1, "e3": 1}, 1_500)) == {"e1", "e2"}
+    vectors.forget([view.name], ["e1", "e9"])
+    assert set(vectors.held(_scope(view))) == {"e2"}
+    assert vectors.prune([_scope(view)]) == 0
 
 
 def test_vectors_are_sealed_at_rest_and_a_changed_row_is_not_served(
-    tmp_path: Path, demo_project: Project
+    make_online: Callable[[BlobCodec], OnlineStore], raw_sql: RawSql, demo_project: Project
 ) -> None:
     view = demo_project.views()["customer_360"]
-    path = tmp_path / "online.db"
-    online = OnlineStore(path, demo_project.codec)
+    online = make_online(demo_project.codec)
     vector = OnlineVector("e1", 1, 0, 10, True, {"country": "Atlantis"})
     online.vectors.write(online.vectors.rows(_scope(view), [vector]))
-    online.close()
-    assert b"Atlantis" not in path.read_bytes()
-    with sqlite3.connect(path) as conn:
-        # A row moved to another entity fails its associated data.
-        conn.execute("UPDATE vectors SET entity_id = 'e2'")
-    online = OnlineStore(path, demo_project.codec)
-    assert online.vectors.get(_scope(view), {"e2": 1}, 5) == {}
+    assert online.vectors.get(_scope(view), {"e1": 1}, 5) == {"e1": vector}
+    ((payload,),) = raw_sql("SELECT payload FROM vectors", ())
+    assert b"Atlantis" not in bytes(payload)
+    # A row moved to another entity fails its associated data.
+    raw_sql("UPDATE vectors SET entity_id = 'e2'", ())
+    assert make_online(demo_project.codec).vectors.get(_scope(view), {"e2": 1}, 5) == {}
     # Without the key, nothing is read at all.
-    assert OnlineStore(path, BlobCodec(None)).vectors.get(_scope(view), {"e2": 1}, 5) == {}
-    online.close()
+    assert make_online(BlobCodec(None)).vectors.get(_scope(view), {"e2": 1}, 5) == {}
 
 
 def test_documents_are_sealed_for_their_own_purpose_and_rows_sealed_before_still_served(
-    tmp_path: Path, demo_project: Project
+    make_online: Callable[[BlobCodec], OnlineStore], raw_sql: RawSql, demo_project: Project
 ) -> None:
     codec = demo_project.codec
     assert codec.keys is not None
     key = codec.keys.current
-    path = tmp_path / "online.db"
-    online = OnlineStore(path, codec)
+    online = make_online(codec)
     scope = ("customer", "analyst", "f" * 16)
     document = {"entity_type": "customer", "entity_id": "e1", "version": 2, "tables": {}}
     online.documents.write(online.documents.rows(scope, [document]))
     # The associated data of a document row, as it has always been.
     aad = "\x00".join(("doc", *scope, "e1", "2")).encode()
-    with sqlite3.connect(path) as conn:
-        key_id, sealed = conn.execute("SELECT key_id, payload FROM documents").fetchone()
+    ((key_id, sealed),) = raw_sql("SELECT key_id, payload FROM documents", ())
+    sealed = bytes(sealed)
     # New rows: under the documents' own purpose, and marked so in key_id.
     assert key_id == f"{key}/documents"
     sealer, first = codec.sealer(key, "online documents"), codec.sealer(key, "online vectors")
@@ -121,16 +126,13 @@ def test_documents_are_sealed_for_their_own_purpose_and_rows_sealed_before_still
     assert online.documents.held(scope) == {"e1": (2,)}
     # A row written before documents had their own purpose: under the vectors' purpose, its
     # key_id the bare key id. It is still served...
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE documents SET key_id = ?, payload = ?", (key, first.seal(plain, aad)))
+    raw_sql("UPDATE documents SET key_id = ?, payload = ?", (key, first.seal(plain, aad)))
     assert online.documents.get(scope, {"e1": 2}) == {"e1": document}
     # ... but counts as missing, so the next sync seals it again under the new purpose.
     assert online.documents.held(scope) == {}
     # The mark alone does not open a row of the old purpose: purposes are never confused.
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE documents SET key_id = ?", (f"{key}/documents",))
+    raw_sql("UPDATE documents SET key_id = ?", (f"{key}/documents",))
     assert online.documents.get(scope, {"e1": 2}) == {}
-    online.close()
 
 
 def test_materialize_rewrites_only_what_changed_expired_or_went(fresh_demo: DemoProject) -> None:

@@ -1,6 +1,6 @@
 """The catalog: bulk rewrites (a full sync's source keys, links and index), schema steps,
 and the queries on its tables that other modules call; on each backend (``make_catalog``:
-tests/store/conftest.py) but for the SQLite file's own schema steps.
+tests/backends.py) but for the SQLite file's own schema steps.
 """
 
 from __future__ import annotations

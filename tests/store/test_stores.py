@@ -1,4 +1,4 @@
-"""What every entity store does, on each backend (``make_store``: tests/store/conftest.py):
+"""What every entity store does, on each backend (``make_store``: tests/backends.py):
 the embedded shard files and PostgreSQL (a real server)."""
 
 from __future__ import annotations
