@@ -604,11 +604,21 @@ def store_stats(config_path: Path, as_json: bool) -> None:
         return
     for entity_type, count in figures["entities"].items():
         click.echo(f"{entity_type}: {count} entities")
+    if figures["backend"] == "postgres":
+        where = (
+            f"in {figures['shards']} partitions on PostgreSQL "
+            f"({figures['shard_file_bytes']:,} bytes in its tables, "
+            f"{figures['bytes_per_entity']:,} per entity); catalog and online store there too"
+        )
+    else:
+        where = (
+            f"in {figures['shards']} shards ({figures['shard_file_bytes']:,} bytes on disk, "
+            f"{figures['bytes_per_entity']:,} per entity); "
+            f"catalog {figures['catalog_file_bytes']:,} bytes"
+        )
     click.echo(
         f"store: {figures['stored_entities']} images, {figures['blob_bytes']:,} bytes of blobs "
-        f"in {figures['shards']} shards ({figures['shard_file_bytes']:,} bytes on disk, "
-        f"{figures['bytes_per_entity']:,} per entity); "
-        f"catalog {figures['catalog_file_bytes']:,} bytes"
+        + where
     )
     last = figures["last_sync"]
     if last:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -59,6 +60,9 @@ class Project:
         self._schemas: dict[str, EntitySchema] = {}
         self._row_transforms: dict[tuple[str, str], Callable[[Row], Row]] = {}
         self._views: dict[str, FeatureView] | None = None
+        #: Statements on the postgres backend stop after this long (the API sets its
+        #: ``api.read_timeout_ms`` before it opens the store; a sync has no limit).
+        self.statement_timeout_ms: int | None = None
 
     @classmethod
     def open(cls, path: Path) -> Project:
@@ -80,19 +84,54 @@ class Project:
             ) from exc
         return self.store_dir
 
+    @property
+    def shared(self) -> bool:
+        """Whether the store is the postgres backend, shared by every node."""
+        return self.config.store.backend == "postgres"
+
+    def store_url(self) -> str:
+        """The postgres backend's URL, from the environment variable ``store.url_env``.
+
+        Raises:
+            ConfigError: the variable is not set.
+        """
+        name = self.config.store.url_env
+        url = os.environ.get(name, "").strip()
+        if not url:
+            raise ConfigError(
+                f"store.backend is postgres but the environment variable {name} is not set: "
+                f"export {name}=postgresql://USER:PASSWORD@HOST:PORT/DATABASE "
+                "(store.url_env names another variable)"
+            )
+        return url
+
     @cached_property
     def store(self) -> EntityStore:
-        """The entity store (embedded shard backend)."""
-        return LocalShardStore(self._store_dir() / "shards", self.config.store.shards)
+        """The entity store: shard files, or the postgres backend."""
+        config = self.config.store
+        if self.shared:
+            from fabric.store.postgres import PostgresStore
+
+            return PostgresStore(
+                self.store_url(),
+                config.shards,
+                pool_size=config.pool_size,
+                statement_timeout_ms=self.statement_timeout_ms,
+            )
+        return LocalShardStore(self._store_dir() / "shards", config.shards)
 
     @cached_property
     def online(self) -> OnlineStore:
         """Current feature vectors, materialized by sync (see :mod:`fabric.store.online`)."""
+        if self.shared:
+            return OnlineStore.on_postgres(self.store_url(), self.codec, self.statement_timeout_ms)
         return OnlineStore(self._store_dir() / "online.db", self.codec)
 
     @cached_property
     def catalog(self) -> Catalog:
         """The catalog database."""
+        if self.shared:
+            return Catalog.on_postgres(self.store_url(), self.statement_timeout_ms)
         return Catalog(self._store_dir() / "catalog.db")
 
     def entity_type(self, name: str) -> None:
@@ -265,7 +304,7 @@ class Project:
         the store holds; None before the first sync (then only `rules check` with reachable
         sources can check column names).
         """
-        if not (self.store_dir / "catalog.db").exists():
+        if not self.shared and not (self.store_dir / "catalog.db").exists():
             return None
         schemas = self.catalog.schemas()
         return schemas if set(schemas) == set(self.config.entities) else None
@@ -325,7 +364,7 @@ class Project:
             return None if sealed is None else codec.open_dictionary(dict_id, sealed)
 
         known = {}
-        if (self.store_dir / "catalog.db").exists():
+        if self.shared or (self.store_dir / "catalog.db").exists():
             for record in self.catalog.dictionaries():
                 known[record.dict_id] = codec.open_dictionary(record.dict_id, record.sealed)
         codec.dictionaries = Dictionaries(known, lookup=lookup)

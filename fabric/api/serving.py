@@ -43,6 +43,8 @@ class ProjectServices:
     def of(cls, project: Project) -> ProjectServices:
         """Compile and open everything now: a broken rule file or store fails here, not
         in a request."""
+        # On the postgres backend a read past api.read_timeout_ms is stopped by the server.
+        project.statement_timeout_ms = project.config.api.read_timeout_ms
         project.prepare()
         entities = EntityService(project)
         return cls(

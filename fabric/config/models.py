@@ -150,10 +150,30 @@ class EntityTypeConfig(StrictModel):
 
 
 class StoreConfig(StrictModel):
-    """The embedded entity store: shard files plus a catalog under one directory."""
+    """Where entity images, the catalog and the online store live.
 
+    ``embedded`` (the default): shard files, ``catalog.db`` and ``online.db`` under ``path``.
+    ``postgres``: all three in one PostgreSQL database (schema ``fabric``), shared by every
+    sync worker and API node; its URL comes from the environment variable ``url_env``, never
+    from this file (it holds a password).
+    """
+
+    backend: Literal["embedded", "postgres"] = "embedded"
+    url_env: str = Field(
+        "FABRIC_STORE_URL",
+        description="environment variable holding the postgres backend's URL "
+        "(postgresql://USER:PASSWORD@HOST:PORT/DATABASE)",
+    )
+    pool_size: int = Field(
+        4, ge=1, le=256, description="connections each process keeps to the postgres backend"
+    )
     path: Path = Path("store")
-    shards: int = Field(8, ge=1, le=4096, description="shard files; fixed once data is stored")
+    shards: int = Field(
+        8,
+        ge=1,
+        le=4096,
+        description="shard files (postgres: partitions); fixed once data is stored",
+    )
     batch_size: int = Field(500, ge=1, le=100_000, description="entities per write transaction")
     cache_entities: int = Field(
         1000,
@@ -161,6 +181,13 @@ class StoreConfig(StrictModel):
         le=1_000_000,
         description="recently read entities kept decoded in memory, by version (0: none)",
     )
+
+    @field_validator("url_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError("must be an environment variable name")
+        return value
 
 
 class ExecutorConfig(StrictModel):

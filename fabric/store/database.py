@@ -198,6 +198,12 @@ class PostgresDb:
             with self._conn.cursor() as cursor:
                 cursor.executemany(self._translate(sql), batch)
 
+    @property
+    def raw(self) -> Any:
+        """The psycopg connection, for the entity store to write its images within a
+        transaction of this connection (:meth:`Catalog.apply_images`)."""
+        return self._conn
+
     def count(self, sql: str, params: Sequence[Any] = ()) -> int:
         return int(self._conn.execute(self._translate(sql), params).rowcount)
 

@@ -57,18 +57,6 @@ class Applying(Reading):
             self.report.unchanged += result.unchanged
             for start in range(0, len(result.built), batch_size):
                 batch = result.built[start : start + batch_size]
-                store.put_many(
-                    [
-                        StoredBlob(
-                            self.entity_type,
-                            b.entity_id,
-                            b.version,
-                            b.blob,
-                            expected_version=b.expected_version,
-                        )
-                        for b in batch
-                    ]
-                )
                 records = []
                 for b in batch:
                     previous = known.get(b.entity_id)
@@ -87,7 +75,18 @@ class Applying(Reading):
                         self.report.created += 1
                     else:
                         self.report.updated += 1
-                catalog.apply_batch(
+                catalog.apply_images(
+                    store,
+                    [
+                        StoredBlob(
+                            self.entity_type,
+                            b.entity_id,
+                            b.version,
+                            b.blob,
+                            expected_version=b.expected_version,
+                        )
+                        for b in batch
+                    ],
                     records,
                     ((b.entity_id, SourceRef(*ref)) for b in batch for ref in b.refs),
                     self.entity_type,
