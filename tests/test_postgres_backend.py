@@ -1,0 +1,165 @@
+"""The postgres backend end to end: a demo project whose images, catalog and online store
+live in PostgreSQL (the session's private cluster, a real server), synced, verified and
+served by two API apps at once, against the same project on the embedded store."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from e2e_helpers import stored_entities
+from litestar.testing import TestClient
+from pgcluster import PostgresCluster
+from source_changes import change_sources
+
+from fabric.api import create_app
+from fabric.cli import main
+from fabric.config.secrets import load_secrets
+from fabric.demo import DemoProject
+from fabric.errors import StoreError
+from fabric.project import Project
+from fabric.services.verify import verify_store
+from fabric.store.catalog import Catalog
+from fabric.sync import sync_project
+
+URL_ENV = "FABRIC_TEST_STORE_URL"
+
+
+def on_postgres(config: Path, **api: Any) -> None:
+    """Point a project's store at the postgres backend (its URL in :data:`URL_ENV`)."""
+    doc = yaml.safe_load(config.read_text())
+    doc["store"] = {**doc.get("store", {}), "backend": "postgres", "url_env": URL_ENV}
+    if api:
+        doc["api"] = {**doc.get("api", {}), **api}
+    config.write_text(yaml.safe_dump(doc))
+
+
+@pytest.fixture
+def pg_demo(
+    fresh_demo: DemoProject, postgres: PostgresCluster, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """A fresh demo project on the postgres backend (a database of its own): fabric.yaml."""
+    on_postgres(fresh_demo.config_path, fresh_ms=100)
+    monkeypatch.setenv(URL_ENV, postgres.create_database())
+    return fresh_demo.config_path
+
+
+def test_a_sync_into_postgres_stores_what_the_embedded_store_holds(
+    pg_demo: Path, synced_template: Path
+) -> None:
+    with Project.open(pg_demo) as project:
+        sync_project(project, full=True)
+        verified = verify_store(project)
+        assert verified.faults == [] and verified.checked > 0
+        assert project.online.vectors.held(
+            ("customer_360", project.views()["customer_360"].definition_hash)
+        )
+    # Entity by entity: ids, versions, every table's rows and lineage.
+    assert stored_entities(pg_demo) == stored_entities(synced_template / "fabric.yaml")
+    # Nothing of the store on this machine's disk.
+    assert not (pg_demo.parent / "store").exists()
+    # A sync that finds nothing new changes nothing.
+    with Project.open(pg_demo) as project:
+        again = sync_project(project)
+        assert (again.created, again.updated, again.deleted) == (0, 0, 0)
+
+
+def _answers(client: TestClient[Any], key: str, ids: list[str]) -> list[Any]:
+    headers = {"Authorization": f"Bearer {key}"}
+    out = []
+    for entity_id in ids:
+        doc = client.get(f"/v1/entities/customer/{entity_id}", headers=headers)
+        vector = client.get(f"/v1/features/customer_360/{entity_id}", headers=headers)
+        assert doc.status_code == vector.status_code == 200, (doc.text, vector.text)
+        features = vector.json()
+        features.pop("as_of")
+        out.append((doc.json(), features))
+    return out
+
+
+def test_two_api_nodes_serve_the_same_answers_and_a_new_sync_without_restart(
+    pg_demo: Path,
+) -> None:
+    with Project.open(pg_demo) as project:
+        sync_project(project, full=True)
+        ids = sorted(project.catalog.entities("customer"))[:15]
+        keys = load_secrets(project.config).api_keys
+    analyst = keys["analyst-demo"]
+    first, second = Project.open(pg_demo), Project.open(pg_demo)
+    with TestClient(app=create_app(first)) as one, TestClient(app=create_app(second)) as two:
+        before = _answers(one, analyst, ids)
+        assert before == _answers(two, analyst, ids)
+        # Another process's sync (here: a third project object) changes some entities.
+        change_sources(pg_demo.parent / "sources")
+        with Project.open(pg_demo) as syncing:
+            report = sync_project(syncing)
+            assert report.updated + report.created > 0
+            changed = {
+                e
+                for e in ids
+                if syncing.catalog.entity("customer", e).version > 1  # type: ignore[union-attr]
+            }
+        time.sleep(0.2)  # api.fresh_ms is 100 in this project
+        after_one, after_two = _answers(one, analyst, ids), _answers(two, analyst, ids)
+        assert after_one == after_two
+        versions = {doc["entity_id"]: doc["version"] for doc, _ in after_one}
+        assert {e for e, v in versions.items() if v > 1} == changed
+    first.close()
+    second.close()
+
+
+def test_images_and_catalog_rows_commit_together_or_not_at_all(
+    pg_demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync whose catalog write fails after the batch's images were written keeps
+    neither: they were one transaction."""
+    real = Catalog.apply_batch
+    calls = {"n": 0}
+
+    def failing(self: Catalog, *args: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        real(self, *args, **kwargs)
+        if calls["n"] == 2:  # the second batch: its images and rows are in the transaction
+            raise StoreError("the catalog write failed (test)")
+
+    monkeypatch.setattr(Catalog, "apply_batch", failing)
+    doc = yaml.safe_load(pg_demo.read_text())
+    doc["store"]["batch_size"] = 20
+    pg_demo.write_text(yaml.safe_dump(doc))
+    with Project.open(pg_demo) as project, pytest.raises(StoreError, match="failed"):
+        sync_project(project, full=True)
+    monkeypatch.setattr(Catalog, "apply_batch", real)
+    with Project.open(pg_demo) as project:
+        catalogued = set(project.catalog.entities("customer"))
+        stored = set(project.store.all_versions("customer"))
+        # The first batch only: the second's images went with its catalog rows.
+        assert 0 < len(catalogued) <= 20 and stored == catalogued
+        # The next sync completes and verifies.
+        sync_project(project, full=True)
+        assert verify_store(project).faults == []
+        assert set(project.store.all_versions("customer")) == set(
+            project.catalog.entities("customer")
+        )
+
+
+def test_a_server_that_cannot_be_reached_is_one_line_and_exit_1(
+    fresh_demo: DemoProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = fresh_demo.config_path
+    on_postgres(config)
+    args = ["sync", "-c", str(config)]
+    unset = CliRunner().invoke(main, args, env={URL_ENV: ""})
+    assert unset.exit_code == 1 and "Traceback" not in unset.output
+    assert f"the environment variable {URL_ENV} is not set" in unset.output
+    secret = "not-a-real-password"
+    down = CliRunner().invoke(
+        main, args, env={URL_ENV: f"postgresql://fabric:{secret}@127.0.0.1:1/fabric"}
+    )
+    assert down.exit_code == 1 and "Traceback" not in down.output
+    assert "at postgresql://127.0.0.1:1/fabric" in down.output
+    assert secret not in down.output
+    assert len(down.output.strip().splitlines()) == 1, down.output
