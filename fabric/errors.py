@@ -34,6 +34,7 @@ __all__ = [
     "SpineTooLargeError",
     "StaleWriteError",
     "StoreError",
+    "StoreUnavailableError",
     "TokenError",
 ]
 
@@ -76,6 +77,14 @@ class StoreError(FabricError):
     """The entity store or catalog cannot be opened, read or written."""
 
     code = "store_error"
+
+
+class StoreUnavailableError(StoreError):
+    """The store's server (the postgres backend) cannot be reached or went away (503 over
+    the API): the message names host, port and database, never a password. The next
+    request connects again."""
+
+    code = "store_unavailable"
 
 
 class StaleWriteError(StoreError):

@@ -335,8 +335,21 @@ class PostgresCluster:
         if result.returncode != 0:
             raise self._fail("initdb", result)
 
-    def _start(self) -> None:
-        """Start the server on a free port, retrying if another process grabs the port first."""
+    def stop_immediately(self) -> None:
+        """Stop the server as a crash would (``pg_ctl stop -m immediate``: no checkpoint,
+        connections cut), for fault tests; :meth:`start_again` brings it back."""
+        args = ("-D", str(self.data_dir), "-m", "immediate", "-w", "-t", "60", "stop")
+        result = self._run("pg_ctl", *args, timeout=90)
+        if result.returncode != 0:
+            raise self._fail("pg_ctl stop -m immediate", result)
+
+    def start_again(self) -> None:
+        """Start the stopped server again on the same port (it recovers from its WAL)."""
+        self._start(port=self.port)
+
+    def _start(self, port: int | None = None) -> None:
+        """Start the server on a free port (or ``port``), retrying if another process grabs
+        the port first."""
         server_options = (
             "-h 127.0.0.1",
             f"-k {shlex.quote(str(self.socket_dir))}",  # pg_ctl hands -o to /bin/sh
@@ -345,7 +358,7 @@ class PostgresCluster:
             "-c full_page_writes=off",
         )
         for attempt in range(1, _START_ATTEMPTS + 1):
-            self.port = _free_port()
+            self.port = port or _free_port()
             log_offset = self.log_file.stat().st_size
             options = " ".join((f"-p {self.port}", *server_options))
             result = self._run(

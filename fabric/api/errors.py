@@ -27,6 +27,7 @@ from fabric.errors import (
     PayloadTooLargeError,
     ReadTimeoutError,
     RevealError,
+    StoreUnavailableError,
 )
 
 __all__ = ["ERROR_CODES", "error_body", "error_response", "exception_handlers", "refusal"]
@@ -58,6 +59,7 @@ _STATUS_OF: list[tuple[type[FabricError], int]] = [
     (JobNotReadyError, 409),
     (ReadTimeoutError, 503),
     (ObjectStorageError, 503),
+    (StoreUnavailableError, 503),
 ]
 
 

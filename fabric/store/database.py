@@ -16,12 +16,13 @@ a transaction another has open (a full sync's bulk rewrite), on both backends.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
-from fabric.errors import StoreError
+from fabric.errors import StoreError, StoreUnavailableError
 from fabric.store.sqlite import apsw
 
 __all__ = [
@@ -167,20 +168,52 @@ _PLACEHOLDER = re.compile(r"\?")
 
 class PostgresDb:
     """Tables on PostgreSQL (schema ``fabric``), through one psycopg connection in autocommit
-    mode: ``with db:`` and :meth:`begin` open transactions explicitly."""
+    mode: ``with db:`` and :meth:`begin` open transactions explicitly.
+
+    A connection the server dropped (a restart) is replaced at the next statement outside a
+    transaction; the statement that met the drop raises :class:`StoreUnavailableError`.
+    """
 
     ids = "(SELECT jsonb_array_elements_text(?::jsonb))"
     insertion_order = "seq"
 
-    def __init__(self, conn: Any, target: str) -> None:
+    def __init__(self, conn: Any, target: str, reconnect: Callable[[], Any]) -> None:
         self._conn = conn
         #: where the connection goes, for messages (host, port, database)
         self.target = target
+        self._reconnect = reconnect
         self._sql: dict[str, str] = {}
         self._transactions: list[Any] = []
+        self._begun = False
         # One connection serves every thread of the process (as the SQLite one does): a
         # transaction is one thread's at a time.
         self._lock = threading.RLock()
+
+    @property
+    def raw(self) -> Any:
+        """The psycopg connection, for the entity store to write its images within a
+        transaction of this connection (:meth:`Catalog.apply_images`)."""
+        return self._live()
+
+    def _live(self) -> Any:
+        """The connection, replaced first if the server dropped it (outside a transaction)."""
+        conn = self._conn
+        if (conn.broken or conn.closed) and not self._transactions and not self._begun:
+            with contextlib.suppress(Exception):
+                conn.close()
+            self._conn = conn = self._reconnect()
+        return conn
+
+    @contextlib.contextmanager
+    def _answering(self) -> Iterator[None]:
+        import psycopg
+
+        try:
+            yield
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailableError(
+                f"the store at {self.target} does not answer: {driver_reason(exc)}"
+            ) from None
 
     def _translate(self, sql: str) -> str:
         found = self._sql.get(sql)
@@ -189,38 +222,42 @@ class PostgresDb:
         return found
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
-        rows: Rows = self._conn.execute(self._translate(sql), params)
+        with self._answering():
+            rows: Rows = self._live().execute(self._translate(sql), params)
         return rows
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         batch = list(rows)
         if batch:
-            with self._conn.cursor() as cursor:
+            with self._answering(), self._live().cursor() as cursor:
                 cursor.executemany(self._translate(sql), batch)
 
-    @property
-    def raw(self) -> Any:
-        """The psycopg connection, for the entity store to write its images within a
-        transaction of this connection (:meth:`Catalog.apply_images`)."""
-        return self._conn
-
     def count(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return int(self._conn.execute(self._translate(sql), params).rowcount)
+        with self._answering():
+            return int(self._live().execute(self._translate(sql), params).rowcount)
 
     def begin(self) -> None:
         self._lock.acquire()
-        self._conn.execute("BEGIN")
+        try:
+            with self._answering():
+                self._live().execute("BEGIN")
+        except BaseException:
+            self._lock.release()
+            raise
+        self._begun = True
 
     def commit(self) -> None:
-        try:
-            self._conn.execute("COMMIT")
-        finally:
-            self._lock.release()
+        self._end("COMMIT")
 
     def rollback(self) -> None:
+        self._end("ROLLBACK")
+
+    def _end(self, statement: str) -> None:
         try:
-            self._conn.execute("ROLLBACK")
+            with self._answering():
+                self._conn.execute(statement)
         finally:
+            self._begun = False
             self._lock.release()
 
     def optimize(self) -> None:
@@ -231,14 +268,20 @@ class PostgresDb:
 
     def __enter__(self) -> PostgresDb:
         self._lock.acquire()
-        transaction = self._conn.transaction()
-        transaction.__enter__()
+        try:
+            with self._answering():
+                transaction = self._live().transaction()
+                transaction.__enter__()
+        except BaseException:
+            self._lock.release()
+            raise
         self._transactions.append(transaction)
         return self
 
     def __exit__(self, kind: Any, error: Any, trace: Any) -> Any:
         try:
-            return self._transactions.pop().__exit__(kind, error, trace)
+            with self._answering():
+                return self._transactions.pop().__exit__(kind, error, trace)
         finally:
             self._lock.release()
 
@@ -256,12 +299,16 @@ def connect_postgres(url: str, what: str, statement_timeout_ms: int | None = Non
     options = f"-c search_path={SCHEMA}"
     if statement_timeout_ms is not None:
         options += f" -c statement_timeout={int(statement_timeout_ms)}"
-    try:
-        conn = psycopg.connect(
-            conninfo, autocommit=True, connect_timeout=CONNECT_SECONDS, options=options
-        )
-    except psycopg.Error as exc:
-        raise StoreError(
-            f"cannot open {what} at {describe_target(conninfo)}: {driver_reason(exc)}"
-        ) from None
-    return PostgresDb(conn, describe_target(conninfo))
+    target = describe_target(conninfo)
+
+    def connect() -> Any:
+        try:
+            return psycopg.connect(
+                conninfo, autocommit=True, connect_timeout=CONNECT_SECONDS, options=options
+            )
+        except psycopg.Error as exc:
+            raise StoreUnavailableError(
+                f"cannot open {what} at {target}: {driver_reason(exc)}"
+            ) from None
+
+    return PostgresDb(connect(), target, connect)

@@ -30,7 +30,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from fabric.errors import StaleWriteError, StoreError
+from fabric.errors import StaleWriteError, StoreError, StoreUnavailableError
 from fabric.store.base import EntityStore, StoredBlob, StoreStats, entity_key, partition_of
 from fabric.store.database import (
     CONNECT_SECONDS,
@@ -65,6 +65,10 @@ class PostgresStore(EntityStore):
         try:
             with psycopg.connect(self._conninfo, connect_timeout=CONNECT_SECONDS) as conn:
                 self._create(conn)
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailableError(
+                f"cannot open the entity store at {self.target}: {driver_reason(exc)}"
+            ) from None
         except psycopg.Error as exc:
             raise StoreError(
                 f"cannot open the entity store at {self.target}: {driver_reason(exc)}"
@@ -149,9 +153,13 @@ class PostgresStore(EntityStore):
         except StaleWriteError:
             raise
         except PoolTimeout:
-            raise StoreError(
+            raise StoreUnavailableError(
                 f"cannot {what} the entity store at {self.target}: no connection within "
                 f"{CONNECT_SECONDS * 2} s (the server is down or every connection is busy)"
+            ) from None
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailableError(
+                f"cannot {what} the entity store at {self.target}: {driver_reason(exc)}"
             ) from None
         except psycopg.Error as exc:
             raise StoreError(
