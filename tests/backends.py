@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import yaml
 from pgcluster import PostgresCluster
 
 from fabric.store.base import EntityStore
@@ -21,6 +22,18 @@ from fabric.store.online import OnlineStore
 from fabric.store.postgres import PostgresStore
 
 BACKENDS = ["embedded", "postgres"]
+#: The variable the tests' projects on the postgres backend take their URL from.
+URL_ENV = "FABRIC_TEST_STORE_URL"
+
+
+def on_postgres(config: Path, **api: Any) -> None:
+    """Point a project's store at the postgres backend (its URL in :data:`URL_ENV`), and
+    set ``api`` settings."""
+    doc = yaml.safe_load(config.read_text())
+    doc["store"] = {**doc.get("store", {}), "backend": "postgres", "url_env": URL_ENV}
+    if api:
+        doc["api"] = {**doc.get("api", {}), **api}
+    config.write_text(yaml.safe_dump(doc))
 
 
 @pytest.fixture(params=BACKENDS)

@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
+from backends import URL_ENV, on_postgres
 from click.testing import CliRunner
 from e2e_helpers import clear_tables, stored_entities
 from litestar.testing import TestClient
@@ -31,17 +32,6 @@ from fabric.project import Project
 from fabric.services.verify import verify_store
 from fabric.store.catalog import Catalog
 from fabric.sync import sync_project
-
-URL_ENV = "FABRIC_TEST_STORE_URL"
-
-
-def on_postgres(config: Path, **api: Any) -> None:
-    """Point a project's store at the postgres backend (its URL in :data:`URL_ENV`)."""
-    doc = yaml.safe_load(config.read_text())
-    doc["store"] = {**doc.get("store", {}), "backend": "postgres", "url_env": URL_ENV}
-    if api:
-        doc["api"] = {**doc.get("api", {}), **api}
-    config.write_text(yaml.safe_dump(doc))
 
 
 @pytest.fixture

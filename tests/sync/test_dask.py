@@ -3,6 +3,7 @@ workers build, a worker killed mid-sync changes nothing, an unreachable schedule
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -11,10 +12,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from backends import BACKENDS, URL_ENV, on_postgres
 from e2e_helpers import clear_tables, stored_entities
+from pgcluster import PostgresCluster
 
 from fabric.demo import DemoProject, create_demo_project
 from fabric.executors import DaskExecutor
@@ -55,9 +59,13 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _fabric(*args: str) -> subprocess.CompletedProcess[str]:
+def _fabric(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "fabric", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "fabric", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
 
 
@@ -94,11 +102,24 @@ def _worker_pids(address: str) -> set[int]:
 
 
 @pytest.mark.slow
-def test_a_dask_worker_killed_mid_sync_changes_nothing(tmp_path: Path, dask_cluster: str) -> None:
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_a_dask_worker_killed_mid_sync_changes_nothing(
+    tmp_path: Path, dask_cluster: str, backend_name: str, request: pytest.FixtureRequest
+) -> None:
+    """On either store backend (the postgres one: a sync committed by Dask workers' builds
+    into PostgreSQL, the reference on a database of its own)."""
     config = create_demo_project(tmp_path / "killed", customers=2000, seed=9).config_path
     shutil.copytree(config.parent, tmp_path / "reference")
     reference = tmp_path / "reference" / config.name
-    done = _fabric("sync", "-c", str(reference), "--workers", "2")
+    env = dict(os.environ)
+    reference_env = env
+    if backend_name == "postgres":
+        cluster: PostgresCluster = request.getfixturevalue("postgres")
+        on_postgres(config)
+        on_postgres(reference)
+        env = {**env, URL_ENV: cluster.create_database()}
+        reference_env = {**env, URL_ENV: cluster.create_database()}
+    done = _fabric("sync", "-c", str(reference), "--workers", "2", env=reference_env)
     assert done.returncode == 0, done.stderr
 
     pids = _worker_pids(dask_cluster)
@@ -106,7 +127,7 @@ def test_a_dask_worker_killed_mid_sync_changes_nothing(tmp_path: Path, dask_clus
         [sys.executable, "-m", "fabric", "sync", "-c", str(config), "--scheduler", dask_cluster],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env={**os.environ, "FABRIC_PROGRESS": "1"},
+        env={**env, "FABRIC_PROGRESS": "1"},
     )
     building = threading.Event()
     err: list[bytes] = []
@@ -131,11 +152,27 @@ def test_a_dask_worker_killed_mid_sync_changes_nothing(tmp_path: Path, dask_clus
     while victim in _worker_pids(dask_cluster) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert victim not in _worker_pids(dask_cluster)
-    with Project.open(config) as project:
+    with _environment(env), Project.open(config) as project:
         report = verify_store(project)
         assert report.ok and not report.notices, (report.faults[:5], report.notices)
-    assert clear_tables(config) == clear_tables(reference)
-    assert stored_entities(config).keys() == stored_entities(reference).keys()
+    with _environment(env):
+        killed = clear_tables(config), stored_entities(config).keys()
+    with _environment(reference_env):
+        uninterrupted = clear_tables(reference), stored_entities(reference).keys()
+    assert killed == uninterrupted
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """Run with ``env`` as the process's environment (the store URL a project reads)."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _shard_files(config: Path) -> dict[Path, bytes]:
