@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -267,3 +268,47 @@ def test_a_postgres_crash_in_the_middle_of_a_sync_loses_nothing(
             assert clear_tables(config) == clear_tables(synced_template / "fabric.yaml")
         finally:
             del os.environ[URL_ENV]
+
+
+def test_a_reload_on_one_node_is_followed_by_the_other(pg_demo: Path) -> None:
+    """Two nodes, each with its own copy of the project's files, on one postgres store:
+    ``POST /v1/admin/reload`` on the first makes the second reload its own files."""
+    with Project.open(pg_demo) as project:
+        sync_project(project, full=True)
+        entity_id = sorted(project.catalog.entities("customer"))[0]
+        keys = load_secrets(project.config).api_keys
+    other = pg_demo.parent.parent / "node-b"
+    shutil.copytree(pg_demo.parent, other)
+    for config in (pg_demo, other / "fabric.yaml"):
+        doc = yaml.safe_load(config.read_text())
+        doc["api"]["reload_check_ms"] = 100
+        config.write_text(yaml.safe_dump(doc))
+    analyst, admin = (
+        {"Authorization": f"Bearer {keys[name]}"} for name in ("analyst-demo", "admin-demo")
+    )
+    url = f"/v1/entities/customer/{entity_id}"
+    email = "        email:      {op: tokenize, domain: email}"
+    first, second = Project.open(pg_demo), Project.open(other / "fabric.yaml")
+    with TestClient(app=create_app(first)) as one, TestClient(app=create_app(second)) as two:
+        before = two.get(url, headers=analyst).json()["tables"]["crm_customers"][0]["email"]
+        # Both nodes get the new rule file (as a deployment would), one is told to reload.
+        for root in (pg_demo.parent, other):
+            masking = root / "rules" / "masking.yaml"
+            assert email in masking.read_text()
+            masking.write_text(
+                masking.read_text().replace(email, "        email:      {op: redact}")
+            )
+        assert two.get(url, headers=analyst).json()["tables"]["crm_customers"][0]["email"] == (
+            before
+        )
+        assert one.post("/v1/admin/reload", headers=admin).status_code == 200
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            now = two.get(url, headers=analyst).json()["tables"]["crm_customers"][0]["email"]
+            if now != before:
+                break
+            time.sleep(0.05)
+        assert (
+            now != before
+            and now == (one.get(url, headers=analyst).json()["tables"]["crm_customers"][0]["email"])
+        )

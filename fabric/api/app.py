@@ -92,6 +92,7 @@ def create_app(project: Project, *, access_log: bool | None = None) -> Litestar:
     def startup() -> None:
         # Answer nothing before the threads are warm (a few hundred ms; see ProjectServices.warm).
         offload.wait_ready(timeout=60)
+        follower.start()
         COLLECTOR.attach(
             reloader.current.project, reloader.current.entities, reloader.current.features
         )
@@ -111,7 +112,14 @@ def create_app(project: Project, *, access_log: bool | None = None) -> Litestar:
                 lambda: threading.Thread(target=reloader.reload_quietly, daemon=True).start(),
             )
 
+    # Reloads of the other servers of the store (workers of this one, other nodes).
+    following = threading.Event()
+    follower = threading.Thread(
+        target=reloader.follow_every, args=(following,), name="fabric-reloads", daemon=True
+    )
+
     def shutdown() -> None:
+        following.set()
         COLLECTOR.detach(reloader.current.project)
         jobs.close()
         offload.close()

@@ -94,9 +94,15 @@ class Reloader:
     def __init__(self, project: Project) -> None:
         self.current = ProjectServices.of(project)
         self._lock = threading.Lock()
+        #: the store's reload count this server has followed (see :meth:`follow`)
+        self.seen = project.catalog.reload_generation()
 
-    def reload(self) -> dict[str, Any]:
+    def reload(self, *, announce: bool = True) -> dict[str, Any]:
         """Open the project again from its fabric.yaml and serve it from now on.
+
+        With ``announce``, the reload is counted in the catalog, so every other server of
+        the store (another worker process, another node on the postgres backend) reloads its
+        own files too when it next checks (:meth:`follow`).
 
         Raises:
             ReloadError: the configuration or a rule file is broken (every problem named);
@@ -123,6 +129,8 @@ class Reloader:
             self.current = fresh
             COLLECTOR.attach(fresh.project, fresh.entities, fresh.features)
             COLLECTOR.detach(old.project)
+        if announce:
+            self.seen = fresh.project.catalog.announce_reload()
         log.info("reloaded %s (rules %s)", path.name, fresh.project.rules_version())
         return {
             "status": "reloaded",
@@ -130,9 +138,35 @@ class Reloader:
             "views": sorted(fresh.project.views()),
         }
 
-    def reload_quietly(self) -> None:
-        """Reload and log the outcome (SIGHUP: nobody to answer)."""
+    def reload_quietly(self, *, announce: bool = True) -> None:
+        """Reload and log the outcome (SIGHUP, or another server's reload: nobody to
+        answer)."""
         try:
-            self.reload()
+            self.reload(announce=announce)
         except FabricError as exc:
             log.warning("%s", str(exc).splitlines()[0])
+
+    def follow(self) -> bool:
+        """Reload if another server of the store was told to since this one last looked;
+        whether it did. A refused reload is logged and not tried again until the next one.
+        """
+        generation = self.current.project.catalog.reload_generation()
+        if generation <= self.seen:
+            return False
+        self.seen = generation
+        log.info("another server of this store reloaded (reload %d): reloading", generation)
+        self.reload_quietly(announce=False)
+        return True
+
+    def follow_every(self, stopped: threading.Event) -> None:
+        """:meth:`follow` every ``api.reload_check_ms`` until ``stopped`` (a thread's loop;
+        a store that does not answer is asked again next time)."""
+        while True:
+            interval = self.current.project.config.api.reload_check_ms
+            if stopped.wait(interval / 1000 if interval else 5.0):
+                return
+            if interval:
+                try:
+                    self.follow()
+                except FabricError as exc:
+                    log.warning("checking for reloads: %s", str(exc).splitlines()[0])

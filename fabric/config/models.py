@@ -378,6 +378,14 @@ class ApiConfig(StrictModel):
         description="longest a request's reads may run before they are stopped and the "
         "request answers 503 timeout (0: no limit)",
     )
+    reload_check_ms: int = Field(
+        1000,
+        ge=0,
+        le=600_000,
+        description="how often a server checks whether another server of its store was "
+        "told to reload (POST /v1/admin/reload or SIGHUP), and then reloads its own files "
+        "(0: never)",
+    )
     fresh_ms: int = Field(
         250,
         ge=0,

@@ -86,8 +86,8 @@ def test_catalog_upgrades_an_older_schema_in_place(tmp_path: Path) -> None:
     Catalog(path).close()
     # The catalog lends its connection to no one: the test opens the file itself.
     conn = open_database(path)
-    # As a catalog written before the last five steps: the indexes they drop are still
-    # there, the columns and table they add are not, and the identity index has a record.
+    # As a catalog written before the last six steps: the indexes they drop are still
+    # there, the columns and tables they add are not, and the identity index has a record.
     conn.execute("CREATE INDEX identity_by_entity ON identity_records (entity_type, entity_id)")
     conn.execute("CREATE INDEX source_keys_by_entity ON source_keys (entity_type, entity_id)")
     conn.execute("CREATE INDEX identity_keys_by_ref ON identity_keys (entity_type, ref)")
@@ -97,8 +97,9 @@ def test_catalog_upgrades_an_older_schema_in_place(tmp_path: Path) -> None:
     conn.execute("INSERT INTO identity_keys VALUES ('customer', x'00', 'crm.customers:1')")
     conn.execute("DROP TABLE dictionaries")
     conn.execute("ALTER TABLE sync_runs DROP COLUMN rules_version")
+    conn.execute("DROP TABLE settings")
     steps = int(conn.pragma("user_version"))
-    conn.pragma("user_version", steps - 5)
+    conn.pragma("user_version", steps - 6)
     conn.close()
     Catalog(path).close()
     upgraded = open_database(path)
@@ -107,7 +108,7 @@ def test_catalog_upgrades_an_older_schema_in_place(tmp_path: Path) -> None:
     assert not names & {"identity_by_entity", "source_keys_by_entity", "identity_keys_by_ref"}
     columns = {str(c[1]) for c in upgraded.execute("PRAGMA table_info(identity_records)")}
     assert {"values_hash", "key_hashes"} <= columns
-    assert "dictionaries" in names
+    assert "dictionaries" in names and "settings" in names
     runs = {str(c[1]) for c in upgraded.execute("PRAGMA table_info(sync_runs)")}
     assert "rules_version" in runs
     # Records indexed without their key list are dropped: the next sync starts the index again.

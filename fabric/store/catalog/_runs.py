@@ -90,6 +90,25 @@ class RunTables(Tables):
             )
         }
 
+    # -- reloads ----------------------------------------------------------------------------
+
+    def reload_generation(self) -> int:
+        """How many times a server of this store was told to reload (0: never)."""
+        row = self._conn.execute(
+            "SELECT value FROM settings WHERE name = 'reload_generation'"
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def announce_reload(self) -> int:
+        """Count one more reload, for every server of this store to follow; the new count."""
+        with self._conn:
+            row = self._conn.execute(
+                "INSERT INTO settings (name, value) VALUES ('reload_generation', '1') "
+                "ON CONFLICT (name) DO UPDATE SET "
+                "value = CAST(CAST(settings.value AS INTEGER) + 1 AS TEXT) RETURNING value"
+            ).fetchone()
+        return int(row[0])
+
     # -- watermarks -------------------------------------------------------------------------
 
     def watermark(self, source: str, table: str, column: str) -> Any | None:

@@ -155,6 +155,11 @@ STEPS: list[list[str]] = [
         # The rule set (match, masking) each run ran under: changing a rule changes it.
         "ALTER TABLE sync_runs ADD COLUMN rules_version TEXT",
     ],
+    [
+        # Small shared values: how many times a server was told to reload (every server of
+        # the store reloads when it changes).
+        "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ],
 ]
 
 
@@ -296,6 +301,7 @@ POSTGRES_TABLES: list[str] = [
         sealed bytea NOT NULL,
         seq bigint GENERATED ALWAYS AS IDENTITY
     )""",
+    "CREATE TABLE settings (name text PRIMARY KEY, value text NOT NULL)",
 ]
 #: The version of :data:`POSTGRES_TABLES`, kept in ``fabric.layout``.
 _POSTGRES_VERSION = 1
