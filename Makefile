@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= demo
 CUSTOMERS ?= 10000
 
-.PHONY: install demo test lint typecheck pytest bench bench-http clean
+.PHONY: install demo shared test lint typecheck pytest bench bench-http clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,13 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/fabric demo --dir $(DEMO_DIR) --customers $(CUSTOMERS)
+
+# The shared deployment on one machine: PostgreSQL (the store), SeaweedFS (S3 for exports),
+# a Dask scheduler and two workers, two API nodes (README, "Operations: more than one
+# machine"). Ctrl-C stops every server.
+shared: install
+	bash scripts/ensure-postgres.sh
+	$(BIN)/python scripts/shared_deployment.py --dir demo-shared --customers $(CUSTOMERS)
 
 lint: install
 	$(BIN)/ruff check fabric tests benchmarks
@@ -49,4 +56,4 @@ bench-http: install
 	$(BIN)/python benchmarks/http_bench.py --project $(BENCH_PROJECT)
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(DEMO_DIR) demo-shared .pytest_cache .mypy_cache .ruff_cache build *.egg-info
