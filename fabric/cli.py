@@ -628,6 +628,60 @@ def store_stats(config_path: Path, as_json: bool) -> None:
         )
 
 
+@store.command("copy")
+@config_option
+@click.option(
+    "--to",
+    "to",
+    metavar="URL|DIR",
+    default=None,
+    help="The target: postgresql://USER:PASSWORD@HOST:PORT/DATABASE (the postgres backend), "
+    "or a directory (the embedded store). A password on the command line is seen by other "
+    "users of this machine: prefer --to-env.",
+)
+@click.option(
+    "--to-env",
+    "to_env",
+    metavar="NAME",
+    default=None,
+    help="An environment variable holding the target.",
+)
+@_handles_errors
+def store_copy(config_path: Path, to: str | None, to_env: str | None) -> None:
+    """Copy the store (images, catalog, online store) to another backend, then verify it.
+
+    Everything is copied sealed, as stored: nothing is decrypted. A copy stopped midway is
+    taken up where it stopped when run again with the same target; a target holding another
+    store is refused. Point store.backend (and store.url_env, or store.path) at the target
+    once it is done.
+    """
+    from fabric.project import Project
+    from fabric.services.copy import copy_store
+
+    if (to is None) == (to_env is None):
+        _fail("give the target with --to or --to-env (one of them)")
+        return
+    if to_env is not None:
+        to = os.environ.get(to_env, "").strip()
+        if not to:
+            _fail(f"the environment variable {to_env} (--to-env) is not set")
+            return
+    assert to is not None
+    with Project.open(config_path) as project, _progress() as progress:
+        report = copy_store(project, to, progress)
+    click.echo(
+        f"copied {report.images} images ({report.partitions_skipped} partitions copied "
+        f"before), {report.catalog_rows} catalog rows and {report.online_rows} online rows "
+        f"to {report.target}"
+    )
+    checked = report.verified
+    if checked.faults:
+        for fault in checked.faults[:20]:
+            click.echo(f"fault: {fault}", err=True)
+        _fail(f"the copy at {report.target} has {len(checked.faults)} faults (listed above)")
+    click.echo(f"verified: {checked.checked} entities at {report.target}")
+
+
 @store.command("rotate-key")
 @config_option
 @click.option(

@@ -112,6 +112,10 @@ class Database(Protocol):
     def optimize(self) -> None:
         """Let the database refresh its planner statistics (after a run)."""
 
+    def restart_numbering(self, table: str, column: str) -> None:
+        """Let the next row of ``table`` get an id above every ``column`` there (after rows
+        were written with their ids)."""
+
     def close(self) -> None: ...
 
     def __enter__(self) -> Database: ...
@@ -150,6 +154,9 @@ class SqliteDb:
 
     def optimize(self) -> None:
         self._conn.pragma("optimize")
+
+    def restart_numbering(self, table: str, column: str) -> None:
+        """Nothing: SQLite numbers an INTEGER PRIMARY KEY from the largest there."""
 
     def close(self) -> None:
         self._conn.close()
@@ -262,6 +269,12 @@ class PostgresDb:
 
     def optimize(self) -> None:
         """Nothing: PostgreSQL's autovacuum keeps statistics."""
+
+    def restart_numbering(self, table: str, column: str) -> None:
+        self.execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
+            f"coalesce((SELECT max({column}) FROM {table}), 0) + 1, false)"
+        )
 
     def close(self) -> None:
         self._conn.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fabric.store.catalog._bulk import BulkRewrite
+from fabric.store.catalog._copy import CopyTables
 from fabric.store.catalog._dictionaries import DictionaryTables
 from fabric.store.catalog._entities import EntityTables
 from fabric.store.catalog._history import HistoryTables
@@ -49,7 +50,7 @@ __all__ = [
 ]
 
 
-class Catalog(EntityTables, DictionaryTables, RunTables, HistoryTables, IdentityTables):
+class Catalog(EntityTables, DictionaryTables, RunTables, HistoryTables, IdentityTables, CopyTables):
     """Every query on ``catalog.db``: one mixin per group of tables, over one connection."""
 
     def __init__(self, path: Path) -> None:

@@ -90,6 +90,29 @@ class RunTables(Tables):
             )
         }
 
+    # -- settings ---------------------------------------------------------------------------
+
+    def setting(self, name: str) -> str | None:
+        """A small shared value (None: never set)."""
+        row = self._conn.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_setting(self, name: str, value: str) -> None:
+        """Set a small shared value."""
+        with self._conn:
+            self._conn.execute(
+                "INSERT INTO settings (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (name, value),
+            )
+
+    def forget_settings(self, prefix: str) -> None:
+        """Drop every setting whose name starts with ``prefix``."""
+        with self._conn:
+            self._conn.execute(
+                "DELETE FROM settings WHERE substr(name, 1, ?) = ?", (len(prefix), prefix)
+            )
+
     # -- reloads ----------------------------------------------------------------------------
 
     def reload_generation(self) -> int:
