@@ -46,7 +46,15 @@ import zstandard
 from fabric.crypto import Sealer
 from fabric.errors import StoreError
 from fabric.store.codec import BlobCodec, Dictionaries
-from fabric.store.database import SCHEMA, Database, PostgresDb, SqliteDb, connect_postgres
+from fabric.store.database import (
+    SCHEMA,
+    Database,
+    PostgresDb,
+    PostgresThreads,
+    SqliteDb,
+    connect_postgres,
+    upsert_sql,
+)
 from fabric.store.sqlite import ThreadConnections, open_database
 
 __all__ = ["OnlineStore", "OnlineVector", "Row", "Scope", "SealedTable"]
@@ -291,27 +299,25 @@ class _OnlineServer:
     def __init__(
         self, url: str, layouts: Sequence[_Layout], statement_timeout_ms: int | None
     ) -> None:
-        self._url = url
-        self._timeout_ms = statement_timeout_ms
-        self._connections: ThreadConnections[PostgresDb] = ThreadConnections()
-        db = self.writer()
+        self._db = PostgresThreads(
+            lambda: connect_postgres(url, "the online store", statement_timeout_ms), ""
+        )
+        db = self._db.mine()
+        self._db.target = db.target
         with db:
             db.execute("SELECT pg_advisory_xact_lock(hashtext('fabric.online'))")
             db.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
             for layout in layouts:
                 db.execute(layout.schema(postgres=True))
 
-    def _open(self) -> PostgresDb:
-        return connect_postgres(self._url, "the online store", self._timeout_ms)
-
     def writer(self) -> Database:
-        return self._connections.open("db", self._open)
+        return self._db
 
     def reader(self) -> Database | None:
-        return self._connections.open("db", self._open)
+        return self._db
 
     def close(self) -> None:
-        self._connections.close()
+        self._db.close()
 
 
 class SealedTable(Generic[_T]):
@@ -333,12 +339,7 @@ class SealedTable(Generic[_T]):
         self._sealers: dict[str, Sealer | None] = {}
         place, state = layout.place, layout.state
         scope = " AND ".join(f"{column} = ?" for column in (*place, layout.made_with))
-        replaced = [c for c in layout.columns if c not in layout.key]
-        self._insert = (
-            f"INSERT INTO {layout.name} ({', '.join(layout.columns)}) VALUES "
-            f"({', '.join('?' * len(layout.columns))}) ON CONFLICT ({', '.join(layout.key)}) "
-            f"DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in replaced)}"
-        )
+        self._insert = upsert_sql(layout.name, layout.columns, layout.key)
         select = (
             f"SELECT entity_id, {', '.join(state)}, key_id, payload FROM {layout.name} "
             f"WHERE {scope} AND "
@@ -400,7 +401,7 @@ class SealedTable(Generic[_T]):
         """Write (replace) rows made by :meth:`rows` in one transaction; how many."""
         conn = self._file.writer()
         with conn:
-            conn.executemany(self._insert, rows)
+            conn.load(self._layout.name, self._layout.columns, self._layout.key, rows)
         return len(rows)
 
     def get(

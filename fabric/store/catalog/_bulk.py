@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from fabric.store.catalog._upsert import upsert
+from fabric.store.catalog._upsert import TABLES
 from fabric.store.database import Database
 
 __all__ = ["BULK_TABLES", "BulkRewrite"]
@@ -24,7 +24,7 @@ class BulkRewrite:
 
     def __init__(self, conn: Database, table: str, entity_type: str) -> None:
         self._conn = conn
-        self._insert = upsert(table)
+        self._table = table
         conn.begin()
         try:
             conn.execute(f"DELETE FROM {table} WHERE entity_type = ?", (entity_type,))
@@ -35,7 +35,8 @@ class BulkRewrite:
 
     def add(self, rows: Iterable[tuple[object, ...]]) -> None:
         """Write rows (whole table rows, entity type first)."""
-        self._conn.executemany(self._insert, rows)
+        columns, key = TABLES[self._table]
+        self._conn.load(self._table, columns, key, rows)
 
     def finish(self) -> None:
         """Commit."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fabric.store.catalog._tables import Tables
-from fabric.store.catalog._upsert import TABLES, upsert
+from fabric.store.catalog._upsert import TABLES
 
 __all__ = ["CopyTables"]
 
@@ -36,10 +36,13 @@ class CopyTables(Tables):
         with into:
             for table in (*TABLES, *_NUMBERED, "dictionaries", "settings"):
                 into.execute(f"DELETE FROM {table}")
-            for table, (columns, _) in TABLES.items():
-                copied += self._copy(
-                    target, f"SELECT {', '.join(columns)} FROM {table}", upsert(table), progress
-                )
+            for table, (columns, key) in TABLES.items():
+                rows = self._conn.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
+                for at in range(0, len(rows), _BATCH):
+                    batch = [tuple(row) for row in rows[at : at + _BATCH]]
+                    into.load(table, columns, key, batch)
+                    progress("copy: catalog", len(batch))
+                copied += len(rows)
             for numbered, names in _NUMBERED.items():
                 marks = ", ".join("?" * len(names.split(",")))
                 copied += self._copy(

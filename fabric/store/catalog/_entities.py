@@ -175,9 +175,9 @@ class EntityTables(Tables):
             StaleWriteError: an image's stored version is not the one expected (nothing of
                 the batch is kept).
         """
-        from fabric.store.database import PostgresDb
+        from fabric.store.database import PostgresThreads
 
-        if isinstance(self._conn, PostgresDb):
+        if isinstance(self._conn, PostgresThreads):
             from fabric.store.postgres import PostgresStore
 
             if isinstance(store, PostgresStore) and store.target == self._conn.target:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fabric.errors import StoreError
-from fabric.store.database import SCHEMA, PostgresDb, connect_postgres, driver_reason
+from fabric.store.database import SCHEMA, PostgresThreads, connect_postgres, driver_reason
 from fabric.store.sqlite import apsw, open_database
 
 __all__ = ["POSTGRES_TABLES", "STEPS", "open_catalog", "open_postgres_catalog"]
@@ -307,8 +307,9 @@ POSTGRES_TABLES: list[str] = [
 _POSTGRES_VERSION = 1
 
 
-def open_postgres_catalog(url: str, statement_timeout_ms: int | None = None) -> PostgresDb:
-    """Connect to the catalog on the PostgreSQL server at ``url``, creating its tables.
+def open_postgres_catalog(url: str, statement_timeout_ms: int | None = None) -> PostgresThreads:
+    """Connect to the catalog on the PostgreSQL server at ``url``, creating its tables (a
+    connection per thread from then on).
 
     Raises:
         StoreError: the server cannot be reached (host, port and database named, never the
@@ -340,4 +341,9 @@ def open_postgres_catalog(url: str, statement_timeout_ms: int | None = None) -> 
     except BaseException:
         db.close()
         raise
-    return db
+    threads = PostgresThreads(
+        lambda: connect_postgres(url, "the catalog", statement_timeout_ms), db.target
+    )
+    # The connection that made the tables serves the thread that opened the catalog.
+    threads._connections.open("db", lambda: db)
+    return threads

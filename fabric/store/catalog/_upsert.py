@@ -3,6 +3,8 @@ that replaces a row (the connection, either backend's: :mod:`fabric.store.databa
 
 from __future__ import annotations
 
+from fabric.store.database import upsert_sql
+
 __all__ = ["TABLES", "upsert"]
 
 #: Every catalog table a row is written to whole: its columns, in order, and its key.
@@ -47,12 +49,4 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 def upsert(table: str) -> str:
     """``INSERT`` of one whole row of ``table`` that replaces the row with its key."""
     columns, key = TABLES[table]
-    marks = ", ".join("?" * len(columns))
-    head = (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
-        f"ON CONFLICT ({', '.join(key)})"
-    )
-    rest = [c for c in columns if c not in key]
-    if not rest:
-        return f"{head} DO NOTHING"
-    return f"{head} DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in rest)}"
+    return upsert_sql(table, columns, key)
