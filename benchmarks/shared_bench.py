@@ -70,7 +70,8 @@ with (
     report = sync_project(project, full=True, workers=int(workers), executor=executor)
     seconds = time.perf_counter() - began
 print(json.dumps({"seconds": seconds, "entities": sum(report.entities.values()),
-                  "rows": report.rows_read, "mode": report.mode}))
+                  "rows": report.rows_read, "mode": report.mode,
+                  "materialize_seconds": report.materialize_seconds}))
 """
 
 
@@ -163,10 +164,13 @@ def main() -> None:
         local_runs: list[float] = []
         shared_runs: list[float] = []
         paired: list[float] = []
+        local_materialize: list[float] = []
+        shared_materialize: list[float] = []
         entities = 0
         for attempt in range(args.repeat):
             ways = ["embedded", "postgres"] if attempt % 2 == 0 else ["postgres", "embedded"]
             seconds: dict[str, float] = {}
+            materializing: dict[str, float] = {}
             for way in ways:
                 if way == "embedded":
                     shutil.rmtree(embedded.parent / "store", ignore_errors=True)
@@ -175,11 +179,15 @@ def main() -> None:
                     _fresh_database(cluster)
                     done = _sync(shared, "dask", args.workers, dask.address)
                 seconds[way] = done["seconds"]
+                materializing[way] = done["materialize_seconds"]
                 entities = done["entities"]
                 log(
-                    f"  round {attempt + 1}: {way} {done['seconds']:.1f} s, "
+                    f"  round {attempt + 1}: {way} {done['seconds']:.1f} s "
+                    f"({done['materialize_seconds']:.1f} s materializing), "
                     f"{done['entities']} entities"
                 )
+            local_materialize.append(materializing["embedded"])
+            shared_materialize.append(materializing["postgres"])
             local_runs.append(seconds["embedded"])
             shared_runs.append(seconds["postgres"])
             paired.append(seconds["embedded"] / seconds["postgres"])

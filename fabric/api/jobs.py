@@ -16,6 +16,12 @@ fails when its files are counted). Every file is deleted
 ``api.exports.keep_hours`` after it was last written: swept as the server starts, as jobs
 start and finish, and every few minutes. The sweep deletes only files named as fabric names
 them, so a directory shared with anything else loses nothing else.
+
+``api.exports.dir`` and ``api.exports.spines`` may be ``s3://bucket/prefix``
+(:mod:`fabric.objects`): export files are published there whole and streamed from there,
+the sweep deletes there, and a spine named there is fetched for its job into a directory of
+this process and deleted when the job ends; uploads then stay in that directory. A storage
+that does not answer fails a job with a message that names neither bucket nor endpoint.
 """
 
 from __future__ import annotations

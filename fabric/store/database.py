@@ -7,11 +7,15 @@ UPDATE`` (SQLite 3.24 and later take them), ``RETURNING``, ``IS NOT DISTINCT FRO
 differs is an attribute or a method of the connection: a list of ids passed as one JSON
 parameter (:attr:`~Database.ids`), the column that orders rows by insertion
 (:attr:`~Database.insertion_order`), beginning a transaction that takes the write lock at
-once (:meth:`~Database.begin`), how many rows a statement changed (:meth:`~Database.count`)
-and SQLite's ``PRAGMA optimize``.
+once (:meth:`~Database.begin`), how many rows a statement changed (:meth:`~Database.count`),
+the fastest way to write many rows (:meth:`~Database.load`: ``COPY`` on PostgreSQL) and
+SQLite's ``PRAGMA optimize``.
 
 ``with db:`` is a transaction; nested, a savepoint, so a write of one group of tables joins
-a transaction another has open (a full sync's bulk rewrite), on both backends.
+a transaction another has open (a full sync's bulk rewrite), on both backends. On PostgreSQL
+a process keeps a connection per thread (:class:`PostgresThreads`), so a transaction is its
+thread's, as a sync (one thread) needs, and a server's threads do not queue on one
+connection.
 """
 
 from __future__ import annotations
@@ -115,6 +119,13 @@ class Database(Protocol):
         later row replacing an earlier one with the same ``key``: the fastest way the
         backend has (SQLite: one prepared upsert; PostgreSQL: ``COPY``)."""
 
+    def stage(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Write rows of ``table`` as :meth:`load` does, in batches over a long
+        transaction: they are in the table once :meth:`flush` has run (SQLite: at once)."""
+
+    def flush(self, table: str, columns: Sequence[str], key: Sequence[str]) -> None:
+        """Put the rows :meth:`stage` wrote into ``table``."""
+
     def begin(self) -> None:
         """Start a transaction that holds the write lock until :meth:`commit`."""
 
@@ -164,6 +175,19 @@ class SqliteDb:
         rows: Iterable[Sequence[Any]],
     ) -> None:
         self._conn.executemany(upsert_sql(table, columns, key), rows)
+
+    def stage(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        # No staging table: a prepared statement per row is SQLite's fastest already. The
+        # bulk tables' keys are their whole rows or unique per rewrite, so a plain upsert
+        # keyed on the table's primary key is what load does.
+        self._conn.executemany(
+            f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' * len(columns))})",
+            rows,
+        )
+
+    def flush(self, table: str, columns: Sequence[str], key: Sequence[str]) -> None:
+        """Nothing: :meth:`stage` wrote into the table."""
 
     def begin(self) -> None:
         self._conn.execute("BEGIN IMMEDIATE")
@@ -272,12 +296,31 @@ class PostgresDb:
         key: Sequence[str],
         rows: Iterable[Sequence[Any]],
     ) -> None:
-        """``COPY`` into a temporary table, then one ``INSERT … SELECT`` that keeps the last
-        row of each key: several times faster than a statement per row for the million rows
-        a full sync rewrites (a row repeated within the rows would stop a plain ``COPY``
-        into the table, and ``ON CONFLICT`` cannot touch one row twice in a statement)."""
-        names = ", ".join(columns)
-        staging = f"load_{table}"
+        """:meth:`stage` then :meth:`flush`."""
+        self.stage(table, columns, rows)
+        self.flush(table, columns, key)
+
+    def stage(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """``COPY`` into a temporary table of the transaction: several times faster than a
+        statement per row for the million rows a full sync rewrites."""
+        conn = self._live()
+        with self._answering():
+            conn.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS load_{table} (LIKE {table}, "
+                "_n bigint GENERATED ALWAYS AS IDENTITY) ON COMMIT DROP"
+            )
+            with (
+                conn.cursor() as cursor,
+                cursor.copy(f"COPY load_{table} ({', '.join(columns)}) FROM STDIN") as copy,
+            ):
+                for row in rows:
+                    copy.write_row(row)
+
+    def flush(self, table: str, columns: Sequence[str], key: Sequence[str]) -> None:
+        """One ``INSERT … SELECT`` of the staged rows that keeps the last row of each key
+        (a key repeated among them would stop a ``COPY`` into the table itself, and ``ON
+        CONFLICT`` cannot touch one row twice in a statement), then the staging emptied."""
+        names, keys = ", ".join(columns), ", ".join(key)
         rest = [c for c in columns if c not in key]
         update = (
             "DO NOTHING"
@@ -286,20 +329,14 @@ class PostgresDb:
         )
         conn = self._live()
         with self._answering():
+            exists = conn.execute("SELECT to_regclass(%s)", (f"pg_temp.load_{table}",)).fetchone()
+            if exists is None or exists[0] is None:
+                return  # nothing was staged
             conn.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table}, "
-                "_n bigint GENERATED ALWAYS AS IDENTITY) ON COMMIT DROP"
+                f"INSERT INTO {table} ({names}) SELECT DISTINCT ON ({keys}) {names} "
+                f"FROM load_{table} ORDER BY {keys}, _n DESC ON CONFLICT ({keys}) {update}"
             )
-            with conn.cursor() as cursor:
-                with cursor.copy(f"COPY {staging} ({names}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                cursor.execute(
-                    f"INSERT INTO {table} ({names}) SELECT DISTINCT ON ({', '.join(key)}) "
-                    f"{names} FROM {staging} ORDER BY {', '.join(key)}, _n DESC "
-                    f"ON CONFLICT ({', '.join(key)}) {update}"
-                )
-                cursor.execute(f"TRUNCATE {staging}")
+            conn.execute(f"TRUNCATE load_{table}")
 
     def begin(self) -> None:
         self._lock.acquire()
@@ -397,6 +434,12 @@ class PostgresThreads:
         rows: Iterable[Sequence[Any]],
     ) -> None:
         self.mine().load(table, columns, key, rows)
+
+    def stage(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        self.mine().stage(table, columns, rows)
+
+    def flush(self, table: str, columns: Sequence[str], key: Sequence[str]) -> None:
+        self.mine().flush(table, columns, key)
 
     def begin(self) -> None:
         self.mine().begin()

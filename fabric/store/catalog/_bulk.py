@@ -17,9 +17,11 @@ class BulkRewrite:
     """One transaction that replaces every row of an entity type in one catalog table.
 
     Readers see the old rows until it commits. The bulk tables have no secondary indexes
-    (keeping one up to date row by row cost a full sync more than the rows themselves), and
-    rows go straight into the table instead of through a staging copy. No other write may
-    use the connection meanwhile.
+    (keeping one up to date row by row cost a full sync more than the rows themselves). In
+    SQLite rows go straight into the table; on PostgreSQL they are copied (``COPY``) into a
+    temporary table as they come and moved into the table as it commits
+    (:meth:`~fabric.store.database.Database.stage`, ``flush``). No other write may use the
+    connection meanwhile.
     """
 
     def __init__(self, conn: Database, table: str, entity_type: str) -> None:
@@ -35,13 +37,18 @@ class BulkRewrite:
 
     def add(self, rows: Iterable[tuple[object, ...]]) -> None:
         """Write rows (whole table rows, entity type first)."""
-        columns, key = TABLES[self._table]
-        self._conn.load(self._table, columns, key, rows)
+        self._conn.stage(self._table, TABLES[self._table][0], rows)
 
     def finish(self) -> None:
         """Commit."""
         if not self._open:
             return
+        columns, key = TABLES[self._table]
+        try:
+            self._conn.flush(self._table, columns, key)
+        except BaseException:
+            self.abort()
+            raise
         self._conn.commit()
         self._open = False
 
