@@ -132,15 +132,16 @@ def plain_baseline(project: Project, ids: list[str], spine: Path, db: Path) -> t
 
 
 @contextmanager
-def _project(args: argparse.Namespace) -> Iterator[tuple[Project, Path]]:
-    """The project to export from, and a scratch directory for spines and outputs."""
+def bench_project(args: argparse.Namespace, name: str) -> Iterator[tuple[Project, Path]]:
+    """The project to export from (``--project``, else a synced demo of ``--customers``),
+    and a scratch directory for spines and outputs (``name`` names both)."""
     if args.project is None:
-        with synced_demo("export", args.customers, args.seed) as found:
+        with synced_demo(name, args.customers, args.seed) as found:
             yield found
         return
     with (
         Project.open(args.project / "fabric.yaml") as project,
-        tempfile.TemporaryDirectory(prefix="fabric-export-bench-") as scratch,
+        tempfile.TemporaryDirectory(prefix=f"fabric-{name}-bench-") as scratch,
     ):
         yield project, Path(scratch)
 
@@ -162,7 +163,7 @@ def main() -> None:
         "is then ignored); it is only read",
     )
     args = parser.parse_args()
-    with _project(args) as (project, root):
+    with bench_project(args, "export") as (project, root):
         rows = args.rows or 10 * project.catalog.count("customer")
         ids = sorted(project.catalog.entities("customer"))
         spine = root / "spine.parquet"

@@ -30,18 +30,13 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))
-from _common import Timings, emit, log, rate, synced_demo
-from export_bench import write_spine
+from _common import Timings, emit, log, rate
+from export_bench import bench_project, write_spine
 from s3server import SeaweedFS  # type: ignore[import-not-found]  # tests/, not a package
-
-from fabric.project import Project
 
 VIEW = "customer_360"
 TARGET_RATIO = 0.8
@@ -74,20 +69,6 @@ def _export(config: Path, spine: Path, out: str, workers: int, env: dict[str, st
     return seconds
 
 
-@contextmanager
-def _project(args: argparse.Namespace) -> Iterator[tuple[Project, Path]]:
-    """The project to export from, and a scratch directory for the spine and outputs."""
-    if args.project is None:
-        with synced_demo("s3-export", args.customers, args.seed) as found:
-            yield found
-        return
-    with (
-        Project.open(args.project / "fabric.yaml") as project,
-        tempfile.TemporaryDirectory(prefix="fabric-s3-export-bench-") as scratch,
-    ):
-        yield project, Path(scratch)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -105,7 +86,7 @@ def main() -> None:
         "is then ignored); it is only read",
     )
     args = parser.parse_args()
-    with _project(args) as (project, root), SeaweedFS() as server:
+    with bench_project(args, "s3-export") as (project, root), SeaweedFS() as server:
         assert project.config.path is not None
         ids = sorted(project.catalog.entities("customer"))
         spine = root / "spine.parquet"

@@ -62,17 +62,11 @@ class PostgresStore(EntityStore):
         self.target = describe_target(self._conninfo)
         self._timeout_ms = statement_timeout_ms
         self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] | None = None
-        try:
-            with psycopg.connect(self._conninfo, connect_timeout=CONNECT_SECONDS) as conn:
-                self._create(conn)
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailableError(
-                f"cannot open the entity store at {self.target}: {driver_reason(exc)}"
-            ) from None
-        except psycopg.Error as exc:
-            raise StoreError(
-                f"cannot open the entity store at {self.target}: {driver_reason(exc)}"
-            ) from None
+        with (
+            self._failures("open"),
+            psycopg.connect(self._conninfo, connect_timeout=CONNECT_SECONDS) as conn,
+        ):
+            self._create(conn)
         self._pool = ConnectionPool(
             self._conninfo,
             min_size=1,
@@ -147,11 +141,15 @@ class PostgresStore(EntityStore):
         """A pooled connection; driver errors as :class:`StoreError` naming ``what``."""
         if self._pool is None:
             raise StoreError(f"the entity store at {self.target} is closed")
+        with self._failures(what), self._pool.connection() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _failures(self, what: str) -> Iterator[None]:
+        """Driver errors as one line naming ``what`` was done and where: a server that
+        cannot be reached is :class:`StoreUnavailableError`."""
         try:
-            with self._pool.connection() as conn:
-                yield conn
-        except StaleWriteError:
-            raise
+            yield
         except PoolTimeout:
             raise StoreUnavailableError(
                 f"cannot {what} the entity store at {self.target}: no connection within "
