@@ -130,7 +130,15 @@ class Reloader:
             COLLECTOR.attach(fresh.project, fresh.entities, fresh.features)
             COLLECTOR.detach(old.project)
         if announce:
-            self.seen = fresh.project.catalog.announce_reload()
+            try:
+                self.seen = fresh.project.catalog.announce_reload()
+            except Exception as exc:  # best effort: this server reloaded either way
+                # A sync's long transaction can hold the embedded catalog's write lock past
+                # its busy timeout: the other servers are told at the next reload.
+                log.warning(
+                    "reloaded, but the other servers of the store were not told (%s)",
+                    type(exc).__name__,
+                )
         log.info("reloaded %s (rules %s)", path.name, fresh.project.rules_version())
         return {
             "status": "reloaded",
