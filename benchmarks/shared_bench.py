@@ -201,10 +201,12 @@ def main() -> None:
                 "embedded_local": {
                     **local.fields(),
                     "entities_per_s": rate(entities, local.median),
+                    "materialize_seconds_median": statistics.median(local_materialize),
                 },
                 "postgres_dask": {
                     **remote.fields(),
                     "entities_per_s": rate(entities, remote.median),
+                    "materialize_seconds_median": statistics.median(shared_materialize),
                 },
                 "postgres_dask_over_embedded_local": local.median / remote.median,
                 "paired_median": statistics.median(paired),
