@@ -60,16 +60,18 @@ from fabric.services.features import FeatureService
 
 VIEW = "customer_360"
 
-#: One export in a fresh process: its time (the export alone, not Python's start) and peak.
-_CHILD = """
+#: One export in a fresh process, to a local path or an s3:// URL: its time (the export
+#: alone, not Python's start) and peak.
+EXPORT_CHILD = """
 import json, sys, time
 from pathlib import Path
+from fabric.objects import parse_location
 from fabric.project import Project
 from fabric.services.export import export_view
 config, view, spine, out, workers = sys.argv[1:6]
 with Project.open(Path(config)) as project:
     started = time.perf_counter()
-    export_view(project, view, Path(out), spine=Path(spine), workers=int(workers))
+    export_view(project, view, parse_location(out), spine=Path(spine), workers=int(workers))
     seconds = time.perf_counter() - started
 with open("/proc/self/status") as status:
     peak = next((int(l.split()[1]) * 1024 for l in status if l.startswith("VmHWM:")), 0)
@@ -178,7 +180,7 @@ def main() -> None:
                     [
                         sys.executable,
                         "-c",
-                        _CHILD,
+                        EXPORT_CHILD,
                         str(project.config.path),
                         VIEW,
                         str(spine),

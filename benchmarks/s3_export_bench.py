@@ -35,31 +35,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))
 from _common import Timings, emit, log, rate
-from export_bench import bench_project, write_spine
+from export_bench import EXPORT_CHILD, bench_project, write_spine
 from s3server import SeaweedFS  # type: ignore[import-not-found]  # tests/, not a package
 
 VIEW = "customer_360"
 TARGET_RATIO = 0.8
 
-#: One export in a fresh process, to a local path or an s3:// URL: its seconds.
-_CHILD = """
-import json, sys, time
-from pathlib import Path
-from fabric.objects import parse_location
-from fabric.project import Project
-from fabric.services.export import export_view
-config, view, spine, out, workers = sys.argv[1:6]
-with Project.open(Path(config)) as project:
-    started = time.perf_counter()
-    export_view(project, view, parse_location(out), spine=Path(spine), workers=int(workers))
-    seconds = time.perf_counter() - started
-print(json.dumps({"seconds": seconds}))
-"""
-
 
 def _export(config: Path, spine: Path, out: str, workers: int, env: dict[str, str]) -> float:
     child = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(config), VIEW, str(spine), out, str(workers)],
+        [sys.executable, "-c", EXPORT_CHILD, str(config), VIEW, str(spine), out, str(workers)],
         check=True,
         capture_output=True,
         text=True,

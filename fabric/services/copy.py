@@ -84,8 +84,15 @@ def copy_store(project: Project, to: str, progress: Progress | None = None) -> C
             written.
     """
     progress = progress or (lambda stage, n, total: None)
-    source_where = _describe(project)
-    source_id = hashlib.sha256(source_where.encode()).hexdigest()[:16]
+    source_id = hashlib.sha256(_describe(project).encode()).hexdigest()[:16]
+    try:
+        return _copy(project, to, source_id, progress)
+    finally:
+        os.environ.pop(_TARGET_ENV, None)  # the target's URL stays no longer than the copy
+
+
+def _copy(project: Project, to: str, source_id: str, progress: Progress) -> CopyReport:
+    """:func:`copy_store`, the target's URL (if any) in this process's environment."""
     with target_project(project, to) as target:
         target_where = _describe(target)
         started = target.catalog.setting("copy_source")

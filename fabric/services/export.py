@@ -337,6 +337,7 @@ def export_view(
             limits,
             budget,
             started,
+            work,
         )
         finished = datetime.now(UTC)
         last_run = project.catalog.last_succeeded_run()
@@ -390,9 +391,11 @@ def _export(
     limits: SpineLimits | None,
     budget: int | None,
     started: datetime,
+    work: Path,
 ) -> tuple[int, int, int, pa.Schema]:
-    """The three passes of :func:`export_view`, writing the local file ``out``: its rows,
-    entities found, keys not found, and the schema written."""
+    """The three passes of :func:`export_view`, writing the local file ``out`` (partition
+    files in ``work``, the export's temporary directory): its rows, entities found, keys not
+    found, and the schema written."""
     now = started.replace(tzinfo=None, microsecond=0).isoformat()
     features = [f.name for f in view.features]
     # The spine's rows as its check counted them (None: not counted without limits).
@@ -417,10 +420,7 @@ def _export(
         estimate = counted if counted is not None else estimated_rows(spine)
     partitions = min(_MAX_PARTITIONS, max(4 * workers, math.ceil(estimate / _PARTITION_ROWS)))
     assert project.config.path is not None  # checked by export_view
-    with (
-        tempfile.TemporaryDirectory(prefix="fabric-export-") as tmp,
-        contextlib.ExitStack() as stack,
-    ):
+    with contextlib.ExitStack() as stack:
         executor = None
         if workers > 1:
             # Workers with the project open, forked from a server that imported fabric once
@@ -436,7 +436,6 @@ def _export(
                 )
             )
             executor.warm_up()
-        work = Path(tmp)
         total, not_found = _place(
             project, service, view, batches(), work, partitions, spine, progress, estimate
         )

@@ -119,7 +119,13 @@ class Database(Protocol):
         later row replacing an earlier one with the same ``key``: the fastest way the
         backend has (SQLite: one prepared upsert; PostgreSQL: ``COPY``)."""
 
-    def stage(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    def stage(
+        self,
+        table: str,
+        columns: Sequence[str],
+        key: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+    ) -> None:
         """Write rows of ``table`` as :meth:`load` does, in batches over a long
         transaction: they are in the table once :meth:`flush` has run (SQLite: at once)."""
 
@@ -176,15 +182,15 @@ class SqliteDb:
     ) -> None:
         self._conn.executemany(upsert_sql(table, columns, key), rows)
 
-    def stage(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-        # No staging table: a prepared statement per row is SQLite's fastest already. The
-        # bulk tables' keys are their whole rows or unique per rewrite, so a plain upsert
-        # keyed on the table's primary key is what load does.
-        self._conn.executemany(
-            f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) "
-            f"VALUES ({', '.join('?' * len(columns))})",
-            rows,
-        )
+    def stage(
+        self,
+        table: str,
+        columns: Sequence[str],
+        key: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+    ) -> None:
+        # No staging table: a prepared statement per row is SQLite's fastest already.
+        self.load(table, columns, key, rows)
 
     def flush(self, table: str, columns: Sequence[str], key: Sequence[str]) -> None:
         """Nothing: :meth:`stage` wrote into the table."""
@@ -297,10 +303,16 @@ class PostgresDb:
         rows: Iterable[Sequence[Any]],
     ) -> None:
         """:meth:`stage` then :meth:`flush`."""
-        self.stage(table, columns, rows)
+        self.stage(table, columns, key, rows)
         self.flush(table, columns, key)
 
-    def stage(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    def stage(
+        self,
+        table: str,
+        columns: Sequence[str],
+        key: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+    ) -> None:
         """``COPY`` into a temporary table of the transaction: several times faster than a
         statement per row for the million rows a full sync rewrites."""
         conn = self._live()
@@ -408,6 +420,15 @@ class PostgresThreads:
         self.target = target
         self._connections: ThreadConnections[PostgresDb] = ThreadConnections()
 
+    @classmethod
+    def first(cls, connect: Callable[[], PostgresDb]) -> tuple[PostgresThreads, PostgresDb]:
+        """Connect once, now (a server that cannot be reached fails here), and keep that
+        connection as the calling thread's: the threads, and that connection."""
+        db = connect()
+        threads = cls(connect, db.target)
+        threads._connections.open("db", lambda: db)
+        return threads, db
+
     def mine(self) -> PostgresDb:
         """This thread's connection (opened the first time)."""
         return self._connections.open("db", self._connect)
@@ -435,8 +456,14 @@ class PostgresThreads:
     ) -> None:
         self.mine().load(table, columns, key, rows)
 
-    def stage(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-        self.mine().stage(table, columns, rows)
+    def stage(
+        self,
+        table: str,
+        columns: Sequence[str],
+        key: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+    ) -> None:
+        self.mine().stage(table, columns, key, rows)
 
     def flush(self, table: str, columns: Sequence[str], key: Sequence[str]) -> None:
         self.mine().flush(table, columns, key)

@@ -299,11 +299,9 @@ class _OnlineServer:
     def __init__(
         self, url: str, layouts: Sequence[_Layout], statement_timeout_ms: int | None
     ) -> None:
-        self._db = PostgresThreads(
-            lambda: connect_postgres(url, "the online store", statement_timeout_ms), ""
+        self._db, db = PostgresThreads.first(
+            lambda: connect_postgres(url, "the online store", statement_timeout_ms)
         )
-        db = self._db.mine()
-        self._db.target = db.target
         with db:
             db.execute("SELECT pg_advisory_xact_lock(hashtext('fabric.online'))")
             db.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")

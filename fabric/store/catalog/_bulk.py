@@ -37,7 +37,8 @@ class BulkRewrite:
 
     def add(self, rows: Iterable[tuple[object, ...]]) -> None:
         """Write rows (whole table rows, entity type first)."""
-        self._conn.stage(self._table, TABLES[self._table][0], rows)
+        columns, key = TABLES[self._table]
+        self._conn.stage(self._table, columns, key, rows)
 
     def finish(self) -> None:
         """Commit."""

@@ -317,7 +317,9 @@ def open_postgres_catalog(url: str, statement_timeout_ms: int | None = None) -> 
     """
     import psycopg
 
-    db = connect_postgres(url, "the catalog", statement_timeout_ms)
+    threads, db = PostgresThreads.first(
+        lambda: connect_postgres(url, "the catalog", statement_timeout_ms)
+    )
     try:
         with db:
             db.execute("SELECT pg_advisory_xact_lock(hashtext('fabric.catalog'))")
@@ -336,14 +338,9 @@ def open_postgres_catalog(url: str, statement_timeout_ms: int | None = None) -> 
                     db.execute(statement)
                 db.execute("INSERT INTO layout VALUES ('catalog', ?)", (str(_POSTGRES_VERSION),))
     except psycopg.Error as exc:
-        db.close()
+        threads.close()
         raise StoreError(f"cannot open the catalog at {db.target}: {driver_reason(exc)}") from None
     except BaseException:
-        db.close()
+        threads.close()
         raise
-    threads = PostgresThreads(
-        lambda: connect_postgres(url, "the catalog", statement_timeout_ms), db.target
-    )
-    # The connection that made the tables serves the thread that opened the catalog.
-    threads._connections.open("db", lambda: db)
     return threads
