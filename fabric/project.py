@@ -124,7 +124,12 @@ class Project:
     def online(self) -> OnlineStore:
         """Current feature vectors, materialized by sync (see :mod:`fabric.store.online`)."""
         if self.shared:
-            return OnlineStore.on_postgres(self.store_url(), self.codec, self.statement_timeout_ms)
+            return OnlineStore.on_postgres(
+                self.store_url(),
+                self.codec,
+                self.statement_timeout_ms,
+                beside_images=self.config.store.shards,
+            )
         return OnlineStore(self._store_dir() / "online.db", self.codec)
 
     @cached_property

@@ -82,14 +82,15 @@ def make_catalog(backend: str | Path) -> Iterator[Callable[[], Catalog]]:
 @pytest.fixture
 def make_online(backend: str | Path) -> Iterator[Callable[[BlobCodec], OnlineStore]]:
     """Opens the online store on the backend under test with a codec (each call another
-    set of connections to the same tables)."""
+    set of connections to the same tables); ``beside_images``: the partition count of the
+    store beside it (``make_store``'s), whose images PostgreSQL's reads then join."""
     opened: list[OnlineStore] = []
 
-    def factory(codec: BlobCodec) -> OnlineStore:
+    def factory(codec: BlobCodec, beside_images: int | None = None) -> OnlineStore:
         if isinstance(backend, Path):
             opened.append(OnlineStore(backend / "online.db", codec))
         else:
-            opened.append(OnlineStore.on_postgres(backend, codec))
+            opened.append(OnlineStore.on_postgres(backend, codec, beside_images=beside_images))
         return opened[-1]
 
     yield factory

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from cachetools import LRUCache
 
@@ -22,11 +22,14 @@ from fabric.rules.names import EntityNames
 from fabric.rules.operators import MaskContext
 from fabric.store.base import StoredBlob
 from fabric.store.microdb import MicroDbReader
+from fabric.store.online import Scope, SealedTable
 
 __all__ = ["MAX_ID_LENGTH", "EntityService", "check_id", "source_table", "table_list"]
 
 #: An entity as read from its image: ``_meta``, and every table's rows, unmasked.
 Read = tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]
+
+_T = TypeVar("_T")
 
 #: Longest id or key accepted from a caller; anything longer is not one of ours.
 MAX_ID_LENGTH = 256
@@ -194,13 +197,54 @@ class EntityService:
             EntityNotFoundError: no such entity type.
             InvalidRequestError: a malformed id.
         """
+        asked = self._asked(entity_type, entity_ids)
+        found, _ = self._follow(entity_type, asked, self.project.store.versions(entity_type, asked))
+        return found
+
+    def holders_with(
+        self,
+        entity_type: str,
+        entity_ids: Sequence[str],
+        table: SealedTable[_T],
+        scope: Scope,
+        moment: int | None = None,
+    ) -> tuple[dict[str, tuple[str, int]], dict[str, _T] | None]:
+        """:meth:`holders`, and the items of ``table`` (of ``scope``, holding at ``moment``)
+        made for the holders' versions, by holder id, read together where the backend can
+        (PostgreSQL: one statement, :meth:`SealedTable.with_versions`); else None for the
+        items, which the caller reads if it still needs them (its own cache may answer).
+
+        Raises:
+            EntityNotFoundError: no such entity type.
+            InvalidRequestError: a malformed id.
+        """
+        asked = self._asked(entity_type, entity_ids)
+        joined = table.with_versions(scope, entity_type, asked, moment)
+        if joined is None:
+            return self.holders(entity_type, asked), None
+        versions, items = joined
+        found, survivors = self._follow(entity_type, asked, versions)
+        if survivors:
+            items.update(table.get(scope, survivors, moment))
+        return found, items
+
+    def _asked(self, entity_type: str, entity_ids: Sequence[str]) -> list[str]:
+        """The distinct ids asked for, checked."""
         self._entity_type(entity_type)
         # Requests coalesced for a hot entity ask for it many times over: once is enough.
         asked = list(dict.fromkeys(entity_ids))
         for entity_id in asked:
             check_id(entity_id, "entity id")
-        store = self.project.store
-        found = {e: (e, v) for e, v in store.versions(entity_type, asked).items()}
+        return asked
+
+    def _follow(
+        self, entity_type: str, asked: list[str], versions: dict[str, int]
+    ) -> tuple[dict[str, tuple[str, int]], dict[str, int]]:
+        """Asked id -> (holder, version) from the stored ``versions`` of the asked ids, an
+        id merged into another entity followed to its survivor; and the survivors reached
+        that way, with their versions."""
+        found = {e: (e, v) for e, v in versions.items()}
+        reached: dict[str, int] = {}
         if len(found) < len(asked):
             catalog = self.project.catalog
             survivors = {
@@ -209,11 +253,11 @@ class EntityService:
                 if e not in found and (survivor := catalog.alias_target(entity_type, e)) is not None
             }
             if survivors:
-                versions = store.versions(entity_type, sorted(set(survivors.values())))
+                reached = self.project.store.versions(entity_type, sorted(set(survivors.values())))
                 for merged, survivor in survivors.items():
-                    if survivor in versions:
-                        found[merged] = (survivor, versions[survivor])
-        return found
+                    if survivor in reached:
+                        found[merged] = (survivor, reached[survivor])
+        return found, reached
 
     def not_found(self, entity_type: str) -> EntityNotFoundError:
         """The error for an id no entity of the type holds."""
@@ -284,20 +328,37 @@ class EntityService:
         """
         policy = self.project.policy_for(role)
         checked_at = self.recent.freshness.now()
-        found, stored = self._stored(entity_type, entity_id)
+        stored: StoredBlob | None = None
+        held: dict[str, dict[str, Any]] | None = None
+        if tables is None and not policy.clear:
+            # Materialized by sync for each version, masking rules and keys: its version
+            # (and, where the backend can, the document itself) is what is read first.
+            documents = self.project.online.documents
+            scope = (entity_type, policy.name, self.project.masking_fingerprint)
+            holders, held = self.holders_with(entity_type, [entity_id], documents, scope)
+            if entity_id not in holders:
+                raise self.not_found(entity_type)
+            found, version = holders[entity_id]
+        else:
+            found, stored = self._stored(entity_type, entity_id)
+            version = stored.version
         # Masking is deterministic (keyed operators, per-entity offsets), so a masked
         # document is kept by version like a decoded one: a hot entity is masked once.
-        key = (entity_type, found, stored.version, policy.name, tables and tuple(tables))
+        key = (entity_type, found, version, policy.name, tables and tuple(tables))
         with self._lock:
             cached = self._documents.get(key)
             self.served += 1
         if cached is None:
-            if tables is None and not policy.clear:
-                # Materialized by sync for this version and these masking rules and keys.
-                scope = (entity_type, policy.name, self.project.masking_fingerprint)
-                held = self.project.online.documents.get(scope, {found: stored.version})
+            if stored is None:
+                if held is None:
+                    held = documents.get(scope, {found: version})
                 cached = held.get(found)
             if cached is None:
+                if stored is None:
+                    stored = self.project.store.get(entity_type, found)
+                    if stored is None:  # deleted since its version was read
+                        raise self.not_found(entity_type)
+                    key = (*key[:2], stored.version, *key[3:])
                 cached = self._masked(stored, policy, tables, cache=True)
             if self._documents.maxsize:
                 with self._lock:

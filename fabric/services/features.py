@@ -306,7 +306,17 @@ class FeatureService:
             InvalidRequestError: a malformed id.
         """
         checked_at = self._fresh.now()  # before the versions are read
-        holders = self.entities.holders(view.entity_type, entity_ids)
+        scope = (view.name, view.definition_hash)
+        online = self.project.online.vectors
+        # The versions, and with them the materialized vectors where one statement can read
+        # both (PostgreSQL); else those are read below, for what this process's cache lacks.
+        held: dict[str, OnlineVector] | None = None
+        if current:
+            holders, held = self.entities.holders_with(
+                view.entity_type, entity_ids, online, scope, moment
+            )
+        else:
+            holders = self.entities.holders(view.entity_type, entity_ids)
         found: dict[str, OnlineVector] = {}
         with self._lock:
             for entity_id, version in holders.values():
@@ -321,8 +331,12 @@ class FeatureService:
         wanted = {e: v for e, v in holders.values() if e not in found}
         if wanted:
             # Materialized by sync, for entity versions and times they hold at.
-            scope = (view.name, view.definition_hash)
-            stored = self.project.online.vectors.get(scope, wanted, moment) if current else {}
+            if not current:
+                stored = {}
+            elif held is None:
+                stored = online.get(scope, wanted, moment)
+            else:
+                stored = {e: held[e] for e in wanted if e in held}
             computed = []
             missing = [e for e in wanted if e not in stored]
             if missing:

@@ -31,6 +31,7 @@ from fabric.store.sqlite import ThreadConnections, apsw
 
 __all__ = [
     "CONNECT_SECONDS",
+    "GENERIC_PLANS",
     "SCHEMA",
     "Database",
     "PostgresDb",
@@ -508,9 +509,20 @@ def upsert_sql(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
     return f"{head} DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in rest)}"
 
 
-def connect_postgres(url: str, what: str, statement_timeout_ms: int | None = None) -> PostgresDb:
+#: The session setting of connections whose statements touch the partitioned images: a
+#: custom plan of such a statement is planned again at every execution, partition pruning
+#: included, which costs more than running it (a key lookup: about 0.3 ms of planning for
+#: 0.05 ms of execution); a generic plan is made once per connection and prunes partitions
+#: when it runs.
+GENERIC_PLANS = "-c plan_cache_mode=force_generic_plan"
+
+
+def connect_postgres(
+    url: str, what: str, statement_timeout_ms: int | None = None, *, generic_plans: bool = False
+) -> PostgresDb:
     """A connection to the PostgreSQL server at ``url``, its search path schema ``fabric``
-    (it connects again, the same way, when the server dropped it).
+    (it connects again, the same way, when the server dropped it); with ``generic_plans``,
+    prepared statements keep one plan (:data:`GENERIC_PLANS`).
 
     Raises:
         StoreError: the server cannot be reached: ``cannot open {what} at`` host, port and
@@ -522,6 +534,8 @@ def connect_postgres(url: str, what: str, statement_timeout_ms: int | None = Non
     options = f"-c search_path={SCHEMA}"
     if statement_timeout_ms is not None:
         options += f" -c statement_timeout={int(statement_timeout_ms)}"
+    if generic_plans:
+        options += f" {GENERIC_PLANS}"
     target = describe_target(conninfo)
 
     def connect() -> Any:

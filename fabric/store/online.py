@@ -45,6 +45,7 @@ import zstandard
 
 from fabric.crypto import Sealer
 from fabric.errors import StoreError
+from fabric.store.base import entity_key, partition_of
 from fabric.store.codec import BlobCodec, Dictionaries
 from fabric.store.database import (
     SCHEMA,
@@ -241,6 +242,9 @@ class _Tables(Protocol):
 
     #: the database's way of passing many ids as one parameter (:attr:`Database.ids`)
     ids: str
+    #: the partition count of the entity images in the same database (PostgreSQL), which
+    #: a read can then join; None where they are elsewhere (SQLite: other files)
+    beside_images: int | None
 
     def writer(self) -> Database:
         """This thread's connection for writing, the tables created if need be."""
@@ -257,6 +261,7 @@ class _OnlineFile:
     """``online.db``: each thread's connections, the tables created by the first writer."""
 
     ids = SqliteDb.ids
+    beside_images: int | None = None
 
     def __init__(self, path: Path, layouts: Sequence[_Layout]) -> None:
         self.path = path
@@ -292,15 +297,24 @@ class _OnlineFile:
 
 class _OnlineServer:
     """The online tables on PostgreSQL: created when the store opens (under a lock, so
-    several processes opening one database at once do not race), a connection per thread."""
+    several processes opening one database at once do not race), a connection per thread.
+    With ``beside_images``, the entity images of the same database (``fabric.blobs``, of
+    that many partitions) are joined by :meth:`SealedTable.with_versions`."""
 
     ids = PostgresDb.ids
 
     def __init__(
-        self, url: str, layouts: Sequence[_Layout], statement_timeout_ms: int | None
+        self,
+        url: str,
+        layouts: Sequence[_Layout],
+        statement_timeout_ms: int | None,
+        beside_images: int | None = None,
     ) -> None:
+        self.beside_images = beside_images
         self._db, db = PostgresThreads.first(
-            lambda: connect_postgres(url, "the online store", statement_timeout_ms)
+            lambda: connect_postgres(
+                url, "the online store", statement_timeout_ms, generic_plans=True
+            )
         )
         with db:
             db.execute("SELECT pg_advisory_xact_lock(hashtext('fabric.online'))")
@@ -350,6 +364,20 @@ class SealedTable(Generic[_T]):
             f"SELECT entity_id, {', '.join(state)} FROM {layout.name} "
             f"WHERE {scope} AND key_id IS NOT DISTINCT FROM ?"
         )
+        # Beside the images (PostgreSQL): each image's version, and the row made for it if
+        # there is one, in one statement: a request's one round trip instead of two.
+        on = " AND ".join(f"t.{column} = ?" for column in (*place, layout.made_with))
+        within = (
+            "" if layout.window is None else " AND t.{} <= ? AND t.{} > ?".format(*layout.window)
+        )
+        joined = (
+            f"SELECT b.entity_id, b.version, {', '.join('t.' + c for c in state[1:])}"
+            f"{', ' if len(state) > 1 else ''}t.key_id, t.payload "
+            f"FROM {SCHEMA}.blobs b LEFT JOIN {layout.name} t ON {on} AND t.entity_id = {{}} "
+            f"AND t.version = b.version{within} WHERE b.part {{}} AND b.key {{}}"
+        )
+        self._joined_one = joined.format("?", "= ?", "= ?")
+        self._joined_many = joined.format("b.entity_id", "= ANY(?)", "= ANY(?)")
 
     def _aad_head(self, scope: Scope) -> str:
         """The start of the associated data of every row of ``scope`` (made once a call)."""
@@ -419,20 +447,65 @@ class SealedTable(Generic[_T]):
             rows = conn.execute(self._select_one, (*scope, only, *window))
         else:
             rows = conn.execute(self._select_many, (*scope, json.dumps(list(versions)), *window))
-        what = self._layout.what.format(*scope)
-        head = self._aad_head(scope)
         for entity_id, *values, stored_key, payload in rows:
-            if versions.get(entity_id) != values[0]:
-                continue  # the entity changed since: computed again
-            state = tuple(values)
-            plain = self._open(stored_key, payload, self._aad(head, entity_id, state), what)
-            if plain is None:
-                continue
-            try:
-                found[entity_id] = self._payload.join(entity_id, state, plain)
-            except (ValueError, zstandard.ZstdError):  # msgspec.DecodeError is a ValueError
-                log.warning("%s could not be read; computed on request", what)
+            if versions.get(entity_id) == values[0]:  # else the entity changed since
+                self._item(scope, entity_id, tuple(values), stored_key, payload, found)
         return found
+
+    def with_versions(
+        self,
+        scope: Scope,
+        entity_type: str,
+        entity_ids: Sequence[str],
+        moment: int | None = None,
+    ) -> tuple[dict[str, int], dict[str, _T]] | None:
+        """The stored version of each of these entities that is stored (id -> version),
+        and the items of ``scope`` made for those versions (as :meth:`get` reads them),
+        in one statement; None where the table is not beside the images (the embedded
+        store: ask the store for the versions, then :meth:`get`)."""
+        partitions = self._file.beside_images
+        conn = self._file.reader()
+        if partitions is None or conn is None or not entity_ids:
+            return None
+        window = () if self._layout.window is None or moment is None else (moment, moment)
+        keys = [entity_key(entity_type, entity_id) for entity_id in entity_ids]
+        if len(keys) == 1:
+            rows = conn.execute(
+                self._joined_one,
+                (*scope, entity_ids[0], *window, partition_of(keys[0], partitions), keys[0]),
+            )
+        else:
+            parts = sorted({partition_of(key, partitions) for key in keys})
+            rows = conn.execute(self._joined_many, (*scope, *window, parts, keys))
+        versions: dict[str, int] = {}
+        found: dict[str, _T] = {}
+        for entity_id, version, *rest, stored_key, payload in rows:
+            versions[entity_id] = int(version)
+            if payload is not None:
+                state = (int(version), *rest)
+                self._item(scope, entity_id, state, stored_key, payload, found)
+        return versions, found
+
+    def _item(
+        self,
+        scope: Scope,
+        entity_id: str,
+        state: State,
+        stored_key: str | None,
+        payload: bytes,
+        found: dict[str, _T],
+    ) -> None:
+        """Open a row's payload into ``found[entity_id]``; a row that cannot be trusted or
+        read is left out (logged): whoever asked computes it again."""
+        what = self._layout.what.format(*scope)
+        aad = self._aad(self._aad_head(scope), entity_id, state)
+        plain = self._open(stored_key, payload, aad, what)
+        if plain is None:
+            return
+        try:
+            found[entity_id] = self._payload.join(entity_id, state, plain)
+        except (ValueError, zstandard.ZstdError):  # msgspec.DecodeError is a ValueError
+            log.warning("%s could not be read; computed on request", what)
 
     def _open(self, stored_key: str | None, payload: bytes, aad: bytes, what: str) -> bytes | None:
         """A row's payload opened, or None when it is not to be trusted: sealed under a key
@@ -533,15 +606,22 @@ class OnlineStore:
 
     @classmethod
     def on_postgres(
-        cls, url: str, codec: BlobCodec, statement_timeout_ms: int | None = None
+        cls,
+        url: str,
+        codec: BlobCodec,
+        statement_timeout_ms: int | None = None,
+        *,
+        beside_images: int | None = None,
     ) -> OnlineStore:
         """The online store's tables on the PostgreSQL server at ``url`` (schema
-        ``fabric``, created on first use).
+        ``fabric``, created on first use). ``beside_images``: the partition count of the
+        entity images in the same database, which reads then join
+        (:meth:`SealedTable.with_versions`).
 
         Raises:
             StoreError: the server cannot be reached.
         """
-        tables = _OnlineServer(url, (_VECTORS, _DOCUMENTS), statement_timeout_ms)
+        tables = _OnlineServer(url, (_VECTORS, _DOCUMENTS), statement_timeout_ms, beside_images)
         return cls(Path(), codec, tables=tables)
 
     def close(self) -> None:

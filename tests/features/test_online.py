@@ -22,6 +22,7 @@ from fabric.services import materialize as materialize_module
 from fabric.services.entities import EntityService
 from fabric.services.features import FeatureService
 from fabric.services.materialize import materialize
+from fabric.store.base import EntityStore, StoredBlob
 from fabric.store.codec import BlobCodec
 from fabric.store.online import OnlineStore, OnlineVector
 from fabric.sync import sync_project
@@ -83,6 +84,39 @@ def test_a_stored_vector_is_used_only_for_its_version_definition_and_time(
     vectors.forget([view.name], ["e1", "e9"])
     assert set(vectors.held(_scope(view))) == {"e2"}
     assert vectors.prune([_scope(view)]) == 0
+
+
+def test_versions_and_the_rows_made_for_them_are_read_in_one_statement_beside_the_images(
+    make_store: Callable[[int], EntityStore],
+    make_online: Callable[..., OnlineStore],
+    backend: str | Path,
+    demo_project: Project,
+) -> None:
+    view = demo_project.views()["customer_360"]
+    store = make_store(4)
+    store.put_many(
+        [
+            StoredBlob("customer", "e1", 3, b"x", expected_version=0),
+            StoredBlob("customer", "e2", 2, b"x", expected_version=0),
+            StoredBlob("customer", "e3", 1, b"x", expected_version=0),
+        ]
+    )
+    online = make_online(demo_project.codec, beside_images=4)
+    vectors, scope = online.vectors, _scope(view)
+    current = OnlineVector("e1", 3, 1_000, 2_000, True, {"country": "DE"})
+    stale = OnlineVector("e2", 1, 1_000, 2_000, True, {"country": "FR"})  # e2 is at 2 now
+    vectors.write(vectors.rows(scope, [current, stale]))
+    joined = vectors.with_versions(scope, "customer", ["e1", "e2", "e3", "e9"], 1_500)
+    if isinstance(backend, Path):
+        assert joined is None  # other files: the caller asks the store, then the table
+        return
+    # Every stored entity's version; a row only where it was made for that version.
+    assert joined == ({"e1": 3, "e2": 2, "e3": 1}, {"e1": current})
+    assert vectors.with_versions(scope, "customer", ["e1"], 1_500) == ({"e1": 3}, {"e1": current})
+    assert vectors.with_versions(scope, "customer", ["e1"], 2_000) == ({"e1": 3}, {})  # expired
+    assert vectors.with_versions(scope, "customer", ["e9"], 1_500) == ({}, {})
+    # Without the images' partition count, nothing is joined.
+    assert make_online(demo_project.codec).vectors.with_versions(scope, "customer", ["e1"]) is None
 
 
 def test_vectors_are_sealed_at_rest_and_a_changed_row_is_not_served(

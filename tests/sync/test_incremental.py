@@ -9,11 +9,13 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from backends import URL_ENV, on_postgres
 from source_changes import LATER, change_sources, execute
 
 from fabric.demo import DemoProject
 from fabric.project import Project
 from fabric.services.entities import EntityService
+from fabric.services.features import FeatureService
 from fabric.store.microdb import EntityContent, MicroDbReader
 from fabric.store.sqlite import open_database
 from fabric.sync import incremental as incremental_sync
@@ -172,8 +174,11 @@ def test_incremental_child_rows_patch_in_and_moved_rows_leave_their_old_entity(
 
 
 def test_incremental_merge_keeps_the_older_id_and_the_alias_resolves(
-    fresh_demo: DemoProject,
+    fresh_demo: DemoProject, backend: str | Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if isinstance(backend, str):
+        on_postgres(fresh_demo.config_path)
+        monkeypatch.setenv(URL_ENV, backend)
     sources = fresh_demo.directory / "sources"
     # Two records of one made-up person that nothing links yet: different emails, no phone.
     execute(
@@ -208,6 +213,14 @@ def test_incremental_merge_keeps_the_older_id_and_the_alias_resolves(
         gone = newer if survivor == older else older
         doc = service.document("customer", gone, role="steward")
         assert doc["entity_id"] == survivor and doc["merged_from"] == gone
+        # The materialized paths (a masked document, a vector) follow the alias too.
+        masked = service.document("customer", gone, role="analyst")
+        assert masked == {
+            **service.document("customer", survivor, role="analyst"),
+            "merged_from": gone,
+        }
+        vector = FeatureService(project, service).vector("customer_360", gone, role="analyst")
+        assert vector["entity_id"] == survivor and vector["merged_from"] == gone
         events = project.catalog.events("customer", survivor)
         assert events[-1].kind == "merge" and gone in events[-1].others
         assert "same_email" in events[-1].reason
