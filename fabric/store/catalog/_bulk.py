@@ -46,7 +46,8 @@ class BulkRewrite:
             return
         columns, key = TABLES[self._table]
         try:
-            self._conn.flush(self._table, columns, key)
+            # Every row of the type was deleted in this transaction: none is replaced.
+            self._conn.flush(self._table, columns, key, emptied=True)
         except BaseException:
             self.abort()
             raise
