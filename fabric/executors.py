@@ -28,6 +28,7 @@ import logging
 import multiprocessing
 import multiprocessing.context
 import os
+import pickle
 import select
 import socket
 import tempfile
@@ -397,6 +398,14 @@ def _distributed() -> Any:
     return importlib.import_module("distributed")
 
 
+def _pickled(fn: Callable[[J], R], job: J) -> bytes:
+    """``fn(job)`` on a Dask worker, pickled there: one frame Dask sends as it is. Handed a
+    list, Dask's own serializer walks it element by element; sending a full sync's match
+    values back that way cost its workers more than computing them (profiled: 555 samples
+    serializing to 371 computing)."""
+    return pickle.dumps(fn(job), protocol=pickle.HIGHEST_PROTOCOL)
+
+
 class DaskExecutor(Executor):
     """Tasks on a Dask cluster: one whose scheduler is given, or a new loopback one.
 
@@ -485,14 +494,14 @@ class DaskExecutor(Executor):
 
     def _submit(self, fn: Callable[[J], R], job: J) -> Any:
         # pure=False: two equal jobs are still two tasks, each with a key of its own.
-        return self._client.submit(fn, job, pure=False)
+        return self._client.submit(_pickled, fn, job, pure=False)
 
     def _results(self, futures: Iterator[Any]) -> Iterator[Any]:
         distributed = _distributed()
 
         try:
             for future in futures:
-                yield future.result()
+                yield pickle.loads(future.result())
         except (OSError, TimeoutError, distributed.client.FutureCancelledError) as exc:
             raise ExecutorError(
                 f"lost the Dask scheduler at {self.address} during the run "
