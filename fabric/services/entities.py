@@ -330,11 +330,12 @@ class EntityService:
         checked_at = self.recent.freshness.now()
         stored: StoredBlob | None = None
         held: dict[str, dict[str, Any]] | None = None
-        if tables is None and not policy.clear:
-            # Materialized by sync for each version, masking rules and keys: its version
-            # (and, where the backend can, the document itself) is what is read first.
-            documents = self.project.online.documents
-            scope = (entity_type, policy.name, self.project.masking_fingerprint)
+        documents = self.project.online.documents
+        scope = (entity_type, policy.name, self.project.masking_fingerprint)
+        # Materialized by sync for each version, masking rules and keys: the version is
+        # read first (with the document itself, where the backend reads both at once).
+        materialized = tables is None and not policy.clear
+        if materialized:
             holders, held = self.holders_with(entity_type, [entity_id], documents, scope)
             if entity_id not in holders:
                 raise self.not_found(entity_type)
@@ -349,12 +350,12 @@ class EntityService:
             cached = self._documents.get(key)
             self.served += 1
         if cached is None:
-            if stored is None:
-                if held is None:
+            if materialized:
+                if held is None:  # not read with the version (the embedded store)
                     held = documents.get(scope, {found: version})
                 cached = held.get(found)
             if cached is None:
-                if stored is None:
+                if stored is None:  # only the version was read: the image now
                     stored = self.project.store.get(entity_type, found)
                     if stored is None:  # deleted since its version was read
                         raise self.not_found(entity_type)
