@@ -447,9 +447,11 @@ class SealedTable(Generic[_T]):
             rows = conn.execute(self._select_one, (*scope, only, *window))
         else:
             rows = conn.execute(self._select_many, (*scope, json.dumps(list(versions)), *window))
+        head, what = self._aad_head(scope), self._layout.what.format(*scope)
         for entity_id, *values, stored_key, payload in rows:
             if versions.get(entity_id) == values[0]:  # else the entity changed since
-                self._item(scope, entity_id, tuple(values), stored_key, payload, found)
+                state = tuple(values)
+                self._item(head, what, entity_id, state, stored_key, payload, found)
         return found
 
     def with_versions(
@@ -479,27 +481,28 @@ class SealedTable(Generic[_T]):
             rows = conn.execute(self._joined_many, (*scope, *window, parts, keys))
         versions: dict[str, int] = {}
         found: dict[str, _T] = {}
+        head, what = self._aad_head(scope), self._layout.what.format(*scope)
         for entity_id, version, *rest, stored_key, payload in rows:
             versions[entity_id] = int(version)
-            if payload is not None:
+            if payload is not None:  # a row made for this version (the join's condition)
                 state = (int(version), *rest)
-                self._item(scope, entity_id, state, stored_key, payload, found)
+                self._item(head, what, entity_id, state, stored_key, payload, found)
         return versions, found
 
     def _item(
         self,
-        scope: Scope,
+        head: str,
+        what: str,
         entity_id: str,
         state: State,
         stored_key: str | None,
         payload: bytes,
         found: dict[str, _T],
     ) -> None:
-        """Open a row's payload into ``found[entity_id]``; a row that cannot be trusted or
-        read is left out (logged): whoever asked computes it again."""
-        what = self._layout.what.format(*scope)
-        aad = self._aad(self._aad_head(scope), entity_id, state)
-        plain = self._open(stored_key, payload, aad, what)
+        """Open a row's payload into ``found[entity_id]`` (``head``: its scope's start of
+        the associated data; ``what``: the row named for the log); a row that cannot be
+        trusted or read is left out (logged): whoever asked computes it again."""
+        plain = self._open(stored_key, payload, self._aad(head, entity_id, state), what)
         if plain is None:
             return
         try:
