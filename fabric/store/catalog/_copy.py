@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from typing import Any
 
 from fabric.store.catalog._tables import Tables
 from fabric.store.catalog._upsert import TABLES
+from fabric.store.database import Database
 
 __all__ = ["CopyTables"]
 
@@ -37,42 +40,48 @@ class CopyTables(Tables):
             for table in (*TABLES, *_NUMBERED, "dictionaries", "settings"):
                 into.execute(f"DELETE FROM {table}")
             for table, (columns, key) in TABLES.items():
-                rows = self._conn.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
-                for at in range(0, len(rows), _BATCH):
-                    batch = [tuple(row) for row in rows[at : at + _BATCH]]
-                    into.load(table, columns, key, batch)
-                    progress("copy: catalog", len(batch))
-                copied += len(rows)
-            for numbered, names in _NUMBERED.items():
-                marks = ", ".join("?" * len(names.split(",")))
                 copied += self._copy(
-                    target,
+                    f"SELECT {', '.join(columns)} FROM {table}",
+                    functools.partial(into.load, table, columns, key),
+                    progress,
+                )
+            for numbered, names in _NUMBERED.items():
+                copied += self._copy(
                     f"SELECT {names} FROM {numbered} ORDER BY id",
-                    f"INSERT INTO {numbered} ({names}) VALUES ({marks})",
+                    _insert(into, numbered, names),
                     progress,
                 )
                 into.restart_numbering(numbered, "id")
             copied += self._copy(
-                target,
                 f"SELECT {_DICTIONARIES} FROM dictionaries "
                 f"ORDER BY created_at, {self._conn.insertion_order}",
-                f"INSERT INTO dictionaries ({_DICTIONARIES}) VALUES (?, ?, ?, ?, ?, ?)",
+                _insert(into, "dictionaries", _DICTIONARIES),
                 progress,
             )
             copied += self._copy(
-                target,
                 "SELECT name, value FROM settings",
-                "INSERT INTO settings (name, value) VALUES (?, ?)",
+                _insert(into, "settings", "name, value"),
                 progress,
             )
         return copied
 
     def _copy(
-        self, target: CopyTables, select: str, insert: str, progress: Callable[[str, int], None]
+        self,
+        select: str,
+        write: Callable[[list[tuple[Any, ...]]], None],
+        progress: Callable[[str, int], None],
     ) -> int:
+        """Every row ``select`` reads here, handed to ``write`` in batches; how many."""
         rows = self._conn.execute(select).fetchall()
         for at in range(0, len(rows), _BATCH):
-            batch = rows[at : at + _BATCH]
-            target._conn.executemany(insert, [tuple(row) for row in batch])
+            batch = [tuple(row) for row in rows[at : at + _BATCH]]
+            write(batch)
             progress("copy: catalog", len(batch))
         return len(rows)
+
+
+def _insert(into: Database, table: str, names: str) -> Callable[[list[tuple[Any, ...]]], None]:
+    """Writes rows of ``names`` (comma-separated columns) into ``table`` of ``into``."""
+    marks = ", ".join("?" * len(names.split(",")))
+    statement = f"INSERT INTO {table} ({names}) VALUES ({marks})"
+    return lambda batch: into.executemany(statement, batch)

@@ -117,10 +117,7 @@ class RunTables(Tables):
 
     def reload_generation(self) -> int:
         """How many times a server of this store was told to reload (0: never)."""
-        row = self._conn.execute(
-            "SELECT value FROM settings WHERE name = 'reload_generation'"
-        ).fetchone()
-        return 0 if row is None else int(row[0])
+        return int(self.setting("reload_generation") or 0)
 
     def announce_reload(self) -> int:
         """Count one more reload, for every server of this store to follow; the new count."""
