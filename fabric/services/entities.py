@@ -15,7 +15,7 @@ from cachetools import LRUCache
 from fabric.clock import Clock, Freshness, Recent, monotonic
 from fabric.config.models import ProjectConfig
 from fabric.crypto import KeyedHasher, derive_key
-from fabric.errors import EntityNotFoundError, InvalidRequestError
+from fabric.errors import EntityNotFoundError, FabricError, InvalidRequestError
 from fabric.project import Project
 from fabric.rules.masking import MaskingPolicy
 from fabric.rules.names import EntityNames
@@ -24,12 +24,22 @@ from fabric.store.base import StoredBlob
 from fabric.store.microdb import MicroDbReader
 from fabric.store.online import Scope, SealedTable
 
-__all__ = ["MAX_ID_LENGTH", "EntityService", "check_id", "source_table", "table_list"]
+__all__ = [
+    "MAX_ID_LENGTH",
+    "DocumentAsk",
+    "EntityService",
+    "check_id",
+    "source_table",
+    "table_list",
+]
 
 #: An entity as read from its image: ``_meta``, and every table's rows, unmasked.
 Read = tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]
 
 _T = TypeVar("_T")
+
+#: One lookup of a coalesced batch: (entity type, entity id, role, tables or None for all).
+DocumentAsk = tuple[str, str, str | None, list[str] | None]
 
 #: Longest id or key accepted from a caller; anything longer is not one of ours.
 MAX_ID_LENGTH = 256
@@ -328,21 +338,106 @@ class EntityService:
         """
         policy = self.project.policy_for(role)
         checked_at = self.recent.freshness.now()
-        stored: StoredBlob | None = None
-        held: dict[str, dict[str, Any]] | None = None
-        documents = self.project.online.documents
-        scope = (entity_type, policy.name, self.project.masking_fingerprint)
-        # Materialized by sync for each version, masking rules and keys: the version is
-        # read first (with the document itself, where the backend reads both at once).
-        materialized = tables is None and not policy.clear
-        if materialized:
-            holders, held = self.holders_with(entity_type, [entity_id], documents, scope)
+        if tables is None and not policy.clear:
+            # Materialized by sync for each version, masking rules and keys: the version is
+            # read first (with the document itself, where the backend reads both at once).
+            holders, held = self._materialized(entity_type, [entity_id], policy)
             if entity_id not in holders:
                 raise self.not_found(entity_type)
             found, version = holders[entity_id]
-        else:
-            found, stored = self._stored(entity_type, entity_id)
-            version = stored.version
+            return self._finish(
+                (entity_type, entity_id, policy, None), found, version, None, held, checked_at
+            )
+        found, stored = self._stored(entity_type, entity_id)
+        ask = (entity_type, entity_id, policy, tables)
+        return self._finish(ask, found, stored.version, stored, None, checked_at)
+
+    def document_batch(self, asks: Sequence[DocumentAsk]) -> list[dict[str, Any] | Exception]:
+        """:meth:`document` of each ask, read together: the answer, or the error that ask
+        alone raised. Asks of one type and role served from the materialized documents
+        share one read of versions and documents (on PostgreSQL one statement for all: a
+        burst of lookups makes one round trip, not one each)."""
+        out: dict[int, dict[str, Any] | Exception] = {}
+        groups: dict[tuple[str, str | None], list[int]] = {}
+        for at, (entity_type, entity_id, role, tables) in enumerate(asks):
+            try:
+                clear = self.project.policy_for(role).clear
+            except FabricError as exc:
+                out[at] = exc
+                continue
+            if tables is None and not clear:
+                groups.setdefault((entity_type, role), []).append(at)
+            else:
+                out[at] = self._attempt(entity_type, entity_id, role, tables)
+        for (entity_type, role), members in groups.items():
+            policy = self.project.policy_for(role)
+            checked_at = self.recent.freshness.now()
+            try:
+                holders, held = self._materialized(
+                    entity_type, [asks[at][1] for at in members], policy
+                )
+            except FabricError:  # a malformed id or an unknown type: each ask on its own
+                for at in members:
+                    out[at] = self._attempt(entity_type, asks[at][1], role, None)
+                continue
+            if held is None and holders:  # the embedded store: the documents in one read
+                documents = self.project.online.documents
+                held = documents.get(self._scope(entity_type, policy), dict(holders.values()))
+            for at in members:
+                entity_id = asks[at][1]
+                try:
+                    if entity_id not in holders:
+                        raise self.not_found(entity_type)
+                    found, version = holders[entity_id]
+                    out[at] = self._finish(
+                        (entity_type, entity_id, policy, None),
+                        found,
+                        version,
+                        None,
+                        held,
+                        checked_at,
+                    )
+                except FabricError as exc:
+                    out[at] = exc
+        return [out[at] for at in range(len(asks))]
+
+    def _attempt(
+        self, entity_type: str, entity_id: str, role: str | None, tables: list[str] | None
+    ) -> dict[str, Any] | Exception:
+        """:meth:`document`, or the error it raised."""
+        try:
+            return self.document(entity_type, entity_id, role=role, tables=tables)
+        except FabricError as exc:
+            return exc
+
+    def _scope(self, entity_type: str, policy: MaskingPolicy) -> Scope:
+        """Where the online store keeps ``policy``'s materialized documents of the type."""
+        return (entity_type, policy.name, self.project.masking_fingerprint)
+
+    def _materialized(
+        self, entity_type: str, entity_ids: Sequence[str], policy: MaskingPolicy
+    ) -> tuple[dict[str, tuple[str, int]], dict[str, dict[str, Any]] | None]:
+        """:meth:`holders_with` over the materialized documents of ``policy``."""
+        documents = self.project.online.documents
+        return self.holders_with(
+            entity_type, entity_ids, documents, self._scope(entity_type, policy)
+        )
+
+    def _finish(
+        self,
+        ask: tuple[str, str, MaskingPolicy, list[str] | None],
+        found: str,
+        version: int,
+        stored: StoredBlob | None,
+        held: Mapping[str, dict[str, Any]] | None,
+        checked_at: float,
+    ) -> dict[str, Any]:
+        """The answer to ``ask`` (type, id asked, policy, tables), held by ``found`` at
+        ``version``: from the masked-document cache, else the materialized document
+        (``held``, or read now; only for the whole entity under a masking policy), else
+        the image masked here (``stored``, or read now)."""
+        entity_type, entity_id, policy, tables = ask
+        materialized = tables is None and not policy.clear
         # Masking is deterministic (keyed operators, per-entity offsets), so a masked
         # document is kept by version like a decoded one: a hot entity is masked once.
         key = (entity_type, found, version, policy.name, tables and tuple(tables))
@@ -352,7 +447,8 @@ class EntityService:
         if cached is None:
             if materialized:
                 if held is None:  # not read with the version (the embedded store)
-                    held = documents.get(scope, {found: version})
+                    documents = self.project.online.documents
+                    held = documents.get(self._scope(entity_type, policy), {found: version})
                 cached = held.get(found)
             if cached is None:
                 if stored is None:  # only the version was read: the image now

@@ -13,6 +13,7 @@ from backends import URL_ENV, on_postgres
 from source_changes import LATER, change_sources, execute
 
 from fabric.demo import DemoProject
+from fabric.errors import EntityNotFoundError, InvalidRequestError
 from fabric.project import Project
 from fabric.services.entities import EntityService
 from fabric.services.features import FeatureService
@@ -221,6 +222,28 @@ def test_incremental_merge_keeps_the_older_id_and_the_alias_resolves(
         }
         vector = FeatureService(project, service).vector("customer_360", gone, role="analyst")
         assert vector["entity_id"] == survivor and vector["merged_from"] == gone
+        # Lookups coalesced by the API: read together, each answered as alone, each error
+        # its own; a malformed id among them does not fail the others.
+        together = EntityService(project).document_batch(
+            [
+                ("customer", gone, "analyst", None),
+                ("customer", "no-such-entity", "analyst", None),
+                ("customer", survivor, "analyst", None),
+                ("customer", gone, "steward", None),
+                ("customer", survivor, "analyst", ["crm_customers"]),
+            ]
+        )
+        assert together[0] == masked
+        assert isinstance(together[1], EntityNotFoundError)
+        assert together[2] == service.document("customer", survivor, role="analyst")
+        assert together[3] == doc
+        assert together[4] == service.document(
+            "customer", survivor, role="analyst", tables=["crm_customers"]
+        )
+        malformed = EntityService(project).document_batch(
+            [("customer", "x" * 300, "analyst", None), ("customer", gone, "analyst", None)]
+        )
+        assert isinstance(malformed[0], InvalidRequestError) and malformed[1] == masked
         events = project.catalog.events("customer", survivor)
         assert events[-1].kind == "merge" and gone in events[-1].others
         assert "same_email" in events[-1].reason
