@@ -380,9 +380,16 @@ class EntityService:
                 for at in members:
                     out[at] = self._attempt(entity_type, asks[at][1], role, None)
                 continue
-            if held is None and holders:  # the embedded store: the documents in one read
-                documents = self.project.online.documents
-                held = documents.get(self._scope(entity_type, policy), dict(holders.values()))
+            if held is None:  # the embedded store: the documents not cached, in one read
+                with self._lock:
+                    wanted = {
+                        found: version
+                        for found, version in holders.values()
+                        if (entity_type, found, version, policy.name, None) not in self._documents
+                    }
+                if wanted:
+                    documents = self.project.online.documents
+                    held = documents.get(self._scope(entity_type, policy), wanted)
             for at in members:
                 entity_id = asks[at][1]
                 try:

@@ -244,6 +244,12 @@ def test_incremental_merge_keeps_the_older_id_and_the_alias_resolves(
             [("customer", "x" * 300, "analyst", None), ("customer", gone, "analyst", None)]
         )
         assert isinstance(malformed[0], InvalidRequestError) and malformed[1] == masked
+        # One asked entity's document is in the service's cache, the other's is not.
+        other = next(e for e in sorted(created) if e not in (older, newer))
+        mixed = service.document_batch(
+            [("customer", gone, "analyst", None), ("customer", other, "analyst", None)]
+        )
+        assert mixed == [masked, EntityService(project).document("customer", other, role="analyst")]
         events = project.catalog.events("customer", survivor)
         assert events[-1].kind == "merge" and gone in events[-1].others
         assert "same_email" in events[-1].reason
