@@ -51,6 +51,19 @@ SCHEMA = "fabric"
 CONNECT_SECONDS = 5
 
 
+def _batches(rows: Iterable[Sequence[Any]], size: int) -> Iterator[list[tuple[Any, ...]]]:
+    """``rows`` (a cursor) as lists of at most ``size`` tuples, read as they are handed on:
+    a copy of a table of millions of rows never holds more than a batch of them."""
+    batch: list[tuple[Any, ...]] = []
+    for row in rows:
+        batch.append(tuple(row))
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def postgres_conninfo(url: str) -> str:
     """A libpq connection string from ``url`` (``postgresql://`` or SQLAlchemy's
     ``postgresql+psycopg://``).
@@ -108,6 +121,11 @@ class Database(Protocol):
 
     def count(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a statement; how many rows it changed."""
+
+    def stream(self, sql: str, size: int) -> Iterator[list[tuple[Any, ...]]]:
+        """The rows of a query in lists of at most ``size``, read from the database as they
+        are taken (a table of millions of rows is never held whole, here or in the driver).
+        The connection runs nothing else until the last is taken."""
 
     def load(
         self,
@@ -176,6 +194,9 @@ class SqliteDb:
     def count(self, sql: str, params: Sequence[Any] = ()) -> int:
         self._conn.execute(sql, params)
         return int(self._conn.changes())
+
+    def stream(self, sql: str, size: int) -> Iterator[list[tuple[Any, ...]]]:
+        yield from _batches(self._conn.execute(sql), size)
 
     def load(
         self,
@@ -300,6 +321,12 @@ class PostgresDb:
     def count(self, sql: str, params: Sequence[Any] = ()) -> int:
         with self._answering():
             return int(self._live().execute(self._translate(sql), params).rowcount)
+
+    def stream(self, sql: str, size: int) -> Iterator[list[tuple[Any, ...]]]:
+        # psycopg's stream fetches `size` rows a round trip (libpq's chunked mode), where a
+        # plain cursor would hold the whole result in libpq's memory.
+        with self._answering(), self._live().cursor() as cursor:
+            yield from _batches(cursor.stream(self._translate(sql), size=size), size)
 
     def load(
         self,
@@ -462,6 +489,9 @@ class PostgresThreads:
 
     def count(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self.mine().count(sql, params)
+
+    def stream(self, sql: str, size: int) -> Iterator[list[tuple[Any, ...]]]:
+        return self.mine().stream(sql, size)
 
     def load(
         self,

@@ -564,18 +564,19 @@ class SealedTable(Generic[_T]):
         columns = ", ".join(self._layout.columns)
         source = self._file.reader()
         rows = (
-            []
+            iter(())
             if source is None
-            else source.execute(f"SELECT {columns} FROM {self._layout.name}").fetchall()
+            else source.stream(f"SELECT {columns} FROM {self._layout.name}", 5000)
         )
+        copied = 0
         into = target._file.writer()
         with into:
             into.execute(f"DELETE FROM {self._layout.name}")
-            for at in range(0, len(rows), 5000):
-                batch = [tuple(row) for row in rows[at : at + 5000]]
+            for batch in rows:
                 into.executemany(self._insert, batch)
                 progress(f"copy: {self._layout.name}", len(batch))
-        return len(rows)
+                copied += len(batch)
+        return copied
 
     def forget(self, place: Sequence[str], entity_ids: Sequence[str]) -> None:
         """Drop the rows of entities that are no longer stored, in ``place`` (values of the

@@ -194,3 +194,22 @@ def test_history_keeps_links_and_follows_merges_to_the_survivor(
     assert catalog.events("customer", "C2") == [merge]
     catalog.record_history("customer", [], {}, 3, current=["C2"])  # a split gave C2 back
     assert catalog.alias_target("customer", "C2") is None
+
+
+def test_a_copy_of_a_table_larger_than_a_read_batch_is_whole(
+    make_catalog: Callable[[], Catalog], tmp_path: Path
+) -> None:
+    catalog = make_catalog()
+    rows = [("customer", "crm", "customers", str(n), f"C{n % 997}") for n in range(12_001)]
+    with catalog.rewrite("source_keys", "customer") as writer:
+        writer.add(rows)
+    into = Catalog(tmp_path / "target" / "catalog.db")
+    try:
+        batches: list[int] = []
+        copied = catalog.copy_to(into, lambda what, n: batches.append(n))
+        assert copied == 12_001
+        # Streamed from either backend 5,000 rows at a time, each batch written as read.
+        assert batches == [5000, 5000, 2001]
+        assert keys(into, "customer") == keys(catalog, "customer")
+    finally:
+        into.close()

@@ -72,12 +72,12 @@ class CopyTables(Tables):
         progress: Callable[[str, int], None],
     ) -> int:
         """Every row ``select`` reads here, handed to ``write`` in batches; how many."""
-        rows = self._conn.execute(select).fetchall()
-        for at in range(0, len(rows), _BATCH):
-            batch = [tuple(row) for row in rows[at : at + _BATCH]]
+        copied = 0
+        for batch in self._conn.stream(select, _BATCH):
             write(batch)
             progress("copy: catalog", len(batch))
-        return len(rows)
+            copied += len(batch)
+        return copied
 
 
 def _insert(into: Database, table: str, names: str) -> Callable[[list[tuple[Any, ...]]], None]:
