@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -130,6 +131,12 @@ def main() -> None:
     Start with `fabric demo`, which builds a complete project from synthetic sources.
     Most commands read ./fabric.yaml; pass -c PATH for another project.
     """
+    if click.get_current_context().invoked_subcommand != "serve":
+        # psycopg logs at WARNING what it ignores while closing a connection the server
+        # dropped (an executemany's pipeline, the pool's reconnects). A command's own error
+        # already says the store does not answer, in one line; Python's last-resort handler
+        # would print these as more lines. A server keeps them in its log.
+        logging.getLogger("psycopg").setLevel(logging.ERROR)
 
 
 #: The role whose masking policy applies to what a command prints or writes.

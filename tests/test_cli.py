@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -178,3 +180,33 @@ def test_cli_serve_port_in_use(runner: CliRunner, demo_dir: Path) -> None:
         )
     assert result.exit_code == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.output
+
+
+_WARNS_THEN_FAILS = """
+import logging
+from fabric.cli import main
+from fabric.errors import StoreUnavailableError
+from fabric.project import Project
+
+def open_(path):
+    # What psycopg logs when a pipeline's connection was lost under it, before our error.
+    logging.getLogger("psycopg").warning("error ignored terminating <Pipeline>: lost")
+    raise StoreUnavailableError("the store at postgresql://127.0.0.1:1/x does not answer")
+
+Project.open = staticmethod(open_)
+main(["store", "verify"])
+"""
+
+
+def test_a_store_that_goes_away_is_one_line_whatever_the_driver_logs(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _WARNS_THEN_FAILS],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "error: the store at postgresql://127.0.0.1:1/x does not answer"
+    ]
