@@ -337,17 +337,12 @@ class EntityService:
             InvalidRequestError: malformed id or unknown table name.
         """
         policy = self.project.policy_for(role)
-        checked_at = self.recent.freshness.now()
         if tables is None and not policy.clear:
-            # Materialized by sync for each version, masking rules and keys: the version is
-            # read first (with the document itself, where the backend reads both at once).
-            holders, held = self._materialized(entity_type, [entity_id], policy)
-            if entity_id not in holders:
-                raise self.not_found(entity_type)
-            found, version = holders[entity_id]
-            return self._finish(
-                (entity_type, entity_id, policy, None), found, version, None, held, checked_at
-            )
+            (answer,) = self._from_materialized(entity_type, policy, [entity_id])
+            if isinstance(answer, FabricError):
+                raise answer
+            return answer
+        checked_at = self.recent.freshness.now()
         found, stored = self._stored(entity_type, entity_id)
         ask = (entity_type, entity_id, policy, tables)
         return self._finish(ask, found, stored.version, stored, None, checked_at)
@@ -358,77 +353,74 @@ class EntityService:
         share one read of versions and documents (on PostgreSQL one statement for all: a
         burst of lookups makes one round trip, not one each)."""
         out: dict[int, dict[str, Any] | Exception] = {}
-        groups: dict[tuple[str, str | None], list[int]] = {}
+        groups: dict[tuple[str, str], tuple[MaskingPolicy, list[int]]] = {}
         for at, (entity_type, entity_id, role, tables) in enumerate(asks):
             try:
-                clear = self.project.policy_for(role).clear
+                policy = self.project.policy_for(role)
             except FabricError as exc:
                 out[at] = exc
                 continue
-            if tables is None and not clear:
-                groups.setdefault((entity_type, role), []).append(at)
+            if tables is None and not policy.clear:
+                groups.setdefault((entity_type, policy.name), (policy, []))[1].append(at)
             else:
                 out[at] = self._attempt(entity_type, entity_id, role, tables)
-        for (entity_type, role), members in groups.items():
-            policy = self.project.policy_for(role)
-            checked_at = self.recent.freshness.now()
+        for (entity_type, _), (policy, members) in groups.items():
+            entity_ids = [asks[at][1] for at in members]
             try:
-                holders, held = self._materialized(
-                    entity_type, [asks[at][1] for at in members], policy
-                )
+                answers = self._from_materialized(entity_type, policy, entity_ids)
             except FabricError:  # a malformed id or an unknown type: each ask on its own
-                for at in members:
-                    out[at] = self._attempt(entity_type, asks[at][1], role, None)
-                continue
-            if held is None:  # the embedded store: the documents not cached, in one read
-                with self._lock:
-                    wanted = {
-                        found: version
-                        for found, version in holders.values()
-                        if (entity_type, found, version, policy.name, None) not in self._documents
-                    }
-                if wanted:
-                    documents = self.project.online.documents
-                    held = documents.get(self._scope(entity_type, policy), wanted)
-            for at in members:
-                entity_id = asks[at][1]
-                try:
-                    if entity_id not in holders:
-                        raise self.not_found(entity_type)
-                    found, version = holders[entity_id]
-                    out[at] = self._finish(
-                        (entity_type, entity_id, policy, None),
-                        found,
-                        version,
-                        None,
-                        held,
-                        checked_at,
-                    )
-                except FabricError as exc:
-                    out[at] = exc
+                answers = [
+                    self._attempt(entity_type, e, asks[at][2], None)
+                    for at, e in zip(members, entity_ids, strict=True)
+                ]
+            out.update(zip(members, answers, strict=True))
         return [out[at] for at in range(len(asks))]
 
     def _attempt(
         self, entity_type: str, entity_id: str, role: str | None, tables: list[str] | None
-    ) -> dict[str, Any] | Exception:
+    ) -> dict[str, Any] | FabricError:
         """:meth:`document`, or the error it raised."""
         try:
             return self.document(entity_type, entity_id, role=role, tables=tables)
         except FabricError as exc:
             return exc
 
-    def _scope(self, entity_type: str, policy: MaskingPolicy) -> Scope:
-        """Where the online store keeps ``policy``'s materialized documents of the type."""
-        return (entity_type, policy.name, self.project.masking_fingerprint)
+    def _from_materialized(
+        self, entity_type: str, policy: MaskingPolicy, entity_ids: Sequence[str]
+    ) -> list[dict[str, Any] | FabricError]:
+        """The whole documents of these entities under ``policy``, each answer or its own
+        error (an unknown id). Materialized by sync for each version, masking rules and
+        keys: the versions are read first, with the documents where the backend reads
+        both at once (PostgreSQL), else the documents not cached in one read after.
 
-    def _materialized(
-        self, entity_type: str, entity_ids: Sequence[str], policy: MaskingPolicy
-    ) -> tuple[dict[str, tuple[str, int]], dict[str, dict[str, Any]] | None]:
-        """:meth:`holders_with` over the materialized documents of ``policy``."""
+        Raises:
+            EntityNotFoundError: no such entity type.
+            InvalidRequestError: a malformed id (the whole group: ask each alone).
+        """
+        checked_at = self.recent.freshness.now()
         documents = self.project.online.documents
-        return self.holders_with(
-            entity_type, entity_ids, documents, self._scope(entity_type, policy)
-        )
+        scope = (entity_type, policy.name, self.project.masking_fingerprint)
+        holders, held = self.holders_with(entity_type, entity_ids, documents, scope)
+        if held is None:
+            with self._lock:
+                wanted = {
+                    found: version
+                    for found, version in holders.values()
+                    if (entity_type, found, version, policy.name, None) not in self._documents
+                }
+            held = documents.get(scope, wanted) if wanted else {}
+        answers: list[dict[str, Any] | FabricError] = []
+        for entity_id in entity_ids:
+            if entity_id not in holders:
+                answers.append(self.not_found(entity_type))
+                continue
+            found, version = holders[entity_id]
+            ask = (entity_type, entity_id, policy, None)
+            try:
+                answers.append(self._finish(ask, found, version, None, held, checked_at))
+            except FabricError as exc:  # deleted since its version was read
+                answers.append(exc)
+        return answers
 
     def _finish(
         self,
@@ -441,10 +433,9 @@ class EntityService:
     ) -> dict[str, Any]:
         """The answer to ``ask`` (type, id asked, policy, tables), held by ``found`` at
         ``version``: from the masked-document cache, else the materialized document
-        (``held``, or read now; only for the whole entity under a masking policy), else
-        the image masked here (``stored``, or read now)."""
+        (``held``: those read for whole entities under a masking policy), else the image
+        masked here (``stored``, or read now)."""
         entity_type, entity_id, policy, tables = ask
-        materialized = tables is None and not policy.clear
         # Masking is deterministic (keyed operators, per-entity offsets), so a masked
         # document is kept by version like a decoded one: a hot entity is masked once.
         key = (entity_type, found, version, policy.name, tables and tuple(tables))
@@ -452,10 +443,7 @@ class EntityService:
             cached = self._documents.get(key)
             self.served += 1
         if cached is None:
-            if materialized:
-                if held is None:  # not read with the version (the embedded store)
-                    documents = self.project.online.documents
-                    held = documents.get(self._scope(entity_type, policy), {found: version})
+            if held is not None:  # read with the versions, or those not cached then
                 cached = held.get(found)
             if cached is None:
                 if stored is None:  # only the version was read: the image now
